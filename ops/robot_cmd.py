@@ -1,0 +1,122 @@
+"""``steer robot sim`` and ``steer robot run``: the simulated robot and the policy node over ROS 2 topics.
+
+A thin layer: each command turns its config into a :class:`steer.robot.config.RobotConfig`
+and calls :mod:`steer.robot.processes`, which holds the logic.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+import tyro
+
+
+@dataclass(frozen=True)
+class RobotTopics:
+    """Topic and namespace overrides shared by both commands (default: the limits YAML's)."""
+
+    namespace: str | None = None
+    """Namespace in front of relative topic names (e.g. ``robot1``)."""
+    joint_state_topic: str | None = None
+    """Joint-state topic (sensor_msgs/JointState)."""
+    controller: str | None = None
+    """Controller whose ``<controller>/commands`` topic takes the commands (std_msgs/Float64MultiArray)."""
+    estop_topic: str | None = None
+    """E-stop topic (std_msgs/Bool, transient-local)."""
+    safety_topic: str | None = None
+    """Safety-state topic (diagnostic_msgs/DiagnosticStatus)."""
+
+
+@dataclass(frozen=True)
+class RobotSimConfig:
+    """Options of ``steer robot sim``."""
+
+    domain_id: int = 0
+    """DDS domain id (ROS_DOMAIN_ID)."""
+    task: str = "steer/PlanarPush-v0"
+    """Gymnasium id of the MuJoCo task to simulate."""
+    limits: str | None = None
+    """Robot config YAML with joints, limits, topics and rates (default: the packaged PlanarPush one)."""
+    rate_hz: float | None = None
+    """Control rate (Hz); must match the task's (default: the YAML's)."""
+    topics: RobotTopics = RobotTopics()
+    """Topic and namespace overrides."""
+    episodes: int = 0
+    """Episodes to run; 0 runs until interrupted."""
+    seed: int = 0
+    """Seed of the first episode; episode k uses seed + k."""
+    duration_s: float | None = None
+    """Stop after this many seconds (default: no limit)."""
+    wait_for_node_s: float = 0.0
+    """Wait up to this long for a policy node before the first episode."""
+    results: str | None = None
+    """Write the episode results and timing as JSON to this path."""
+    loopback: bool = True
+    """Keep DDS traffic on loopback (ignored when CYCLONEDDS_URI is set)."""
+    transport: Literal["dds", "rclpy"] = "dds"
+    """``dds`` (Cyclone DDS, no ROS install needed) or ``rclpy`` (on a robot with ROS 2)."""
+
+
+@dataclass(frozen=True)
+class RobotRunConfig:
+    """Options of ``steer robot run``."""
+
+    policy: str
+    """ONNX policy exported by ``steer export``."""
+    domain_id: int = 0
+    """DDS domain id (ROS_DOMAIN_ID)."""
+    limits: str | None = None
+    """Robot config YAML with joints, limits, topics and rates (default: the packaged PlanarPush one)."""
+    rate_hz: float | None = None
+    """Control rate (Hz); must match the policy's (default: the YAML's)."""
+    topics: RobotTopics = RobotTopics()
+    """Topic and namespace overrides."""
+    duration_s: float | None = None
+    """Stop after this many seconds (default: until interrupted)."""
+    bag_dir: str | None = None
+    """Record each episode as a ROS 2 MCAP bag in this folder."""
+    stats: str | None = None
+    """Write the node's timing summary as JSON to this path on exit."""
+    autostart: bool = True
+    """Arm and start as soon as observations arrive (and again after an operator e-stop reset)."""
+    trigger: Literal["observation", "timer"] = "observation"
+    """Tick on each joint state (robots that publish at the control rate) or on a timer."""
+    loopback: bool = True
+    """Keep DDS traffic on loopback (ignored when CYCLONEDDS_URI is set)."""
+    transport: Literal["dds", "rclpy"] = "dds"
+    """``dds`` (Cyclone DDS, no ROS install needed) or ``rclpy`` (on a robot with ROS 2)."""
+
+
+def _robot(limits: str | None, rate_hz: float | None, topics: RobotTopics):
+    from steer.robot.processes import robot_config
+
+    return robot_config(limits, namespace=topics.namespace, rate_hz=rate_hz,
+                        joint_state_topic=topics.joint_state_topic, controller=topics.controller,
+                        estop_topic=topics.estop_topic, safety_topic=topics.safety_topic)
+
+
+def sim(cfg: Annotated[RobotSimConfig, tyro.conf.OmitArgPrefixes]) -> int:
+    """Run the task's MuJoCo robot in real time, publishing /joint_states and the goal and taking
+    commands on /<controller>/commands (with a command timeout that holds the robot)."""
+    from steer.robot.processes import run_sim
+
+    summary = run_sim(_robot(cfg.limits, cfg.rate_hz, cfg.topics), domain_id=cfg.domain_id, task=cfg.task,
+                      episodes=cfg.episodes, seed=cfg.seed, duration_s=cfg.duration_s,
+                      wait_for_node_s=cfg.wait_for_node_s, results=cfg.results, loopback=cfg.loopback,
+                      transport=cfg.transport)
+    print(json.dumps({k: v for k, v in summary.items() if k != "results"}))
+    return 0
+
+
+def run(cfg: Annotated[RobotRunConfig, tyro.conf.OmitArgPrefixes]) -> int:
+    """Run an ONNX policy as a ROS 2 node: observations by name from the topics, every command
+    through the safety shield, the safety state on /safety_state, episodes recorded as bags."""
+    from steer.robot.processes import run_node
+
+    summary = run_node(_robot(cfg.limits, cfg.rate_hz, cfg.topics), cfg.policy, domain_id=cfg.domain_id,
+                       duration_s=cfg.duration_s, bag_dir=cfg.bag_dir, stats=cfg.stats, autostart=cfg.autostart,
+                       trigger=cfg.trigger, loopback=cfg.loopback, transport=cfg.transport)
+    print(json.dumps(summary))
+    return 0

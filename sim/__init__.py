@@ -1,0 +1,6 @@
+"""steer.sim: MuJoCo tasks as gymnasium envs, scripted experts, demonstrations."""
+
+import gymnasium as _gym
+
+if "steer/PlanarPush-v0" not in _gym.registry:
+    _gym.register(id="steer/PlanarPush-v0", entry_point="steer.sim.push:PlanarPushEnv", max_episode_steps=None)

@@ -1,0 +1,129 @@
+"""Demonstration datasets: collect with a scripted expert, store as Minari, load back.
+
+Format: a Minari dataset (HDF5 backend, Farama's standard for offline RL data) in a
+folder of the run. Each episode holds ``observations`` (T+1, obs_dim),
+``actions`` (T, action_dim), ``rewards``, ``terminations``, ``truncations`` and
+``infos/is_success``. The env id, observation and action spaces are recorded in the
+dataset metadata, so a loader can check that it matches the task it trains for.
+Nothing is downloaded: ``MINARI_DATASETS_PATH`` points at the run's own folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import gymnasium as gym
+import numpy as np
+from tqdm import tqdm
+
+DATASET_ID = "steer/planarpush-expert-v0"
+
+
+class DatasetError(ValueError):
+    """A dataset that is missing, unreadable or does not fit the task."""
+
+    user_facing = True
+
+
+@dataclass
+class Demos:
+    """Demonstrations in memory: one array per episode."""
+
+    observations: list[np.ndarray]
+    """Per episode, (T+1, obs_dim) float32."""
+    actions: list[np.ndarray]
+    """Per episode, (T, action_dim) float32."""
+    successes: np.ndarray
+    """Per episode, whether it ended in success."""
+    env_id: str
+
+    @property
+    def num_steps(self) -> int:
+        return int(sum(len(a) for a in self.actions))
+
+
+@contextlib.contextmanager
+def _datasets_root(root: Path) -> Iterator[None]:
+    old = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(root)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("MINARI_DATASETS_PATH", None)
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = old
+
+
+def collect_demos(env_id: str, expert, episodes: int, seed: int, out_dir: Path,
+                  progress: bool = True) -> Demos:
+    """Roll out ``expert`` for ``episodes`` episodes and write a Minari dataset to ``out_dir``.
+
+    Episode ``i`` is reset with seed ``seed + i``; ``expert`` has ``start_episode()`` and
+    ``act(obs)``.
+    """
+    import minari
+    from minari.data_collector import EpisodeBuffer
+
+    env = gym.make(env_id)
+    buffers, demos_obs, demos_act, succ = [], [], [], []
+    for i in tqdm(range(episodes), desc="collect", unit="ep", disable=not progress):
+        obs, info = env.reset(seed=seed + i)
+        expert.start_episode()
+        observations, actions, rewards, terms, truncs, successes = [obs], [], [], [], [], [info["is_success"]]
+        while True:
+            action = expert.act(obs)
+            obs, reward, term, trunc, info = env.step(action)
+            observations.append(obs)
+            actions.append(action)
+            rewards.append(float(reward))
+            terms.append(bool(term))
+            truncs.append(bool(trunc))
+            successes.append(bool(info["is_success"]))
+            if term or trunc:
+                break
+        obs_arr, act_arr = np.asarray(observations, np.float32), np.asarray(actions, np.float32)
+        buffers.append(EpisodeBuffer(id=i, seed=seed + i, observations=obs_arr, actions=act_arr,
+                                     rewards=rewards, terminations=terms, truncations=truncs,
+                                     infos={"is_success": np.asarray(successes)}))
+        demos_obs.append(obs_arr)
+        demos_act.append(act_arr)
+        succ.append(successes[-1])
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with _datasets_root(out_dir):
+        if DATASET_ID in minari.list_local_datasets():
+            minari.delete_dataset(DATASET_ID)
+        minari.create_dataset_from_buffers(
+            dataset_id=DATASET_ID, buffer=buffers, env=env_id, algorithm_name="scripted-expert",
+            author="steer", description="Scripted PlanarPush demonstrations, deliberately mixed quality.",
+            data_format="hdf5", observation_space=env.observation_space, action_space=env.action_space)
+    env.close()
+    return Demos(demos_obs, demos_act, np.asarray(succ), env_id)
+
+
+def load_demos(path: Path) -> Demos:
+    """Load demonstrations written by :func:`collect_demos` from the folder ``path``."""
+    import minari
+
+    path = Path(path)
+    if not path.is_dir():
+        raise DatasetError(f"no dataset folder at {path}; create one with `steer collect --out {path}`.")
+    with _datasets_root(path):
+        try:
+            dataset = minari.load_dataset(DATASET_ID)
+        except Exception as err:  # minari raises several types for a missing/corrupt dataset
+            raise DatasetError(f"{path} holds no readable steer dataset ({type(err).__name__}: {err}).") from err
+        obs, act, succ = [], [], []
+        for ep in dataset.iterate_episodes():
+            obs.append(np.asarray(ep.observations, np.float32))
+            act.append(np.asarray(ep.actions, np.float32))
+            succ.append(bool(np.asarray(ep.infos["is_success"])[-1]))
+        env_id = dataset.spec.env_spec.id if dataset.spec.env_spec is not None else ""
+    if not act:
+        raise DatasetError(f"the dataset in {path} has no episodes.")
+    return Demos(obs, act, np.asarray(succ), env_id)
