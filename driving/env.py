@@ -1,0 +1,218 @@
+"""Gymnasium interfaces: the native :class:`DriveVectorEnv` and the single :class:`DriveEnv` (``steer/Drive-v0``).
+
+Observation (Dict): ``bev`` uint8 [C, H, W] (see :data:`~steer.driving.bev.BEV_CHANNELS`),
+``measurements`` float32 [M] (see :data:`MEASUREMENTS`), ``value_inputs`` float32 [K] (see
+:data:`VALUE_INPUTS`; privileged, meant for the critic only). Action: float32 [2] = [steer, accel]
+in [-1, 1]. Reward: ``"carl"`` (default) or ``"roach"``.
+
+The vector env resets finished sub-envs in the same step (gymnasium's SAME_STEP autoreset): the
+returned observation of such an env is the first of its new episode, ``infos["_final_obs"]`` marks
+those envs and ``infos["final_obs"]`` holds their last observations, one row per marked env in env
+order. Every other info key is an array [N] about the step just taken (for a finished env, about the
+end of its episode): ``route_completion`` (0..1), ``distance_driven`` (m), ``speed`` (m/s),
+``outside_route_lanes``, ``ttc_violation``, ``finished`` (route done: truncation), the infraction
+flags of :data:`~steer.driving.simulator.INFRACTIONS`, ``episode_return`` and ``episode_length``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from steer.driving.bev import BevConfig, BevRenderer, bev_to_rgb
+from steer.driving.rewards import CarlRewardConfig, RewardState, RoachRewardConfig, carl_reward, roach_reward
+from steer.driving.simulator import INFRACTIONS, DrivingSim, SimConfig, build_world
+
+MEASUREMENTS = ("last_steer", "last_accel", "speed", "speed_limit")
+"""Measurement vector: last action (normalized), speed and speed limit in units of 10 m/s."""
+
+VALUE_INPUTS = ("time_left", "route_left", "blocked_time", "distance_left")
+"""Value-only inputs: share of the time budget left, share of the route left, share of the blocked
+limit spent, route metres left / 500."""
+
+REWARDS = ("carl", "roach")
+"""Selectable rewards."""
+
+
+@dataclass(frozen=True)
+class DriveEnvConfig:
+    """Configuration of the driving envs."""
+
+    sim: SimConfig = field(default_factory=SimConfig)
+    """Simulator and world."""
+    bev: BevConfig = field(default_factory=BevConfig)
+    """BEV raster size and resolution."""
+    observe_bev: bool = True
+    """Render the BEV; without it the observation has no ``bev`` key (for state-only work and benchmarks)."""
+    reward: str = "carl"
+    """``"carl"`` or ``"roach"``."""
+    carl: CarlRewardConfig = field(default_factory=CarlRewardConfig)
+    """CaRL reward constants."""
+    roach: RoachRewardConfig = field(default_factory=RoachRewardConfig)
+    """Roach reward constants."""
+
+
+class DriveConfigError(ValueError):
+    """A driving-env option the user set is not valid."""
+
+    user_facing = True
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_world(cfg: SimConfig):
+    return build_world(cfg)
+
+
+class DriveVectorEnv(VectorEnv):
+    """``num_envs`` driving episodes stepped together by one numpy simulator."""
+
+    metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
+
+    def __init__(self, num_envs: int = 8, config: DriveEnvConfig = DriveEnvConfig(), reward: str | None = None,
+                 autoreset: bool = True, sim: DrivingSim | None = None):
+        if reward is not None:
+            config = dataclasses.replace(config, reward=reward)
+        if config.reward not in REWARDS:
+            raise DriveConfigError(f"unknown reward {config.reward!r}; choose one of {', '.join(REWARDS)}.")
+        self.config = config
+        self.num_envs = num_envs
+        self.autoreset = autoreset
+        # A backend (e.g. SUMO) passes its own sim with the same state arrays.
+        self.sim = sim if sim is not None else DrivingSim(num_envs, config.sim, world=_cached_world(config.sim))
+        self.bev = BevRenderer(self.sim, config.bev) if config.observe_bev else None
+        obs = {
+            "measurements": spaces.Box(-10.0, 10.0, (len(MEASUREMENTS),), np.float32),
+            "value_inputs": spaces.Box(-10.0, 10.0, (len(VALUE_INPUTS),), np.float32),
+        }
+        if self.bev is not None:
+            obs = {"bev": spaces.Box(0, 255, self.bev.shape, np.uint8), **obs}
+        self.single_observation_space = spaces.Dict(obs)
+        self.single_action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self._rng = np.random.default_rng(config.sim.seed)
+        self._return = np.zeros(num_envs)
+        self._done = np.zeros(num_envs, bool)
+
+    # ------------------------------------------------------------------
+    def observe(self, idx: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Observations of envs ``idx`` (all when None)."""
+        sim = self.sim
+        idx = np.arange(self.num_envs) if idx is None else np.asarray(idx, np.int64)
+        r = sim.route[idx]
+        pool = sim.pool
+        meas = np.empty((len(idx), len(MEASUREMENTS)), np.float32)
+        meas[:, 0:2] = sim.last_action[idx]
+        meas[:, 2] = sim.v[idx] / 10.0
+        meas[:, 3] = pool.speed_limit[r, sim.seg[idx]] / 10.0
+        val = np.empty((len(idx), len(VALUE_INPUTS)), np.float32)
+        val[:, 0] = 1.0 - sim.t[idx] / sim.time_limit[idx]
+        val[:, 1] = 1.0 - sim.s[idx] / pool.length[r]
+        val[:, 2] = sim.blocked_t[idx] / sim.cfg.blocked_s
+        val[:, 3] = (pool.length[r] - sim.s[idx]) / 500.0
+        obs = {"measurements": meas, "value_inputs": val}
+        if self.bev is not None:
+            obs = {"bev": self.bev.render(idx), **obs}
+        return obs
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """Reset all envs (or those in ``options["reset_mask"]``); a seed makes the episodes reproducible."""
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+            self.sim.rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
+        mask = None if options is None else options.get("reset_mask")
+        idx = np.arange(self.num_envs) if mask is None else np.flatnonzero(mask)
+        routes = None if options is None else options.get("routes")
+        self.sim.reset_envs(idx, self._rng, routes=routes)
+        self._return[idx] = 0.0
+        self._done[idx] = False
+        return self.observe(), {}
+
+    def step(self, actions):
+        """Step all envs with actions [N, 2]; finished envs are reset in the same step."""
+        sim, cfg = self.sim, self.config
+        actions = np.asarray(actions, np.float32).reshape(self.num_envs, 2)
+        prev_steer = sim.last_action[:, 0].copy()
+        res = sim.step(actions)
+        infr = res.infractions
+        coll_red = infr["collision_vehicle"] | infr["collision_static"] | infr["collision_pedestrian"] | infr["red_light"]
+        if cfg.reward == "roach":
+            vgap, _, lgap, _ = sim.route_hazards()
+        else:
+            vgap = lgap = np.full(self.num_envs, np.inf)
+        st = RewardState(res.progress_pct, res.outside_route_lanes, sim.v, res.speed_limit, res.ttc_violation,
+                         res.comfort_violations, res.lateral, res.lane_width, res.heading_error,
+                         np.abs(actions[:, 0] - prev_steer), vgap, lgap, res.terminated, coll_red)
+        reward = carl_reward(st, cfg.carl) if cfg.reward == "carl" else roach_reward(st, cfg.roach)
+        terminated = res.terminated.copy()
+        truncated = res.finished.copy()
+        self._return += reward
+        infos = {
+            "route_completion": res.route_completion.copy(),
+            "distance_driven": sim.distance.copy(),
+            "speed": sim.v.copy(),
+            "outside_route_lanes": res.outside_route_lanes,
+            "ttc_violation": res.ttc_violation,
+            "finished": res.finished,
+            **{k: v.copy() for k, v in infr.items()},
+            "episode_return": self._return.copy(),
+            "episode_length": sim.steps.copy(),
+        }
+        done = terminated | truncated
+        if self.autoreset:
+            idx = np.flatnonzero(done)
+            infos["_final_obs"] = done
+            if len(idx):
+                infos["final_obs"] = self.observe(idx)
+                sim.reset_envs(idx, self._rng)
+                self._return[idx] = 0.0
+        obs = self.observe()
+        return obs, reward.astype(np.float32), terminated, truncated, infos
+
+    def render(self):
+        """RGB picture of env 0's BEV (None without BEV)."""
+        if self.bev is None:
+            return None
+        return bev_to_rgb(self.bev.render(np.array([0]))[0], self.config.bev.ego_from_bottom)
+
+
+class DriveEnv(gym.Env):
+    """One driving episode at a time (``steer/Drive-v0``); same observations, actions and rewards."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(self, config: DriveEnvConfig = DriveEnvConfig(), reward: str | None = None,
+                 render_mode: str | None = None):
+        self.venv = DriveVectorEnv(1, config, reward=reward, autoreset=False)
+        self.observation_space = self.venv.single_observation_space
+        self.action_space = self.venv.single_action_space
+        self.render_mode = render_mode
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """Start an episode; the same seed gives the same route, traffic and lights."""
+        super().reset(seed=seed)
+        obs, _ = self.venv.reset(seed=seed, options=options)
+        return {k: v[0] for k, v in obs.items()}, self._info()
+
+    def _info(self, infos: dict | None = None) -> dict:
+        if infos is None:
+            return {"route_completion": 0.0}
+        return {k: (v[0].item() if isinstance(v, np.ndarray) else v) for k, v in infos.items()}
+
+    def step(self, action):
+        """One step; after termination or truncation call reset."""
+        obs, r, term, trunc, infos = self.venv.step(np.asarray(action, np.float32)[None])
+        return {k: v[0] for k, v in obs.items()}, float(r[0]), bool(term[0]), bool(trunc[0]), self._info(infos)
+
+    def render(self):
+        """RGB picture of the BEV when ``render_mode="rgb_array"``."""
+        if self.render_mode == "rgb_array":
+            return self.venv.render()
+        return None

@@ -1,0 +1,78 @@
+"""The scripted driver: pure pursuit on the route, speed control with IDM, stopping at red lights.
+
+It reads the simulator's privileged state (route, traffic, lights) and returns actions [N, 2] for all
+envs at once. It is the baseline of the PPO work and a demonstration source for BC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from steer.driving.geometry import wrap_angle
+from steer.driving.roadmap import LIGHT_YELLOW
+from steer.driving.simulator import DrivingSim, idm_accel
+
+
+@dataclass(frozen=True)
+class ExpertConfig:
+    """Gains of the scripted driver."""
+
+    lookahead_min: float = 4.0
+    """Shortest pure-pursuit look-ahead, metres."""
+    lookahead_gain: float = 0.6
+    """Look-ahead grows by this many seconds of speed."""
+    speed_margin: float = 0.97
+    """Share of the speed limit (and comfortable speed) aimed for."""
+    yellow_brake: float = 3.5
+    """A yellow light is run only if stopping before its line would need more than this, m/s^2."""
+    stop_margin: float = 1.0
+    """Distance kept before a stop line, metres."""
+    speed_gain: float = 1.5
+    """Proportional gain from speed error to acceleration, 1/s."""
+
+
+class ExpertDriver:
+    """Route follower over a :class:`DrivingSim` (vectorized over its envs)."""
+
+    def __init__(self, sim: DrivingSim, cfg: ExpertConfig = ExpertConfig()):
+        self.sim = sim
+        self.cfg = cfg
+
+    def act(self) -> np.ndarray:
+        """Actions [N, 2] = [steer, accel] in [-1, 1] for the sim's current state."""
+        sim, cfg, scfg, pool = self.sim, self.cfg, self.sim.cfg, self.sim.pool
+        r = sim.route
+        n = sim.num_envs
+        # Pure pursuit from the rear axle to a route point ahead.
+        lr = scfg.wheelbase / 2.0
+        rx = sim.x - lr * np.cos(sim.yaw)
+        ry = sim.y - lr * np.sin(sim.yaw)
+        ld = cfg.lookahead_min + cfg.lookahead_gain * sim.v
+        sp = pool.spacing[r]
+        target_s = sim.s + ld
+        ti = np.minimum((target_s / sp).astype(np.int64), pool.n[r] - 1)
+        tx, ty = pool.pts[r, ti, 0], pool.pts[r, ti, 1]
+        alpha = wrap_angle(np.arctan2(ty - ry, tx - rx) - sim.yaw)
+        dist = np.maximum(np.hypot(tx - rx, ty - ry), 1.0)
+        delta = np.arctan(2.0 * scfg.wheelbase * np.sin(alpha) / dist)
+        steer = np.clip(delta / scfg.max_steer, -1.0, 1.0)
+
+        # Speed: comfortable route speed a little ahead, IDM behind the nearest vehicle or red light.
+        ci = np.minimum(sim.seg + 2, pool.n[r] - 1)
+        v_target = np.maximum(cfg.speed_margin * np.minimum(pool.comfort_speed[r, ci], pool.speed_limit[r, ci]), 1.0)
+        vgap, vspeed, lgap, lstate = sim.route_hazards()
+        can_stop = lgap - cfg.stop_margin > sim.v**2 / (2.0 * cfg.yellow_brake)
+        stop_for_light = np.isfinite(lgap) & ((lstate != LIGHT_YELLOW) | can_stop)
+        lg = np.where(stop_for_light, np.maximum(lgap - cfg.stop_margin, 0.05), np.inf)
+        gap = np.minimum(vgap, lg)
+        lead_v = np.where(vgap <= lg, vspeed, 0.0)
+        a_idm = idm_accel(sim.v, v_target, gap, lead_v, scfg)
+        a_p = cfg.speed_gain * (v_target - sim.v)
+        a = np.minimum(np.where(np.isfinite(gap), a_idm, a_p), a_p)
+        # Hold still when stopped close behind an obstacle.
+        a = np.where((gap < 1.0) & (sim.v < 0.5), -scfg.max_brake, a)
+        accel = np.where(a >= 0, a / scfg.max_accel, a / scfg.max_brake)
+        out = np.stack([steer, np.clip(accel, -1.0, 1.0)], 1).astype(np.float32)
+        return out.reshape(n, 2)

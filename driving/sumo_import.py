@@ -1,0 +1,139 @@
+"""Import SUMO ``.net.xml`` networks into the shared map format through sumolib.
+
+Normal lanes become road lanes (same-direction lanes of one edge share a carriageway; SUMO lane
+index 0 is the rightmost), every connection becomes a connector lane along its internal (via) lanes,
+and each signalled connection gets a light whose schedule is the traffic-light program's state for
+its link index (permissive green "g" is read as red) (all links of one traffic light share a group, so their offsets stay together).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from steer.driving.roadmap import (
+    CONNECTOR_LANE, LIGHT_GREEN, LIGHT_RED, LIGHT_YELLOW, ROAD_LANE, LaneSpec, LightSpec, RoadMap, build_roadmap,
+)
+
+
+class SumoNetworkError(ValueError):
+    """A SUMO network could not be found or read."""
+
+    user_facing = True
+
+
+def bundled_network(name: str = "cross") -> str:
+    """Path of a network bundled with eclipse-sumo (``cross``: one signalised 4-way junction)."""
+    try:
+        import sumo
+    except ImportError as err:  # pragma: no cover - depends on the install
+        raise SumoNetworkError("eclipse-sumo is not installed; install steer-rl with the 'driving' extra.") from err
+    hits = glob.glob(os.path.join(os.path.dirname(sumo.__file__), "tools", "game", name, f"{name}.net.xml"))
+    if not hits:
+        raise SumoNetworkError(f"no bundled SUMO network named {name!r}; try 'cross', 'grid6' or 'square'.")
+    return hits[0]
+
+
+def _state_code(ch: str) -> int:
+    # Permissive green ("g": go after yielding to conflicting traffic) counts as red: our drivers
+    # have no yielding logic, so they turn only on protected green ("G").
+    if ch == "G":
+        return LIGHT_GREEN
+    if ch in "yY":
+        return LIGHT_YELLOW
+    if ch in "oO":  # signal off: no restriction
+        return LIGHT_GREEN
+    return LIGHT_RED  # r, R, s, u (red-yellow)
+
+
+@dataclass
+class SumoMap:
+    """An imported network: the map plus the SUMO ids behind its lanes and lights."""
+
+    roadmap: RoadMap
+    """The map in the shared format."""
+    lane_ids: list[str]
+    """SUMO lane id of each road lane; for a connector, its first via lane (or "from->to")."""
+    lane_edge: list[str]
+    """SUMO edge id of each road lane ("" for connectors)."""
+    light_links: list[tuple[str, int]]
+    """(traffic light id, link index) of each light."""
+    net_path: str
+    """The .net.xml file."""
+
+
+def import_sumo_net(path: str) -> SumoMap:
+    """Read a SUMO network with sumolib and convert it (see module docstring)."""
+    import sumolib
+
+    if not os.path.exists(path):
+        raise SumoNetworkError(f"SUMO network {path!r} does not exist; pass a .net.xml file.")
+    net = sumolib.net.readNet(path, withInternal=True, withPrograms=True)
+    lanes: list[LaneSpec] = []
+    index: dict[str, int] = {}
+    edges: list[str] = []
+    normal = [e for e in net.getEdges() if e.getFunction() == ""]
+    for cw, e in enumerate(normal):
+        for ln in e.getLanes():
+            index[ln.getID()] = len(lanes)
+            lanes.append(LaneSpec(np.asarray(ln.getShape(), float), float(ln.getWidth()), float(ln.getSpeed()),
+                                  kind=ROAD_LANE, carriageway=cw, name=ln.getID()))
+            edges.append(e.getID())
+        ids = [index[ln.getID()] for ln in e.getLanes()]
+        for k, i in enumerate(ids):
+            lanes[i].right = ids[k - 1] if k > 0 else -1
+            lanes[i].left = ids[k + 1] if k + 1 < len(ids) else -1
+    # Lights: one per (tls, link index), the schedule of the program that runs first.
+    lights: list[LightSpec] = []
+    light_of: dict[tuple[str, int], int] = {}
+    for g, tls in enumerate(net.getTrafficLights()):
+        progs = tls.getPrograms()
+        prog = progs[sorted(progs)[0]]
+        phases = prog.getPhases()
+        n_links = len(phases[0].state)
+        for link in range(n_links):
+            durs = [float(ph.duration) for ph in phases]
+            states = [_state_code(ph.state[link]) for ph in phases]
+            light_of[(tls.getID(), link)] = len(lights)
+            lights.append(LightSpec(g, durs, states, name=f"{tls.getID()}:{link}"))
+    # Connectors along the via chain of every connection between normal lanes.
+    for e in normal:
+        for ln in e.getLanes():
+            src = index[ln.getID()]
+            for c in ln.getOutgoing():
+                dst = c.getToLane()
+                if dst.getEdge().getFunction() != "":
+                    continue
+                pts = [np.asarray(ln.getShape()[-1:], float)]
+                via = c.getViaLaneID()
+                first_via = via
+                width = float(ln.getWidth())
+                speed = float(dst.getSpeed())
+                guard = 0
+                while via and guard < 10:
+                    vl = net.getLane(via)
+                    pts.append(np.asarray(vl.getShape(), float))
+                    speed = min(speed, float(vl.getSpeed()))
+                    nxt = [cc for cc in vl.getOutgoing()]
+                    via = nxt[0].getViaLaneID() if nxt else ""
+                    guard += 1
+                pts.append(np.asarray(dst.getShape()[:1], float))
+                poly = np.concatenate(pts)
+                keep = np.concatenate([[True], np.linalg.norm(np.diff(poly, axis=0), axis=1) > 1e-3])
+                poly = poly[keep]
+                if len(poly) < 2:
+                    lanes[src].successors.append(index[dst.getID()])
+                    continue
+                light = light_of.get((c.getTLSID(), c.getTLLinkIndex()), -1) if c.getTLSID() else -1
+                idx = len(lanes)
+                lanes.append(LaneSpec(poly, width, speed, successors=[index[dst.getID()]], kind=CONNECTOR_LANE,
+                                      light=light, name=first_via or f"{ln.getID()}->{dst.getID()}"))
+                edges.append("")
+                lanes[src].successors.append(idx)
+    polys = [np.asarray(n.getShape(), float) for n in net.getNodes() if len(n.getShape()) >= 3]
+    rm = build_roadmap(lanes, lights, polys)
+    links = [(nm.rsplit(":", 1)[0], int(nm.rsplit(":", 1)[1])) for nm in (lt.name for lt in lights)]
+    return SumoMap(rm, [ln.name for ln in lanes], edges, links, path)

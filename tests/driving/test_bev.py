@@ -1,0 +1,45 @@
+"""BEV raster: channels land at the pixels the geometry says."""
+
+import numpy as np
+
+from steer.driving.bev import BEV_CHANNELS, BevConfig, BevRenderer
+from steer.driving.roadmap import LIGHT_RED
+from tests.driving.conftest import make_sim
+from tests.driving.test_simulator import force_light
+
+CH = {c: i for i, c in enumerate(BEV_CHANNELS)}
+
+
+def test_bev_road_route_vehicle(small_world):
+    sim = make_sim(small_world, n_npcs=1)
+    cfg = BevConfig(size=64, pixels_per_meter=1.0, ego_from_bottom=24)
+    # vehicle 10 m straight ahead of the ego on its route
+    lane, s = sim.pool.point_lane[0, 0], sim.pool.point_lane_s[0, 0]
+    sim.n_lane[0, 0], sim.n_s[0, 0], sim.n_v[0, 0] = lane, s + 10.0, 15.0
+    sim.nx[0], sim.ny[0], sim.nyaw[0] = [a[None] for a in sim.map.lane_pose(np.array([lane]), np.array([s + 10.0]))]
+    bev = BevRenderer(sim, cfg).render()[0]
+    row, col = 64 - 24, 32  # the ego's pixel (row of its centre, just right of the middle)
+    assert bev[CH["road"], row, col] == 255 and bev[CH["route"], row - 5, col] == 255
+    assert bev[CH["vehicles"], row - 10, col] == 255  # 100 + 155 * min(15/15, 1)
+    assert bev[CH["vehicles"], row, col] == 0 and bev[CH["vehicles"], row - 20, col] == 0
+    # 2 px/m: the vehicle is 20 px ahead
+    bev2 = BevRenderer(sim, BevConfig(size=96, pixels_per_meter=2.0, ego_from_bottom=30)).render()[0]
+    assert bev2[CH["vehicles"], 96 - 30 - 20, 48] > 0 and bev2[CH["vehicles"], 96 - 30 - 26, 48] == 0
+    assert bev[CH["speed_limit"], row, col] == round(sim.pool.speed_limit[0, 0] / 30 * 255)
+
+
+def test_bev_red_light_at_stop_line(small_world):
+    sim = make_sim(small_world, n_npcs=0)
+    pool = sim.pool
+    s_stop, light = pool.stop_s[0, 0], pool.stop_light[0, 0]
+    s0 = s_stop - 15.0
+    i = int(s0 / pool.spacing[0])
+    sim.x[0], sim.y[0], sim.yaw[0] = pool.pts[0, i, 0], pool.pts[0, i, 1], pool.heading[0, i]
+    sim.s[0], sim.seg[0] = i * pool.spacing[0], i
+    force_light(sim, light, LIGHT_RED)
+    bev = BevRenderer(sim, BevConfig()).render()[0]
+    ahead = s_stop - sim.s[0]
+    r = int(np.floor(64 - 24 - ahead))
+    window = bev[CH["lights"], r - 1 : r + 2, 30:35]
+    assert (window == 255).any()
+    assert (bev[CH["stop_lines"], r - 1 : r + 2, 30:35] == 255).any()

@@ -1,0 +1,68 @@
+"""Gymnasium API: the single env passes check_env, the vector env autoresets in the same step."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import steer.driving as d
+from tests.driving.conftest import SMALL
+
+CFG = d.DriveEnvConfig(sim=SMALL)
+
+
+def test_registered_env_passes_check_env():
+    env = gym.make("steer/Drive-v0", config=CFG)
+    check_env(env.unwrapped, skip_render_check=True)
+    obs, _ = env.reset(seed=1)
+    assert obs["bev"].shape == (len(d.BEV_CHANNELS), 64, 64) and obs["bev"].dtype == np.uint8
+    assert obs["measurements"].shape == (len(d.MEASUREMENTS),)
+
+
+def test_vector_env_spaces_and_same_step_autoreset():
+    env = d.DriveVectorEnv(4, CFG)
+    obs, _ = env.reset(seed=0)
+    assert env.observation_space.contains(obs)
+    steer_hard = np.tile(np.array([[0.15, 1.0]], np.float32), (4, 1))
+    steer_hard[1:] = [0.0, 0.0]
+    for k in range(300):
+        obs, rew, term, trunc, info = env.step(steer_hard)
+        if term[0]:
+            break
+    assert term[0] and (info["off_road"][0] or info["collision_vehicle"][0] or info["route_deviation"][0])
+    assert info["_final_obs"][0] and not info["_final_obs"][1:].any()
+    assert info["final_obs"]["bev"].shape[0] == 1
+    assert info["episode_length"][0] == k + 1
+    # the returned observation is the first of the new episode: full time budget left
+    assert np.isclose(obs["value_inputs"][0, 0], 1.0) and obs["measurements"][0, 2] == 0.0
+    assert env.sim.steps[0] == 0 and env.sim.steps[1] == k + 1
+    for key in d.INFRACTIONS + ("route_completion", "distance_driven"):
+        assert info[key].shape == (4,)
+
+
+def test_vector_env_is_reproducible_and_rewards_selectable():
+    outs = []
+    for reward in ("carl", "carl", "roach"):
+        env = d.DriveVectorEnv(3, CFG, reward=reward)
+        env.reset(seed=5)
+        expert = d.ExpertDriver(env.sim)
+        total = np.zeros(3)
+        for _ in range(60):
+            obs, r, *_ = env.step(expert.act())
+            total += r
+        outs.append((obs["bev"].copy(), total))
+    assert np.array_equal(outs[0][0], outs[1][0]) and np.allclose(outs[0][1], outs[1][1])
+    assert not np.allclose(outs[0][1], outs[2][1])
+    assert outs[0][1].min() > 0  # the expert earns progress
+
+
+def test_unknown_reward_is_a_user_error():
+    with pytest.raises(d.env.DriveConfigError) as e:
+        d.DriveVectorEnv(1, CFG, reward="dense")
+    assert e.value.user_facing
+
+
+def test_no_bev_observation():
+    env = d.DriveVectorEnv(2, d.DriveEnvConfig(sim=SMALL, observe_bev=False))
+    obs, _ = env.reset(seed=0)
+    assert set(obs) == {"measurements", "value_inputs"}
