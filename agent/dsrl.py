@@ -31,6 +31,7 @@ from tqdm import tqdm
 from steer.agent.checkpoint import load_checkpoint, save_checkpoint
 from steer.agent.diffusion import DiffusionPolicy
 from steer.agent.evaluate import EVAL_SEED_BASE, evaluate_chunked
+from steer.agent.latent_actor import LatentActor, LatentActorConfig, save_dsrl_policy
 from steer.agent.latent_env import LatentNoiseEnv
 from steer.agent.runlog import RunLog
 
@@ -75,8 +76,10 @@ class DSRLConfig:
     """Task envs stepped together."""
     buffer_size: int = 100_000
     """Replay capacity in latent steps."""
-    na_distill_steps: int = 10
-    """DSRL-NA: regression steps of Q_W onto Q_A per update."""
+    na_distill_steps: int = 2
+    """DSRL-NA: regression steps of Q_W onto Q_A per update (official: 10 on a GPU)."""
+    na_prefill_demos: str = ""
+    """DSRL-NA: a dataset folder whose demonstration chunks prefill the replay buffer ('' for none)."""
     eval_every: int = 1_000
     """Env steps between evaluations of the deterministic latent actor (learning curve)."""
     eval_episodes: int = 50
@@ -258,6 +261,8 @@ def _train_sac(policy: DiffusionPolicy, env_id: str, cfg: DSRLConfig, run: RunLo
     ckpt_dir = Path(run.checkpoint_dir)
     saved = load_checkpoint(ckpt_dir, "dsrl_trainer") if resume and (ckpt_dir / "dsrl_trainer.json").exists() else None
     meta = saved[1] if saved else {}
+    if saved and hasattr(run, "rewind"):
+        run.rewind(int(meta["env_steps"]))
     prog = _Progress(cfg, run, policy, env_id, progress, meta.get("env_steps", 0), meta.get("episodes", 0),
                      meta.get("curve"))
     venv = _make_vec_env(env_id, policy, cfg, seed_offset=prog.episodes)
@@ -317,23 +322,30 @@ def _train_sac(policy: DiffusionPolicy, env_id: str, cfg: DSRLConfig, run: RunLo
         model.learn(total_timesteps=10**9, callback=Hook(), reset_num_timesteps=not saved, log_interval=4)
     prog.bar.close()
     venv.close()
-    actor = model.actor
+    actor = LatentActor(LatentActorConfig(policy.cfg.obs_dim, policy.cfg.noise_dim, cfg.hidden_dim, cfg.num_layers,
+                                          cfg.layer_norm, cfg.latent_noise_bound))
+    sb3 = model.actor.state_dict()
+    actor.load_state_dict({k: v for k, v in sb3.items() if k.startswith(("latent_pi.", "mu."))})
     actor.eval()
-    return actor_mean, {"model": model, "progress": prog, "actor": actor}
+    return actor, {"model": model, "progress": prog}
 
 
 def train_dsrl(policy: DiffusionPolicy, env_id: str, cfg: DSRLConfig, run: RunLog, resume: bool = False,
-               progress: bool = True) -> tuple[LatentPolicyFn, dict]:
-    """Run DSRL on a frozen ``policy``; returns the deterministic latent policy and training details."""
+               progress: bool = True, policy_meta: dict | None = None) -> tuple[LatentPolicyFn, dict]:
+    """Run DSRL on a frozen ``policy``; saves ``dsrl_policy`` in the run's checkpoints and returns the
+    deterministic latent policy and training details."""
     torch.manual_seed(cfg.seed)
     for p in policy.parameters():
         p.requires_grad_(False)
     if cfg.algorithm == "sac":
-        actor_mean, details = _train_sac(policy, env_id, cfg, run, resume, progress)
+        actor, details = _train_sac(policy, env_id, cfg, run, resume, progress)
     elif cfg.algorithm == "na":
         from steer.agent.dsrl_na import train_na
 
-        actor_mean, details = train_na(policy, env_id, cfg, run, resume, progress, _Progress, _make_vec_env)
+        actor, details = train_na(policy, env_id, cfg, run, resume, progress, _Progress)
     else:
         raise ValueError(f"unknown DSRL algorithm {cfg.algorithm!r}; choose 'sac' or 'na'.")
-    return LatentPolicyFn(policy, actor_mean), details
+    save_dsrl_policy(run.checkpoint_dir, actor, policy,
+                     {**(policy_meta or {}), "algorithm": cfg.algorithm, "env_steps": details["progress"].env_steps})
+    details["actor"] = actor
+    return LatentPolicyFn(policy, actor), details

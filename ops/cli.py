@@ -101,8 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     import tyro
 
     description = textwrap.dedent(func.__doc__ or cmd.summary).strip() + f"\n\nexample:\n  {cmd.example}"
+    import typing
+
+    hints = typing.get_type_hints(func)
+    config_type = next(v for k, v in hints.items() if k != "return")
     try:
-        result = tyro.cli(func, args=rest, prog=f"steer {name}", description=description)
+        config = tyro.cli(config_type, args=rest, prog=f"steer {name}", description=description)
+        result = func(config)
     except Exception as err:  # noqa: BLE001 - user-caused errors become one sentence, the rest a traceback
         if not getattr(err, "user_facing", False):
             raise

@@ -1,9 +1,18 @@
-"""``steer drive view``: render a driving episode to PNG frames and a GIF."""
+"""``steer drive view``: render a driving episode to PNG frames and a GIF.
+``steer drive train``: train a CaRL PPO driving policy (also under ``torchrun``).
+``steer drive eval``: evaluate a trained policy on held-out routes and towns.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import tyro
+
+from steer.agent.ppo_config import PPOConfig
 
 
 class DriveViewError(Exception):
@@ -84,4 +93,143 @@ def view(cfg: DriveViewConfig) -> int:
     done = "finished" if info.get("finished", [False])[0] else "stopped"
     print(f"{len(pictures)} frames in {cfg.out}; route completion "
           f"{100 * float(info['route_completion'][0]) if info else 0:.1f} % ({done}).")
+    return 0
+
+
+class DriveTrainError(Exception):
+    """A ``steer drive train`` or ``steer drive eval`` option the user set cannot work."""
+
+    user_facing = True
+
+
+@dataclass(frozen=True)
+class DriveTrainConfig:
+    """Options of ``steer drive train``."""
+
+    name: str = "carl"
+    """Run name: the run directory is ``<runs>/<name>``."""
+    runs: Path = Path("runs")
+    """Folder of the run directories."""
+    resume: bool = False
+    """Continue the run from its last checkpoint."""
+    max_minutes: float = 60.0
+    """Stop (with a checkpoint) after the first update past this many minutes; 0 trains to
+    ``ppo.total_timesteps``."""
+    eval_routes: int = 100
+    """Held-out routes (in towns never trained on) driven with mean actions at the end; 0 skips."""
+    progress: bool = True
+    """Show a progress bar."""
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    """PPO, network and driving-env settings."""
+
+
+class _RankLog:
+    """The run-log of ranks other than 0: they share the checkpoint folder and write no metrics."""
+
+    def __init__(self, checkpoint_dir: Path):
+        self.checkpoint_dir = checkpoint_dir
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        pass
+
+
+def train(cfg: DriveTrainConfig) -> int:
+    """Train a CaRL PPO driving policy on the embedded simulator (route-completion reward by default).
+
+    Runs on all local cores in one process, or under ``torchrun --nproc_per_node N $(which steer) drive
+    train ...`` with DistributedDataParallel (each process drives its own envs). Writes metrics,
+    TensorBoard events and checkpoints to the run directory, then evaluates on held-out routes.
+    """
+    from steer.agent.ppo import setup_distributed, train_ppo
+    from steer.ops.run import Run
+
+    if cfg.eval_routes < 0 or cfg.max_minutes < 0:
+        raise DriveTrainError("eval-routes and max-minutes must not be negative.")
+    rank, world = setup_distributed()
+    path = cfg.runs / cfg.name
+    if cfg.resume and not (path / "checkpoints" / "last.json").exists():
+        raise DriveTrainError(f"cannot resume {path}: it has no checkpoint yet; start it without --resume.")
+    run = Run(path, cfg, kind="ppo", resume=cfg.resume) if rank == 0 else _RankLog(path / "checkpoints")
+    try:
+        res = train_ppo(cfg.ppo, run, resume=cfg.resume, progress=cfg.progress and rank == 0,
+                        time_limit_s=cfg.max_minutes * 60.0 if cfg.max_minutes > 0 else None)
+    except BaseException:
+        if rank == 0:
+            run.close("failed")
+        raise
+    if rank != 0:
+        return 0
+    summary = {"global_step": res.global_step, "updates": res.updates, "sps": res.sps, "world_size": world,
+               "train_episodes": res.episodes}
+    if cfg.eval_routes:
+        table, result = _evaluate_model(res.model.cpu().eval(), cfg.ppo, cfg.eval_routes, 1_000_003, 4, 0, False)
+        summary["eval"] = result["policy"]
+        print(table)
+    run.finish(summary)
+    print(f"trained {res.global_step} steps at {res.sps:.0f} steps/s; run in {path}")
+    return 0
+
+
+@dataclass(frozen=True)
+class DriveEvalConfig:
+    """Options of ``steer drive eval``."""
+
+    run: Annotated[Path, tyro.conf.Positional]
+    """Run directory made by ``steer drive train``."""
+    routes: int = 100
+    """Held-out routes to drive, each once."""
+    towns: int = 4
+    """Generated towns the held-out routes are spread over."""
+    world_seed: int = 1_000_003
+    """Seed of the held-out towns and routes (training uses the run's own world seed)."""
+    seed: int = 0
+    """Seed of traffic and light phases."""
+    expert: bool = True
+    """Also drive the routes with the scripted expert, as a reference column."""
+
+
+def _evaluate_model(model, ppo: PPOConfig, routes: int, world_seed: int, towns: int, seed: int, expert: bool):
+    import torch
+
+    from steer.agent.driving_score import evaluate_routes, format_table, heldout_env_config, route_summary
+    from steer.agent.ppo import obs_to_torch
+    from steer.driving.expert import ExpertDriver
+
+    if world_seed == ppo.env.sim.seed:
+        raise DriveTrainError(f"world-seed {world_seed} is the training world; choose another for held-out routes.")
+    env_cfg = heldout_env_config(ppo.env, n_routes=routes, seed=world_seed, n_towns=towns)
+    torch.set_num_threads(max(1, ppo.torch_threads))
+
+    def act(obs):
+        bev, meas, _ = obs_to_torch(obs)
+        return model.act(bev, meas, deterministic=True).numpy()
+
+    results = {"policy": route_summary(evaluate_routes(act, env_cfg, routes, seed=seed))}
+    if expert:
+        # The expert reads the simulator state of the env it drives.
+        per_route = evaluate_routes(None, env_cfg, routes, seed=seed, bind=lambda env: (lambda obs, d=ExpertDriver(env.sim): d.act()))
+        results["expert"] = route_summary(per_route)
+    return format_table(results), results
+
+
+def evaluate(cfg: DriveEvalConfig) -> int:
+    """Evaluate a trained driving policy on held-out routes in held-out towns with mean (deterministic)
+    actions; print route completion, infractions by type and per km, and the driving score."""
+    from steer.agent.checkpoint import CheckpointError, atomic_write_json
+    from steer.agent.ppo import load_policy
+
+    if cfg.routes <= 0 or cfg.towns <= 0:
+        raise DriveTrainError("routes and towns must be positive.")
+    ckpt = cfg.run / "checkpoints"
+    if not (ckpt / "last.json").exists():
+        raise DriveTrainError(f"{cfg.run} holds no driving policy; pass a run directory made by `steer drive train`.")
+    try:
+        model, ppo, meta = load_policy(ckpt)
+    except (CheckpointError, KeyError) as err:
+        raise DriveTrainError(f"the checkpoint in {ckpt} cannot be read ({err}); train the run again.") from err
+    table, results = _evaluate_model(model, ppo, cfg.routes, cfg.world_seed, cfg.towns, cfg.seed, cfg.expert)
+    print(f"{cfg.run} after {meta['global_step']} steps, {cfg.routes} held-out routes in {cfg.towns} towns:")
+    print(table)
+    atomic_write_json(cfg.run / "eval.json", {"global_step": meta["global_step"], "routes": cfg.routes,
+                                             "towns": cfg.towns, "world_seed": cfg.world_seed, **results})
     return 0

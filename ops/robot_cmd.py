@@ -7,42 +7,36 @@ and calls :mod:`steer.robot.processes`, which holds the logic.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Literal
 
-import tyro
-
-
-@dataclass(frozen=True)
-class RobotTopics:
-    """Topic and namespace overrides shared by both commands (default: the limits YAML's)."""
-
-    namespace: str | None = None
-    """Namespace in front of relative topic names (e.g. ``robot1``)."""
-    joint_state_topic: str | None = None
-    """Joint-state topic (sensor_msgs/JointState)."""
-    controller: str | None = None
-    """Controller whose ``<controller>/commands`` topic takes the commands (std_msgs/Float64MultiArray)."""
-    estop_topic: str | None = None
-    """E-stop topic (std_msgs/Bool, transient-local)."""
-    safety_topic: str | None = None
-    """Safety-state topic (diagnostic_msgs/DiagnosticStatus)."""
+# As in ROS 2: the domain comes from the environment unless given.
+_ROS_DOMAIN_ID = int(os.environ["ROS_DOMAIN_ID"]) if os.environ.get("ROS_DOMAIN_ID", "").isdigit() else 0
 
 
 @dataclass(frozen=True)
 class RobotSimConfig:
     """Options of ``steer robot sim``."""
 
-    domain_id: int = 0
-    """DDS domain id (ROS_DOMAIN_ID)."""
+    domain_id: int = _ROS_DOMAIN_ID
+    """DDS domain id (default: $ROS_DOMAIN_ID, else 0)."""
     task: str = "steer/PlanarPush-v0"
     """Gymnasium id of the MuJoCo task to simulate."""
     limits: str | None = None
     """Robot config YAML with joints, limits, topics and rates (default: the packaged PlanarPush one)."""
     rate_hz: float | None = None
     """Control rate (Hz); must match the task's (default: the YAML's)."""
-    topics: RobotTopics = RobotTopics()
-    """Topic and namespace overrides."""
+    namespace: str | None = None
+    """Namespace in front of relative topic names (e.g. ``robot1``; default: the YAML's)."""
+    joint_state_topic: str | None = None
+    """Joint-state topic, sensor_msgs/JointState (default: the YAML's)."""
+    controller: str | None = None
+    """Controller whose ``<controller>/commands`` topic takes the commands (default: the YAML's)."""
+    estop_topic: str | None = None
+    """E-stop topic, std_msgs/Bool, transient-local (default: the YAML's)."""
+    safety_topic: str | None = None
+    """Safety-state topic, diagnostic_msgs/DiagnosticStatus (default: the YAML's)."""
     episodes: int = 0
     """Episodes to run; 0 runs until interrupted."""
     seed: int = 0
@@ -57,6 +51,8 @@ class RobotSimConfig:
     """Keep DDS traffic on loopback (ignored when CYCLONEDDS_URI is set)."""
     transport: Literal["dds", "rclpy"] = "dds"
     """``dds`` (Cyclone DDS, no ROS install needed) or ``rclpy`` (on a robot with ROS 2)."""
+    rt_priority: int = 0
+    """SCHED_FIFO priority (1-99) for the control loop and its DDS threads; 0: normal scheduling."""
 
 
 @dataclass(frozen=True)
@@ -65,14 +61,22 @@ class RobotRunConfig:
 
     policy: str
     """ONNX policy exported by ``steer export``."""
-    domain_id: int = 0
-    """DDS domain id (ROS_DOMAIN_ID)."""
+    domain_id: int = _ROS_DOMAIN_ID
+    """DDS domain id (default: $ROS_DOMAIN_ID, else 0)."""
     limits: str | None = None
     """Robot config YAML with joints, limits, topics and rates (default: the packaged PlanarPush one)."""
     rate_hz: float | None = None
     """Control rate (Hz); must match the policy's (default: the YAML's)."""
-    topics: RobotTopics = RobotTopics()
-    """Topic and namespace overrides."""
+    namespace: str | None = None
+    """Namespace in front of relative topic names (e.g. ``robot1``; default: the YAML's)."""
+    joint_state_topic: str | None = None
+    """Joint-state topic, sensor_msgs/JointState (default: the YAML's)."""
+    controller: str | None = None
+    """Controller whose ``<controller>/commands`` topic takes the commands (default: the YAML's)."""
+    estop_topic: str | None = None
+    """E-stop topic, std_msgs/Bool, transient-local (default: the YAML's)."""
+    safety_topic: str | None = None
+    """Safety-state topic, diagnostic_msgs/DiagnosticStatus (default: the YAML's)."""
     duration_s: float | None = None
     """Stop after this many seconds (default: until interrupted)."""
     bag_dir: str | None = None
@@ -87,36 +91,39 @@ class RobotRunConfig:
     """Keep DDS traffic on loopback (ignored when CYCLONEDDS_URI is set)."""
     transport: Literal["dds", "rclpy"] = "dds"
     """``dds`` (Cyclone DDS, no ROS install needed) or ``rclpy`` (on a robot with ROS 2)."""
+    rt_priority: int = 0
+    """SCHED_FIFO priority (1-99) for the control loop and its DDS threads; 0: normal scheduling."""
 
 
-def _robot(limits: str | None, rate_hz: float | None, topics: RobotTopics):
+def _robot(cfg: RobotSimConfig | RobotRunConfig):
     from steer.robot.processes import robot_config
 
-    return robot_config(limits, namespace=topics.namespace, rate_hz=rate_hz,
-                        joint_state_topic=topics.joint_state_topic, controller=topics.controller,
-                        estop_topic=topics.estop_topic, safety_topic=topics.safety_topic)
+    return robot_config(cfg.limits, namespace=cfg.namespace, rate_hz=cfg.rate_hz,
+                        joint_state_topic=cfg.joint_state_topic, controller=cfg.controller,
+                        estop_topic=cfg.estop_topic, safety_topic=cfg.safety_topic)
 
 
-def sim(cfg: Annotated[RobotSimConfig, tyro.conf.OmitArgPrefixes]) -> int:
+def sim(cfg: RobotSimConfig) -> int:
     """Run the task's MuJoCo robot in real time, publishing /joint_states and the goal and taking
     commands on /<controller>/commands (with a command timeout that holds the robot)."""
     from steer.robot.processes import run_sim
 
-    summary = run_sim(_robot(cfg.limits, cfg.rate_hz, cfg.topics), domain_id=cfg.domain_id, task=cfg.task,
+    summary = run_sim(_robot(cfg), domain_id=cfg.domain_id, task=cfg.task,
                       episodes=cfg.episodes, seed=cfg.seed, duration_s=cfg.duration_s,
                       wait_for_node_s=cfg.wait_for_node_s, results=cfg.results, loopback=cfg.loopback,
-                      transport=cfg.transport)
+                      transport=cfg.transport, rt_priority=cfg.rt_priority)
     print(json.dumps({k: v for k, v in summary.items() if k != "results"}))
     return 0
 
 
-def run(cfg: Annotated[RobotRunConfig, tyro.conf.OmitArgPrefixes]) -> int:
+def run(cfg: RobotRunConfig) -> int:
     """Run an ONNX policy as a ROS 2 node: observations by name from the topics, every command
     through the safety shield, the safety state on /safety_state, episodes recorded as bags."""
     from steer.robot.processes import run_node
 
-    summary = run_node(_robot(cfg.limits, cfg.rate_hz, cfg.topics), cfg.policy, domain_id=cfg.domain_id,
+    summary = run_node(_robot(cfg), cfg.policy, domain_id=cfg.domain_id,
                        duration_s=cfg.duration_s, bag_dir=cfg.bag_dir, stats=cfg.stats, autostart=cfg.autostart,
-                       trigger=cfg.trigger, loopback=cfg.loopback, transport=cfg.transport)
+                       trigger=cfg.trigger, loopback=cfg.loopback, transport=cfg.transport,
+                       rt_priority=cfg.rt_priority)
     print(json.dumps(summary))
     return 0

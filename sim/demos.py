@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -95,7 +96,9 @@ def collect_demos(env_id: str, expert, episodes: int, seed: int, out_dir: Path,
         succ.append(successes[-1])
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with _datasets_root(out_dir):
+    with _datasets_root(out_dir), warnings.catch_warnings():
+        # Minari nags about optional metadata (author e-mail, code link) that a local dataset does not need.
+        warnings.simplefilter("ignore", UserWarning)
         if DATASET_ID in minari.list_local_datasets():
             minari.delete_dataset(DATASET_ID)
         minari.create_dataset_from_buffers(

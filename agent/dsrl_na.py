@@ -1,0 +1,265 @@
+"""DSRL-NA (noise-aliased DSRL).
+
+Different latent noises can decode to the same action chunk, and transitions
+recorded as executed actions (demos, other policies) carry no noise at all. DSRL-NA
+therefore learns
+
+* Q_A(s, a) on executed, normalized action chunks with a SAC-style TD target whose
+  next action is the base policy decoded from the actor's next noise, and
+* Q_W(s, w) = Q_A(s, π_dp(s, w)) by regression (``na_distill_steps`` steps per update,
+  on noises drawn from the actor and from N(0, I)),
+
+and the latent actor maximizes Q_W with an entropy bonus. Because Q_A never needs w,
+the replay buffer can be prefilled with demonstration chunks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from steer.agent.checkpoint import load_checkpoint, save_checkpoint
+from steer.agent.diffusion import DiffusionPolicy
+from steer.agent.latent_actor import LatentActor, LatentActorConfig, mlp
+from steer.agent.latent_env import LatentNoiseEnv
+from steer.agent.runlog import RunLog
+
+
+class QNet(nn.Module):
+    def __init__(self, in_dim: int, hidden: int, layers: int, layer_norm: bool):
+        super().__init__()
+        self.body = mlp(in_dim, hidden, layers, layer_norm)
+        self.head = nn.Linear(hidden, 1)
+
+    def forward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(torch.cat([obs, act], dim=-1))).squeeze(-1)
+
+
+class TwinQ(nn.Module):
+    def __init__(self, in_dim: int, hidden: int, layers: int, layer_norm: bool):
+        super().__init__()
+        self.q1, self.q2 = QNet(in_dim, hidden, layers, layer_norm), QNet(in_dim, hidden, layers, layer_norm)
+
+    def forward(self, obs, act):
+        return self.q1(obs, act), self.q2(obs, act)
+
+    def min(self, obs, act):
+        a, b = self(obs, act)
+        return torch.minimum(a, b)
+
+
+class GaussianLatentActor(LatentActor):
+    """Squashed-Gaussian latent actor; its deterministic part is a plain :class:`LatentActor`."""
+
+    def __init__(self, cfg: LatentActorConfig):
+        super().__init__(cfg)
+        self.log_std = nn.Linear(cfg.hidden_dim, cfg.noise_dim)
+
+    def sample(self, obs_norm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """w in [-b, b] and its log-probability (of the squashed unit-box variable, as in SAC)."""
+        h = self.latent_pi(obs_norm)
+        mu, log_std = self.mu(h), self.log_std(h).clamp(-20, 2)
+        std = log_std.exp()
+        u = mu + std * torch.randn_like(mu)
+        y = torch.tanh(u)
+        logp = (-0.5 * ((u - mu) / std) ** 2 - log_std - 0.5 * np.log(2 * np.pi)).sum(-1)
+        logp = logp - torch.log(1 - y.pow(2) + 1e-6).sum(-1)
+        return y * self.cfg.latent_noise_bound, logp
+
+
+class Buffer:
+    """Replay of latent transitions with the executed (normalized, padded) action chunk."""
+
+    def __init__(self, capacity: int, obs_dim: int, noise_dim: int):
+        self.capacity, self.size, self.pos = capacity, 0, 0
+        self.data = {"obs": np.zeros((capacity, obs_dim), np.float32), "next_obs": np.zeros((capacity, obs_dim), np.float32),
+                     "w": np.zeros((capacity, noise_dim), np.float32), "act": np.zeros((capacity, noise_dim), np.float32),
+                     "rew": np.zeros(capacity, np.float32), "done": np.zeros(capacity, np.float32)}
+
+    def add(self, **row: np.ndarray) -> None:
+        for k, v in row.items():
+            self.data[k][self.pos] = v
+        self.pos = (self.pos + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, rng: np.random.Generator, n: int) -> dict[str, torch.Tensor]:
+        idx = rng.integers(0, self.size, n)
+        return {k: torch.from_numpy(v[idx]) for k, v in self.data.items()}
+
+
+def _pad_chunk(executed: np.ndarray, chunk_len: int) -> np.ndarray:
+    if len(executed) < chunk_len:
+        executed = np.concatenate([executed, np.repeat(executed[-1:], chunk_len - len(executed), axis=0)])
+    return executed
+
+
+def prefill_from_demos(buffer: Buffer, policy: DiffusionPolicy, demos, reward_offset: float) -> int:
+    """Add demonstration chunks (every chunk_len steps) as executed-action transitions; returns how many."""
+    h = policy.cfg.chunk_len
+    n = 0
+    with torch.no_grad():
+        for obs, act, success in zip(demos.observations, demos.actions, demos.successes):
+            t_len = len(act)
+            for t in range(0, t_len, h):
+                chunk = _pad_chunk(act[t:t + h], h)
+                steps = min(h, t_len - t)
+                end = t + steps
+                # The task's reward is 1 on the success step only.
+                r = float(success and end == t_len) - reward_offset * steps
+                buffer.add(obs=policy.obs_norm.normalize(torch.from_numpy(obs[t])).numpy(),
+                           next_obs=policy.obs_norm.normalize(torch.from_numpy(obs[end])).numpy(),
+                           w=np.zeros(policy.cfg.noise_dim, np.float32),
+                           act=policy.act_norm.normalize(torch.from_numpy(chunk)).numpy().ravel(),
+                           rew=r, done=float(success and end == t_len))
+                n += 1
+    return n
+
+
+def train_na(policy: DiffusionPolicy, env_id: str, cfg, run: RunLog, resume: bool, progress: bool,
+             progress_cls) -> tuple[LatentActor, dict[str, Any]]:
+    """Train DSRL-NA; returns the deterministic latent actor and details (``progress``)."""
+    from steer.agent.dsrl import TRAIN_SEED_BASE
+
+    pc = policy.cfg
+    acfg = LatentActorConfig(pc.obs_dim, pc.noise_dim, cfg.hidden_dim, cfg.num_layers, cfg.layer_norm,
+                             cfg.latent_noise_bound)
+    actor = GaussianLatentActor(acfg)
+    q_a, q_w = (TwinQ(pc.obs_dim + pc.noise_dim, cfg.hidden_dim, cfg.num_layers, cfg.layer_norm) for _ in range(2))
+    q_a_targ = TwinQ(pc.obs_dim + pc.noise_dim, cfg.hidden_dim, cfg.num_layers, cfg.layer_norm)
+    q_a_targ.load_state_dict(q_a.state_dict())
+    log_alpha = torch.zeros(1, requires_grad=True)
+    opt = {"actor": torch.optim.Adam(actor.parameters(), lr=cfg.lr), "q_a": torch.optim.Adam(q_a.parameters(), lr=cfg.lr),
+           "q_w": torch.optim.Adam(q_w.parameters(), lr=cfg.lr), "alpha": torch.optim.Adam([log_alpha], lr=cfg.lr)}
+    buf = Buffer(cfg.buffer_size, pc.obs_dim, pc.noise_dim)
+    rng = np.random.default_rng(cfg.seed)
+    b = cfg.latent_noise_bound
+    ckpt_dir = Path(run.checkpoint_dir)
+    meta: dict[str, Any] = {}
+    if resume and (ckpt_dir / "dsrl_trainer.json").exists():
+        state, meta = load_checkpoint(ckpt_dir, "dsrl_trainer")
+        for name, mod in (("actor", actor), ("q_a", q_a), ("q_w", q_w), ("q_a_targ", q_a_targ)):
+            mod.load_state_dict(state[name])
+        for name, o in opt.items():
+            o.load_state_dict(state[f"opt_{name}"])
+        with torch.no_grad():
+            log_alpha.copy_(state["log_alpha"])
+        for k in buf.data:
+            buf.data[k][...] = state["buffer"][k]
+        buf.size, buf.pos = int(meta["buffer_size"]), int(meta["buffer_pos"])
+        rng.bit_generator.state = meta["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        if hasattr(run, "rewind"):
+            run.rewind(int(meta["env_steps"]))
+    elif cfg.na_prefill_demos:
+        from steer.sim.demos import load_demos
+
+        n = prefill_from_demos(buf, policy, load_demos(Path(cfg.na_prefill_demos)), cfg.reward_offset)
+        run.log(0, {"charts/prefilled_transitions": n})
+    prog = progress_cls(cfg, run, policy, env_id, progress, meta.get("env_steps", 0), meta.get("episodes", 0),
+                        meta.get("curve"))
+    envs = [LatentNoiseEnv(gym.make(env_id), policy, b, cfg.reward_offset) for _ in range(cfg.num_envs)]
+    seed0 = TRAIN_SEED_BASE + cfg.seed * 100_000 + prog.episodes
+    obs = np.stack([e.reset(seed=seed0 + i)[0] for i, e in enumerate(envs)])
+    next_seed = seed0 + len(envs)
+    ep_ret = np.zeros(len(envs))
+    warmup_latent = max(1, cfg.warmup_env_steps // pc.chunk_len)
+    latent_steps = int(meta.get("latent_steps", 0))
+
+    def update() -> dict[str, float]:
+        batch = buf.sample(rng, cfg.batch_size)
+        alpha = log_alpha.exp().detach()
+        with torch.no_grad():
+            w_next, logp_next = actor.sample(batch["next_obs"])
+            a_next = policy.sample_normalized(batch["next_obs"], w_next.view(-1, pc.chunk_len, pc.action_dim))
+            q_next = q_a_targ.min(batch["next_obs"], a_next.flatten(1)) - alpha * logp_next
+            target = batch["rew"] + cfg.gamma * (1 - batch["done"]) * q_next
+        q1, q2 = q_a(batch["obs"], batch["act"])
+        loss_q = F.mse_loss(q1, target) + F.mse_loss(q2, target)
+        opt["q_a"].zero_grad()
+        loss_q.backward()
+        opt["q_a"].step()
+        # Distill Q_W from Q_A on noises from the actor and from the base policy's N(0, I).
+        k = cfg.na_distill_steps
+        with torch.no_grad():
+            o_rep = batch["obs"].repeat(k, 1)
+            w_actor, _ = actor.sample(o_rep)
+            w_base = torch.randn_like(w_actor).clamp(-b, b)
+            w_d = torch.where(torch.rand(len(o_rep), 1) < 0.5, w_actor, w_base)
+            a_d = policy.sample_normalized(o_rep, w_d.view(-1, pc.chunk_len, pc.action_dim)).flatten(1)
+            q_d = q_a.min(o_rep, a_d)
+        loss_w = torch.zeros(())
+        for i in range(k):
+            sl = slice(i * cfg.batch_size, (i + 1) * cfg.batch_size)
+            w1, w2 = q_w(o_rep[sl], w_d[sl] / b)
+            loss_w = F.mse_loss(w1, q_d[sl]) + F.mse_loss(w2, q_d[sl])
+            opt["q_w"].zero_grad()
+            loss_w.backward()
+            opt["q_w"].step()
+        w_pi, logp = actor.sample(batch["obs"])
+        loss_pi = (alpha * logp - q_w.min(batch["obs"], w_pi / b)).mean()
+        opt["actor"].zero_grad()
+        loss_pi.backward()
+        opt["actor"].step()
+        loss_alpha = -(log_alpha * (logp.detach() + cfg.target_entropy)).mean()
+        opt["alpha"].zero_grad()
+        loss_alpha.backward()
+        opt["alpha"].step()
+        with torch.no_grad():
+            for pt, p in zip(q_a_targ.parameters(), q_a.parameters()):
+                pt.lerp_(p, cfg.tau)
+        return {"losses/q": loss_q.item() / 2, "losses/q_w": loss_w.item() / 2, "losses/actor": loss_pi.item(),
+                "losses/alpha": float(alpha)}
+
+    def actor_mean(o: torch.Tensor) -> torch.Tensor:
+        return LatentActor.forward(actor, o)
+
+    while prog.env_steps < cfg.env_steps:
+        with torch.no_grad():
+            if latent_steps < warmup_latent:
+                w = np.clip(rng.standard_normal((len(envs), pc.noise_dim)), -b, b).astype(np.float32)
+            else:
+                w = actor.sample(torch.from_numpy(obs))[0].numpy()
+        infos, dones, rets = [], np.zeros(len(envs), bool), []
+        for i, env in enumerate(envs):
+            nobs, r, term, trunc, info = env.step(w[i])
+            act_norm = policy.act_norm.normalize(torch.from_numpy(_pad_chunk(info["executed_actions"], pc.chunk_len)))
+            buf.add(obs=obs[i], next_obs=nobs, w=w[i] / b, act=act_norm.numpy().ravel(), rew=r, done=float(term))
+            ep_ret[i] += r
+            infos.append(info)
+            dones[i] = term or trunc
+            rets.append(float(ep_ret[i]) if dones[i] else None)
+            if dones[i]:
+                ep_ret[i] = 0.0
+                nobs, _ = env.reset(seed=next_seed)
+                next_seed += 1
+            obs[i] = nobs
+        latent_steps += len(envs)
+        prog.on_transition(infos, dones, rets)
+        if latent_steps >= warmup_latent and buf.size >= cfg.batch_size:
+            for _ in range(cfg.utd * len(envs)):
+                losses = update()
+            if latent_steps % (50 * len(envs)) < len(envs):
+                run.log(prog.env_steps, losses)
+            prog.maybe_eval(actor_mean)
+        if prog.due_checkpoint():
+            save_checkpoint(ckpt_dir, "dsrl_trainer",
+                            {"actor": actor.state_dict(), "q_a": q_a.state_dict(), "q_w": q_w.state_dict(),
+                             "q_a_targ": q_a_targ.state_dict(), "log_alpha": log_alpha.detach(),
+                             **{f"opt_{n}": o.state_dict() for n, o in opt.items()},
+                             "buffer": buf.data, "torch_rng": torch.get_rng_state()},
+                            {**prog.state(), "latent_steps": latent_steps, "buffer_size": buf.size,
+                             "buffer_pos": buf.pos, "rng": rng.bit_generator.state, "config": asdict(cfg)})
+    prog.bar.close()
+    for e in envs:
+        e.close()
+    det = LatentActor(acfg)
+    det.load_state_dict({k: v for k, v in actor.state_dict().items() if not k.startswith("log_std")})
+    det.eval()
+    return det, {"progress": prog}

@@ -1,0 +1,163 @@
+"""Export trained policies to one ONNX file that carries everything a robot needs.
+
+* BC diffusion policy: inputs ``obs`` [B, obs_dim] and ``noise`` [B, H, A]; the
+  runtime draws N(0, I) noise itself when its caller gives none.
+* DSRL policy: input ``obs`` only. The graph is the latent actor's deterministic mean
+  composed with the unrolled DDIM sampler and the action unnormalization.
+
+Output ``action`` is float32 [B, H, A] in the task's units. Normalization is baked
+into the graph; ``metadata_props["steer.spec"]`` holds the JSON spec (names and order
+of observations and actions, normalization, control rate, limits, chunk length,
+sha256 of the weights, source run) that ``steer.robot`` checks before it runs it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from steer.agent.checkpoint import CheckpointError, load_checkpoint, sha256_file
+from steer.agent.diffusion import DiffusionPolicy
+from steer.agent.latent_actor import LatentActor, load_dsrl_policy
+
+OPSET = 17
+SPEC_KEY = "steer.spec"
+SPEC_FORMAT = "steer.policy/1"
+
+
+class ExportError(ValueError):
+    """A run that cannot be exported as asked."""
+
+    user_facing = True
+
+
+class _BCGraph(nn.Module):
+    def __init__(self, policy: DiffusionPolicy):
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return self.policy.sample(obs, noise)
+
+
+class _DSRLGraph(nn.Module):
+    def __init__(self, actor: LatentActor, policy: DiffusionPolicy):
+        super().__init__()
+        self.actor, self.policy = actor, policy
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        on = self.policy.obs_norm.normalize(obs)
+        w = self.actor(on).reshape(obs.shape[0], self.policy.cfg.chunk_len, self.policy.cfg.action_dim)
+        return self.policy.act_norm.unnormalize(self.policy.sample_normalized(on, w))
+
+
+def _spec(kind: str, policy: DiffusionPolicy, meta: dict[str, Any], weights_sha256: str, source_run: str) -> dict:
+    cfg = policy.cfg
+    obs_names = list(meta.get("obs_names") or [f"obs{i}" for i in range(cfg.obs_dim)])
+    action_names = list(meta.get("action_names") or [f"action{i}" for i in range(cfg.action_dim)])
+    low = meta.get("action_low") or policy.act_norm.low.tolist()
+    high = meta.get("action_high") or policy.act_norm.high.tolist()
+    return {
+        "format": SPEC_FORMAT, "kind": kind, "task": meta.get("task", ""),
+        "obs_names": obs_names, "action_names": action_names, "obs_dim": cfg.obs_dim, "action_dim": cfg.action_dim,
+        "chunk_len": cfg.chunk_len, "noise_input": kind == "bc_diffusion",
+        "control_rate_hz": float(meta.get("control_rate_hz", 0.0)),
+        "action_low": [float(x) for x in low], "action_high": [float(x) for x in high],
+        "normalization": {"obs_min": policy.obs_norm.low.tolist(), "obs_max": policy.obs_norm.high.tolist(),
+                          "action_min": policy.act_norm.low.tolist(), "action_max": policy.act_norm.high.tolist()},
+        "weights_sha256": weights_sha256, "source_run": source_run,
+    }
+
+
+def _to_onnx(module: nn.Module, args: tuple, input_names: list[str], spec: dict) -> bytes:
+    import onnx
+
+    dynamic = {n: {0: "batch"} for n in [*input_names, "action"]}
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer notes about constant shapes in the unrolled sampler
+        torch.onnx.export(module.eval(), args, buf, input_names=input_names, output_names=["action"],
+                          dynamic_axes=dynamic, opset_version=OPSET, dynamo=False)
+    model = onnx.load_from_string(buf.getvalue())
+    entry = model.metadata_props.add()
+    entry.key, entry.value = SPEC_KEY, json.dumps(spec)
+    model.producer_name = "steer"
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def export_run(run: Path, out: Path) -> dict:
+    """Export the policy of a BC or DSRL run directory to ``out``; returns the spec written."""
+    from steer.agent.bc import load_policy
+    from steer.agent.checkpoint import atomic_write_bytes
+
+    run = Path(run)
+    ckpt = run / "checkpoints"
+    if (ckpt / "dsrl_policy.json").exists():
+        actor, policy, meta = load_dsrl_policy(ckpt)
+        spec = _spec("dsrl", policy, meta, sha256_file(ckpt / "dsrl_policy.safetensors"), str(run))
+        blob = _to_onnx(_DSRLGraph(actor, policy), (torch.zeros(1, policy.cfg.obs_dim),), ["obs"], spec)
+    elif (ckpt / "policy.json").exists():
+        policy = load_policy(ckpt)
+        _, meta = load_checkpoint(ckpt, "policy")
+        spec = _spec("bc_diffusion", policy, meta, sha256_file(ckpt / "policy.safetensors"), str(run))
+        args = (torch.zeros(1, policy.cfg.obs_dim), torch.zeros(1, policy.cfg.chunk_len, policy.cfg.action_dim))
+        blob = _to_onnx(_BCGraph(policy), args, ["obs", "noise"], spec)
+    else:
+        raise ExportError(f"{run} holds no BC or DSRL policy to export (no checkpoints/policy.json or "
+                          f"checkpoints/dsrl_policy.json).")
+    atomic_write_bytes(Path(out), blob)
+    return spec
+
+
+def torch_policy(run: Path):
+    """The torch function an export of ``run`` must match: ``f(obs[, noise]) -> action``."""
+    from steer.agent.bc import load_policy
+
+    ckpt = Path(run) / "checkpoints"
+    if (ckpt / "dsrl_policy.json").exists():
+        actor, policy, _ = load_dsrl_policy(ckpt)
+        return _DSRLGraph(actor, policy).eval(), policy
+    if (ckpt / "policy.json").exists():
+        policy = load_policy(ckpt)
+        return _BCGraph(policy).eval(), policy
+    raise CheckpointError(f"{run} holds no policy.")
+
+
+def parity(run: Path, onnx_path: Path, samples: int = 1000, seed: int = 0) -> float:
+    """Max |torch − onnxruntime| over ``samples`` random observations (and noises) in the data range ± 20 %."""
+    import onnxruntime as ort
+
+    graph, policy = torch_policy(run)
+    rng = np.random.default_rng(seed)
+    low, high = policy.obs_norm.low.numpy(), policy.obs_norm.high.numpy()
+    span = np.maximum(high - low, 1e-3)
+    obs = rng.uniform(low - 0.2 * span, high + 0.2 * span, size=(samples, len(low))).astype(np.float32)
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    feeds = {"obs": obs}
+    args = [torch.from_numpy(obs)]
+    if any(i.name == "noise" for i in sess.get_inputs()):
+        noise = rng.standard_normal((samples, policy.cfg.chunk_len, policy.cfg.action_dim)).astype(np.float32)
+        feeds["noise"] = noise
+        args.append(torch.from_numpy(noise))
+    with torch.no_grad():
+        ref = graph(*args).numpy()
+    got = sess.run(["action"], feeds)[0]
+    return float(np.max(np.abs(ref - got)))
+
+
+def weights_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over a state dict's tensors in key order (independent of file layout)."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        h.update(k.encode())
+        h.update(state[k].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()

@@ -1,0 +1,351 @@
+"""CaRL PPO: route-completion PPO over the native driving vector env, in the CleanRL style.
+
+One rollout of ``num_steps`` over the envs, GAE, then ``update_epochs`` passes of clipped-ratio
+policy loss, clipped value loss and an entropy bonus over minibatches. The same code runs under
+``torchrun --nproc_per_node N``: each rank owns its own envs, the model is wrapped in
+DistributedDataParallel (gloo on CPU, NCCL on GPU), advantage statistics and episode counts are
+summed over ranks, so N ranks train as one process on the combined batch would.
+
+Read top to bottom: :func:`gae`, :func:`ppo_update`, :class:`EpisodeTracker`, :func:`train_ppo`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+import typing
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from steer.agent.checkpoint import load_checkpoint, save_checkpoint
+from steer.agent.driving_score import EpisodeStats
+from steer.agent.ppo_config import NetConfig, PPOConfig
+from steer.agent.ppo_nets import CarlActorCritic
+from steer.agent.runlog import RunLog
+from steer.driving.env import MEASUREMENTS, VALUE_INPUTS, DriveEnvConfig, DriveVectorEnv
+
+CHECKPOINT = "last"
+"""Name of the checkpoint a run keeps (overwritten atomically)."""
+
+
+class PPOConfigError(ValueError):
+    """A PPO setting that cannot work (batch does not split, missing checkpoint to resume)."""
+
+    user_facing = True
+
+
+# ---------------------------------------------------------------------------- math
+def gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, last_value: torch.Tensor,
+        gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalized advantage estimates and returns, all [T, N].
+
+    ``dones[t]`` is True when the episode ended with step t (the env's same-step autoreset means
+    ``values[t + 1]`` then belongs to the next episode and is not bootstrapped); ``last_value`` [N]
+    is the value of the observation after the last step. Finishing the route counts as done too:
+    no progress reward is left after it.
+    """
+    T = rewards.shape[0]
+    adv = torch.zeros_like(rewards)
+    last = torch.zeros_like(last_value)
+    for t in reversed(range(T)):
+        next_value = last_value if t == T - 1 else values[t + 1]
+        live = 1.0 - dones[t].float()
+        delta = rewards[t] + gamma * next_value * live - values[t]
+        last = delta + gamma * lam * live * last
+        adv[t] = last
+    return adv, adv + values
+
+
+class Batch(NamedTuple):
+    """One rollout, flattened to [B, ...] (what :func:`ppo_update` trains on)."""
+
+    bev: torch.Tensor
+    measurements: torch.Tensor
+    value_inputs: torch.Tensor
+    x: torch.Tensor
+    """Beta samples in [0, 1] (actions are 2 x - 1)."""
+    logprob: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+    values: torch.Tensor
+
+    def take(self, idx: torch.Tensor, device: torch.device | str = "cpu") -> "Batch":
+        return Batch(*(t[idx].to(device, non_blocking=True) for t in self))
+
+
+def _world() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _all_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum over ranks (identity in one process)."""
+    if _world() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def normalize_advantages(adv: torch.Tensor) -> torch.Tensor:
+    """(A - mean) / (std + 1e-8) over the minibatch of all ranks (unbiased std, as ``Tensor.std``)."""
+    stats = _all_sum(torch.stack([adv.sum(), (adv * adv).sum(), torch.tensor(float(adv.numel()), device=adv.device)]))
+    n = stats[2]
+    mean = stats[0] / n
+    var = (stats[1] - n * mean * mean) / (n - 1.0)
+    return (adv - mean) / (var.clamp_min(0.0).sqrt() + 1e-8)
+
+
+def value_loss(new: torch.Tensor, old: torch.Tensor, returns: torch.Tensor, clip: float | None) -> torch.Tensor:
+    """0.5 * mean squared error; with ``clip``, the larger of the errors of the new value and of the
+    value moved at most ``clip`` from the rollout's (PPO2 / CleanRL value clipping)."""
+    if clip is None:
+        return 0.5 * ((new - returns) ** 2).mean()
+    clipped = old + (new - old).clamp(-clip, clip)
+    return 0.5 * torch.max((new - returns) ** 2, (clipped - returns) ** 2).mean()
+
+
+def ppo_update(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, minibatches: list[torch.Tensor],
+               cfg: PPOConfig, device: torch.device | str = "cpu") -> dict[str, float]:
+    """Train on one rollout: one gradient step per index set in ``minibatches`` (epochs included).
+
+    ``model`` may be DistributedDataParallel-wrapped: it then averages the gradients over ranks, and
+    each rank passes its own share of every minibatch.
+    """
+    clipfracs, stats = [], {}
+    for idx in minibatches:
+        mb = batch.take(idx, device)
+        _, newlogprob, entropy, newvalue = model(mb.bev, mb.measurements, mb.value_inputs, mb.x)
+        logratio = newlogprob - mb.logprob
+        ratio = logratio.exp()
+        with torch.no_grad():
+            # http://joschu.net/blog/kl-approx.html
+            old_approx_kl = (-logratio).mean()
+            approx_kl = ((ratio - 1) - logratio).mean()
+            clipfracs.append(((ratio - 1.0).abs() > cfg.clip_coef).float().mean().item())
+        adv = normalize_advantages(mb.advantages) if cfg.norm_adv else mb.advantages
+        pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
+        v_loss = value_loss(newvalue, mb.values, mb.returns, cfg.clip_coef if cfg.clip_vloss else None)
+        entropy_loss = entropy.mean()
+        loss = pg_loss - cfg.ent_coef * entropy_loss + cfg.vf_coef * v_loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        stats = {"losses/value_loss": v_loss.item(), "losses/policy_loss": pg_loss.item(),
+                 "losses/entropy": entropy_loss.item(), "losses/old_approx_kl": old_approx_kl.item(),
+                 "losses/approx_kl": approx_kl.item(), "losses/grad_norm": float(grad_norm)}
+    stats["losses/clipfrac"] = float(np.mean(clipfracs)) if clipfracs else 0.0
+    return stats
+
+
+def minibatch_indices(n: int, minibatch: int, epochs: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """``epochs`` random permutations of ``range(n)`` cut into minibatches of ``minibatch``."""
+    out = []
+    for _ in range(epochs):
+        perm = torch.randperm(n, generator=generator)
+        out += [perm[i : i + minibatch] for i in range(0, n, minibatch)]
+    return out
+
+
+# ---------------------------------------------------------------------------- model and checkpoints
+def make_model(env: DriveVectorEnv, net: NetConfig) -> CarlActorCritic:
+    """The actor-critic for ``env``'s observation space."""
+    space = env.single_observation_space
+    if "bev" not in space.spaces:
+        raise PPOConfigError("the CaRL network needs the BEV; leave env.observe_bev on.")
+    return CarlActorCritic(tuple(space["bev"].shape), len(MEASUREMENTS), len(VALUE_INPUTS), 2, net)
+
+
+def config_from_dict(cls: type, data: dict[str, Any]):
+    """Rebuild a (nested, frozen) dataclass saved as JSON; lists become tuples again (hashable)."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        value, hint = data[f.name], hints[f.name]
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            value = config_from_dict(hint, value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def load_policy(checkpoint_dir: Path, name: str = CHECKPOINT) -> tuple[CarlActorCritic, PPOConfig, dict[str, Any]]:
+    """(model in eval mode, the run's PPOConfig, checkpoint meta) from a trainer's checkpoint."""
+    state, meta = load_checkpoint(Path(checkpoint_dir), name)
+    cfg = config_from_dict(PPOConfig, meta["ppo_config"])
+    model = CarlActorCritic(tuple(meta["bev_shape"]), len(MEASUREMENTS), len(VALUE_INPUTS), 2, cfg.net)
+    model.load_state_dict(state["model"])
+    return model.eval(), cfg, meta
+
+
+def _jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def obs_to_torch(obs: dict[str, np.ndarray], device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
+    """(bev, measurements, value_inputs) tensors of a vector-env observation."""
+    return (torch.from_numpy(obs["bev"]).to(device), torch.from_numpy(obs["measurements"]).to(device),
+            torch.from_numpy(obs["value_inputs"]).to(device))
+
+
+# ---------------------------------------------------------------------------- distributed
+def setup_distributed() -> tuple[int, int]:
+    """(rank, world size); joins the process group when started by ``torchrun`` (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    return dist.get_rank(), dist.get_world_size()
+
+
+# ---------------------------------------------------------------------------- training
+@dataclasses.dataclass
+class TrainResult:
+    """What :func:`train_ppo` returns (rank 0's view; episode figures are over all ranks)."""
+
+    global_step: int
+    updates: int
+    sps: float
+    episodes: dict[str, float]
+    """Episode statistics of the last rollouts (see :class:`~steer.agent.driving_score.EpisodeStats`)."""
+    model: CarlActorCritic
+
+
+def train_ppo(cfg: PPOConfig, run: RunLog, resume: bool = False, progress: bool = False,
+              max_updates: int | None = None, time_limit_s: float | None = None) -> TrainResult:
+    """Train a CaRL PPO driving policy; writes metrics to ``run`` and checkpoints to ``run.checkpoint_dir``.
+
+    ``resume`` continues from the ``last`` checkpoint (model, optimizer, schedule, step, random
+    state). ``max_updates`` stops early after that many updates in this call and ``time_limit_s``
+    after the first update that ends past that many seconds (a checkpoint is written either way);
+    the learning-rate schedule still follows ``cfg.total_timesteps``.
+    """
+    rank, world = setup_distributed()
+    if cfg.num_envs % world or cfg.minibatch_size % world:
+        raise PPOConfigError(f"num_envs ({cfg.num_envs}) and minibatch_size ({cfg.minibatch_size}) must divide "
+                             f"by the number of processes ({world}).")
+    if cfg.batch_size % cfg.minibatch_size:
+        raise PPOConfigError(f"the rollout (num_envs x num_steps = {cfg.batch_size}) must split into minibatches "
+                             f"of {cfg.minibatch_size}.")
+    if cfg.torch_threads > 0:
+        torch.set_num_threads(cfg.torch_threads)
+    if cfg.device == "auto":
+        device = torch.device(f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(cfg.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+        torch.cuda.set_device(device)
+    n_local, mb_local = cfg.num_envs // world, cfg.minibatch_size // world
+    torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
+    envs = DriveVectorEnv(n_local, cfg.env)
+    model = make_model(envs, cfg.net).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, eps=cfg.adam_eps)
+    start_update, global_step = 1, 0
+    if resume:
+        state, meta = load_checkpoint(Path(run.checkpoint_dir), CHECKPOINT)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_update, global_step = int(meta["update"]) + 1, int(meta["global_step"])
+        if hasattr(run, "rewind") and rank == 0:
+            run.rewind(global_step)
+    ddp = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    # Sampling and minibatch order differ per rank and per resume point, and are reproducible.
+    torch.manual_seed(cfg.seed + 1000 * rank + 7919 * (start_update - 1))
+    shuffle = torch.Generator().manual_seed(cfg.seed + 1000 * rank + 7919 * (start_update - 1) + 1)
+    next_obs, _ = envs.reset(seed=cfg.seed + 1000 * rank + 7919 * (start_update - 1))
+
+    T, N = cfg.num_steps, n_local
+    space = envs.single_observation_space
+    bev_buf = torch.zeros((T, N) + space["bev"].shape, dtype=torch.uint8)
+    meas_buf = torch.zeros((T, N, len(MEASUREMENTS)))
+    vin_buf = torch.zeros((T, N, len(VALUE_INPUTS)))
+    x_buf = torch.zeros((T, N, 2))
+    logp_buf, rew_buf, done_buf, val_buf = (torch.zeros((T, N)) for _ in range(4))
+    tracker = EpisodeStats()
+    bar = None
+    if progress and rank == 0:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.total_timesteps, initial=global_step, unit="step", desc="ppo", smoothing=0.1)
+    last_update = cfg.num_updates if max_updates is None else min(cfg.num_updates, start_update - 1 + max_updates)
+    t_start, steps_start, update = time.time(), global_step, start_update - 1
+    episodes: dict[str, float] = {}
+    for update in range(start_update, last_update + 1):
+        if cfg.anneal_lr:
+            optimizer.param_groups[0]["lr"] = (1.0 - (update - 1.0) / cfg.num_updates) * cfg.learning_rate
+        # ---- rollout
+        model.eval()
+        for t in range(T):
+            bev, meas, vin = obs_to_torch(next_obs)
+            bev_buf[t], meas_buf[t], vin_buf[t] = bev, meas, vin
+            with torch.no_grad():
+                x, logp, _, value = model(bev.to(device), meas.to(device), vin.to(device))
+            x_buf[t], logp_buf[t], val_buf[t] = x.cpu(), logp.cpu(), value.cpu()
+            next_obs, reward, term, trunc, infos = envs.step((2.0 * x - 1.0).cpu().numpy())
+            done = term | trunc
+            rew_buf[t] = torch.from_numpy(reward)
+            done_buf[t] = torch.from_numpy(done.astype(np.float32))
+            tracker.add(infos, done)
+        global_step += cfg.batch_size
+        with torch.no_grad():
+            bev, meas, vin = obs_to_torch(next_obs, device)
+            last_value = model(bev, meas, vin)[3].cpu()
+        adv, ret = gae(rew_buf, val_buf, done_buf, last_value, cfg.gamma, cfg.gae_lambda)
+        batch = Batch(bev_buf.reshape((-1,) + bev_buf.shape[2:]), meas_buf.reshape(T * N, -1),
+                      vin_buf.reshape(T * N, -1), x_buf.reshape(T * N, -1), logp_buf.reshape(-1),
+                      adv.reshape(-1), ret.reshape(-1), val_buf.reshape(-1))
+        # ---- learn
+        model.train()
+        mbs = minibatch_indices(T * N, mb_local, cfg.update_epochs, shuffle)
+        stats = ppo_update(ddp, optimizer, batch, mbs, cfg, device)
+        # ---- report
+        y_pred, y_true = batch.values.numpy(), batch.returns.numpy()
+        var_y = np.var(y_true)
+        episodes = tracker.summary(reduce=_all_sum)
+        sps = (global_step - steps_start) / max(time.time() - t_start, 1e-9)
+        if rank == 0:
+            metrics = {"charts/learning_rate": optimizer.param_groups[0]["lr"], "charts/SPS": sps, **stats,
+                       "losses/explained_variance": float("nan") if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y,
+                       **{f"charts/{k}" if "/" not in k else k: v for k, v in episodes.items()}}
+            run.log(global_step, metrics)
+            if bar is not None:
+                bar.update(cfg.batch_size)
+                if episodes.get("episodes", 0):
+                    bar.set_postfix(rc=f"{episodes['route_completion']:.2f}", ds=f"{episodes['driving_score']:.2f}")
+        if episodes.get("episodes", 0):
+            tracker = EpisodeStats()
+        out_of_time = time_limit_s is not None and time.time() - t_start > time_limit_s
+        if world > 1:  # every rank stops at the same update
+            out_of_time = bool(_all_sum(torch.tensor(float(out_of_time))).item())
+        if update % cfg.checkpoint_every == 0 or update == last_update or out_of_time:
+            if rank == 0:
+                save_checkpoint(Path(run.checkpoint_dir), CHECKPOINT,
+                                {"model": model.state_dict(), "optimizer": optimizer.state_dict()},
+                                {"update": update, "global_step": global_step, "bev_shape": list(space["bev"].shape),
+                                 "ppo_config": _jsonable(cfg), "world_size": world})
+            if world > 1:
+                dist.barrier()
+        if out_of_time:
+            break
+    if bar is not None:
+        bar.close()
+    sps = (global_step - steps_start) / max(time.time() - t_start, 1e-9)
+    return TrainResult(global_step, update, sps, episodes, model)

@@ -1,0 +1,91 @@
+"""Configuration of the CaRL PPO trainer (no torch import: the CLI reads it for ``--help``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from steer.driving.env import DriveEnvConfig
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """Sizes of the actor-critic (CaRL's network, scaled down for a CPU)."""
+
+    cnn_channels: tuple[int, ...] = (16, 32, 32)
+    """Output channels of the BEV convolutions; the first has a 4x4 kernel with stride 4, the rest 3x3
+    with stride 2 (CaRL: a deeper ResNet-style stack over 256 x 256)."""
+    bev_features: int = 256
+    """Width of the linear layer after the convolutions."""
+    measurement_features: int = 64
+    """Width of the measurement MLP."""
+    hidden: int = 256
+    """Width of the joint layer shared by the policy and value heads."""
+    value_hidden: int = 128
+    """Width of the value head's hidden layer (it also takes the value-only inputs)."""
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """PPO as CaRL configures it, with the sample counts sized for a 2-core CPU.
+
+    CaRL's 300M-sample run: 128 envs, rollout 512, minibatch 16,384, 3 epochs, lr 2.5e-4 with linear
+    decay, gamma 0.99, lambda 0.95, clip 0.1, entropy 0.01, value 0.5, value clipping, grad norm 0.5.
+    Counts here are global: under ``torchrun`` each rank runs ``num_envs / world`` envs and trains on
+    ``minibatch_size / world`` samples of each minibatch.
+    """
+
+    seed: int = 0
+    """Seed of the networks, the sampling and the episodes (rank r adds r)."""
+    total_timesteps: int = 2_000_000
+    """Environment steps to train for, all ranks together."""
+    num_envs: int = 64
+    """Parallel driving episodes, all ranks together (CaRL: 128 per GPU)."""
+    num_steps: int = 64
+    """Steps per env in one rollout (CaRL: 512)."""
+    minibatch_size: int = 1024
+    """Samples per gradient step, all ranks together (CaRL: 16,384)."""
+    update_epochs: int = 3
+    """Passes over each rollout."""
+    learning_rate: float = 2.5e-4
+    """Adam step size at the start."""
+    anneal_lr: bool = True
+    """Decay the step size linearly to 0 over the run."""
+    gamma: float = 0.99
+    """Discount."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    clip_coef: float = 0.1
+    """PPO ratio clip."""
+    clip_vloss: bool = True
+    """Clip the value update around the rollout's values with ``clip_coef``."""
+    norm_adv: bool = True
+    """Normalize advantages per minibatch (over all ranks)."""
+    ent_coef: float = 0.01
+    """Entropy bonus weight."""
+    vf_coef: float = 0.5
+    """Value loss weight."""
+    max_grad_norm: float = 0.5
+    """Global gradient-norm clip."""
+    adam_eps: float = 1e-5
+    """Adam epsilon (CleanRL's value)."""
+    checkpoint_every: int = 10
+    """Write the ``last`` checkpoint every this many updates (and at the end)."""
+    torch_threads: int = 1
+    """CPU threads for torch per rank; 0 leaves torch's default. One thread avoids the stalls of
+    multi-threaded kernels when the cores are shared with the simulator or other processes."""
+    device: str = "auto"
+    """``auto`` (CUDA when available), ``cpu`` or ``cuda``."""
+    net: NetConfig = field(default_factory=NetConfig)
+    """Network sizes."""
+    env: DriveEnvConfig = field(default_factory=DriveEnvConfig)
+    """Driving envs (reward, towns, traffic, BEV)."""
+
+    @property
+    def batch_size(self) -> int:
+        """Samples per rollout, all ranks together."""
+        return self.num_envs * self.num_steps
+
+    @property
+    def num_updates(self) -> int:
+        """Rollout-and-train iterations of the run."""
+        return max(1, self.total_timesteps // self.batch_size)

@@ -1,0 +1,139 @@
+"""The CaRL actor-critic: a CNN over the BEV, an MLP over the measurements, a Beta policy head and a
+value head that alone also sees the privileged value-only inputs.
+
+The Beta distribution lives on [0, 1]; actions in [-1, 1] are ``2 x - 1``. Its log-probability and
+entropy are written out here (lgamma / digamma) so that they can be checked against
+``torch.distributions.Beta`` and stay cheap on the CPU.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from steer.agent.ppo_config import NetConfig
+
+BETA_EPS = 1e-6
+"""Samples are kept this far inside (0, 1) so that log-probabilities stay finite."""
+
+
+def beta_params(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """α, β = softplus(raw) + 1 from the head's output [..., 2 * action_dim] (both > 1: unimodal)."""
+    a, b = raw.chunk(2, dim=-1)
+    return F.softplus(a) + 1.0, F.softplus(b) + 1.0
+
+
+def beta_log_prob(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """Log-density of Beta(α, β) at x in (0, 1), elementwise."""
+    x = x.clamp(BETA_EPS, 1.0 - BETA_EPS)
+    log_norm = torch.lgamma(alpha + beta) - torch.lgamma(alpha) - torch.lgamma(beta)
+    return log_norm + (alpha - 1.0) * torch.log(x) + (beta - 1.0) * torch.log1p(-x)
+
+
+def beta_entropy(alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """Differential entropy of Beta(α, β), elementwise."""
+    total = alpha + beta
+    log_b = torch.lgamma(alpha) + torch.lgamma(beta) - torch.lgamma(total)
+    return (log_b - (alpha - 1.0) * torch.digamma(alpha) - (beta - 1.0) * torch.digamma(beta)
+            + (total - 2.0) * torch.digamma(total))
+
+
+def beta_mean(alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """Mean α / (α + β): the deterministic action at evaluation."""
+    return alpha / (alpha + beta)
+
+
+def layer_init(layer: nn.Module, std: float = 2**0.5, bias: float = 0.0) -> nn.Module:
+    """Orthogonal weights and constant bias (CleanRL's initialization)."""
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, bias)
+    return layer
+
+
+class BevEncoder(nn.Module):
+    """Strided convolutions over the BEV (uint8 [B, C, H, W] scaled to [0, 1]) to a feature vector."""
+
+    def __init__(self, in_channels: int, size: int, cfg: NetConfig):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = in_channels
+        for i, out in enumerate(cfg.cnn_channels):
+            conv = nn.Conv2d(c, out, 4, 4) if i == 0 else nn.Conv2d(c, out, 3, 2, 1)
+            layers += [layer_init(conv), nn.ReLU()]
+            c = out
+        self.convs = nn.Sequential(*layers, nn.Flatten())
+        with torch.no_grad():
+            flat = self.convs(torch.zeros(1, in_channels, size, size)).shape[1]
+        self.fc = nn.Sequential(layer_init(nn.Linear(flat, cfg.bev_features)), nn.ReLU())
+
+    def forward(self, bev: torch.Tensor) -> torch.Tensor:
+        if bev.dtype == torch.uint8:
+            # In place on the fresh copy: the uint8 -> float pass over a large batch is costly on a CPU.
+            x = bev.float().mul_(1.0 / 255.0)
+        else:
+            x = bev * (1.0 / 255.0)
+        return self.fc(self.convs(x))
+
+
+class CarlActorCritic(nn.Module):
+    """Actor-critic over ``bev``, ``measurements`` and (critic only) ``value_inputs``.
+
+    :meth:`forward` is the one training call (DistributedDataParallel only wraps ``forward``): given
+    the Beta sample ``x`` in [0, 1] it returns its log-probability, the entropy and the value; without
+    ``x`` it draws one.
+    """
+
+    def __init__(self, bev_shape: tuple[int, int, int], n_measurements: int, n_value_inputs: int,
+                 action_dim: int = 2, cfg: NetConfig = NetConfig()):
+        super().__init__()
+        c, h, w = bev_shape
+        if h != w:
+            raise ValueError(f"the BEV must be square, got {h} x {w}.")
+        self.cfg = cfg
+        self.action_dim = action_dim
+        self.bev = BevEncoder(c, h, cfg)
+        self.measurements = nn.Sequential(layer_init(nn.Linear(n_measurements, cfg.measurement_features)), nn.ReLU(),
+                                          layer_init(nn.Linear(cfg.measurement_features, cfg.measurement_features)),
+                                          nn.ReLU())
+        self.joint = nn.Sequential(layer_init(nn.Linear(cfg.bev_features + cfg.measurement_features, cfg.hidden)),
+                                   nn.ReLU())
+        # Small last-layer gains: a near-uniform Beta and a near-zero value at the start (CleanRL).
+        self.policy_head = layer_init(nn.Linear(cfg.hidden, 2 * action_dim), std=0.01)
+        self.value_head = nn.Sequential(layer_init(nn.Linear(cfg.hidden + n_value_inputs, cfg.value_hidden)), nn.ReLU(),
+                                        layer_init(nn.Linear(cfg.value_hidden, 1), std=1.0))
+
+    def features(self, bev: torch.Tensor, measurements: torch.Tensor) -> torch.Tensor:
+        """Joint features of the actor and the critic."""
+        return self.joint(torch.cat([self.bev(bev), self.measurements(measurements)], dim=-1))
+
+    def value_from(self, feat: torch.Tensor, value_inputs: torch.Tensor) -> torch.Tensor:
+        return self.value_head(torch.cat([feat, value_inputs], dim=-1)).squeeze(-1)
+
+    def distribution(self, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(α, β) of the Beta policy, each [B, action_dim]."""
+        return beta_params(self.policy_head(feat))
+
+    def forward(self, bev: torch.Tensor, measurements: torch.Tensor, value_inputs: torch.Tensor,
+                x: torch.Tensor | None = None):
+        """(x, log_prob [B], entropy [B], value [B]); ``x`` is drawn from the policy when None."""
+        feat = self.features(bev, measurements)
+        alpha, beta = self.distribution(feat)
+        if x is None:
+            x = sample_beta(alpha, beta)
+        logp = beta_log_prob(x, alpha, beta).sum(-1)
+        ent = beta_entropy(alpha, beta).sum(-1)
+        return x, logp, ent, self.value_from(feat, value_inputs)
+
+    @torch.no_grad()
+    def act(self, bev: torch.Tensor, measurements: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        """Actions in [-1, 1] [B, action_dim]: the Beta mean when ``deterministic``, else a sample."""
+        alpha, beta = self.distribution(self.features(bev, measurements))
+        x = beta_mean(alpha, beta) if deterministic else sample_beta(alpha, beta)
+        return 2.0 * x - 1.0
+
+
+def sample_beta(alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """Beta(α, β) samples as Ga(α) / (Ga(α) + Ga(β)) from torch's global generator (seeded by the trainer)."""
+    ga, gb = torch._standard_gamma(alpha), torch._standard_gamma(beta)
+    return (ga / (ga + gb)).clamp(BETA_EPS, 1.0 - BETA_EPS)

@@ -1,0 +1,63 @@
+"""Rewrite the README's results table from bench/results/*.json.
+
+Usage: python bench/readme_table.py   (the table sits between the results markers)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+# What each benchmark compares, and which figures the README shows (all figures stay in the JSON).
+SHOWN = {
+    "dsrl": ("DSRL on PlanarPush: env steps to 0.9 success and final success (median over seeds)", None),
+    "driving_sim": ("Driving simulator env-steps/s, ours vs highway-env and libsumo", None),
+    "export": ("Policy latency at batch 1: onnxruntime vs torch eager", None),
+    "robot_loop": ("Robot loop over DDS across processes, 100 Hz", None),
+    "ppo_throughput": ("PPO end-to-end SPS, ours vs stable-baselines3 PPO", None),
+    "carl_reward_scaling": ("CaRL vs Roach reward at small and large minibatch", None),
+    "conservative": ("DSRL with and without the conservative gate", None),
+}
+
+
+def fmt(v: float) -> str:
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    if abs(v) >= 10:
+        return f"{v:.1f}"
+    return f"{v:.3g}"
+
+
+def table() -> str:
+    rows = ["| benchmark | figure | value |", "|---|---|---|"]
+    for name, (title, keys) in SHOWN.items():
+        path = ROOT / "bench" / "results" / f"{name}.json"
+        if not path.exists():
+            continue
+        doc = json.loads(path.read_text())
+        figures = doc["figures"]
+        machine = doc.get("machine", {})
+        label = f"[{name}](bench/{name}.py): {title} ({machine.get('cores', '?')} cores, {doc.get('date', '')[:10]})"
+        for i, (k, v) in enumerate(figures.items() if keys is None else ((k, figures[k]) for k in keys)):
+            rows.append(f"| {label if i == 0 else ''} | `{k}` | {fmt(v)} |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    if START not in text or END not in text:
+        raise SystemExit(f"README.md has no {START} … {END} markers")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{START}\n{table()}\n{END}{tail}")
+    print(table())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""``steer collect``, ``steer bc``, ``steer dsrl`` and ``steer eval``: thin layers over agent/ and sim/."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import tyro
+
+from steer.agent.bc import BCConfig
+from steer.agent.dsrl import DSRLConfig
+from steer.ops.run import Run, RunError
+
+DEFAULT_TASK = "steer/PlanarPush-v0"
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    """Record scripted-expert demonstrations of PlanarPush as a Minari dataset."""
+
+    out: Path = Path("runs/data/push")
+    """Folder that will hold the dataset."""
+    episodes: int = 200
+    """Number of demonstrations."""
+    seed: int = 1000
+    """Episode i is reset with seed + i; the expert's own randomness is seeded with it too."""
+    mirrored_fraction: float = 0.5
+    """Share of demonstrations from the operator with the mirrored y axis (the imperfect ones)."""
+
+
+def collect(cfg: CollectConfig) -> int:
+    """Record scripted-expert demonstrations as a Minari dataset."""
+    import steer.sim  # noqa: F401  (registers the task)
+    from steer.sim.demos import collect_demos
+    from steer.sim.expert import PushExpert, PushExpertConfig
+
+    if cfg.episodes < 1:
+        raise RunError(f"--episodes must be at least 1, got {cfg.episodes}.")
+    if not 0.0 <= cfg.mirrored_fraction <= 1.0:
+        raise RunError(f"--mirrored-fraction must be in [0, 1], got {cfg.mirrored_fraction}.")
+    expert = PushExpert(PushExpertConfig(mirrored_fraction=cfg.mirrored_fraction), seed=cfg.seed)
+    demos = collect_demos(DEFAULT_TASK, expert, cfg.episodes, cfg.seed, cfg.out)
+    print(f"wrote {cfg.episodes} demonstrations ({demos.num_steps} steps, "
+          f"{demos.successes.mean():.0%} successful) to {cfg.out}")
+    return 0
+
+
+def _task_meta(env_id: str) -> dict:
+    import gymnasium as gym
+
+    env = gym.make(env_id)
+    u = env.unwrapped
+    meta = {"task": env_id, "obs_names": list(getattr(u, "obs_names", [])),
+            "action_names": list(getattr(u, "action_names", [])),
+            "control_rate_hz": float(getattr(u, "control_rate_hz", 0.0)),
+            "action_low": env.action_space.low.tolist(), "action_high": env.action_space.high.tolist()}
+    env.close()
+    return meta
+
+
+@dataclass(frozen=True)
+class BCCommand:
+    """Train a BC diffusion policy on a demonstration dataset."""
+
+    data: Path = Path("runs/data/push")
+    """Dataset folder written by `steer collect`."""
+    name: str = "bc"
+    """Run name: the run lives in <runs>/<name>."""
+    runs: Path = Path("runs")
+    """Folder of all runs."""
+    resume: bool = False
+    """Continue the run from its last checkpoint."""
+    eval_episodes: int = 100
+    """Episodes of the final evaluation on held-out seeds (0 to skip)."""
+    bc: BCConfig = BCConfig()
+    """Training hyperparameters."""
+
+
+def run_bc(cfg: BCCommand, progress: bool = True) -> dict:
+    """Train BC into a run directory and evaluate it; returns the summary."""
+    import steer.sim  # noqa: F401
+    from steer.agent.bc import train_bc
+    from steer.agent.dsrl import base_policy_fn
+    from steer.agent.evaluate import evaluate_chunked
+    from steer.sim.demos import load_demos
+
+    demos = load_demos(cfg.data)
+    torch.set_num_threads(1)
+    t0 = time.time()
+    with Run(cfg.runs / cfg.name, cfg, kind="bc", resume=cfg.resume) as run:
+        meta = {**_task_meta(demos.env_id or DEFAULT_TASK), "source_run": str(run.path)}
+        policy = train_bc(demos.observations, demos.actions, cfg.bc, run, meta, resume=cfg.resume, progress=progress)
+        summary = {"task": meta["task"], "seed": cfg.bc.seed, "demos": len(demos.actions),
+                   "demo_success_rate": float(demos.successes.mean()), "train_s": time.time() - t0}
+        if cfg.eval_episodes > 0:
+            res = evaluate_chunked(meta["task"], base_policy_fn(policy, cfg.bc.seed), cfg.eval_episodes,
+                                   progress=progress, desc="eval bc")
+            summary["eval"] = res.as_dict()
+            run.log(cfg.bc.steps, {"eval/success_rate": res.success_rate, "eval/return_mean": res.return_mean})
+        run.finish(summary)
+    return summary
+
+
+def bc(cfg: BCCommand) -> int:
+    """Train a BC diffusion policy on a demonstration dataset."""
+    summary = run_bc(cfg)
+    if "eval" in summary:
+        print(f"BC success rate {summary['eval']['success_rate']:.2f} over {summary['eval']['episodes']} "
+              f"held-out episodes; run in {cfg.runs / cfg.name}")
+    return 0
+
+
+@dataclass(frozen=True)
+class DSRLCommand:
+    """Adapt a BC diffusion policy with RL over its latent noise (DSRL); its weights stay frozen."""
+
+    policy: Path = Path("runs/bc")
+    """BC run directory whose policy is steered."""
+    name: str = "dsrl"
+    """Run name: the run lives in <runs>/<name>."""
+    runs: Path = Path("runs")
+    """Folder of all runs."""
+    resume: bool = False
+    """Continue the run from its last checkpoint."""
+    eval_episodes: int = 100
+    """Episodes of the final evaluation on held-out seeds (0 to skip)."""
+    dsrl: DSRLConfig = DSRLConfig()
+    """DSRL hyperparameters."""
+
+
+def _load_bc(path: Path):
+    from steer.agent.bc import load_policy
+    from steer.agent.checkpoint import load_checkpoint
+
+    ckpt = Path(path) / "checkpoints"
+    if not (ckpt / "policy.json").exists():
+        raise RunError(f"{path} has no BC policy (expected {ckpt / 'policy.json'}); train one with `steer bc`.")
+    policy = load_policy(ckpt)
+    _, meta = load_checkpoint(ckpt, "policy")
+    return policy, meta
+
+
+def run_dsrl(cfg: DSRLCommand, progress: bool = True) -> dict:
+    """Run DSRL into a run directory and evaluate the result; returns the summary."""
+    import steer.sim  # noqa: F401
+    from steer.agent.dsrl import train_dsrl
+    from steer.agent.evaluate import evaluate_chunked
+
+    policy, meta = _load_bc(cfg.policy)
+    torch.set_num_threads(1)
+    t0 = time.time()
+    with Run(cfg.runs / cfg.name, cfg, kind="dsrl", resume=cfg.resume) as run:
+        pmeta = {k: meta[k] for k in ("task", "obs_names", "action_names", "control_rate_hz", "action_low",
+                                      "action_high") if k in meta}
+        pmeta["source_run"] = str(run.path)
+        pmeta["base_run"] = str(cfg.policy)
+        fn, details = train_dsrl(policy, meta["task"], cfg.dsrl, run, resume=cfg.resume, progress=progress,
+                                 policy_meta=pmeta)
+        prog = details["progress"]
+        summary = {"task": meta["task"], "seed": cfg.dsrl.seed, "algorithm": f"dsrl-{cfg.dsrl.algorithm}",
+                   "env_steps": prog.env_steps, "episodes": prog.episodes, "curve": prog.curve,
+                   "train_s": time.time() - t0}
+        if cfg.eval_episodes > 0:
+            res = evaluate_chunked(meta["task"], fn, cfg.eval_episodes, progress=progress, desc="eval dsrl")
+            summary["eval"] = res.as_dict()
+            run.log(prog.env_steps, {"eval/final_success_rate": res.success_rate})
+        run.finish(summary)
+    return summary
+
+
+def dsrl(cfg: DSRLCommand) -> int:
+    """Adapt a BC diffusion policy with RL over its latent noise (DSRL); its weights stay frozen."""
+    summary = run_dsrl(cfg)
+    if "eval" in summary:
+        print(f"DSRL success rate {summary['eval']['success_rate']:.2f} over {summary['eval']['episodes']} "
+              f"held-out episodes after {summary['env_steps']} env steps; run in {cfg.runs / cfg.name}")
+    return 0
+
+
+@dataclass(frozen=True)
+class EvalCommand:
+    """Evaluate a BC or DSRL run on held-out seeds."""
+
+    run: Annotated[Path, tyro.conf.Positional]
+    """Run directory (BC or DSRL)."""
+    episodes: int = 100
+    """Evaluation episodes."""
+    seed: int = 1_000_000
+    """Seed of the first episode; training never uses seeds this high."""
+    noise_seed: int = 0
+    """Seed of the BC policy's N(0, I) noise."""
+
+
+def evaluate(cfg: EvalCommand) -> int:
+    """Evaluate a BC or DSRL run on held-out seeds and print success and return."""
+    import steer.sim  # noqa: F401
+    from steer.agent.dsrl import LatentPolicyFn, base_policy_fn
+    from steer.agent.evaluate import evaluate_chunked
+    from steer.agent.latent_actor import load_dsrl_policy
+
+    ckpt = cfg.run / "checkpoints"
+    if (ckpt / "dsrl_policy.json").exists():
+        actor, base, meta = load_dsrl_policy(ckpt)
+        fn, kind = LatentPolicyFn(base, actor), "dsrl"
+    elif (ckpt / "policy.json").exists():
+        base, meta = _load_bc(cfg.run)
+        fn, kind = base_policy_fn(base, cfg.noise_seed), "bc"
+    else:
+        raise RunError(f"{cfg.run} holds no BC or DSRL policy; pass a run directory made by `steer bc` or `steer dsrl`.")
+    torch.set_num_threads(1)
+    res = evaluate_chunked(meta["task"], fn, cfg.episodes, seed=cfg.seed, progress=True, desc=f"eval {kind}")
+    print(json.dumps({"run": str(cfg.run), "kind": kind, **res.as_dict()}))
+    return 0
+
+
+__all__ = ["collect", "bc", "dsrl", "evaluate", "run_bc", "run_dsrl"]

@@ -1,0 +1,72 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from steer.agent.export import SPEC_KEY, ExportError, export_run, parity, torch_policy
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_bc, tmp_path_factory):
+    """A BC run directory and a DSRL run directory built on it."""
+    import steer.sim  # noqa: F401
+    from steer.agent.dsrl import DSRLConfig, train_dsrl
+    from steer.agent.runlog import MemoryLog
+
+    policy, ckpt = tiny_bc
+    root = tmp_path_factory.mktemp("runs")
+    bc = root / "bc"
+    (bc / "checkpoints").mkdir(parents=True)
+    for f in ckpt.glob("policy.*"):
+        (bc / "checkpoints" / f.name).write_bytes(f.read_bytes())
+    dsrl = root / "dsrl"
+    meta = {"task": "steer/PlanarPush-v0", "obs_names": [f"o{i}" for i in range(10)], "action_names": ["x", "y"],
+            "control_rate_hz": 20.0, "action_low": [-0.3, -0.3], "action_high": [0.3, 0.3]}
+    train_dsrl(policy, "steer/PlanarPush-v0", DSRLConfig(env_steps=200, warmup_env_steps=100, eval_every=10**6),
+               MemoryLog(dsrl / "checkpoints"), progress=False, policy_meta=meta)
+    return bc, dsrl
+
+
+@pytest.mark.parametrize("kind", ["bc", "dsrl"])
+def test_onnx_matches_torch_on_1000_observations(runs, kind, tmp_path):
+    run = runs[0] if kind == "bc" else runs[1]
+    out = tmp_path / "p.onnx"
+    spec = export_run(run, out)
+    assert parity(run, out, samples=1000) <= 1e-5
+    model = onnx.load(str(out))
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    inputs = [i.name for i in model.graph.input]
+    assert inputs == (["obs", "noise"] if kind == "bc" else ["obs"])
+    assert [o.name for o in model.graph.output] == ["action"]
+    stored = json.loads({p.key: p.value for p in model.metadata_props}[SPEC_KEY])
+    assert stored == spec
+    assert stored["kind"] == ("bc_diffusion" if kind == "bc" else "dsrl")
+    assert stored["chunk_len"] == 4 and stored["obs_dim"] == 10 and stored["action_dim"] == 2
+    assert len(stored["weights_sha256"]) == 64 and stored["source_run"] == str(run)
+
+
+def test_exported_dsrl_policy_runs_in_the_robot_runtime(runs, tmp_path):
+    from steer.robot.onnx_policy import OnnxPolicy
+
+    _, dsrl = runs
+    out = tmp_path / "p.onnx"
+    export_run(dsrl, out)
+    rt = OnnxPolicy(out)
+    graph, _ = torch_policy(dsrl)
+    obs = np.linspace(-0.1, 0.1, 10).astype(np.float32)
+    with torch.no_grad():
+        ref = graph(torch.from_numpy(obs)[None]).numpy()[0]
+    np.testing.assert_allclose(rt(obs), ref, atol=1e-5)
+    assert rt.spec.chunk_len == 4 and rt.spec.control_rate_hz == 20.0
+
+
+def test_export_refuses_a_folder_without_a_policy(tmp_path):
+    with pytest.raises(ExportError, match="no BC or DSRL policy"):
+        export_run(tmp_path, tmp_path / "x.onnx")
+    proc = subprocess.run([sys.executable, "-m", "steer.ops.cli", "export", str(tmp_path / "nope")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "not a run directory" in proc.stderr
