@@ -212,6 +212,16 @@ def setup_distributed() -> tuple[int, int]:
 
 
 # ---------------------------------------------------------------------------- training
+def check_config(cfg: PPOConfig, world: int = 1) -> None:
+    """Raise :class:`PPOConfigError` when the batch does not split over ranks and minibatches."""
+    if cfg.num_envs % world or cfg.minibatch_size % world:
+        raise PPOConfigError(f"num_envs ({cfg.num_envs}) and minibatch_size ({cfg.minibatch_size}) must divide "
+                             f"by the number of processes ({world}).")
+    if cfg.batch_size % cfg.minibatch_size:
+        raise PPOConfigError(f"the rollout (num_envs x num_steps = {cfg.batch_size}) must split into minibatches "
+                             f"of {cfg.minibatch_size}.")
+
+
 @dataclasses.dataclass
 class TrainResult:
     """What :func:`train_ppo` returns (rank 0's view; episode figures are over all ranks)."""
@@ -234,12 +244,7 @@ def train_ppo(cfg: PPOConfig, run: RunLog, resume: bool = False, progress: bool 
     the learning-rate schedule still follows ``cfg.total_timesteps``.
     """
     rank, world = setup_distributed()
-    if cfg.num_envs % world or cfg.minibatch_size % world:
-        raise PPOConfigError(f"num_envs ({cfg.num_envs}) and minibatch_size ({cfg.minibatch_size}) must divide "
-                             f"by the number of processes ({world}).")
-    if cfg.batch_size % cfg.minibatch_size:
-        raise PPOConfigError(f"the rollout (num_envs x num_steps = {cfg.batch_size}) must split into minibatches "
-                             f"of {cfg.minibatch_size}.")
+    check_config(cfg, world)
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
     if cfg.device == "auto":

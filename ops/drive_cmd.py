@@ -140,12 +140,13 @@ def train(cfg: DriveTrainConfig) -> int:
     train ...`` with DistributedDataParallel (each process drives its own envs). Writes metrics,
     TensorBoard events and checkpoints to the run directory, then evaluates on held-out routes.
     """
-    from steer.agent.ppo import setup_distributed, train_ppo
+    from steer.agent.ppo import check_config, setup_distributed, train_ppo
     from steer.ops.run import Run
 
     if cfg.eval_routes < 0 or cfg.max_minutes < 0:
         raise DriveTrainError("eval-routes and max-minutes must not be negative.")
     rank, world = setup_distributed()
+    check_config(cfg.ppo, world)
     path = cfg.runs / cfg.name
     if cfg.resume and not (path / "checkpoints" / "last.json").exists():
         raise DriveTrainError(f"cannot resume {path}: it has no checkpoint yet; start it without --resume.")
