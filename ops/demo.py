@@ -74,7 +74,7 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> dict:
     export = _export_stage(out)
     robot_loop = _robot_stage(out, cfg.robot_episodes, progress) if cfg.robot_episodes > 0 else None
     report = dsrl_report(out / "dsrl", bc_eval["success_rate"], out / "report.png",
-                         final_success=dsrl_eval["success_rate"])
+                         final_success=dsrl_eval["success_rate"], final_episodes=dsrl_eval["episodes"])
     summary = {
         "task": bc_summary["task"], "seed": cfg.seed,
         "bc": {k: bc_eval[k] for k in ("success_rate", "return_mean", "episodes")},

@@ -8,7 +8,7 @@ from steer.ops.run import read_metrics
 
 
 def dsrl_report(dsrl_run: Path, bc_success: float, out_png: Path, title: str = "DSRL on PlanarPush",
-                final_success: float | None = None) -> Path:
+                final_success: float | None = None, final_episodes: int = 0) -> Path:
     """Success vs env steps (training episodes and evaluations) with the BC level marked."""
     import matplotlib
 
@@ -27,7 +27,7 @@ def dsrl_report(dsrl_run: Path, bc_success: float, out_png: Path, title: str = "
     if final_success is not None:
         last = evals[-1][0] if evals else (train[-1][0] if train else 0)
         ax.plot([last], [final_success], "*", color="#1f7a1f", ms=14,
-                label=f"final, 100+ held-out episodes: {final_success:.2f}")
+                label=f"final, {final_episodes} held-out episodes: {final_success:.2f}")
     ax.set_xlabel("env steps")
     ax.set_ylabel("success rate")
     ax.set_ylim(-0.02, 1.02)
