@@ -50,7 +50,8 @@ class Demos:
 @contextlib.contextmanager
 def _datasets_root(root: Path) -> Iterator[None]:
     old = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(root)
+    # Minari joins a relative root with paths that already contain it: always pass an absolute one.
+    os.environ["MINARI_DATASETS_PATH"] = str(Path(root).resolve())
     try:
         yield
     finally:

@@ -81,6 +81,12 @@ def test_demos_round_trip_through_minari(tmp_path):
     assert 0 < back.successes.mean() < 1
 
 
+def test_relative_dataset_path_works(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    collect_demos("steer/PlanarPush-v0", PushExpert(seed=5), 3, 1000, "runs/data", progress=False)
+    assert len(load_demos("runs/data").actions) == 3
+
+
 def test_missing_dataset_is_one_clear_error(tmp_path):
     with pytest.raises(DatasetError, match="steer collect"):
         load_demos(tmp_path / "nope")
