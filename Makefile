@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(VENV)/bin/steer demo
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --dist loadgroup -q tests
+	$(PY) -m pytest -n 2 --dist loadgroup -q --durations=15 tests
 
 bench: $(STAMP)
 	for f in bench/*.py; do $(PY) $$f || exit 1; done
