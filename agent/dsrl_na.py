@@ -171,6 +171,7 @@ def train_na(policy: DiffusionPolicy, env_id: str, cfg, run: RunLog, resume: boo
     ep_ret = np.zeros(len(envs))
     warmup_latent = max(1, cfg.warmup_env_steps // pc.chunk_len)
     latent_steps = int(meta.get("latent_steps", 0))
+    updates = 0
 
     def update() -> dict[str, float]:
         batch = buf.sample(rng, cfg.batch_size)
@@ -245,8 +246,9 @@ def train_na(policy: DiffusionPolicy, env_id: str, cfg, run: RunLog, resume: boo
         if latent_steps >= warmup_latent and buf.size >= cfg.batch_size:
             for _ in range(cfg.utd * len(envs)):
                 losses = update()
-            if latent_steps % (50 * len(envs)) < len(envs):
-                run.log(prog.env_steps, losses)
+                updates += 1
+                if updates % 100 == 1:
+                    run.log(prog.env_steps, losses)
             prog.maybe_eval(actor_mean)
         if prog.due_checkpoint():
             save_checkpoint(ckpt_dir, "dsrl_trainer",

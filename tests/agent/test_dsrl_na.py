@@ -1,0 +1,43 @@
+import numpy as np
+import torch
+
+import steer.sim  # noqa: F401
+from steer.agent.dsrl import DSRLConfig, train_dsrl
+from steer.agent.dsrl_na import Buffer, prefill_from_demos
+from steer.agent.latent_actor import LatentActor
+from steer.agent.runlog import MemoryLog
+from steer.sim.demos import load_demos
+
+
+def test_demo_prefill_sums_rewards_per_chunk(tiny_bc, tiny_demos):
+    policy, _ = tiny_bc
+    demos = load_demos(tiny_demos)
+    buf = Buffer(10_000, 10, 8)
+    n = prefill_from_demos(buf, policy, demos, reward_offset=1.0)
+    expected = sum(-(-len(a) // 4) for a in demos.actions)  # ceil(T / chunk) chunks per episode
+    assert n == expected == buf.size
+    rew, done = buf.data["rew"][:n], buf.data["done"][:n]
+    assert done.sum() == demos.successes.sum()  # one terminal chunk per successful demo
+    # A full chunk without success costs -4; the successful last chunk earns +1 on its final step.
+    assert set(np.round(rew[done == 0], 3)) <= {-4.0, -3.0, -2.0, -1.0}
+    assert np.all(rew[done == 1] >= -3.0) and np.all(rew[done == 1] <= 0.0)
+    assert np.all(np.abs(buf.data["act"][:n]) <= 1.0 + 1e-5)
+
+
+def test_na_trains_from_prefilled_demos_and_returns_a_bounded_actor(tiny_bc, tiny_demos, tmp_path):
+    policy, _ = tiny_bc
+    log = MemoryLog(tmp_path)
+    cfg = DSRLConfig(algorithm="na", env_steps=500, warmup_env_steps=100, utd=1, na_distill_steps=1,
+                     batch_size=64, eval_every=10**6, na_prefill_demos=str(tiny_demos))
+    fn, details = train_dsrl(policy, "steer/PlanarPush-v0", cfg, log, progress=False)
+    assert details["progress"].env_steps >= 500
+    assert log.series("charts/prefilled_transitions")[0][1] > 100
+    q = [v for _, v in log.series("losses/q")]
+    qw = [v for _, v in log.series("losses/q_w")]
+    assert q and qw and np.all(np.isfinite(q)) and np.all(np.isfinite(qw))
+    actor = details["actor"]
+    assert isinstance(actor, LatentActor)
+    w = actor(torch.randn(32, 10) * 5)
+    assert torch.all(w.abs() <= cfg.latent_noise_bound)
+    chunks = fn(np.zeros((3, 10), np.float32))
+    assert chunks.shape == (3, 4, 2)
