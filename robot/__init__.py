@@ -1,0 +1,19 @@
+"""steer.robot: run an exported policy on a robot, safely, over ROS 2 topics.
+
+Needs only numpy, pyyaml, onnxruntime and cyclonedds (``pip install 'steer-rl[robot]'``);
+never torch. The simulated robot additionally needs the MuJoCo task (``steer.sim``),
+imported only when it runs.
+
+Modules, one concept each:
+
+* ``config``      robot config (joints, limits, topics, rates) from a limits YAML
+* ``shield``      the safety shield and its mode machine; every command passes it
+* ``onnx_policy`` ONNX policy with spec/shape checks and open-loop chunk execution
+* ``messages``    ROS 2 message types (cyclonedds IDL) with RIHS01 type hashes
+* ``transport``   the transport interface; ``dds_transport`` and ``rclpy_transport`` implement it
+* ``policy_node`` the transport-agnostic policy node
+* ``sim_robot``   a MuJoCo task as a ROS 2 robot, paced in real time
+* ``bag``         episode bags (ROS 2, MCAP storage)
+* ``processes``   the node and robot processes behind ``steer robot run`` / ``steer robot sim``
+* ``closed_loop`` closed-loop episodes over DDS in two processes, for the demo and tests
+"""

@@ -1,0 +1,155 @@
+"""ROS 2 topics over Cyclone DDS, without a ROS installation.
+
+Topic ``/x`` is the DDS topic ``rt/x``; endpoints carry ``typehash=RIHS01_…;`` in
+USER_DATA as ROS 2 (Iron and later) does; QoS is rclpy's default (reliable,
+keep-last 10, volatile) or, for latched topics such as ``/estop``, transient-local
+with depth 1.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from cyclonedds.core import InstanceState, ReadCondition, SampleState, ViewState, WaitSet
+from cyclonedds.domain import DomainParticipant
+from cyclonedds.pub import DataWriter
+from cyclonedds.qos import Policy, Qos
+from cyclonedds.sub import DataReader
+from cyclonedds.topic import Topic
+from cyclonedds.util import duration
+
+from steer.robot import messages
+from steer.robot.transport import LOOPBACK_CONFIG
+
+HISTORY_DEPTH = 10
+
+
+def dds_topic_name(topic: str) -> str:
+    """ROS topic name → DDS topic name (``/ns/joint_states`` → ``rt/ns/joint_states``)."""
+    return "rt/" + topic.lstrip("/")
+
+
+def endpoint_qos(msg_type: type, latched: bool) -> Qos:
+    """rclpy's default QoS (or the latched variant) with the ROS 2 type hash in USER_DATA."""
+    user_data = Policy.Userdata(data=f"typehash={messages.type_hash(msg_type)};".encode())
+    if latched:
+        return Qos(Policy.Reliability.Reliable(duration(seconds=1)), Policy.Durability.TransientLocal,
+                   Policy.History.KeepLast(1), user_data)
+    return Qos(Policy.Reliability.Reliable(duration(milliseconds=100)), Policy.Durability.Volatile,
+               Policy.History.KeepLast(HISTORY_DEPTH), user_data)
+
+
+def use_loopback_config() -> str:
+    """Point Cyclone at a loopback-only config (unless ``CYCLONEDDS_URI`` is set); returns the URI."""
+    if not os.environ.get("CYCLONEDDS_URI"):
+        path = Path(tempfile.gettempdir()) / "steer-cyclonedds-loopback.xml"
+        if not path.exists() or path.read_text() != LOOPBACK_CONFIG:
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(LOOPBACK_CONFIG)
+            tmp.replace(path)
+        os.environ["CYCLONEDDS_URI"] = f"file://{path}"
+    return os.environ["CYCLONEDDS_URI"]
+
+
+class DdsPublisher:
+    """A ROS 2 publisher on a DDS data writer."""
+
+    def __init__(self, participant: DomainParticipant, topic: str, msg_type: type, latched: bool):
+        self.topic = topic
+        qos = endpoint_qos(msg_type, latched)
+        self._topic = Topic(participant, dds_topic_name(topic), msg_type, qos=qos)
+        self._writer = DataWriter(participant, self._topic, qos=qos)
+
+    def publish(self, msg: Any) -> None:
+        """Send one message."""
+        self._writer.write(msg)
+
+    def matched(self) -> int:
+        """Number of matched subscriptions."""
+        return len(self._writer.get_matched_subscriptions())
+
+    def matched_participants(self) -> set:
+        """Keys of the participants whose readers are matched with this writer."""
+        keys = set()
+        for handle in self._writer.get_matched_subscriptions():
+            data = self._writer.get_matched_subscription_data(handle)
+            if data is not None:
+                keys.add(data.participant_key)
+        return keys
+
+    def wait_acked(self, timeout_s: float) -> bool:
+        """Block until every matched reliable reader acknowledged all samples; False on timeout.
+
+        A reader acknowledges only once it has discovered this writer too, so this is also the
+        way to know that discovery finished in both directions.
+        """
+        try:
+            return bool(self._writer.wait_for_acks(max(0, int(timeout_s * 1e9))))
+        except Exception:  # noqa: BLE001 - the binding raises AttributeError instead of returning False on timeout
+            return False
+
+
+class DdsSubscription:
+    """A ROS 2 subscription on a DDS data reader; invalid samples (a writer leaving) are dropped."""
+
+    def __init__(self, participant: DomainParticipant, waitset: WaitSet, topic: str, msg_type: type, latched: bool):
+        self.topic = topic
+        qos = endpoint_qos(msg_type, latched)
+        self._topic = Topic(participant, dds_topic_name(topic), msg_type, qos=qos)
+        self._reader = DataReader(participant, self._topic, qos=qos)
+        self._condition = ReadCondition(self._reader, SampleState.NotRead | ViewState.Any | InstanceState.Any)
+        waitset.attach(self._condition)
+
+    def take(self) -> list[tuple[Any, int]]:
+        """Messages received since the last call, with the (monotonic) time they were taken."""
+        now = time.monotonic_ns()
+        samples = self._reader.take(N=64)
+        # A writer that exits delivers an invalid sample (no data): filter it.
+        return [(s, now) for s in samples if getattr(getattr(s, "sample_info", None), "valid_data", False)]
+
+    def matched(self) -> int:
+        """Number of matched publishers."""
+        return len(self._reader.get_matched_publications())
+
+    def matched_participants(self) -> set:
+        """Keys of the participants whose writers are matched with this reader."""
+        keys = set()
+        for handle in self._reader.get_matched_publications():
+            data = self._reader.get_matched_publication_data(handle)
+            if data is not None:
+                keys.add(data.participant_key)
+        return keys
+
+
+class DdsTransport:
+    """The :class:`~steer.robot.transport.Transport` over one Cyclone DDS participant."""
+
+    def __init__(self, domain_id: int = 0):
+        self.domain_id = domain_id
+        self.participant = DomainParticipant(domain_id)
+        self._waitset = WaitSet(self.participant)
+        self._endpoints: list[Any] = []
+
+    def publisher(self, topic: str, msg_type: type, latched: bool = False) -> DdsPublisher:
+        """A publisher with ROS 2 default QoS, or transient-local when ``latched``."""
+        pub = DdsPublisher(self.participant, topic, msg_type, latched)
+        self._endpoints.append(pub)
+        return pub
+
+    def subscription(self, topic: str, msg_type: type, latched: bool = False) -> DdsSubscription:
+        """A subscription with ROS 2 default QoS, or transient-local when ``latched``."""
+        sub = DdsSubscription(self.participant, self._waitset, topic, msg_type, latched)
+        self._endpoints.append(sub)
+        return sub
+
+    def wait(self, timeout_s: float) -> None:
+        """Block until a subscription has unread data or the timeout passes."""
+        self._waitset.wait(max(0, int(timeout_s * 1e9)))
+
+    def close(self) -> None:
+        """Drop every endpoint; the participant goes with the object."""
+        self._endpoints.clear()

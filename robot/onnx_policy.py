@@ -1,0 +1,282 @@
+"""An exported policy, run with onnxruntime: spec and shape checks, open-loop chunk execution.
+
+The ONNX file carries its spec as JSON in the metadata prop ``steer.spec``
+(format ``steer.policy/1``). A policy that cannot run on the robot is refused with
+one sentence (:class:`~steer.robot.errors.PolicyRefused`) before it commands anything.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from steer.robot.config import RobotConfig
+from steer.robot.errors import PolicyRefused
+
+SPEC_KEY = "steer.spec"
+SPEC_FORMAT = "steer.policy/1"
+KINDS = ("bc_diffusion", "dsrl", "ppo")
+MIN_OPSET = 17
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """The JSON spec an exported policy carries (see DESIGN.md, "ONNX policy")."""
+
+    kind: str
+    """``bc_diffusion``, ``dsrl`` or ``ppo``."""
+    task: str
+    """Task (gymnasium id) the policy was trained on."""
+    obs_names: tuple[str, ...]
+    """Name of every observation element, in input order."""
+    action_names: tuple[str, ...]
+    """Name of every action element (the commanded joint), in output order."""
+    obs_dim: int
+    """Length of the observation vector."""
+    action_dim: int
+    """Length of one action."""
+    chunk_len: int
+    """Actions per query, executed open loop one per control tick (1 for PPO)."""
+    noise_input: bool
+    """Whether the graph takes the initial diffusion noise as input ``noise``."""
+    control_rate_hz: float
+    """Control rate the policy was trained at (Hz)."""
+    action_low: tuple[float, ...]
+    """Lower bound of each action element."""
+    action_high: tuple[float, ...]
+    """Upper bound of each action element."""
+    weights_sha256: str
+    """sha256 of the weights the graph was made from."""
+    source_run: str
+    """Run directory the policy came from."""
+    normalization: dict[str, Any]
+    """Normalization statistics (informational: baked into the graph)."""
+
+    @classmethod
+    def from_json(cls, text: str, where: str) -> PolicySpec:
+        """Parse and validate the spec JSON; refuse with one sentence when it is wrong."""
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError:
+            raise PolicyRefused(f"{where}: the '{SPEC_KEY}' metadata is not valid JSON; "
+                                "re-export the policy.") from None
+        if not isinstance(d, dict) or d.get("format") != SPEC_FORMAT:
+            raise PolicyRefused(f"{where}: spec format is {d.get('format') if isinstance(d, dict) else None!r}, "
+                                f"expected {SPEC_FORMAT!r}; re-export the policy with this version of steer.")
+        try:
+            spec = cls(
+                kind=str(d["kind"]), task=str(d.get("task", "")),
+                obs_names=tuple(str(n) for n in d["obs_names"]),
+                action_names=tuple(str(n) for n in d["action_names"]),
+                obs_dim=int(d["obs_dim"]), action_dim=int(d["action_dim"]), chunk_len=int(d["chunk_len"]),
+                noise_input=bool(d.get("noise_input", False)), control_rate_hz=float(d["control_rate_hz"]),
+                action_low=tuple(float(x) for x in d["action_low"]),
+                action_high=tuple(float(x) for x in d["action_high"]),
+                weights_sha256=str(d.get("weights_sha256", "")), source_run=str(d.get("source_run", "")),
+                normalization=dict(d.get("normalization") or {}))
+        except (KeyError, TypeError, ValueError) as err:
+            raise PolicyRefused(f"{where}: the policy spec lacks or mistypes field {err}; re-export the policy.") \
+                from None
+        spec._validate(where)
+        return spec
+
+    def _validate(self, where: str) -> None:
+        problems = []
+        if self.kind not in KINDS:
+            problems.append(f"kind {self.kind!r} is not one of {KINDS}")
+        if len(self.obs_names) != self.obs_dim:
+            problems.append(f"{len(self.obs_names)} obs_names for obs_dim {self.obs_dim}")
+        if len(self.action_names) != self.action_dim:
+            problems.append(f"{len(self.action_names)} action_names for action_dim {self.action_dim}")
+        if len(self.action_low) != self.action_dim or len(self.action_high) != self.action_dim:
+            problems.append("action_low/action_high do not have action_dim entries")
+        elif not all(lo <= hi for lo, hi in zip(self.action_low, self.action_high)):
+            problems.append("action_low exceeds action_high")
+        if self.chunk_len < 1 or (self.kind == "ppo" and self.chunk_len != 1):
+            problems.append(f"chunk_len {self.chunk_len} is invalid for kind {self.kind!r}")
+        if not (math.isfinite(self.control_rate_hz) and self.control_rate_hz > 0):
+            problems.append(f"control_rate_hz {self.control_rate_hz} is not a positive rate")
+        if problems:
+            raise PolicyRefused(f"{where}: the policy spec is inconsistent ({'; '.join(problems)}); "
+                                "re-export the policy.")
+
+
+def _dims_match(shape: list, expected: list[int | None]) -> bool:
+    if len(shape) != len(expected):
+        return False
+    # Symbolic or unknown dims (str/None) match anything; fixed dims must be equal.
+    return all(e is None or not isinstance(s, int) or s == e for s, e in zip(shape, expected))
+
+
+class OnnxPolicy:
+    """An ONNX policy checked against its spec and, optionally, a robot config.
+
+    Call it with one observation (float, ``[obs_dim]``); it returns the action chunk,
+    float64 ``[chunk_len, action_dim]`` (PPO: ``[1, action_dim]``).
+    """
+
+    def __init__(self, path: str | Path, robot: RobotConfig | None = None, threads: int = 1, seed: int = 0):
+        import onnxruntime as ort  # imported here so that `steer robot --help` stays instant
+
+        self.path = Path(path)
+        where = f"policy {str(self.path)!r}"
+        if not self.path.is_file():
+            raise PolicyRefused(f"{where} does not exist; export one with `steer export RUN --out policy.onnx`.")
+        self._check_opset(where)
+        options = ort.SessionOptions()
+        # One thread each: the control loop must not fight the simulator and DDS for cores.
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        except Exception as err:  # noqa: BLE001 - onnxruntime raises several private exception types
+            first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+            raise PolicyRefused(f"{where} is not a loadable ONNX model ({first}).") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if SPEC_KEY not in meta:
+            raise PolicyRefused(f"{where} has no '{SPEC_KEY}' metadata; export it with `steer export`, "
+                                "which writes the names, limits and rate the robot needs.")
+        self.spec = PolicySpec.from_json(meta[SPEC_KEY], where)
+        self._check_graph(where)
+        self._rng = np.random.default_rng(seed)
+        self._probe(where)
+        if robot is not None:
+            self.check_robot(robot)
+
+    def _check_opset(self, where: str) -> None:
+        try:
+            import onnx  # optional on a robot: the opset check needs the protobuf reader
+        except ImportError:
+            return
+        try:
+            model = onnx.load(str(self.path), load_external_data=False)
+        except Exception:  # noqa: BLE001 - protobuf decode errors have no common public base
+            raise PolicyRefused(f"{where} is not an ONNX model (it does not parse); export it again.") from None
+        opsets = [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")]
+        if opsets and max(opsets) < MIN_OPSET:
+            raise PolicyRefused(f"{where} uses ONNX opset {max(opsets)}; the runtime needs opset >= {MIN_OPSET}, "
+                                "so export it again.")
+
+    def _check_graph(self, where: str) -> None:
+        spec = self.spec
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        if "bev" in inputs or "measurements" in inputs:
+            raise PolicyRefused(f"{where} is a driving policy (inputs bev, measurements); the joint-space robot "
+                                "node runs policies with input 'obs'.")
+        if "obs" not in inputs:
+            raise PolicyRefused(f"{where} has inputs {sorted(inputs)}, but a policy must take 'obs'.")
+        extra = set(inputs) - {"obs", "noise"}
+        if extra:
+            raise PolicyRefused(f"{where} has unexpected inputs {sorted(extra)}; a policy takes 'obs' "
+                                "(and 'noise' for diffusion policies).")
+        if "noise" in inputs and not spec.noise_input:
+            raise PolicyRefused(f"{where} takes 'noise' but its spec says noise_input is false; re-export it.")
+        if spec.noise_input and "noise" not in inputs:
+            raise PolicyRefused(f"{where} has no 'noise' input but its spec says noise_input is true; re-export it.")
+        for name, node in inputs.items():
+            if node.type != "tensor(float)":
+                raise PolicyRefused(f"{where}: input {name!r} is {node.type}, expected float32.")
+        if not _dims_match(inputs["obs"].shape, [None, spec.obs_dim]):
+            raise PolicyRefused(f"{where}: input 'obs' has shape {inputs['obs'].shape}, but the spec says "
+                                f"[batch, {spec.obs_dim}].")
+        if "noise" in inputs and not _dims_match(inputs["noise"].shape, [None, spec.chunk_len, spec.action_dim]):
+            raise PolicyRefused(f"{where}: input 'noise' has shape {inputs['noise'].shape}, but the spec says "
+                                f"[batch, {spec.chunk_len}, {spec.action_dim}].")
+        if "action" not in outputs:
+            raise PolicyRefused(f"{where} has outputs {sorted(outputs)}, but a policy must output 'action'.")
+        expected = [None, spec.action_dim] if spec.kind == "ppo" else [None, spec.chunk_len, spec.action_dim]
+        if outputs["action"].type != "tensor(float)" or not _dims_match(outputs["action"].shape, expected):
+            raise PolicyRefused(f"{where}: output 'action' is {outputs['action'].type} {outputs['action'].shape}, "
+                                f"but the spec says float32 {['batch'] + expected[1:]}.")
+
+    def _probe(self, where: str) -> None:
+        # Declared shapes can lie (symbolic dims); one real call checks what comes out.
+        try:
+            out = self._run(np.zeros(self.spec.obs_dim, dtype=np.float32))
+        except PolicyRefused:
+            raise
+        except Exception as err:  # noqa: BLE001
+            raise PolicyRefused(f"{where} fails on a zero observation ({str(err).strip()[:160]}).") from None
+        if out.shape != (self.chunk_len, self.spec.action_dim):
+            raise PolicyRefused(f"{where} returns actions of shape {out.shape}, expected "
+                                f"({self.chunk_len}, {self.spec.action_dim}); re-export it.")
+
+    @property
+    def chunk_len(self) -> int:
+        """Actions per query."""
+        return 1 if self.spec.kind == "ppo" else self.spec.chunk_len
+
+    def check_robot(self, robot: RobotConfig) -> None:
+        """Refuse (one sentence) a policy whose names, joints or rate do not fit this robot."""
+        where = f"policy {str(self.path)!r}"
+        missing = [n for n in self.spec.obs_names if n not in robot.observation_names()]
+        if missing:
+            raise PolicyRefused(f"{where} needs observations {missing} that robot {robot.name!r} does not "
+                                f"provide; check the policy's task and the robot config.")
+        joints = tuple(n.split(".")[0] for n in self.spec.action_names)
+        if sorted(joints) != sorted(robot.command_joint_names) or len(set(joints)) != len(joints):
+            raise PolicyRefused(f"{where} commands {list(joints)}, but robot {robot.name!r} commands "
+                                f"{list(robot.command_joint_names)}; use the policy trained for this robot.")
+        if abs(self.spec.control_rate_hz - robot.control_rate_hz) > 1e-6 * robot.control_rate_hz:
+            raise PolicyRefused(f"{where} was trained at {self.spec.control_rate_hz:g} Hz but the robot runs at "
+                                f"{robot.control_rate_hz:g} Hz; set the robot's rate to the policy's.")
+
+    def command_order(self, robot: RobotConfig) -> np.ndarray:
+        """Index that reorders a policy action into the robot's command-joint order."""
+        joints = [n.split(".")[0] for n in self.spec.action_names]
+        return np.array([joints.index(j) for j in robot.command_joint_names])
+
+    def _run(self, obs: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
+        feed = {"obs": np.asarray(obs, dtype=np.float32).reshape(1, self.spec.obs_dim)}
+        if self.spec.noise_input:
+            if noise is None:
+                noise = self._rng.standard_normal((self.spec.chunk_len, self.spec.action_dim))
+            feed["noise"] = np.asarray(noise, dtype=np.float32).reshape(1, self.spec.chunk_len, self.spec.action_dim)
+        (action,) = self.session.run(["action"], feed)
+        action = np.asarray(action, dtype=np.float64)
+        # [1, chunk, A] -> [chunk, A]; PPO's [1, A] -> [1, A]. A wrong shape stays wrong for _probe to see.
+        return action[0] if action.ndim == 3 else action
+
+    def __call__(self, obs: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
+        """The action chunk for one observation: float64 ``[chunk_len, action_dim]``."""
+        obs = np.asarray(obs)
+        if obs.shape != (self.spec.obs_dim,):
+            raise PolicyRefused(f"observation has shape {obs.shape}, the policy takes ({self.spec.obs_dim},).")
+        return self._run(obs, noise)
+
+
+class ChunkExecutor:
+    """Open-loop chunk execution, exactly as in training: query at a chunk boundary, then
+    execute the chunk's actions one per control tick, then query again."""
+
+    def __init__(self, policy: OnnxPolicy):
+        self.policy = policy
+        self._chunk: np.ndarray | None = None
+        self._index = 0
+        self.queries = 0
+
+    def reset(self) -> None:
+        """Start a new episode: the next tick queries the policy."""
+        self._chunk = None
+        self._index = 0
+
+    @property
+    def at_boundary(self) -> bool:
+        """True when the next tick queries the policy."""
+        return self._chunk is None or self._index >= len(self._chunk)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """The action for this tick (policy order, float64)."""
+        if self.at_boundary:
+            self._chunk = self.policy(obs)
+            self._index = 0
+            self.queries += 1
+        action = self._chunk[self._index]
+        self._index += 1
+        return action

@@ -1,0 +1,325 @@
+"""The policy node: observations in, shielded commands out, over any transport.
+
+The node builds the observation vector by name from ``sensor_msgs/JointState`` and
+``std_msgs/Float64MultiArray`` topics, runs the ONNX policy chunk by chunk, passes
+every command through the :class:`~steer.robot.shield.SafetyShield`, publishes it as
+``std_msgs/Float64MultiArray`` on ``<controller>/commands`` and publishes the safety
+state as ``diagnostic_msgs/DiagnosticStatus``.
+
+Ticks follow the joint states (``trigger="observation"``: one tick per joint-state
+message, merging bursts closer than a quarter period; for robots that publish joint
+states at the control rate, such as the simulated one) or a timer
+(``trigger="timer"``). Between ticks the node checks the watchdog, so a robot that
+goes silent gets a safe command within the watchdog time plus a quarter period.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from steer.robot import messages as msg
+from steer.robot.bag import EpisodeBagWriter
+from steer.robot.config import RobotConfig
+from steer.robot.onnx_policy import ChunkExecutor, OnnxPolicy
+from steer.robot.shield import Mode, SafetyShield
+from steer.robot.transport import Transport
+
+
+class ObservationAssembler:
+    """Builds the policy's observation vector, by name, from the latest messages."""
+
+    def __init__(self, config: RobotConfig, obs_names: tuple[str, ...]):
+        self.config = config
+        self.obs_names = obs_names
+        self._joint = {}  # joint name -> (pos, vel, eff)
+        self._vectors: dict[str, np.ndarray] = {}
+        self.joint_time_ns: int | None = None
+        self._vector_fields = {v.name: v.fields for v in config.vectors}
+
+    def update_joints(self, state: msg.JointState, recv_ns: int) -> None:
+        """Take the joint positions, velocities and efforts of a JointState."""
+        n = len(state.name)
+
+        def get(values, i):
+            return float(values[i]) if len(values) == n else float("nan")
+
+        for i, name in enumerate(state.name):
+            self._joint[name] = (get(state.position, i), get(state.velocity, i), get(state.effort, i))
+        self.joint_time_ns = recv_ns
+
+    def update_vector(self, source: str, data: msg.Float64MultiArray) -> None:
+        """Take the elements of a vector source (e.g. the goal)."""
+        self._vectors[source] = np.asarray(data.data, dtype=np.float64)
+
+    def joint_values(self, joints: tuple[str, ...], kind: int) -> np.ndarray:
+        """Latest position (0), velocity (1) or effort (2) of some joints (NaN where unknown)."""
+        return np.array([self._joint.get(j, (np.nan,) * 3)[kind] for j in joints])
+
+    def vector(self) -> np.ndarray | None:
+        """The observation in the policy's order, or None while some source has not arrived."""
+        out = np.empty(len(self.obs_names))
+        kinds = {"pos": 0, "vel": 1, "eff": 2}
+        for i, name in enumerate(self.obs_names):
+            head, _, tail = name.rpartition(".")
+            if head in self._vector_fields:
+                data = self._vectors.get(head)
+                k = self._vector_fields[head].index(tail)
+                if data is None or len(data) <= k:
+                    return None
+                out[i] = data[k]
+            elif head in self._joint and tail in kinds:
+                out[i] = self._joint[head][kinds[tail]]
+            else:
+                return None
+        return out
+
+
+@dataclass
+class NodeStats:
+    """Timing of the node's ticks."""
+
+    latencies_ns: list[int] = field(default_factory=list)
+    """Joint state received → command published, per policy tick."""
+    tick_times_ns: list[int] = field(default_factory=list)
+    """Monotonic time of every policy tick."""
+    commands: int = 0
+    """Commands published."""
+    safe_commands: int = 0
+    """Of those, safe (hold or zero) commands from the shield instead of the policy."""
+    queries: int = 0
+    """Policy calls (one per chunk)."""
+
+    def summary(self) -> dict[str, float]:
+        """p50/p99 latency (ms), tick jitter p99 (ms) and counts."""
+        lat = np.asarray(self.latencies_ns, dtype=float) / 1e6
+        out = {"ticks": float(len(self.tick_times_ns)), "commands": float(self.commands),
+               "safe_commands": float(self.safe_commands), "queries": float(self.queries)}
+        if len(lat):
+            out |= {"latency_p50_ms": float(np.percentile(lat, 50)), "latency_p99_ms": float(np.percentile(lat, 99)),
+                    "latency_max_ms": float(lat.max())}
+        return out
+
+
+class PolicyNode:
+    """Transport-agnostic policy node; ``spin_once`` does one round of work."""
+
+    def __init__(self, config: RobotConfig, policy: OnnxPolicy, transport: Transport,
+                 bag: EpisodeBagWriter | None = None, autostart: bool = True, trigger: str = "observation"):
+        if trigger not in ("observation", "timer"):
+            raise ValueError("trigger must be 'observation' or 'timer'")
+        policy.check_robot(config)
+        self.config, self.policy, self.transport, self.bag = config, policy, transport, bag
+        self.autostart, self.trigger = autostart, trigger
+        self.shield = SafetyShield(config)
+        self.executor = ChunkExecutor(policy)
+        self.order = policy.command_order(config)
+        self.assembler = ObservationAssembler(config, policy.spec.obs_names)
+        self.stats = NodeStats()
+        self.period_ns = int(config.control_period_s * 1e9)
+        self.joints = config.command_joint_names
+        c = config
+        self._joint_sub = transport.subscription(c.topic(c.joint_state_topic), msg.JointState)
+        self._vector_subs = {v.name: transport.subscription(c.topic(v.topic), msg.Float64MultiArray)
+                             for v in c.vectors}
+        self._estop_sub = transport.subscription(c.topic(c.estop_topic), msg.Bool, latched=True)
+        self._reset_sub = transport.subscription(c.topic(c.estop_reset_topic), msg.Bool)
+        self._episode_sub = (transport.subscription(c.topic(c.episode_topic), msg.DiagnosticStatus)
+                             if c.episode_topic else None)
+        self._command_type = {"Float64MultiArray": msg.Float64MultiArray, "JointTrajectory": msg.JointTrajectory,
+                              "Twist": msg.Twist}[c.command_message]
+        self._command_pub = transport.publisher(c.command_topic, self._command_type)
+        self._safety_pub = transport.publisher(c.topic(c.safety_topic), msg.DiagnosticStatus)
+        self._estop_pressed = False
+        self._episode: str | None = None
+        self._last_tick_ns: int | None = None
+        self._last_observed_tick_ns: int | None = None  # last tick that acted on a new joint state
+        self._last_command_ns = 0
+        self._last_safety_ns = 0
+        self._stale = False
+        self._events_seen = 0
+        self._command_subscribers = 0
+        self._safety_listeners = 0
+        if self.bag is not None and not c.episode_topic:
+            # Robots without an episode topic get one bag for the whole run.
+            self.bag.start_episode(0)
+
+    # -- inputs ------------------------------------------------------------------
+    def _handle_inputs(self) -> list[int]:
+        """Consume every pending message; returns receive times of new joint states."""
+        now = time.monotonic_ns()
+        for m, _ in self._estop_sub.take():
+            self._estop_pressed = bool(m.data)
+            if m.data:
+                self.shield.estop("e-stop pressed", now)
+                self._publish_command(self.shield.filter(None, now, None).command, now, safe=True)
+        for m, _ in self._reset_sub.take():
+            if m.data and not self._estop_pressed:
+                self.shield.reset_estop(now)
+                self.executor.reset()
+        if self._episode_sub is not None:
+            for m, _ in self._episode_sub.take():
+                values = {kv.key: kv.value for kv in m.values}
+                episode = values.get("episode")
+                if values.get("event") == "connect":
+                    continue  # the robot's discovery handshake, not an episode
+                if episode is not None and episode != self._episode:
+                    self._episode = episode
+                    self.executor.reset()
+                    if self.bag is not None:
+                        self.bag.start_episode(int(episode))
+        for name, sub in self._vector_subs.items():
+            for m, _ in sub.take():
+                self.assembler.update_vector(name, m)
+                self._record(self.config.topic(next(v.topic for v in self.config.vectors if v.name == name)), m)
+        arrivals = []
+        for m, recv in self._joint_sub.take():
+            if not m.name:
+                continue  # no joints: the robot's discovery handshake, nothing to act on
+            self.assembler.update_joints(m, recv)
+            self._record(self.config.topic(self.config.joint_state_topic), m)
+            arrivals.append(recv)
+        return arrivals
+
+    def _record(self, topic: str, m) -> None:
+        if self.bag is not None:
+            self.bag.record(topic, m, time.time_ns())
+
+    # -- outputs -----------------------------------------------------------------
+    def command_message(self, command: np.ndarray):
+        """The shielded command as the configured ROS message."""
+        values = [float(x) for x in command]
+        if self._command_type is msg.Twist:
+            twist = msg.Twist()
+            for field_name, value in zip(self.config.twist_fields, values):
+                part, axis = field_name.split(".")
+                setattr(getattr(twist, part), axis, value)
+            return twist
+        if self._command_type is msg.JointTrajectory:
+            # One point, reached one period from now: a trajectory controller then tracks the
+            # same command a forward controller would apply.
+            sec, nsec = divmod(self.period_ns, 1_000_000_000)
+            point = msg.JointTrajectoryPoint(time_from_start=msg.Duration(int(sec), int(nsec)))
+            setattr(point, {"position": "positions", "velocity": "velocities", "effort": "effort"}[
+                self.config.command_interface], values)
+            return msg.JointTrajectory(header=msg.Header(stamp=msg.stamp_now()), joint_names=list(self.joints),
+                                       points=[point])
+        return msg.Float64MultiArray(
+            layout=msg.MultiArrayLayout(dim=[msg.MultiArrayDimension("joints", len(values), len(values))]),
+            data=values)
+
+    def _publish_command(self, command: np.ndarray, now_ns: int, safe: bool) -> None:
+        out = self.command_message(command)
+        self._command_pub.publish(out)
+        self._last_command_ns = now_ns
+        self.stats.commands += 1
+        self.stats.safe_commands += int(safe)
+        self._record(self.config.command_topic, out)
+
+    def safety_message(self) -> msg.DiagnosticStatus:
+        """The shield's state as a DiagnosticStatus."""
+        mode = self.shield.mode
+        level = {Mode.RUNNING: msg.DIAG_OK, Mode.ESTOPPED: msg.DIAG_ERROR}.get(mode, msg.DIAG_WARN)
+        if mode == Mode.RUNNING and self._stale:
+            level = msg.DIAG_ERROR
+        values = self.shield.state() | {"watchdog_tripped": str(self._stale).lower(),
+                                        "episode": self._episode or "",
+                                        "command_subscribers": str(self._command_subscribers)}
+        return msg.DiagnosticStatus(level=level, name=f"{self.config.name}/safety", message=self.shield.last_reason,
+                                    hardware_id=self.config.name,
+                                    values=[msg.KeyValue(k, v) for k, v in values.items()])
+
+    def _publish_safety(self, now_ns: int, force: bool = False) -> None:
+        subscribers = self._command_pub.matched()
+        listeners = self._safety_pub.matched()
+        if subscribers != self._command_subscribers or listeners != self._safety_listeners:
+            # Tells the robot at once that its command reader is known here (see SimRobot.wait_for_node).
+            self._command_subscribers, self._safety_listeners, force = subscribers, listeners, True
+        changed = len(self.shield.counters.events) != self._events_seen
+        if force or changed or now_ns - self._last_safety_ns > 1_000_000_000:
+            m = self.safety_message()
+            self._safety_pub.publish(m)
+            self._last_safety_ns = now_ns
+            self._events_seen = len(self.shield.counters.events)
+            if changed:
+                self._record(self.config.topic(self.config.safety_topic), m)
+
+    # -- ticks -------------------------------------------------------------------
+    def tick(self, recv_ns: int | None) -> np.ndarray:
+        """One control tick: observe, act (if running and fresh), shield, publish."""
+        now = time.monotonic_ns()
+        obs_time = self.assembler.joint_time_ns
+        obs = self.assembler.vector()
+        if self.shield.mode == Mode.IDLE and self.autostart and obs is not None and not self._estop_pressed:
+            self.shield.arm(now)
+            self.shield.start(now)
+            self.executor.reset()
+        fresh = obs_time is not None and now - obs_time <= self.shield.watchdog_ns
+        proposal = None
+        finite = obs is None or bool(np.all(np.isfinite(obs)))
+        if self.shield.mode == Mode.RUNNING and fresh and obs is not None and finite:
+            if self._stale:  # back from a watchdog trip: start a fresh chunk
+                self.executor.reset()
+            queried = self.executor.at_boundary
+            proposal = self.executor.act(obs)[self.order]
+            self.stats.queries += int(queried)
+        self._stale = self.shield.mode == Mode.RUNNING and not fresh
+        position = self.assembler.joint_values(self.joints, 0)
+        effort = self.assembler.joint_values(self.joints, 2)
+        out = self.shield.filter(proposal, now, obs_time if obs is not None else None, position, effort,
+                                 observation_ok=finite)
+        if self.shield.mode != Mode.IDLE and self.shield.mode != Mode.ARMED:
+            self._publish_command(out.command, time.monotonic_ns(), safe=not out.from_policy)
+        if recv_ns is not None and out.from_policy:
+            self.stats.latencies_ns.append(self._last_command_ns - recv_ns)
+        self.stats.tick_times_ns.append(now)
+        self._last_tick_ns = now
+        if recv_ns is not None:
+            self._last_observed_tick_ns = now
+        self._publish_safety(now)
+        return out.command
+
+    def spin_once(self, timeout_s: float | None = None) -> None:
+        """Wait for input (at most a quarter period), then do whatever is due."""
+        quarter = self.period_ns / 4e9
+        self.transport.wait(quarter if timeout_s is None else min(timeout_s, quarter))
+        arrivals = self._handle_inputs()
+        now = time.monotonic_ns()
+        if self.trigger == "observation" and arrivals:
+            # One tick per joint state; a burst (closer than a quarter period) is merged into one
+            # tick, so a robot that publishes too fast cannot run the policy at many times its rate.
+            # Only ticks on joint states count: a watchdog tick just before a late joint state
+            # must not swallow it.
+            last = self._last_observed_tick_ns
+            if last is None or now - last >= 0.25 * self.period_ns:
+                self.tick(arrivals[-1])
+                return
+        if self.trigger == "timer" and (self._last_tick_ns is None or now - self._last_tick_ns >= self.period_ns):
+            self.tick(arrivals[-1] if arrivals else None)
+            return
+        # Watchdog between ticks: a silent robot gets the safe command at once, then once a period.
+        obs_time = self.assembler.joint_time_ns
+        running = self.shield.mode == Mode.RUNNING
+        if running and obs_time is not None and now - obs_time > self.shield.watchdog_ns:
+            if not self._stale or now - self._last_command_ns >= self.period_ns:
+                self.tick(None)
+        elif self.shield.mode == Mode.ESTOPPED and now - self._last_command_ns >= self.period_ns:
+            self.tick(None)
+        self._publish_safety(now)
+
+    def run(self, duration_s: float | None = None, should_stop=lambda: False) -> NodeStats:
+        """Spin until ``duration_s`` passes or ``should_stop()`` is true; writes the last bag."""
+        end = None if duration_s is None else time.monotonic() + duration_s
+        try:
+            while not should_stop() and (end is None or time.monotonic() < end):
+                self.spin_once()
+        finally:
+            self.shield.stop("node shutting down", time.monotonic_ns())
+            self._publish_command(self.shield.safe_command(self.assembler.joint_values(self.joints, 0), "hold"),
+                                  time.monotonic_ns(), safe=True)
+            self._publish_safety(time.monotonic_ns(), force=True)
+            if self.bag is not None:
+                self.bag.close()
+        return self.stats

@@ -1,0 +1,159 @@
+"""The two robot-side processes: the simulated robot and the policy node.
+
+``run_sim`` and ``run_node`` are what ``steer robot sim`` and ``steer robot run``
+call; ``python -m steer.robot.processes {sim,node} '<json kwargs>'`` starts the same
+functions without the CLI (used by :mod:`steer.robot.closed_loop`). SIGINT and
+SIGTERM end either process cleanly: the node sends a final hold command and writes
+its last bag and its stats.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from steer.robot.config import RobotConfig, load_robot_config
+from steer.robot.errors import RobotError
+
+_stop = False
+
+
+def _install_stop_handlers() -> None:
+    def handler(signum, frame):  # noqa: ARG001
+        global _stop
+        _stop = True
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def _should_stop() -> bool:
+    return _stop
+
+
+def _quiet_garbage_collector() -> None:
+    # Everything built during start-up (models, DDS entities, modules) lives for the whole run:
+    # moving it out of the collector's view keeps full collections from pausing a tick.
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
+def set_realtime_priority(priority: int) -> bool:
+    """Run this process (and the DDS threads it creates afterwards) under SCHED_FIFO at ``priority``.
+
+    Control loops on robots run this way so that other work cannot delay a tick; 0 keeps the
+    normal scheduler. Returns False (with a warning) where the system does not allow it.
+    """
+    if priority <= 0:
+        return False
+    import os
+
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        return True
+    except (AttributeError, OSError, PermissionError) as err:
+        print(f"real-time priority {priority} not available ({err}); running with normal scheduling.",
+              file=sys.stderr)
+        return False
+
+
+def robot_config(limits: str | None = None, namespace: str | None = None, rate_hz: float | None = None,
+                 **topics: str | None) -> RobotConfig:
+    """The robot config from a limits YAML (default: the packaged PlanarPush one) plus overrides."""
+    config = load_robot_config(limits)
+    return config.replace(namespace=namespace, control_rate_hz=rate_hz, **topics)
+
+
+def _transport(transport: str, domain_id: int, loopback: bool):
+    if transport == "rclpy":
+        from steer.robot.rclpy_transport import RclpyTransport
+
+        return RclpyTransport(domain_id=domain_id)
+    from steer.robot.dds_transport import DdsTransport, use_loopback_config
+
+    if loopback:
+        use_loopback_config()
+    return DdsTransport(domain_id)
+
+
+def _write_json(path: str | None, data: dict[str, Any]) -> None:
+    if path:
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_suffix(p.suffix + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2))
+        tmp.replace(p)  # a reader never sees half a file
+
+
+def run_sim(config: RobotConfig, domain_id: int = 0, task: str = "steer/PlanarPush-v0", episodes: int = 0,
+            seed: int = 0, duration_s: float | None = None, wait_for_node_s: float = 0.0,
+            results: str | None = None, loopback: bool = True, transport: str = "dds",
+            task_kwargs: dict[str, Any] | None = None, require_node: bool = False,
+            progress_file: str | None = None, rt_priority: int = 0) -> dict[str, Any]:
+    """Run the simulated robot; returns (and writes to ``results``) its summary.
+
+    With ``require_node`` a node that does not appear within ``wait_for_node_s`` is an error
+    (closed-loop evaluation); otherwise the robot starts anyway and holds until commands come.
+    """
+    from steer.robot.sim_robot import SimRobot
+
+    _install_stop_handlers()
+    set_realtime_priority(rt_priority)  # before the transport: its threads inherit the policy
+    t = _transport(transport, domain_id, loopback)
+    robot = SimRobot(config, t, task=task, seed=seed, task_kwargs=task_kwargs, progress_file=progress_file)
+    _quiet_garbage_collector()
+    if wait_for_node_s > 0 and not robot.wait_for_node(wait_for_node_s):
+        if require_node:
+            raise RobotError(f"no policy node appeared within {wait_for_node_s:g} s on DDS domain {domain_id}.")
+        print(f"sim robot: no policy node appeared within {wait_for_node_s:g} s; starting anyway.", file=sys.stderr)
+    stats = robot.run(episodes, duration_s, _should_stop)
+    summary = stats.summary(config.control_period_s)
+    _write_json(results, summary)
+    t.close()
+    return summary
+
+
+def run_node(config: RobotConfig, policy: str, domain_id: int = 0, duration_s: float | None = None,
+             bag_dir: str | None = None, stats: str | None = None, autostart: bool = True,
+             trigger: str = "observation", loopback: bool = True, transport: str = "dds",
+             ready_file: str | None = None, rt_priority: int = 0) -> dict[str, Any]:
+    """Run the policy node on an ONNX policy; returns (and writes to ``stats``) its timing summary."""
+    from steer.robot.bag import EpisodeBagWriter
+    from steer.robot.onnx_policy import OnnxPolicy
+    from steer.robot.policy_node import PolicyNode
+
+    _install_stop_handlers()
+    onnx_policy = OnnxPolicy(policy, robot=config)
+    set_realtime_priority(rt_priority)  # before the transport: its threads inherit the policy
+    t = _transport(transport, domain_id, loopback)
+    bag = EpisodeBagWriter(bag_dir) if bag_dir else None
+    node = PolicyNode(config, onnx_policy, t, bag=bag, autostart=autostart, trigger=trigger)
+    _quiet_garbage_collector()
+    if ready_file:
+        Path(ready_file).write_text(str(time.time()))
+    result = node.run(duration_s, _should_stop)
+    summary = result.summary() | {"bags": [str(p) for p in (bag.written if bag else [])],
+                                  "mode": node.shield.mode.value}
+    _write_json(stats, summary)
+    t.close()
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m steer.robot.processes {sim,node} '<json kwargs>'`` (kwargs of run_sim/run_node
+    plus the robot_config ones under ``"robot"``)."""
+    argv = sys.argv[1:] if argv is None else argv
+    which, kwargs = argv[0], json.loads(argv[1])
+    config = robot_config(**kwargs.pop("robot", {}))
+    (run_sim if which == "sim" else run_node)(config, **kwargs)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

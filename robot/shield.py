@@ -1,0 +1,236 @@
+"""The safety shield: the only way a command reaches a transport.
+
+Every command the policy proposes goes through :meth:`SafetyShield.filter`, which
+
+* sends the safe command unless the mode is RUNNING (idle, armed, stopped, e-stopped);
+* trips on a stale or missing observation (watchdog) and sends hold or zero, per config;
+* replaces a non-finite or wrongly shaped command by the safe command (NaN/Inf guard);
+* stops the robot (mode STOPPED) when a measured effort exceeds its bound;
+* limits the rate of change of the command, keeps the joints inside their position
+  bounds, and clips to the velocity / effort box, in that order, so the box wins.
+
+The e-stop latches: only :meth:`SafetyShield.reset_estop`, an explicit operator action,
+leaves it. Mode machine::
+
+    IDLE --arm--> ARMED --start--> RUNNING --stop--> STOPPED --arm--> ARMED
+      any --estop--> ESTOPPED --reset_estop--> IDLE
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from steer.robot.config import RobotConfig
+
+
+class Mode(enum.Enum):
+    """Mode of the shield's state machine."""
+
+    IDLE = "idle"
+    ARMED = "armed"
+    RUNNING = "running"
+    STOPPED = "stopped"
+    ESTOPPED = "estopped"
+
+
+class ModeError(Exception):
+    """A mode transition that the state machine does not allow."""
+
+    user_facing = True
+
+
+@dataclass(frozen=True)
+class ShieldOutput:
+    """What the shield let through for one tick."""
+
+    command: np.ndarray
+    """The command to send (float64, one entry per commanded joint); always finite and in bounds."""
+    mode: Mode
+    """Mode after this tick."""
+    reasons: tuple[str, ...]
+    """Why the command differs from the proposal (empty when it passed untouched)."""
+    from_policy: bool
+    """True when the command is the (possibly clipped) policy proposal, false for a safe command."""
+
+
+@dataclass
+class SafetyEvent:
+    """A mode change or a trip, for the safety-state topic and the episode bag."""
+
+    time_ns: int
+    """Monotonic time of the change (ns)."""
+    mode: Mode
+    """Mode entered."""
+    reason: str
+    """Why, in a few words."""
+
+
+@dataclass
+class _Counters:
+    """What the shield did so far (published in the safety state)."""
+
+    ticks: int = 0
+    clipped: int = 0
+    watchdog: int = 0
+    non_finite: int = 0
+    events: list[SafetyEvent] = field(default_factory=list)
+
+
+class SafetyShield:
+    """Box, rate, position and effort limits, a watchdog, a latched e-stop and the mode machine."""
+
+    def __init__(self, config: RobotConfig):
+        if not config.command_joints:
+            raise ValueError("the robot config has no commanded joints; the shield has nothing to guard")
+        self.config = config
+        joints = config.command_joints
+        self.position_min = np.array([j.position_min for j in joints])
+        self.position_max = np.array([j.position_max for j in joints])
+        self.velocity_max = np.array([j.velocity_max for j in joints])
+        self.effort_max = np.array([j.effort_max for j in joints])
+        self.rate_max = np.array([j.command_rate_max for j in joints])
+        self.dt = config.control_period_s
+        self.watchdog_ns = int(config.watchdog_ms * 1e6)
+        self.mode = Mode.IDLE
+        self.last_reason = "started"
+        self.counters = _Counters()
+        self._previous: np.ndarray | None = None
+        self._last_position: np.ndarray | None = None
+
+    @property
+    def n(self) -> int:
+        """Number of commanded joints."""
+        return len(self.position_min)
+
+    # -- mode machine ------------------------------------------------------------
+    def _enter(self, mode: Mode, reason: str, now_ns: int) -> None:
+        if mode != self.mode:
+            self.mode = mode
+            self.last_reason = reason
+            self.counters.events.append(SafetyEvent(now_ns, mode, reason))
+
+    def arm(self, now_ns: int = 0) -> None:
+        """IDLE or STOPPED → ARMED."""
+        if self.mode not in (Mode.IDLE, Mode.STOPPED):
+            raise ModeError(f"cannot arm while {self.mode.value}; arm works from idle or stopped.")
+        self._enter(Mode.ARMED, "armed", now_ns)
+
+    def start(self, now_ns: int = 0) -> None:
+        """ARMED → RUNNING; the rate limit starts from the safe command."""
+        if self.mode != Mode.ARMED:
+            raise ModeError(f"cannot start while {self.mode.value}; arm first.")
+        self._previous = None
+        self._enter(Mode.RUNNING, "running", now_ns)
+
+    def stop(self, reason: str = "stopped by operator", now_ns: int = 0) -> None:
+        """Any mode but ESTOPPED → STOPPED."""
+        if self.mode != Mode.ESTOPPED:
+            self._enter(Mode.STOPPED, reason, now_ns)
+
+    def estop(self, reason: str = "e-stop", now_ns: int = 0) -> None:
+        """Any mode → ESTOPPED; latched until :meth:`reset_estop`."""
+        self._enter(Mode.ESTOPPED, reason, now_ns)
+
+    def reset_estop(self, now_ns: int = 0) -> None:
+        """ESTOPPED → IDLE: the explicit operator reset of a latched e-stop."""
+        if self.mode == Mode.ESTOPPED:
+            self._enter(Mode.IDLE, "e-stop reset by operator", now_ns)
+
+    # -- commands ------------------------------------------------------------------
+    def safe_command(self, position: np.ndarray | None = None, action: str | None = None) -> np.ndarray:
+        """The command that keeps the robot still (``hold``) or zero (``zero``)."""
+        action = action or self.config.watchdog_action
+        interface = self.config.command_interface
+        if interface == "position" and action == "hold":
+            # Hold where the joints are; without a measurement, hold the last target.
+            for candidate in (position, self._last_position, self._previous):
+                if candidate is not None and np.all(np.isfinite(candidate)):
+                    return np.clip(np.asarray(candidate, dtype=np.float64), self.position_min, self.position_max)
+            return np.clip(np.zeros(self.n), self.position_min, self.position_max)
+        if interface == "position":
+            return np.clip(np.zeros(self.n), self.position_min, self.position_max)
+        # Velocity and effort: zero is still (hold) and zero (zero).
+        return np.zeros(self.n)
+
+    def _safe(self, reasons: list[str], position: np.ndarray | None, action: str | None = None) -> ShieldOutput:
+        cmd = self.safe_command(position, action)
+        self._previous = cmd
+        return ShieldOutput(cmd, self.mode, tuple(reasons), False)
+
+    def filter(self, proposal: np.ndarray | None, now_ns: int, observation_ns: int | None,
+               position: np.ndarray | None = None, effort: np.ndarray | None = None,
+               observation_ok: bool = True) -> ShieldOutput:
+        """Let a proposed command through, made safe.
+
+        ``observation_ns`` is when the observation behind the proposal was received
+        (None: none yet); ``position`` and ``effort`` are the measured values of the
+        commanded joints (NaN or None where unknown); ``observation_ok`` false (e.g. NaN in a
+        message) makes the command the safe one.
+        """
+        self.counters.ticks += 1
+        position = None if position is None else np.asarray(position, dtype=np.float64)
+        if position is not None and np.all(np.isfinite(position)):
+            self._last_position = position
+        if self.mode != Mode.RUNNING:
+            return self._safe([self.mode.value], position, "hold")
+        if observation_ns is None or now_ns - observation_ns > self.watchdog_ns:
+            self.counters.watchdog += 1
+            return self._safe(["watchdog: observation too old"], position)
+        if not observation_ok:
+            self.counters.non_finite += 1
+            return self._safe(["non-finite observation"], position)
+        if effort is not None:
+            effort = np.asarray(effort, dtype=np.float64)
+            if effort.shape == (self.n,) and np.any(np.abs(np.nan_to_num(effort)) > self.effort_max):
+                self.stop("measured effort over its bound", now_ns)
+                return self._safe(["measured effort over its bound"], position, "hold")
+        try:
+            cmd = np.asarray(proposal, dtype=np.float64).reshape(self.n)
+        except (TypeError, ValueError):
+            self.counters.non_finite += 1
+            return self._safe(["malformed command"], position)
+        if not np.all(np.isfinite(cmd)):
+            self.counters.non_finite += 1
+            return self._safe(["non-finite command"], position)
+
+        reasons: list[str] = []
+        interface = self.config.command_interface
+        previous = self._previous if self._previous is not None else self.safe_command(position, "hold")
+        if interface == "position":
+            step = self.velocity_max * self.dt  # a position target may move at most vmax per tick
+        else:
+            step = self.rate_max * self.dt
+        limited = np.clip(cmd, previous - step, previous + step)
+        if not np.array_equal(limited, cmd):
+            reasons.append("rate limit")
+        if interface == "velocity" and position is not None and np.all(np.isfinite(position)):
+            # Never drive a joint further out of its range; moving back in (or zero) is always allowed.
+            hi = np.maximum(0.0, (self.position_max - position) / self.dt)
+            lo = np.minimum(0.0, (self.position_min - position) / self.dt)
+            bounded = np.clip(limited, lo, hi)
+            if not np.array_equal(bounded, limited):
+                reasons.append("position bound")
+            limited = bounded
+        if interface == "velocity":
+            box_lo, box_hi = -self.velocity_max, self.velocity_max
+        elif interface == "effort":
+            box_lo, box_hi = -self.effort_max, self.effort_max
+        else:
+            box_lo, box_hi = self.position_min, self.position_max
+        out = np.clip(limited, box_lo, box_hi)
+        if not np.array_equal(out, limited):
+            reasons.append("box limit")
+        if reasons:
+            self.counters.clipped += 1
+        self._previous = out
+        return ShieldOutput(out, self.mode, tuple(reasons), True)
+
+    def state(self) -> dict[str, str]:
+        """Flat key → text view of the shield, for the safety-state message."""
+        c = self.counters
+        return {"mode": self.mode.value, "reason": self.last_reason, "ticks": str(c.ticks),
+                "clipped": str(c.clipped), "watchdog_trips": str(c.watchdog), "non_finite": str(c.non_finite),
+                "estop_latched": str(self.mode == Mode.ESTOPPED).lower()}

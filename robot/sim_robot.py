@@ -1,0 +1,301 @@
+"""The simulated robot: a MuJoCo task driven over ROS 2 topics, paced in real time.
+
+Every control period it applies the latest command, steps the task once and
+publishes what a ros2_control robot would: ``sensor_msgs/JointState`` for all joints
+(positions and velocities), the task's other observations (the goal) as
+``std_msgs/Float64MultiArray``, and the episode status as
+``diagnostic_msgs/DiagnosticStatus``. Its own command timeout makes it hold (zero
+velocity) when no fresh command arrived, as a hardware interface with a
+command watchdog does.
+
+Per step it publishes the episode status and vectors before the joint states, so a
+node that ticks on joint states always has the matching goal and episode.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from steer.robot import messages as msg
+from steer.robot.config import RobotConfig
+from steer.robot.errors import RobotError
+from steer.robot.transport import Transport
+
+DEFAULT_TASK = "steer/PlanarPush-v0"
+
+
+@dataclass
+class EpisodeResult:
+    """Outcome of one simulated episode."""
+
+    episode: int
+    seed: int
+    success: bool
+    ret: float
+    steps: int
+    late_steps: int
+    """Steps for which no command arrived within the period (the robot used an older one)."""
+    held_steps: int
+    """Steps for which the command timeout made the robot hold."""
+    final_obs: list[float] = field(default_factory=list)
+    """Observation after the last step (to compare trajectories with an in-process run)."""
+
+
+@dataclass
+class SimStats:
+    """Everything the simulated robot measured."""
+
+    episodes: list[EpisodeResult] = field(default_factory=list)
+    """Finished episodes (one cut short by a stop is not among them)."""
+    late_steps: int = 0
+    """Steps, over all episodes, whose command had not arrived within the period."""
+    overruns: int = 0
+    """Steps the robot itself took more than half a period after their deadline (starved of CPU)."""
+    late_step_indices: list[int] = field(default_factory=list)
+    """Index (over the whole run) of the first late steps, to see where they happen."""
+    held_steps: int = 0
+    """Steps, over all episodes, for which the command timeout made the robot hold."""
+    latencies_ns: list[int] = field(default_factory=list)
+    """Joint state published → first command received, per step."""
+    step_times_ns: list[int] = field(default_factory=list)
+    """Monotonic time of every physics step."""
+
+    def summary(self, period_s: float) -> dict[str, Any]:
+        """Success rate, latency percentiles (ms), tick jitter and missed deadlines."""
+        lat = np.asarray(self.latencies_ns, dtype=float) / 1e6
+        steps = np.diff(np.asarray(self.step_times_ns, dtype=float)) / 1e6
+        jitter = np.abs(steps - period_s * 1e3) if len(steps) else np.zeros(0)
+        n = len(self.episodes)
+        return {
+            "episodes": n,
+            "success_rate": float(np.mean([e.success for e in self.episodes])) if n else float("nan"),
+            "latency_p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
+            "latency_p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
+            "jitter_p99_ms": float(np.percentile(jitter, 99)) if len(jitter) else float("nan"),
+            "missed_deadlines": int(self.late_steps),
+            "missed_deadline_steps": list(self.late_step_indices),
+            "overruns": int(self.overruns),
+            "latency_max_ms": float(lat.max()) if len(lat) else float("nan"),
+            "held_steps": int(self.held_steps),
+            "steps": int(len(self.step_times_ns)),
+            "results": [asdict(e) for e in self.episodes],
+        }
+
+
+class SimRobot:
+    """A gymnasium MuJoCo task exposed as a ROS 2 robot."""
+
+    def __init__(self, config: RobotConfig, transport: Transport, task: str = DEFAULT_TASK, seed: int = 0,
+                 env: Any = None, task_kwargs: dict[str, Any] | None = None, progress_file: str | None = None):
+        self.config, self.transport, self.seed = config, transport, seed
+        self.progress_file = progress_file
+        if env is None:
+            import gymnasium as gym
+
+            import steer.sim  # noqa: F401 - registers the steer tasks
+
+            env = gym.make(task, **(task_kwargs or {}))
+        self.env = env
+        base = env.unwrapped
+        names = tuple(getattr(base, "obs_names", ()))
+        action_names = tuple(getattr(base, "action_names", ()))
+        if not names or not action_names:
+            raise RobotError(f"task {task!r} has no obs_names/action_names, so its robot cannot be published by name.")
+        try:
+            self._joint_pos = [names.index(f"{j}.pos") for j in config.joints]
+            self._joint_vel = [names.index(f"{j}.vel") for j in config.joints]
+            self._vectors = [(v, [names.index(f"{v.name}.{f}") for f in v.fields]) for v in config.vectors]
+            # Commands arrive in the robot's command order; the task takes its own order.
+            self._to_task = [config.command_joint_names.index(a.split(".")[0]) for a in action_names]
+        except ValueError as err:
+            raise RobotError(f"robot config {config.name!r} does not fit task {task!r} ({err}); "
+                             "use the task's robot config.") from None
+        rate = float(getattr(base, "control_rate_hz", config.control_rate_hz))
+        if abs(rate - config.control_rate_hz) > 1e-6 * rate:
+            raise RobotError(f"task {task!r} steps at {rate:g} Hz but the robot config says "
+                             f"{config.control_rate_hz:g} Hz; set control_rate_hz to {rate:g}.")
+        c = config
+        self._status_pub = transport.publisher(c.topic(c.episode_topic), msg.DiagnosticStatus) \
+            if c.episode_topic else None
+        self._vector_pubs = {v.name: transport.publisher(c.topic(v.topic), msg.Float64MultiArray)
+                             for v in c.vectors}
+        self._joint_pub = transport.publisher(c.topic(c.joint_state_topic), msg.JointState)
+        self._command_sub = transport.subscription(c.command_topic, msg.Float64MultiArray)
+        self._safety_sub = transport.subscription(c.topic(c.safety_topic), msg.DiagnosticStatus) \
+            if c.safety_topic else None
+        self.period_ns = int(c.control_period_s * 1e9)
+        self.timeout_ns = int(c.command_timeout_ms * 1e6)
+        self.stats = SimStats()
+        self._command = np.zeros(len(c.command_joints))
+        self._command_ns: int | None = None
+
+    def wait_for_node(self, timeout_s: float) -> bool:
+        """Wait until a node subscribes to everything the robot publishes and publishes commands.
+
+        Every publisher must be matched: endpoints are discovered one by one, and a goal or
+        episode status sent before its reader is known would be lost (the topics are volatile).
+        """
+        publishers = [self._joint_pub, *self._vector_pubs.values()]
+        if self._status_pub is not None:
+            publishers.append(self._status_pub)
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            if self._node_reads_everything(publishers):
+                return self._handshake(publishers, end)
+            time.sleep(0.02)
+        return False
+
+    def _node_reads_everything(self, publishers: list) -> bool:
+        if self._command_sub.matched() == 0 or any(p.matched() == 0 for p in publishers):
+            return False
+        # Where the transport tells participants apart, the node (whoever sends commands) itself
+        # must read every topic: a console or a recorder reading the joint states does not count.
+        nodes = getattr(self._command_sub, "matched_participants", lambda: None)()
+        if nodes is None:
+            return True
+        return all(nodes & p.matched_participants() for p in publishers)
+
+    def _handshake(self, publishers: list, end: float) -> bool:
+        """Send one harmless message per topic and wait until the node acknowledged each.
+
+        A writer can match a reader before the reader knows the writer; what it sends then
+        arrives only after a retransmission, which would put the first episode's goal or
+        status behind its first joint state. The node ignores all of these messages: a
+        ``connect`` status, zero vectors, and a joint state without joints.
+        """
+        if self._status_pub is not None:
+            self._status_pub.publish(msg.DiagnosticStatus(name=f"{self.config.name}/episode", message="connect",
+                                                          values=[msg.KeyValue("event", "connect")]))
+        for v, idx in self._vectors:
+            self._vector_pubs[v.name].publish(msg.Float64MultiArray(data=[0.0] * len(idx)))
+        self._joint_pub.publish(msg.JointState())
+        if not all(p.wait_acked(max(0.0, end - time.monotonic())) for p in publishers):
+            return False
+        return self._node_sees_command_reader(end)
+
+    def _node_sees_command_reader(self, end: float) -> bool:
+        """Wait until the node reports that its command writer knows this robot's reader.
+
+        Discovery is per direction: until then the node's first commands would go nowhere
+        (volatile topic). The node says so in its safety state; a commander without a safety
+        state (a plain teleop node) is taken as ready.
+        """
+        if self._safety_sub is None:
+            return True
+        grace = time.monotonic() + 1.0  # time for the node's safety writer to be discovered
+        while time.monotonic() < end:
+            if self._safety_sub.matched() == 0 and time.monotonic() > grace:
+                return True
+            for status, _ in self._safety_sub.take():
+                values = {kv.key: kv.value for kv in status.values}
+                if values.get("command_subscribers", "0").isdigit() and int(values["command_subscribers"]) > 0:
+                    return True
+            self.transport.wait(0.01)
+        return False
+
+    # -- publishing --------------------------------------------------------------
+    def _publish(self, obs: np.ndarray, status: dict[str, str] | None) -> int:
+        if status is not None and self._status_pub is not None:
+            self._status_pub.publish(msg.DiagnosticStatus(
+                level=msg.DIAG_OK, name=f"{self.config.name}/episode", message=status.get("event", ""),
+                hardware_id=self.config.name, values=[msg.KeyValue(k, v) for k, v in status.items()]))
+        for v, idx in self._vectors:
+            self._vector_pubs[v.name].publish(msg.Float64MultiArray(data=[float(obs[i]) for i in idx]))
+        if status is not None:
+            # A new episode changes the goal: make sure the node holds the new status and vectors
+            # before it sees the episode's first joint state (a lost and resent sample would
+            # otherwise arrive after it).
+            for pub in [self._status_pub, *self._vector_pubs.values()]:
+                if pub is not None:
+                    pub.wait_acked(1.0)
+        state = msg.JointState(header=msg.Header(stamp=msg.stamp_now()), name=list(self.config.joints),
+                               position=[float(obs[i]) for i in self._joint_pos],
+                               velocity=[float(obs[i]) for i in self._joint_vel])
+        sent = time.monotonic_ns()  # before the write: the latency covers serialization and both hops
+        self._joint_pub.publish(state)
+        return sent
+
+    def _absorb_commands(self, since_ns: int) -> bool:
+        """Take pending commands; True if one arrived after ``since_ns``."""
+        if self._safety_sub is not None:
+            self._safety_sub.take()  # read only during the handshake; drained so waits do not return at once
+        fresh = False
+        for m, recv in self._command_sub.take():
+            data = np.asarray(m.data, dtype=np.float64)
+            if data.shape == self._command.shape and np.all(np.isfinite(data)):
+                self._command, self._command_ns = data, recv
+                fresh = fresh or recv >= since_ns
+        return fresh
+
+    # -- the loop ----------------------------------------------------------------
+    def run(self, episodes: int, duration_s: float | None = None, should_stop=lambda: False) -> SimStats:
+        """Run ``episodes`` episodes (0: until stopped) in real time; seeds ``seed, seed+1, …``."""
+        end = None if duration_s is None else time.monotonic() + duration_s
+        index = 0
+        while not should_stop() and (episodes <= 0 or index < episodes):
+            if end is not None and time.monotonic() >= end:
+                break
+            if not self._episode(index, end, should_stop):
+                break
+            index += 1
+        return self.stats
+
+    def _episode(self, index: int, end: float | None, should_stop) -> bool:
+        seed = self.seed + index
+        obs, _ = self.env.reset(seed=seed)
+        status = {"episode": str(index), "seed": str(seed), "step": "0", "event": "start"}
+        published = self._publish(obs, status)
+        deadline = published + self.period_ns
+        ret, steps, late, held, success = 0.0, 0, 0, 0, False
+        while True:
+            got = False
+            while (now := time.monotonic_ns()) < deadline:
+                self.transport.wait((deadline - now) / 1e9)
+                if self._absorb_commands(published) and not got:
+                    got = True
+                    self.stats.latencies_ns.append(self._command_ns - published)
+            got = self._absorb_commands(published) or got
+            if time.monotonic_ns() - deadline > self.period_ns // 2:
+                self.stats.overruns += 1
+            late += int(not got)
+            if not got:
+                self.stats.late_steps += 1
+                if len(self.stats.late_step_indices) < 20:
+                    self.stats.late_step_indices.append(len(self.stats.step_times_ns))
+            if self._command_ns is None or time.monotonic_ns() - self._command_ns > self.timeout_ns:
+                command = np.zeros_like(self._command)  # command timeout: hold still
+                held += 1
+                self.stats.held_steps += 1
+            else:
+                command = self._command
+            self.stats.step_times_ns.append(time.monotonic_ns())
+            obs, reward, terminated, truncated, info = self.env.step(command[self._to_task])
+            ret += float(reward)
+            steps += 1
+            done = terminated or truncated
+            stop = should_stop() or (end is not None and time.monotonic() >= end)
+            if done or stop:
+                success = bool(info.get("is_success", False))
+                if done:
+                    result = EpisodeResult(index, seed, success, ret, steps, late, held, [float(x) for x in obs])
+                    self.stats.episodes.append(result)
+                    if self.progress_file:
+                        with open(self.progress_file, "a") as f:  # one JSON line per finished episode
+                            f.write(json.dumps(asdict(result)) + "\n")
+                if self._status_pub is not None:
+                    self._status_pub.publish(msg.DiagnosticStatus(
+                        level=msg.DIAG_OK, name=f"{self.config.name}/episode", message="end",
+                        hardware_id=self.config.name,
+                        values=[msg.KeyValue("episode", str(index)), msg.KeyValue("event", "end"),
+                                msg.KeyValue("is_success", str(success).lower()),
+                                msg.KeyValue("steps", str(steps))]))
+                return done and not stop
+            published = self._publish(obs, None)
+            # Absolute deadlines keep the rate; after a late step the node still gets at least
+            # 0.6 of a period to answer (the node merges joint states closer than a quarter period).
+            deadline = max(deadline + self.period_ns, published + int(0.6 * self.period_ns))

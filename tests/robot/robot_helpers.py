@@ -1,0 +1,160 @@
+"""Helpers of the robot tests: small ONNX policies built with onnx.helper, robot processes."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+PUSH_OBS = ("pusher_x.pos", "pusher_y.pos", "puck_x.pos", "puck_y.pos", "pusher_x.vel", "pusher_y.vel",
+            "puck_x.vel", "puck_y.vel", "goal.x", "goal.y")
+PUSH_ACTIONS = ("pusher_x", "pusher_y")
+
+
+def push_gain(k_puck: float = 3.0, k_goal: float = 2.0) -> np.ndarray:
+    """Gain of a linear PlanarPush controller: v = k_puck (puck - pusher) + k_goal (goal - puck)."""
+    gain = np.zeros((2, 10))
+    for axis in range(2):
+        gain[axis, axis] = -k_puck
+        gain[axis, 2 + axis] = k_puck - k_goal
+        gain[axis, 8 + axis] = k_goal
+    return gain
+
+
+def make_policy(path, *, kind="dsrl", obs_names=PUSH_OBS, action_names=PUSH_ACTIONS, chunk_len=4,
+                rate=20.0, gain=None, bias=None, opset=17, noise_input=False, spec=None, spec_overrides=None,
+                output_name="action", obs_dim=None, action_dim=None, out_chunk=None, bound=0.3):
+    """Write a linear ONNX policy: action = clip(gain @ obs + bias) repeated over the chunk.
+
+    The graph follows the steer.policy/1 contract; every argument can be bent to make it malformed.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    obs_dim = len(obs_names) if obs_dim is None else obs_dim
+    action_dim = len(action_names) if action_dim is None else action_dim
+    gain = np.zeros((action_dim, obs_dim)) if gain is None else np.asarray(gain)
+    bias = np.zeros(action_dim) if bias is None else np.asarray(bias, dtype=float)
+    out_chunk = chunk_len if out_chunk is None else out_chunk
+    inits = [numpy_helper.from_array(gain.T.astype(np.float32), "W"),
+             numpy_helper.from_array(bias.astype(np.float32), "b"),
+             numpy_helper.from_array(np.array(-bound, np.float32), "lo"),
+             numpy_helper.from_array(np.array(bound, np.float32), "hi")]
+    nodes = [helper.make_node("MatMul", ["obs", "W"], ["xw"]), helper.make_node("Add", ["xw", "b"], ["lin"]),
+             helper.make_node("Clip", ["lin", "lo", "hi"], ["a"])]
+    inputs = [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["batch", obs_dim])]
+    if kind == "ppo":
+        nodes.append(helper.make_node("Identity", ["a"], [output_name]))
+        out_shape = ["batch", action_dim]
+    else:
+        inits.append(numpy_helper.from_array(np.array([1, out_chunk, 1], np.int64), "reps"))
+        inits.append(numpy_helper.from_array(np.array([1], np.int64), "axis1"))
+        nodes.append(helper.make_node("Unsqueeze", ["a", "axis1"], ["a3"]))
+        if noise_input:
+            # Noise shifts every action a little, so a test can see it was used.
+            inputs.append(helper.make_tensor_value_info("noise", TensorProto.FLOAT, ["batch", chunk_len, action_dim]))
+            inits.append(numpy_helper.from_array(np.array(0.001, np.float32), "eps"))
+            nodes += [helper.make_node("Tile", ["a3", "reps"], ["tiled"]),
+                      helper.make_node("Mul", ["noise", "eps"], ["small"]),
+                      helper.make_node("Add", ["tiled", "small"], [output_name])]
+        else:
+            nodes.append(helper.make_node("Tile", ["a3", "reps"], [output_name]))
+        out_shape = ["batch", out_chunk, action_dim]
+    graph = helper.make_graph(nodes, "policy", inputs,
+                              [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, out_shape)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    if spec is None:
+        spec = {"format": "steer.policy/1", "kind": kind, "task": "steer/PlanarPush-v0",
+                "obs_names": list(obs_names), "action_names": list(action_names), "obs_dim": obs_dim,
+                "action_dim": action_dim, "chunk_len": 1 if kind == "ppo" else chunk_len,
+                "noise_input": noise_input, "control_rate_hz": rate, "action_low": [-bound] * action_dim,
+                "action_high": [bound] * action_dim,
+                "normalization": {"obs_min": [-1.0] * obs_dim, "obs_max": [1.0] * obs_dim,
+                                  "action_min": [-bound] * action_dim, "action_max": [bound] * action_dim},
+                "weights_sha256": "0" * 64, "source_run": "tests"}
+        spec.update(spec_overrides or {})
+    if spec is not False:
+        helper.set_model_props(model, {"steer.spec": spec if isinstance(spec, str) else json.dumps(spec)})
+    onnx.save(model, str(path))
+    return Path(path)
+
+
+class RobotProcesses:
+    """Starts ``python -m steer.robot.processes`` children in one DDS domain and cleans them up."""
+
+    def __init__(self, dds, tmp_path):
+        self.dds, self.tmp_path, self.procs = dds, tmp_path, []
+
+    def start(self, which, **kwargs):
+        import subprocess
+
+        kwargs.setdefault("domain_id", self.dds["domain"])
+        # As on a robot: the control loops run under SCHED_FIFO where allowed (else a warning),
+        # so other tests on the same cores cannot push them past their deadlines.
+        kwargs.setdefault("rt_priority", 10)
+        proc = subprocess.Popen([self.dds["python"], "-m", "steer.robot.processes", which, json.dumps(kwargs)],
+                                env=self.dds["env"], stderr=subprocess.PIPE, text=True)
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self):
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=20)
+            except Exception:  # noqa: BLE001
+                proc.kill()
+
+
+class MemoryTransport:
+    """An in-process transport for unit tests of the node: publish appends to every subscriber's queue."""
+
+    def __init__(self):
+        import time
+
+        self._time = time
+        self.queues = {}
+        self.sent = {}
+
+    class _Pub:
+        def __init__(self, outer, topic):
+            self.outer, self.topic = outer, topic
+
+        def publish(self, msg):
+            self.outer.sent.setdefault(self.topic, []).append(msg)
+            for q in self.outer.queues.get(self.topic, []):
+                q.append((msg, self.outer._time.monotonic_ns()))
+
+        def matched(self):
+            return len(self.outer.queues.get(self.topic, []))
+
+        def wait_acked(self, timeout_s):
+            return True
+
+    class _Sub:
+        def __init__(self, queue):
+            self.queue = queue
+
+        def take(self):
+            items = list(self.queue)
+            self.queue.clear()
+            return items
+
+        def matched(self):
+            return 1
+
+    def publisher(self, topic, msg_type, latched=False):
+        return self._Pub(self, topic)
+
+    def subscription(self, topic, msg_type, latched=False):
+        queue = []
+        self.queues.setdefault(topic, []).append(queue)
+        return self._Sub(queue)
+
+    def wait(self, timeout_s):
+        self._time.sleep(min(timeout_s, 0.001))
+
+    def close(self):
+        pass

@@ -1,0 +1,208 @@
+"""The policy node on an in-memory transport: observation by name, shield on every command, watchdog, e-stop."""
+
+import time
+
+import numpy as np
+import pytest
+
+from robot_helpers import MemoryTransport
+from steer.robot import messages as m
+from steer.robot.config import load_robot_config
+from steer.robot.onnx_policy import OnnxPolicy
+from steer.robot.policy_node import PolicyNode
+
+ROBOT = load_robot_config()
+CMD = "/pusher_velocity_controller/commands"
+
+
+def _node(policy_factory, **kwargs):
+    transport = MemoryTransport()
+    node = PolicyNode(ROBOT, OnnxPolicy(policy_factory(**kwargs), robot=ROBOT), transport)
+    return node, transport, transport.publisher
+
+
+def _observe(transport, goal=(0.2, 0.1), names=("puck_y", "pusher_x", "puck_x", "pusher_y")):
+    values = {"pusher_x": (0.01, 0.1), "pusher_y": (0.02, 0.2), "puck_x": (0.03, 0.3), "puck_y": (0.04, 0.4)}
+    transport.publisher("/goal", m.Float64MultiArray).publish(m.Float64MultiArray(data=list(goal)))
+    transport.publisher("/joint_states", m.JointState).publish(m.JointState(
+        name=list(names), position=[values[n][0] for n in names], velocity=[values[n][1] for n in names]))
+
+
+def test_observation_is_built_by_name(policy_factory):
+    gain = np.zeros((2, 10))
+    gain[0, 6] = 1.0  # puck_x.vel
+    gain[1, 9] = 1.0  # goal.y
+    node, transport, _ = _node(policy_factory, gain=gain)
+    _observe(transport)
+    node.spin_once()
+    assert np.allclose(node.assembler.vector(), [0.01, 0.02, 0.03, 0.04, 0.1, 0.2, 0.3, 0.4, 0.2, 0.1])
+    assert np.allclose(transport.sent[CMD][-1].data, [0.3, 0.1])
+    status = transport.sent["/safety_state"][-1]
+    assert dict((kv.key, kv.value) for kv in status.values)["mode"] == "running"
+
+
+def test_policy_output_never_bypasses_the_shield(policy_factory):
+    node, transport, _ = _node(policy_factory, bias=[np.nan, 0.0])
+    _observe(transport)
+    node.spin_once()
+    assert transport.sent[CMD][-1].data == [0.0, 0.0]
+    assert node.shield.counters.non_finite == 1
+    node2, transport2, _ = _node(policy_factory, bias=[5.0, -5.0], bound=1e6)
+    _observe(transport2)
+    node2.spin_once()
+    assert transport2.sent[CMD][-1].data == [0.3, -0.3]
+
+
+def test_watchdog_holds_a_silent_robot(policy_factory):
+    node, transport, _ = _node(policy_factory, bias=[0.1, 0.1])
+    _observe(transport)
+    node.spin_once()
+    assert np.allclose(transport.sent[CMD][-1].data, [0.1, 0.1])
+    t0 = time.monotonic()
+    while transport.sent[CMD][-1].data != [0.0, 0.0] and time.monotonic() - t0 < 1.0:
+        node.spin_once()
+    waited = (time.monotonic_ns() - node.assembler.joint_time_ns) / 1e9
+    # watchdog 75 ms, checked every quarter period (12.5 ms)
+    assert 0.075 <= waited <= 0.075 + 0.0125 + 0.01
+    assert node.safety_message().level == m.DIAG_ERROR
+
+
+def test_estop_latches_until_reset(policy_factory):
+    node, transport, _ = _node(policy_factory, bias=[0.1, 0.1])
+    _observe(transport)
+    node.spin_once()
+    transport.publisher("/estop", m.Bool).publish(m.Bool(True))
+    node.spin_once()
+    assert transport.sent[CMD][-1].data == [0.0, 0.0] and node.shield.mode.value == "estopped"
+    transport.publisher("/estop", m.Bool).publish(m.Bool(False))
+    _observe(transport)
+    node.spin_once()
+    assert transport.sent[CMD][-1].data == [0.0, 0.0] and node.shield.mode.value == "estopped"
+    transport.publisher("/estop_reset", m.Bool).publish(m.Bool(True))
+    time.sleep(0.05)
+    _observe(transport)
+    node.spin_once()
+    assert np.allclose(transport.sent[CMD][-1].data, [0.1, 0.1]) and node.shield.mode.value == "running"
+
+
+def test_reset_is_ignored_while_the_button_is_pressed(policy_factory):
+    node, transport, _ = _node(policy_factory, bias=[0.1, 0.1])
+    transport.publisher("/estop", m.Bool).publish(m.Bool(True))
+    transport.publisher("/estop_reset", m.Bool).publish(m.Bool(True))
+    _observe(transport)
+    node.spin_once()
+    assert node.shield.mode.value == "estopped"
+
+
+def test_new_episode_restarts_the_chunk(policy_factory):
+    node, transport, _ = _node(policy_factory, bias=[0.1, 0.1], chunk_len=4)
+    status = transport.publisher("/episode", m.DiagnosticStatus)
+    for episode in ("0", "0", "1"):
+        for _ in range(2):
+            status.publish(m.DiagnosticStatus(values=[m.KeyValue("episode", episode)]))
+            _observe(transport)
+            node.spin_once()
+            time.sleep(0.045)
+    # Episode 0: 4 ticks = one chunk; episode 1 starts a new chunk at its first tick.
+    assert node.executor.queries == 2 and node.stats.queries == 2
+
+
+def test_config_overrides_and_bad_yaml(tmp_path):
+    from steer.robot.config import RobotConfig
+    from steer.robot.errors import RobotError
+
+    c = ROBOT.replace(namespace="arm1", control_rate_hz=None)
+    assert c.command_topic == "/arm1/pusher_velocity_controller/commands" and c.control_rate_hz == 20.0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nspeed_limit: 3\n")
+    with pytest.raises(RobotError, match="unknown robot config keys"):
+        RobotConfig.from_yaml(bad)
+    with pytest.raises(RobotError, match="does not exist"):
+        RobotConfig.from_yaml(tmp_path / "none.yaml")
+
+
+def test_timer_trigger_ticks_at_the_control_rate(policy_factory):
+    transport = MemoryTransport()
+    node = PolicyNode(ROBOT, OnnxPolicy(policy_factory(bias=[0.1, 0.0]), robot=ROBOT), transport, trigger="timer")
+    start = time.monotonic()
+    while time.monotonic() - start < 0.5:
+        _observe(transport)  # observations faster than the rate do not make extra ticks
+        node.spin_once()
+        time.sleep(0.005)
+    ticks = np.diff(np.array(node.stats.tick_times_ns)) / 1e6
+    assert 9 <= len(node.stats.tick_times_ns) <= 11 and np.all(ticks >= 49.0)
+
+
+def test_robot_without_episode_topic_gets_one_bag(policy_factory, tmp_path):
+    from rosbags.highlevel import AnyReader
+
+    from steer.robot.bag import EpisodeBagWriter
+
+    transport = MemoryTransport()
+    config = ROBOT.replace(episode_topic="")
+    bag = EpisodeBagWriter(tmp_path / "bags")
+    node = PolicyNode(config, OnnxPolicy(policy_factory(bias=[0.1, 0.0]), robot=config), transport, bag=bag)
+    for _ in range(3):
+        _observe(transport)
+        node.spin_once()
+        time.sleep(0.03)
+    transport.publisher("/estop", m.Bool).publish(m.Bool(True))
+    node.spin_once()
+    assert bag.close() == [tmp_path / "bags" / "episode_0000"]
+    with AnyReader([tmp_path / "bags" / "episode_0000"]) as reader:
+        counts = {}
+        modes = []
+        for conn, _, raw in reader.messages():
+            counts[conn.topic] = counts.get(conn.topic, 0) + 1
+            if conn.topic == "/safety_state":
+                modes.append(dict((kv.key, kv.value) for kv in reader.deserialize(raw, conn.msgtype).values)["mode"])
+    assert counts["/joint_states"] == 3 and counts["/goal"] == 3 and counts[CMD] == 4
+    assert modes == ["running", "estopped"]
+
+
+def test_nan_in_an_observation_gives_the_safe_command(policy_factory):
+    node, transport, _ = _node(policy_factory, bias=[0.1, 0.1])
+    _observe(transport)
+    node.spin_once()
+    time.sleep(0.03)
+    _observe(transport, goal=(float("nan"), 0.1))
+    node.spin_once()
+    assert transport.sent[CMD][-1].data == [0.0, 0.0]
+    assert node.shield.counters.non_finite == 1 and node.stats.queries == 1
+
+
+@pytest.mark.parametrize("message", ["Twist", "JointTrajectory"])
+def test_other_command_messages(policy_factory, message):
+    config = ROBOT.replace(command_message=message, twist_fields=("linear.x", "angular.z") if message == "Twist"
+                           else ())
+    transport = MemoryTransport()
+    node = PolicyNode(config, OnnxPolicy(policy_factory(bias=[0.1, -0.2]), robot=config), transport)
+    _observe(transport)
+    node.spin_once()
+    if message == "Twist":
+        (sent,) = transport.sent["/cmd_vel"]
+        assert np.allclose([sent.linear.x, sent.angular.z], [0.1, -0.2]) and sent.linear.y == 0.0
+    else:
+        (sent,) = transport.sent["/pusher_velocity_controller/joint_trajectory"]
+        assert sent.joint_names == ["pusher_x", "pusher_y"] and len(sent.points) == 1
+        point = sent.points[0]
+        assert np.allclose(point.velocities, [0.1, -0.2]) and point.positions == []
+        assert (point.time_from_start.sec, point.time_from_start.nanosec) == (0, 50_000_000)
+
+
+def test_twist_needs_a_field_per_joint():
+    from steer.robot.errors import RobotError
+
+    with pytest.raises(RobotError, match="twist_fields"):
+        ROBOT.replace(command_message="Twist", twist_fields=("linear.x",))
+
+
+def test_a_joint_state_right_after_a_watchdog_tick_still_gets_its_command(policy_factory):
+    node, transport, _ = _node(policy_factory, bias=[0.1, 0.1])
+    _observe(transport)
+    node.spin_once()
+    while transport.sent[CMD][-1].data != [0.0, 0.0]:  # the robot is silent: the watchdog holds
+        node.spin_once()
+    _observe(transport)  # a late joint state, a few ms after the watchdog tick
+    node.spin_once()
+    assert np.allclose(transport.sent[CMD][-1].data, [0.1, 0.1]) and node.stats.queries == 2

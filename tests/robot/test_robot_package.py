@@ -1,0 +1,129 @@
+"""The ament_python package files and the launch files (no ROS here: parsed and exercised with stubs)."""
+
+import configparser
+import importlib.util
+import subprocess
+import sys
+import types
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_package_xml_and_setup_files():
+    pkg = ET.parse(ROOT / "package.xml").getroot()
+    assert pkg.get("format") == "3" and pkg.findtext("name") == "steer"
+    assert pkg.find("export").findtext("build_type") == "ament_python"
+    deps = {d.text for d in pkg.findall("exec_depend")}
+    assert {"rclpy", "launch_ros", "sensor_msgs", "std_msgs", "diagnostic_msgs"} <= deps
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    assert cfg["develop"]["script_dir"] == "$base/lib/steer" and cfg["install"]["install_scripts"] == "$base/lib/steer"
+    assert (ROOT / "resource" / "steer").is_file()
+
+
+def test_setup_py_installs_ament_marker_and_launch_files(monkeypatch):
+    import setuptools
+
+    captured = {}
+    monkeypatch.setattr(setuptools, "setup", lambda **kw: captured.update(kw))
+    monkeypatch.chdir(ROOT)
+    spec = importlib.util.spec_from_file_location("steer_setup", ROOT / "setup.py")
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    files = dict(captured["data_files"])
+    assert files["share/ament_index/resource_index/packages"] == ["resource/steer"]
+    assert sorted(files["share/steer/launch"]) == ["launch/policy.launch.py", "launch/sim_robot.launch.py"]
+    assert all((ROOT / f).is_file() for fs in files.values() for f in fs)
+
+
+def _stub_launch(monkeypatch):
+    """Minimal stand-ins for the launch and launch_ros modules, recording what a file builds."""
+    class Recorder:
+        def __init__(self, *args, **kwargs):
+            self.args, self.kwargs = args, kwargs
+
+    class LaunchConfiguration(Recorder):
+        def perform(self, context):
+            return context.launch_configurations[self.args[0]]
+
+    launch = types.ModuleType("launch")
+    launch.LaunchDescription = Recorder
+    actions = types.ModuleType("launch.actions")
+    actions.DeclareLaunchArgument, actions.OpaqueFunction = Recorder, Recorder
+    substitutions = types.ModuleType("launch.substitutions")
+    substitutions.LaunchConfiguration = LaunchConfiguration
+    launch_ros = types.ModuleType("launch_ros")
+    ros_actions = types.ModuleType("launch_ros.actions")
+    ros_actions.Node = Recorder
+    for name, mod in {"launch": launch, "launch.actions": actions, "launch.substitutions": substitutions,
+                      "launch_ros": launch_ros, "launch_ros.actions": ros_actions}.items():
+        monkeypatch.setitem(sys.modules, name, mod)
+
+
+SAMPLE = {"policy": "/tmp/p.onnx", "limits": "/tmp/limits.yaml", "rate_hz": "50.0", "namespace": "arm1",
+          "joint_state_topic": "js", "controller": "vel_ctrl", "estop_topic": "stop", "safety_topic": "safe",
+          "bag_dir": "/tmp/bags", "transport": "dds", "task": "steer/PlanarPush-v0", "episodes": "3", "seed": "7", "rt_priority": "30"}
+
+
+@pytest.mark.parametrize("launch_file, command, config_name", [
+    ("policy.launch.py", "run", "RobotRunConfig"), ("sim_robot.launch.py", "sim", "RobotSimConfig")])
+def test_launch_arguments_map_to_real_cli_options(monkeypatch, launch_file, command, config_name):
+    import tyro
+
+    from steer.ops import robot_cmd
+
+    _stub_launch(monkeypatch)
+    spec = importlib.util.spec_from_file_location(launch_file.replace(".", "_"), ROOT / "launch" / launch_file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    description = module.generate_launch_description()
+    entities = description.args[0]
+    declared = [e.args[0] for e in entities if "default_value" in e.kwargs]
+    assert declared == list(module.ARGUMENTS)
+    setup = next(e for e in entities if "function" in e.kwargs).kwargs["function"]
+    context = types.SimpleNamespace(launch_configurations={k: SAMPLE[k] for k in declared})
+    (node,) = setup(context)
+    assert node.kwargs["package"] == "steer" and node.kwargs["executable"] == "steer"
+    args = node.kwargs["arguments"]
+    assert args[:2] == ["robot", command] and len(args) == 2 + 2 * len(declared)
+    # Every launch argument becomes an option that the CLI parses into the field of the same name.
+    config_type = getattr(robot_cmd, config_name)
+    cfg = tyro.cli(config_type, args=args[2:])  # as steer.ops.cli parses it
+    flat = vars(cfg)
+    for name in declared:
+        assert str(flat[name]) == SAMPLE[name], name
+    # Empty values leave the option out, so the CLI default applies.
+    (node,) = setup(types.SimpleNamespace(launch_configurations={k: "" for k in declared}))
+    assert node.kwargs["arguments"] == ["robot", command]
+
+
+def test_launch_files_compile():
+    for path in (ROOT / "launch").glob("*.launch.py"):
+        compile(path.read_text(), str(path), "exec")
+
+
+@pytest.mark.slow
+def test_pip_still_builds_the_wheel_with_the_ament_files(tmp_path):
+    import shutil
+
+    # Build from a copy: an in-tree build would leave build/ in the checkout.
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "setup.py", "setup.cfg", "package.xml", "README.md"):
+        if (ROOT / name).exists():
+            shutil.copy(ROOT / name, src / name)
+    for name in ("resource", "launch", "robot", "agent", "sim", "driving", "ops"):
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                          "-w", str(tmp_path), str(src)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    import zipfile
+
+    (wheel,) = tmp_path.glob("steer_rl-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert any(n.endswith("data/share/steer/launch/policy.launch.py") for n in names)
+    assert any(n.endswith("entry_points.txt") for n in names)
