@@ -4,6 +4,9 @@
   runtime draws N(0, I) noise itself when its caller gives none.
 * DSRL policy: input ``obs`` only. The graph is the latent actor's deterministic mean
   composed with the unrolled DDIM sampler and the action unnormalization.
+* PPO driving policy: inputs ``bev`` (uint8 [B, C, H, W], as the simulator renders it)
+  and ``measurements`` [B, M]; output ``action`` [B, 2] = [steer, accel] in [-1, 1],
+  the Beta mean (the value head and its value-only inputs stay behind).
 
 Output ``action`` is float32 [B, H, A] in the task's units. Normalization is baked
 into the graph; ``metadata_props["steer.spec"]`` holds the JSON spec (names and order
@@ -94,8 +97,37 @@ def _to_onnx(module: nn.Module, args: tuple, input_names: list[str], spec: dict)
     return model.SerializeToString()
 
 
+class _PPOGraph(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, bev: torch.Tensor, measurements: torch.Tensor) -> torch.Tensor:
+        from steer.agent.ppo_nets import beta_mean
+
+        alpha, beta = self.model.distribution(self.model.features(bev, measurements))
+        return 2.0 * beta_mean(alpha, beta) - 1.0
+
+
+def _ppo_checkpoint(ckpt: Path) -> bool:
+    path = ckpt / "last.json"
+    return path.exists() and '"ppo_config"' in path.read_text()
+
+
+def _ppo_spec(meta: dict[str, Any], weights_sha256: str, source_run: str) -> dict:
+    from steer.driving import BEV_CHANNELS, MEASUREMENTS
+
+    return {
+        "format": SPEC_FORMAT, "kind": "ppo", "task": "steer/Drive-v0", "obs_names": list(MEASUREMENTS),
+        "action_names": ["steer", "accel"], "obs_dim": len(MEASUREMENTS), "action_dim": 2, "chunk_len": 1,
+        "noise_input": False, "control_rate_hz": 10.0, "action_low": [-1.0, -1.0], "action_high": [1.0, 1.0],
+        "normalization": {}, "bev_shape": list(meta["bev_shape"]), "bev_channels": list(BEV_CHANNELS),
+        "weights_sha256": weights_sha256, "source_run": source_run,
+    }
+
+
 def export_run(run: Path, out: Path) -> dict:
-    """Export the policy of a BC or DSRL run directory to ``out``; returns the spec written."""
+    """Export the policy of a BC, DSRL or PPO run directory to ``out``; returns the spec written."""
     from steer.agent.bc import load_policy
     from steer.agent.checkpoint import atomic_write_bytes
 
@@ -111,9 +143,17 @@ def export_run(run: Path, out: Path) -> dict:
         spec = _spec("bc_diffusion", policy, meta, sha256_file(ckpt / "policy.safetensors"), str(run))
         args = (torch.zeros(1, policy.cfg.obs_dim), torch.zeros(1, policy.cfg.chunk_len, policy.cfg.action_dim))
         blob = _to_onnx(_BCGraph(policy), args, ["obs", "noise"], spec)
+    elif _ppo_checkpoint(ckpt):
+        from steer.agent.ppo import load_policy as load_ppo
+
+        model, _, meta = load_ppo(ckpt)
+        spec = _ppo_spec(meta, sha256_file(ckpt / "last.safetensors"), str(run))
+        c, h, w = spec["bev_shape"]
+        args = (torch.zeros(1, c, h, w, dtype=torch.uint8), torch.zeros(1, spec["obs_dim"]))
+        blob = _to_onnx(_PPOGraph(model), args, ["bev", "measurements"], spec)
     else:
-        raise ExportError(f"{run} holds no BC or DSRL policy to export (no checkpoints/policy.json or "
-                          f"checkpoints/dsrl_policy.json).")
+        raise ExportError(f"{run} holds no policy to export (no checkpoints/policy.json, dsrl_policy.json "
+                          f"or a PPO last.json).")
     atomic_write_bytes(Path(out), blob)
     return spec
 
@@ -129,6 +169,11 @@ def torch_policy(run: Path):
     if (ckpt / "policy.json").exists():
         policy = load_policy(ckpt)
         return _BCGraph(policy).eval(), policy
+    if _ppo_checkpoint(ckpt):
+        from steer.agent.ppo import load_policy as load_ppo
+
+        model, _, meta = load_ppo(ckpt)
+        return _PPOGraph(model).eval(), meta
     raise CheckpointError(f"{run} holds no policy.")
 
 
@@ -138,10 +183,18 @@ def parity(run: Path, onnx_path: Path, samples: int = 1000, seed: int = 0) -> fl
 
     graph, policy = torch_policy(run)
     rng = np.random.default_rng(seed)
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    if isinstance(graph, _PPOGraph):
+        c, h, w = policy["bev_shape"]
+        bev = rng.integers(0, 256, (min(samples, 200), c, h, w), dtype=np.uint8)
+        meas = rng.uniform(-1, 2, (len(bev), sess.get_inputs()[1].shape[1])).astype(np.float32)
+        with torch.no_grad():
+            ref = graph(torch.from_numpy(bev), torch.from_numpy(meas)).numpy()
+        got = sess.run(["action"], {"bev": bev, "measurements": meas})[0]
+        return float(np.max(np.abs(ref - got)))
     low, high = policy.obs_norm.low.numpy(), policy.obs_norm.high.numpy()
     span = np.maximum(high - low, 1e-3)
     obs = rng.uniform(low - 0.2 * span, high + 0.2 * span, size=(samples, len(low))).astype(np.float32)
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     feeds = {"obs": obs}
     args = [torch.from_numpy(obs)]
     if any(i.name == "noise" for i in sess.get_inputs()):

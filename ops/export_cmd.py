@@ -11,10 +11,10 @@ import tyro
 
 @dataclass(frozen=True)
 class ExportCommand:
-    """Export a BC or DSRL run's policy to one ONNX file (opset 17, spec in its metadata)."""
+    """Export a BC, DSRL or PPO run's policy to one ONNX file (opset 17, spec in its metadata)."""
 
     run: Annotated[Path, tyro.conf.Positional]
-    """Run directory made by `steer bc` or `steer dsrl`."""
+    """Run directory made by `steer bc`, `steer dsrl` or `steer drive train`."""
     out: Path = Path("policy.onnx")
     """Where to write the ONNX file."""
     check: bool = True
@@ -22,14 +22,14 @@ class ExportCommand:
 
 
 def export(cfg: ExportCommand) -> int:
-    """Export a BC or DSRL run's policy to one ONNX file (opset 17, spec in its metadata)."""
+    """Export a BC, DSRL or PPO run's policy to one ONNX file (opset 17, spec in its metadata)."""
     from steer.agent.export import ExportError, export_run, parity
 
     if not cfg.run.is_dir():
-        raise ExportError(f"{cfg.run} is not a run directory; pass one made by `steer bc` or `steer dsrl`.")
+        raise ExportError(f"{cfg.run} is not a run directory; pass one made by `steer bc`, `steer dsrl` or `steer drive train`.")
     spec = export_run(cfg.run, cfg.out)
-    line = f"exported {spec['kind']} policy of {cfg.run} to {cfg.out} (obs {spec['obs_dim']}, " \
-           f"action chunk {spec['chunk_len']}x{spec['action_dim']}, {spec['control_rate_hz']:.0f} Hz)"
+    line = (f"exported {spec['kind']} policy of {cfg.run} to {cfg.out} (obs {spec['obs_dim']}, "
+            f"action chunk {spec['chunk_len']}x{spec['action_dim']}, {spec['control_rate_hz']:.0f} Hz)")
     if cfg.check:
         diff = parity(cfg.run, cfg.out)
         if diff > 1e-5:

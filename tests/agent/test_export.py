@@ -70,3 +70,25 @@ def test_export_refuses_a_folder_without_a_policy(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "steer.ops.cli", "export", str(tmp_path / "nope")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "not a run directory" in proc.stderr
+
+
+def test_ppo_driving_policy_exports_with_bev_and_measurement_inputs(tmp_path):
+    import dataclasses
+
+    from steer.agent.checkpoint import save_checkpoint
+    from steer.agent.ppo_config import PPOConfig
+    from steer.agent.ppo_nets import CarlActorCritic
+    from steer.driving import MEASUREMENTS, VALUE_INPUTS
+
+    cfg = PPOConfig()
+    torch.manual_seed(0)
+    model = CarlActorCritic((8, 64, 64), len(MEASUREMENTS), len(VALUE_INPUTS), 2, cfg.net)
+    # Same layout the trainer writes (agent/ppo.py).
+    save_checkpoint(tmp_path / "checkpoints", "last", {"model": model.state_dict()},
+                    {"update": 1, "global_step": 1, "bev_shape": [8, 64, 64], "ppo_config": dataclasses.asdict(cfg)})
+    spec = export_run(tmp_path, tmp_path / "drive.onnx")
+    assert spec["kind"] == "ppo" and spec["chunk_len"] == 1 and spec["bev_shape"] == [8, 64, 64]
+    assert parity(tmp_path, tmp_path / "drive.onnx") <= 1e-5
+    m = onnx.load(str(tmp_path / "drive.onnx"))
+    assert [i.name for i in m.graph.input] == ["bev", "measurements"]
+    assert m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
