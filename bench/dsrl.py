@@ -17,7 +17,7 @@ import os
 import platform
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -132,19 +132,31 @@ def main() -> None:
     ckpt = prepare(args.work, args.bc_steps)
     algos = args.algos.split(",")
     jobs = []
+    results: list[dict] = []
     with ProcessPoolExecutor(max_workers=2) as pool:
-        for seed in range(args.seeds):
-            for algo in algos:
+        # Algorithm-major order: a run cut short still has every seed of the first algorithms.
+        for algo in algos:
+            for seed in range(args.seeds):
                 if algo == "sac_scratch":
                     jobs.append(pool.submit(run_sac_scratch, seed, args.env_steps, args.eval_every))
                 else:
                     jobs.append(pool.submit(run_dsrl, algo.removeprefix("dsrl_"), seed, str(ckpt), args.env_steps,
                                             args.eval_every))
-        results = [j.result() for j in jobs]
-    figures, details = {}, {"runs": results, "env_steps_budget": args.env_steps, "seeds": args.seeds}
+        for job in as_completed(jobs):
+            results.append(job.result())
+            write(results, algos, args, complete=len(results) == len(jobs))
+
+
+def write(results: list[dict], algos: list[str], args, complete: bool) -> None:
+    """Write bench/results/dsrl.json from the runs finished so far (``complete`` says whether all are)."""
+    figures, details = {}, {"runs": results, "env_steps_budget": args.env_steps, "seeds": args.seeds,
+                            "complete": complete}
     print(f"{'algorithm':<12} {'steps to 0.9 (median)':>22} {'final success (median)':>23}")
     for algo in algos:
         rs = [r for r in results if r["algo"] == algo]
+        if not rs:
+            continue
+        details[f"seeds_finished.{algo}"] = len(rs)
         figures[f"steps_to_0.9.{algo}"] = _median([r["steps_to_0.9"] for r in rs])
         figures[f"final_success.{algo}"] = float(np.median([r["final_success"] for r in rs]))
         s = figures[f"steps_to_0.9.{algo}"]
