@@ -1,0 +1,143 @@
+"""Exported policies for the console: ONNX files with their ``steer.spec``, and promotion.
+
+Promoting a run exports its checkpoint to ``<policies>/<run>-<time>.onnx``, loads the file
+with the robot runtime's own checks (:class:`steer.robot.onnx_policy.OnnxPolicy` against the
+robot config) and only then hands it to the robot (see :mod:`steer.ops.console_robot`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from steer.ops.console_runs import ConsoleError
+
+SPEC_KEY = "steer.spec"
+
+
+@dataclass(frozen=True)
+class PolicyFile:
+    """One ONNX file and what its metadata says."""
+
+    path: Path
+    size_bytes: int
+    modified: float
+    spec: dict[str, Any]
+    """The ``steer.spec`` JSON (empty when missing or unreadable)."""
+    error: str = ""
+    """Why the spec could not be read (empty when it could)."""
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def summary(self) -> dict[str, str]:
+        """Short text fields for the table."""
+        s = self.spec
+        return {"kind": str(s.get("kind", "?")), "task": str(s.get("task", "")).split("/")[-1],
+                "io": f"{s.get('obs_dim', '?')}→{s.get('chunk_len', 1)}x{s.get('action_dim', '?')}",
+                "rate": f"{float(s['control_rate_hz']):g} Hz" if "control_rate_hz" in s else "?",
+                "sha": str(s.get("weights_sha256", ""))[:8],
+                "run": Path(str(s.get("source_run", ""))).name}
+
+
+def read_spec(path: Path) -> tuple[dict[str, Any], str]:
+    """(spec, error) of an ONNX file; reads only the metadata when the onnx package is there."""
+    path = Path(path)
+    try:
+        try:
+            import onnx
+
+            model = onnx.load(str(path), load_external_data=False)
+            meta = {p.key: p.value for p in model.metadata_props}
+        except ImportError:
+            import onnxruntime as ort
+
+            meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta() \
+                .custom_metadata_map
+    except Exception as err:  # noqa: BLE001 - protobuf and onnxruntime raise private types
+        return {}, f"not a readable ONNX file ({type(err).__name__})"
+    if SPEC_KEY not in meta:
+        return {}, f"no '{SPEC_KEY}' metadata: not exported by steer export"
+    try:
+        spec = json.loads(meta[SPEC_KEY])
+    except json.JSONDecodeError:
+        return {}, f"'{SPEC_KEY}' is not valid JSON"
+    return (spec, "") if isinstance(spec, dict) else ({}, f"'{SPEC_KEY}' is not a JSON object")
+
+
+def scan_policies(*folders: Path) -> list[PolicyFile]:
+    """ONNX files directly in each folder and in its run directories (``<folder>/*/*.onnx``), newest first."""
+    seen: set[Path] = set()
+    out = []
+    for folder in folders:
+        folder = Path(folder)
+        if not folder.is_dir():
+            continue
+        for path in [*folder.glob("*.onnx"), *folder.glob("*/*.onnx")]:
+            real = path.resolve()
+            if real in seen:
+                continue
+            seen.add(real)
+            spec, error = read_spec(path)
+            st = path.stat()
+            out.append(PolicyFile(path, st.st_size, st.st_mtime, spec, error))
+    return sorted(out, key=lambda p: (-p.modified, p.name))
+
+
+def sha256_file(path: Path) -> str:
+    """sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def default_exporter(run: Path, out: Path) -> dict:
+    """``steer export`` without the parity check (the runtime checks below still run)."""
+    from steer.agent.export import export_run
+
+    return export_run(run, out)
+
+
+def check_on_robot(path: Path, robot_config) -> None:
+    """Load the file as the robot node would and run its checks; one sentence when it is refused."""
+    from steer.robot.errors import RobotError
+    from steer.robot.onnx_policy import OnnxPolicy
+
+    try:
+        OnnxPolicy(path, robot=robot_config)
+    except RobotError as err:
+        raise ConsoleError(f"the robot runtime refuses it: {err}") from None
+
+
+def promote_run(run: Path, policies_dir: Path, robot_config, exporter: Callable[[Path, Path], dict] = default_exporter,
+                now: float | None = None) -> PolicyFile:
+    """Export ``run`` into ``policies_dir`` and check it against the robot; returns the new file.
+
+    A file the runtime refuses is deleted, so the folder only holds policies a robot can run.
+    """
+    run = Path(run)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(time.time() if now is None else now))
+    policies_dir = Path(policies_dir)
+    policies_dir.mkdir(parents=True, exist_ok=True)
+    out = policies_dir / f"{run.name}-{stamp}.onnx"
+    try:
+        exporter(run, out)
+    except Exception as err:  # noqa: BLE001 - export errors are shown, not raised into the UI
+        if getattr(err, "user_facing", False):
+            raise ConsoleError(f"export of {run.name} failed: {err}") from None
+        raise
+    try:
+        check_on_robot(out, robot_config)
+    except ConsoleError:
+        out.unlink(missing_ok=True)
+        raise
+    spec, error = read_spec(out)
+    st = out.stat()
+    return PolicyFile(out, st.st_size, st.st_mtime, spec, error)

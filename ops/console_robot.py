@@ -1,0 +1,180 @@
+"""The console's connection to a robot's ROS 2 topics, without a terminal.
+
+:class:`RobotLink` subscribes to the joint states, the commands and the safety state
+of one robot (as configured by its limits YAML), publishes the latched e-stop, the
+e-stop reset and policy promotions, and folds what arrives into a :class:`RobotView`.
+
+Policy promotion contract (topic ``<ns>/policy_promote``, ``diagnostic_msgs/DiagnosticStatus``,
+reliable + transient-local like the e-stop, so a node that starts later still gets it):
+values ``policy`` (absolute path of the ONNX file), ``sha256`` (of that file) and
+``source_run``. The node loads and checks the file off its control thread, swaps it in
+between two control ticks at a chunk boundary, and reports ``policy`` and
+``policy_sha256`` (or ``promote_error``) in its safety state.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from steer.robot import messages as msg
+from steer.robot.config import RobotConfig
+
+PROMOTE_TOPIC = "policy_promote"
+"""Relative topic of policy promotions (gets the robot's namespace)."""
+
+SILENT_AFTER_S = 0.5
+"""No joint state for this long: the robot is shown as silent."""
+
+
+@dataclass
+class RobotView:
+    """Everything the Robots screen shows, as plain values."""
+
+    connected: bool = False
+    joints: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Joint name → (position, velocity) of the newest joint state."""
+    joint_age_s: float | None = None
+    """Seconds since the newest joint state (None: none yet)."""
+    command: list[float] = field(default_factory=list)
+    """The newest command sent to the robot."""
+    command_age_s: float | None = None
+    commands_per_s: float = 0.0
+    mode: str = "unknown"
+    """Shield mode from the safety state (idle, armed, running, stopped, estopped)."""
+    reason: str = ""
+    estop_latched: bool = False
+    watchdog_tripped: bool = False
+    interventions: dict[str, int] = field(default_factory=dict)
+    """Shield counters: clipped, watchdog_trips, non_finite."""
+    latency_ms: float | None = None
+    """Median over recent ticks of joint state seen → command seen, both as received here."""
+    latency_max_ms: float | None = None
+    policy: str = ""
+    """Active policy as the node reports it (empty: not reported)."""
+    promote_error: str = ""
+    safety_age_s: float | None = None
+
+    @property
+    def silent(self) -> bool:
+        """True when joint states stopped arriving (or never came)."""
+        return self.joint_age_s is None or self.joint_age_s > SILENT_AFTER_S
+
+
+class RobotLink:
+    """Topics of one robot, read and written from the console's thread."""
+
+    def __init__(self, config: RobotConfig, domain_id: int = 0, loopback: bool = True, transport=None):
+        self.config = config
+        self.domain_id = domain_id
+        if transport is None:
+            from steer.robot.dds_transport import DdsTransport, use_loopback_config
+
+            if loopback:
+                use_loopback_config()
+            transport = DdsTransport(domain_id)
+        self.transport = transport
+        c = config
+        self._joint_sub = transport.subscription(c.topic(c.joint_state_topic), msg.JointState)
+        self._command_sub = transport.subscription(c.command_topic, msg.Float64MultiArray)
+        self._safety_sub = transport.subscription(c.topic(c.safety_topic), msg.DiagnosticStatus)
+        self._estop_pub = transport.publisher(c.topic(c.estop_topic), msg.Bool, latched=True)
+        self._reset_pub = transport.publisher(c.topic(c.estop_reset_topic), msg.Bool)
+        self._promote_pub = transport.publisher(c.topic(PROMOTE_TOPIC), msg.DiagnosticStatus, latched=True)
+        self.view = RobotView(connected=True)
+        self._joint_ns: int | None = None
+        self._command_ns: int | None = None
+        self._safety_ns: int | None = None
+        self._pending_js_ns: int | None = None  # joint state waiting for its command
+        self._latencies: deque[float] = deque(maxlen=50)
+        self._command_times: deque[int] = deque(maxlen=40)
+        self.estop_sent_ns: int | None = None
+
+    @property
+    def topics(self) -> dict[str, str]:
+        """The topics this link uses, by role."""
+        c = self.config
+        return {"joint states": c.topic(c.joint_state_topic), "commands": c.command_topic,
+                "safety": c.topic(c.safety_topic), "e-stop": c.topic(c.estop_topic),
+                "reset": c.topic(c.estop_reset_topic), "promote": c.topic(PROMOTE_TOPIC)}
+
+    # -- out -----------------------------------------------------------------------
+    def estop(self) -> int:
+        """Publish the latched e-stop (true); returns the monotonic time it was sent (ns)."""
+        self._estop_pub.publish(msg.Bool(True))
+        self.estop_sent_ns = time.monotonic_ns()
+        return self.estop_sent_ns
+
+    def reset(self, ack_timeout_s: float = 0.5) -> None:
+        """Release the e-stop and ask the node to leave it (the operator confirmed).
+
+        The node refuses a reset while the e-stop still reads pressed, so the release goes
+        first and is acknowledged before the reset is sent.
+        """
+        self._estop_pub.publish(msg.Bool(False))
+        self._estop_pub.wait_acked(ack_timeout_s)
+        self._reset_pub.publish(msg.Bool(True))
+
+    def promote(self, policy: Path, sha256: str, source_run: str = "") -> None:
+        """Ask the node to make ``policy`` its active policy (latched)."""
+        self._promote_pub.publish(msg.DiagnosticStatus(
+            level=msg.DIAG_OK, name=f"{self.config.name}/promote", message="promote",
+            hardware_id=self.config.name,
+            values=[msg.KeyValue("policy", str(Path(policy).resolve())), msg.KeyValue("sha256", sha256),
+                    msg.KeyValue("source_run", source_run)]))
+
+    # -- in ------------------------------------------------------------------------
+    def poll(self, now_ns: int | None = None) -> RobotView:
+        """Take everything that arrived and return the updated view."""
+        v = self.view
+        for m, recv in self._joint_sub.take():
+            if not m.name:
+                continue  # the robot's discovery handshake
+            n = len(m.name)
+            for i, name in enumerate(m.name):
+                pos = float(m.position[i]) if len(m.position) == n else float("nan")
+                vel = float(m.velocity[i]) if len(m.velocity) == n else float("nan")
+                v.joints[name] = (pos, vel)
+            self._joint_ns = recv
+            if self._pending_js_ns is None:
+                self._pending_js_ns = recv
+        for m, recv in self._command_sub.take():
+            v.command = [float(x) for x in m.data]
+            self._command_ns = recv
+            self._command_times.append(recv)
+            if self._pending_js_ns is not None:
+                self._latencies.append((recv - self._pending_js_ns) / 1e6)
+                self._pending_js_ns = None
+        for m, recv in self._safety_sub.take():
+            values = {kv.key: kv.value for kv in m.values}
+            if "mode" not in values:
+                continue
+            self._safety_ns = recv
+            v.mode = values["mode"]
+            v.reason = values.get("reason", m.message)
+            v.estop_latched = values.get("estop_latched") == "true"
+            v.watchdog_tripped = values.get("watchdog_tripped") == "true"
+            v.interventions = {k: int(values[k]) for k in ("clipped", "watchdog_trips", "non_finite")
+                               if values.get(k, "").isdigit()}
+            v.policy = values.get("policy", v.policy)
+            v.promote_error = values.get("promote_error", "")
+        now = time.monotonic_ns() if now_ns is None else now_ns
+        v.joint_age_s = None if self._joint_ns is None else (now - self._joint_ns) / 1e9
+        v.command_age_s = None if self._command_ns is None else (now - self._command_ns) / 1e9
+        v.safety_age_s = None if self._safety_ns is None else (now - self._safety_ns) / 1e9
+        if len(self._command_times) >= 2 and (v.command_age_s or 0) < 1.0:
+            span = (self._command_times[-1] - self._command_times[0]) / 1e9
+            v.commands_per_s = (len(self._command_times) - 1) / span if span > 0 else 0.0
+        else:
+            v.commands_per_s = 0.0
+        if self._latencies:
+            v.latency_ms = statistics.median(self._latencies)
+            v.latency_max_ms = max(self._latencies)
+        return v
+
+    def close(self) -> None:
+        """Drop the endpoints."""
+        self.transport.close()

@@ -1,0 +1,172 @@
+"""The Robots screen against a real simulated robot and policy node over DDS (loopback only).
+
+The robot and the node are child processes (``python -m steer.robot.processes``) in a DDS
+domain and namespace of this test alone; the console runs headless in the test process,
+and a separate DDS participant here records every command the node sends.
+"""
+
+import asyncio
+import itertools
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "robot"))
+
+from robot_helpers import make_policy  # noqa: E402
+
+pytestmark = pytest.mark.slow
+ESTOP_BUDGET_S = 0.050
+# Domains 220-229: the robot tests use 10-99, closed-loop evaluation 120-219, benchmarks 230.
+_DOMAINS = {"gw0": (220, 4), "gw1": (224, 4)}
+_counter = itertools.count()
+
+
+@pytest.fixture
+def robot_dds(tmp_path_factory):
+    from steer.robot.transport import LOOPBACK_CONFIG
+
+    base, span = _DOMAINS.get(os.environ.get("PYTEST_XDIST_WORKER", ""), (228, 2))
+    domain = base + next(_counter) % span
+    xml = tmp_path_factory.getbasetemp() / "cyclonedds-console-loopback.xml"
+    if not xml.exists():
+        xml.write_text(LOOPBACK_CONFIG)
+    os.environ["CYCLONEDDS_URI"] = f"file://{xml}"
+    namespace = f"console_{os.getpid()}_{domain}"
+    return {"domain": domain, "namespace": namespace,
+            "env": dict(os.environ, CYCLONEDDS_URI=f"file://{xml}", PYTHONUNBUFFERED="1")}
+
+
+@pytest.fixture
+def sim_and_node(robot_dds, tmp_path):
+    """A simulated PlanarPush robot driven by a policy that moves the pusher along +y at 4 cm/s."""
+    policy = make_policy(tmp_path / "drive.onnx", bias=[0.0, 0.04])
+    common = {"domain_id": robot_dds["domain"], "robot": {"namespace": robot_dds["namespace"]}, "rt_priority": 10}
+    procs = []
+    for which, kwargs in (("node", {"policy": str(policy)}),
+                          ("sim", {"episodes": 1, "seed": 3, "wait_for_node_s": 60.0,
+                                   "task_kwargs": {"max_steps": 100_000}})):
+        procs.append(subprocess.Popen([sys.executable, "-m", "steer.robot.processes", which,
+                                       json.dumps(common | kwargs)], env=robot_dds["env"],
+                                      stderr=subprocess.DEVNULL))
+    yield robot_dds | {"node": procs[0], "sim": procs[1]}
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+class CommandRecorder:
+    """Records (receive time, command) of every command on its own DDS participant and thread."""
+
+    def __init__(self, domain: int, topic: str):
+        from steer.robot import messages as m
+        from steer.robot.dds_transport import DdsTransport
+
+        self.transport = DdsTransport(domain)
+        self.sub = self.transport.subscription(topic, m.Float64MultiArray)
+        self.log: list[tuple[int, list[float]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.transport.wait(0.002)
+            for msg, recv in self.sub.take():
+                self.log.append((recv, list(msg.data)))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+
+
+async def _until(pilot, cond, timeout):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        await pilot.pause(0.02)
+    return False
+
+
+def test_robots_screen_shows_the_robot_and_the_estop_key_stops_it_within_50_ms(sim_and_node, tmp_path):
+    from textual.widgets import DataTable, Static
+
+    from steer.ops.console import ConsoleApp, ConsoleSettings
+    from steer.robot.processes import robot_config
+
+    config = robot_config(namespace=sim_and_node["namespace"])
+    recorder = CommandRecorder(sim_and_node["domain"], config.command_topic)
+    settings = ConsoleSettings(runs=tmp_path / "runs", robot_config=config, domain_id=sim_and_node["domain"])
+
+    def moving():
+        return sum(1 for _, c in recorder.log if any(c)) >= 5
+
+    async def drive():
+        app = ConsoleApp(settings)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("2")
+            screen = app.screen
+            assert await _until(pilot, moving, 90.0), "the policy node never moved the robot"
+            assert await _until(pilot, lambda: app.link.view.mode == "running" and app.link.view.latency_ms, 10.0)
+            await pilot.pause(0.3)
+            view = app.link.view
+            joints = screen.query_one("#joints", DataTable)
+            assert joints.row_count == 4 and set(view.joints) == {"pusher_x", "pusher_y", "puck_x", "puck_y"}
+            assert view.command == pytest.approx([0.0, 0.04])
+            assert 15.0 < view.commands_per_s < 25.0  # the 20 Hz control rate
+            assert 0.0 <= view.latency_ms < 50.0 and not view.watchdog_tripped and not view.silent
+            assert "RUNNING" in str(screen.query_one("#safety", Static).render())
+
+            # The e-stop key: the node's first stop command must reach the robot within 50 ms.
+            t_press = time.monotonic_ns()
+            await pilot.press("e")
+            sent = app.link.estop_sent_ns
+            await pilot.pause(0.6)
+            after = [(t, c) for t, c in recorder.log if t > t_press]
+            assert after, "no command after the e-stop"
+            last_moving = max((i for i, (_, c) in enumerate(after) if any(c)), default=-1)
+            assert last_moving < len(after) - 1, "the robot was still commanded to move"
+            stopped = (after[last_moving + 1][0] - t_press) / 1e9
+            assert await _until(pilot, lambda: app.link.view.mode == "estopped", 5.0)
+            assert app.link.view.estop_latched
+            assert "ESTOPPED" in str(screen.query_one("#safety", Static).render())
+
+            # Reset asks first; "n" leaves the robot stopped.
+            await pilot.press("R", "n")
+            await pilot.pause(0.5)
+            t_no = time.monotonic_ns()
+            await pilot.pause(0.5)
+            assert all(not any(c) for t, c in recorder.log if t > t_no)
+            # The button does the same as the key, and the e-stop stays latched.
+            await pilot.click("#estop")
+            await pilot.press("R", "y")
+            assert await _until(pilot, lambda: app.link.view.mode == "running", 10.0)
+            t_reset = time.monotonic_ns()
+            assert await _until(pilot, lambda: any(any(c) for t, c in recorder.log if t > t_reset), 5.0)
+
+            # The robot goes silent: the node's watchdog trips and the console shows both.
+            sim_and_node["sim"].kill()
+            assert await _until(pilot, lambda: app.link.view.watchdog_tripped and app.link.view.silent, 5.0)
+            await pilot.pause(0.3)
+            text = str(screen.query_one("#safety", Static).render())
+            assert "TRIPPED" in text and "silent" in text
+            assert app.link.view.interventions["watchdog_trips"] > 0
+            return stopped, (sent - t_press) / 1e9
+
+    try:
+        stopped, key_to_publish = asyncio.run(drive())
+    finally:
+        recorder.close()
+    print(f"e-stop: key -> publish {key_to_publish * 1e3:.1f} ms, key -> robot stopped {stopped * 1e3:.1f} ms")
+    assert 0 < stopped < ESTOP_BUDGET_S
