@@ -18,6 +18,8 @@ ARGUMENTS = {
     "controller": ("--controller", "", "Controller taking commands on <controller>/commands."),
     "estop_topic": ("--estop-topic", "", "std_msgs/Bool e-stop topic (transient-local)."),
     "safety_topic": ("--safety-topic", "", "diagnostic_msgs/DiagnosticStatus safety-state topic."),
+    "policy_promote_topic": ("--policy-promote-topic", "",
+                             "diagnostic_msgs/DiagnosticStatus policy-promotion topic (transient-local)."),
     "bag_dir": ("--bag-dir", "", "Record each episode as a ROS 2 MCAP bag here."),
     "transport": ("--transport", "rclpy", "rclpy (ROS 2 installed) or dds (Cyclone DDS directly)."),
     "rt_priority": ("--rt-priority", "", "SCHED_FIFO priority of the control loop (empty: normal scheduling)."),

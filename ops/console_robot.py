@@ -23,8 +23,8 @@ from pathlib import Path
 from steer.robot import messages as msg
 from steer.robot.config import RobotConfig
 
-PROMOTE_TOPIC = "policy_promote"
-"""Relative topic of policy promotions (gets the robot's namespace)."""
+PROMOTE_TOPIC = RobotConfig.policy_promote_topic
+"""Default relative topic of policy promotions (the robot config's ``policy_promote_topic`` decides)."""
 
 SILENT_AFTER_S = 0.5
 """No joint state for this long: the robot is shown as silent."""
@@ -83,7 +83,7 @@ class RobotLink:
         self._safety_sub = transport.subscription(c.topic(c.safety_topic), msg.DiagnosticStatus)
         self._estop_pub = transport.publisher(c.topic(c.estop_topic), msg.Bool, latched=True)
         self._reset_pub = transport.publisher(c.topic(c.estop_reset_topic), msg.Bool)
-        self._promote_pub = transport.publisher(c.topic(PROMOTE_TOPIC), msg.DiagnosticStatus, latched=True)
+        self._promote_pub = transport.publisher(c.topic(c.policy_promote_topic), msg.DiagnosticStatus, latched=True)
         self.view = RobotView(connected=True)
         self._joint_ns: int | None = None
         self._command_ns: int | None = None
@@ -99,7 +99,7 @@ class RobotLink:
         c = self.config
         return {"joint states": c.topic(c.joint_state_topic), "commands": c.command_topic,
                 "safety": c.topic(c.safety_topic), "e-stop": c.topic(c.estop_topic),
-                "reset": c.topic(c.estop_reset_topic), "promote": c.topic(PROMOTE_TOPIC)}
+                "reset": c.topic(c.estop_reset_topic), "promote": c.topic(c.policy_promote_topic)}
 
     # -- out -----------------------------------------------------------------------
     def estop(self) -> int:

@@ -77,6 +77,9 @@ class RobotRunConfig:
     """E-stop topic, std_msgs/Bool, transient-local (default: the YAML's)."""
     safety_topic: str | None = None
     """Safety-state topic, diagnostic_msgs/DiagnosticStatus (default: the YAML's)."""
+    policy_promote_topic: str | None = None
+    """Policy promotions from ``steer console``, diagnostic_msgs/DiagnosticStatus, transient-local
+    (default: the YAML's)."""
     duration_s: float | None = None
     """Stop after this many seconds (default: until interrupted)."""
     bag_dir: str | None = None
@@ -95,12 +98,12 @@ class RobotRunConfig:
     """SCHED_FIFO priority (1-99) for the control loop and its DDS threads; 0: normal scheduling."""
 
 
-def _robot(cfg: RobotSimConfig | RobotRunConfig):
+def _robot(cfg: RobotSimConfig | RobotRunConfig, **topics: str | None):
     from steer.robot.processes import robot_config
 
     return robot_config(cfg.limits, namespace=cfg.namespace, rate_hz=cfg.rate_hz,
                         joint_state_topic=cfg.joint_state_topic, controller=cfg.controller,
-                        estop_topic=cfg.estop_topic, safety_topic=cfg.safety_topic)
+                        estop_topic=cfg.estop_topic, safety_topic=cfg.safety_topic, **topics)
 
 
 def sim(cfg: RobotSimConfig) -> int:
@@ -121,9 +124,9 @@ def run(cfg: RobotRunConfig) -> int:
     through the safety shield, the safety state on /safety_state, episodes recorded as bags."""
     from steer.robot.processes import run_node
 
-    summary = run_node(_robot(cfg), cfg.policy, domain_id=cfg.domain_id,
-                       duration_s=cfg.duration_s, bag_dir=cfg.bag_dir, stats=cfg.stats, autostart=cfg.autostart,
-                       trigger=cfg.trigger, loopback=cfg.loopback, transport=cfg.transport,
-                       rt_priority=cfg.rt_priority)
+    robot = _robot(cfg, policy_promote_topic=cfg.policy_promote_topic)
+    summary = run_node(robot, cfg.policy, domain_id=cfg.domain_id, duration_s=cfg.duration_s, bag_dir=cfg.bag_dir,
+                       stats=cfg.stats, autostart=cfg.autostart, trigger=cfg.trigger, loopback=cfg.loopback,
+                       transport=cfg.transport, rt_priority=cfg.rt_priority)
     print(json.dumps(summary))
     return 0

@@ -88,6 +88,8 @@ class RobotConfig:
     """Operator reset of a latched e-stop, ``std_msgs/Bool`` (true resets)."""
     safety_topic: str = "safety_state"
     """Safety state for the console, ``diagnostic_msgs/DiagnosticStatus``."""
+    policy_promote_topic: str = "policy_promote"
+    """Policy promotions from the console, ``diagnostic_msgs/DiagnosticStatus`` (transient-local)."""
     episode_topic: str = "episode"
     """Episode status of the simulated robot (``diagnostic_msgs/DiagnosticStatus``); empty: none."""
     namespace: str = ""

@@ -11,6 +11,10 @@ message, merging bursts closer than a quarter period; for robots that publish jo
 states at the control rate, such as the simulated one) or a timer
 (``trigger="timer"``). Between ticks the node checks the watchdog, so a robot that
 goes silent gets a safe command within the watchdog time plus a quarter period.
+
+A policy promoted on ``<ns>/policy_promote`` (see :mod:`steer.robot.promotion`) is loaded and
+checked on a background thread; the node swaps it in between two ticks, at a chunk boundary
+(or at once when not running), and reports it (or why it was refused) in the safety state.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ import numpy as np
 from steer.robot import messages as msg
 from steer.robot.bag import EpisodeBagWriter
 from steer.robot.config import RobotConfig
+from steer.robot.errors import PolicyRefused
 from steer.robot.onnx_policy import ChunkExecutor, OnnxPolicy
+from steer.robot.promotion import PolicyLoader, Promotion, file_sha256
 from steer.robot.shield import Mode, SafetyShield
 from steer.robot.transport import Transport
 
@@ -91,12 +97,17 @@ class NodeStats:
     """Of those, safe (hold or zero) commands from the shield instead of the policy."""
     queries: int = 0
     """Policy calls (one per chunk)."""
+    promotions: int = 0
+    """Promoted policies swapped in."""
+    refusals: int = 0
+    """Promoted policies refused (the running policy kept commanding)."""
 
     def summary(self) -> dict[str, float]:
         """p50/p99 latency (ms), tick jitter p99 (ms) and counts."""
         lat = np.asarray(self.latencies_ns, dtype=float) / 1e6
         out = {"ticks": float(len(self.tick_times_ns)), "commands": float(self.commands),
-               "safe_commands": float(self.safe_commands), "queries": float(self.queries)}
+               "safe_commands": float(self.safe_commands), "queries": float(self.queries),
+               "promotions": float(self.promotions), "refusals": float(self.refusals)}
         if len(lat):
             out |= {"latency_p50_ms": float(np.percentile(lat, 50)), "latency_p99_ms": float(np.percentile(lat, 99)),
                     "latency_max_ms": float(lat.max())}
@@ -128,6 +139,13 @@ class PolicyNode:
         self._reset_sub = transport.subscription(c.topic(c.estop_reset_topic), msg.Bool)
         self._episode_sub = (transport.subscription(c.topic(c.episode_topic), msg.DiagnosticStatus)
                              if c.episode_topic else None)
+        # Latched like the e-stop: a node that starts after the console promoted still gets it.
+        self._promote_sub = transport.subscription(c.topic(c.policy_promote_topic), msg.DiagnosticStatus,
+                                                   latched=True)
+        self.loader = PolicyLoader(config)
+        self.policy_path = policy.path.resolve()
+        self.policy_sha256 = file_sha256(policy.path)
+        self.promote_error = ""
         self._command_type = {"Float64MultiArray": msg.Float64MultiArray, "JointTrajectory": msg.JointTrajectory,
                               "Twist": msg.Twist}[c.command_message]
         self._command_pub = transport.publisher(c.command_topic, self._command_type)
@@ -146,10 +164,61 @@ class PolicyNode:
             # Robots without an episode topic get one bag for the whole run.
             self.bag.start_episode(0)
 
+    # -- promotion ---------------------------------------------------------------
+    def _handle_promotion(self, m: msg.DiagnosticStatus, now_ns: int) -> None:
+        try:
+            promotion = Promotion.from_message(m)
+        except PolicyRefused as err:
+            self._refuse(str(err), now_ns)
+            return
+        wanted = (promotion.policy, promotion.sha256)
+        requested = self.loader.requested
+        if requested is not None and wanted == (requested.policy, requested.sha256):
+            return  # already loading exactly these bytes
+        if self.promote_error:
+            self.promote_error = ""  # a new request: the last refusal no longer describes it
+            self._publish_safety(now_ns, force=True)
+        if wanted == (self.policy_path, self.policy_sha256):
+            self.loader.cancel()  # the newest request wins, and it asks for what already runs
+            return
+        self.loader.submit(promotion)
+
+    def _refuse(self, reason: str, now_ns: int) -> None:
+        self.promote_error = reason
+        self.stats.refusals += 1
+        self._publish_safety(now_ns, force=True, record=True)
+
+    def _swap_policy(self) -> None:
+        """Take a finished load between two ticks: at a chunk boundary, or at once when not running.
+
+        A refusal changes nothing that runs, so it is reported at once.
+        """
+        if not self.loader.ready():
+            return
+        running = self.shield.mode == Mode.RUNNING and not self._stale
+        if running and not self.executor.at_boundary and self.loader.loaded():
+            return  # the chunk in progress finishes open loop, as in training
+        now = time.monotonic_ns()
+        promotion, policy, error = self.loader.take()
+        if policy is None:
+            self._refuse(error, now)  # the running policy keeps commanding
+            return
+        # The shield is left alone: its rate limit smooths the step between the two policies.
+        self.policy, self.policy_path = policy, promotion.policy
+        self.executor = ChunkExecutor(policy)
+        self.order = policy.command_order(self.config)
+        self.assembler.obs_names = policy.spec.obs_names
+        self.policy_sha256 = promotion.sha256
+        self.promote_error = ""
+        self.stats.promotions += 1
+        self._publish_safety(now, force=True, record=True)  # the bag shows which policy ran when
+
     # -- inputs ------------------------------------------------------------------
     def _handle_inputs(self) -> list[int]:
         """Consume every pending message; returns receive times of new joint states."""
         now = time.monotonic_ns()
+        for m, _ in self._promote_sub.take():
+            self._handle_promotion(m, now)
         for m, _ in self._estop_sub.take():
             self._estop_pressed = bool(m.data)
             if m.data:
@@ -226,12 +295,15 @@ class PolicyNode:
             level = msg.DIAG_ERROR
         values = self.shield.state() | {"watchdog_tripped": str(self._stale).lower(),
                                         "episode": self._episode or "",
-                                        "command_subscribers": str(self._command_subscribers)}
+                                        "command_subscribers": str(self._command_subscribers),
+                                        "policy": str(self.policy_path),
+                                        "policy_sha256": self.policy_sha256,
+                                        "promote_error": self.promote_error}
         return msg.DiagnosticStatus(level=level, name=f"{self.config.name}/safety", message=self.shield.last_reason,
                                     hardware_id=self.config.name,
                                     values=[msg.KeyValue(k, v) for k, v in values.items()])
 
-    def _publish_safety(self, now_ns: int, force: bool = False) -> None:
+    def _publish_safety(self, now_ns: int, force: bool = False, record: bool = False) -> None:
         subscribers = self._command_pub.matched()
         listeners = self._safety_pub.matched()
         if subscribers != self._command_subscribers or listeners != self._safety_listeners:
@@ -243,12 +315,13 @@ class PolicyNode:
             self._safety_pub.publish(m)
             self._last_safety_ns = now_ns
             self._events_seen = len(self.shield.counters.events)
-            if changed:
+            if changed or record:
                 self._record(self.config.topic(self.config.safety_topic), m)
 
     # -- ticks -------------------------------------------------------------------
     def tick(self, recv_ns: int | None) -> np.ndarray:
         """One control tick: observe, act (if running and fresh), shield, publish."""
+        self._swap_policy()
         now = time.monotonic_ns()
         obs_time = self.assembler.joint_time_ns
         obs = self.assembler.vector()
@@ -286,6 +359,8 @@ class PolicyNode:
         quarter = self.period_ns / 4e9
         self.transport.wait(quarter if timeout_s is None else min(timeout_s, quarter))
         arrivals = self._handle_inputs()
+        if self.shield.mode != Mode.RUNNING:
+            self._swap_policy()  # a node that is not ticking still takes (and reports) a promotion
         now = time.monotonic_ns()
         if self.trigger == "observation" and arrivals:
             # One tick per joint state; a burst (closer than a quarter period) is merged into one
@@ -316,6 +391,7 @@ class PolicyNode:
             while not should_stop() and (end is None or time.monotonic() < end):
                 self.spin_once()
         finally:
+            self.loader.close()
             self.shield.stop("node shutting down", time.monotonic_ns())
             self._publish_command(self.shield.safe_command(self.assembler.joint_values(self.joints, 0), "hold"),
                                   time.monotonic_ns(), safe=True)

@@ -191,8 +191,9 @@ def test_robot_loop_benchmark_runs_and_writes_its_figures(dds_env, tmp_path):
     result = json.loads(out.read_text())
     figures = result["figures"]
     assert {"latency_p50_ms", "latency_p99_ms", "jitter_p99_ms", "missed_deadlines"} <= set(figures)
-    # 2 s at 100 Hz; every tick answered well within its 10 ms period.
-    assert 180 <= figures["steps"] <= 201
+    # 2 s at 100 Hz. Start-up takes a few ticks, and this smoke test runs beside the rest of the
+    # suite without real-time priority: a loop at full rate gives 183-190, one at half rate 100.
+    assert 150 <= figures["steps"] <= 201
     assert 0 < figures["latency_p50_ms"] <= figures["latency_p99_ms"] < 10.0
     assert set(result["machine"]) == {"cpu", "cores", "gpu"} and result["date"]
     assert "observation→command p99" in proc.stdout
