@@ -120,7 +120,7 @@ def train_bc(observations: list[np.ndarray], actions: list[np.ndarray], cfg: BCC
     rng = np.random.default_rng(cfg.seed)
     start = 0
     ckpt_dir = Path(run.checkpoint_dir)
-    if resume and (ckpt_dir / "trainer.json").exists():
+    if resume and (ckpt_dir / "trainer.safetensors").exists():
         state, meta = load_checkpoint(ckpt_dir, "trainer")
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])

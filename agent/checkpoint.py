@@ -1,12 +1,13 @@
 """Checkpoints as safetensors + JSON, written atomically, never pickled.
 
-A checkpoint ``<dir>/<name>`` is two files: ``<name>.safetensors`` (all tensors and
-numpy arrays, flat keys) and ``<name>.json`` (everything else, including nested
-structures such as optimizer states whose tensors are replaced by references into
-the safetensors file, and the sha256 of that file). Each file is written to a
-temporary name, flushed, fsynced and renamed, and the JSON is written last: a
-process killed at any point leaves either the previous checkpoint or the new one,
-and a torn pair is detected by the hash.
+A checkpoint ``<dir>/<name>`` is ``<name>.safetensors``: all tensors and numpy arrays
+under flat keys, and in its header the JSON document with everything else (nested
+structures such as optimizer states, whose tensors are replaced by references, the
+metadata, and a digest of the tensors). It is written to a temporary name, flushed,
+fsynced and renamed, so one rename commits a checkpoint: a process killed at any
+point leaves the previous checkpoint or the new one, never a mix. ``<name>.json``
+beside it is a readable copy of the same document for people and tools, written
+after; loading never depends on it. Damaged tensor data is detected by the digest.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
+from safetensors import safe_open
 from safetensors.torch import save as save_tensors
 
+_DOC_KEY = "steer.checkpoint"
 _TENSOR = "__tensor__"
 _NDARRAY = "__ndarray__"
 
@@ -95,38 +97,58 @@ def _unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return obj
 
 
+def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over keys, dtypes, shapes and bytes of ``tensors`` in key order."""
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        t = tensors[k].detach().cpu().contiguous()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 def save_checkpoint(directory: Path, name: str, state: dict[str, Any], meta: dict[str, Any] | None = None) -> Path:
     """Save a nested ``state`` (tensors, arrays, numbers, lists, dicts) as ``directory/name``."""
     directory = Path(directory)
     tensors: dict[str, torch.Tensor] = {}
     structure = _flatten(state, "s", tensors)
-    st_path = directory / f"{name}.safetensors"
     # safetensors refuses tensors that share storage (views, tied weights): give each its own.
-    blob = save_tensors({k: v.clone() for k, v in tensors.items()})
-    atomic_write_bytes(st_path, blob)
+    tensors = {k: v.clone() for k, v in tensors.items()}
     doc = {"format": "steer.checkpoint/1", "meta": meta or {}, "state": structure,
-           "safetensors_sha256": hashlib.sha256(blob).hexdigest()}
+           "tensor_digest": tensor_digest(tensors)}
+    atomic_write_bytes(directory / f"{name}.safetensors", save_tensors(tensors, metadata={_DOC_KEY: json.dumps(doc)}))
     atomic_write_json(directory / f"{name}.json", doc)
-    return directory / f"{name}.json"
+    return directory / f"{name}.safetensors"
 
 
 def load_checkpoint(directory: Path, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Load ``(state, meta)`` saved by :func:`save_checkpoint`; raises CheckpointError when torn or missing."""
-    directory = Path(directory)
-    json_path, st_path = directory / f"{name}.json", directory / f"{name}.safetensors"
-    if not json_path.exists() or not st_path.exists():
-        raise CheckpointError(f"no checkpoint {name!r} in {directory} (expected {json_path.name} and {st_path.name}).")
+    """Load ``(state, meta)`` saved by :func:`save_checkpoint`; raises CheckpointError when damaged or missing."""
+    st_path = Path(directory) / f"{name}.safetensors"
+    if not st_path.exists():
+        raise CheckpointError(f"no checkpoint {name!r} in {directory} (expected {st_path.name}).")
     try:
-        doc = json.loads(json_path.read_text())
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{json_path} is not valid JSON ({err}); the checkpoint is damaged.") from err
+        with safe_open(str(st_path), framework="pt") as f:
+            doc = json.loads((f.metadata() or {})[_DOC_KEY])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (KeyError, json.JSONDecodeError):
+        raise CheckpointError(f"{st_path} is not a steer checkpoint (no document in its header).") from None
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error types for a bad header
+        raise CheckpointError(f"{st_path} cannot be read ({err}); the checkpoint is damaged.") from None
     if doc.get("format") != "steer.checkpoint/1":
-        raise CheckpointError(f"{json_path} is not a steer checkpoint.")
-    if sha256_file(st_path) != doc["safetensors_sha256"]:
-        raise CheckpointError(f"{st_path} does not match the hash in {json_path.name}; the checkpoint is torn.")
-    tensors = load_file(str(st_path))
+        raise CheckpointError(f"{st_path} is not a steer checkpoint.")
+    if tensor_digest(tensors) != doc["tensor_digest"]:
+        raise CheckpointError(f"{st_path} does not match its own digest; the checkpoint is damaged.")
     return _unflatten(doc["state"], tensors), doc.get("meta", {})
 
 
+def read_meta(directory: Path, name: str) -> dict[str, Any]:
+    """The ``meta`` of a checkpoint, read from its header without loading any tensor ({} when unreadable)."""
+    try:
+        with safe_open(str(Path(directory) / f"{name}.safetensors"), framework="pt") as f:
+            return json.loads((f.metadata() or {})[_DOC_KEY]).get("meta", {})
+    except Exception:  # noqa: BLE001 - a missing or foreign file simply has no steer meta
+        return {}
+
+
 __all__ = ["CheckpointError", "atomic_write_bytes", "atomic_write_json", "load_checkpoint", "save_checkpoint",
-           "sha256_file"]
+           "read_meta", "sha256_file", "tensor_digest"]

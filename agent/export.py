@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from steer.agent.checkpoint import CheckpointError, load_checkpoint, sha256_file
+from steer.agent.checkpoint import CheckpointError, load_checkpoint, read_meta, sha256_file
 from steer.agent.diffusion import DiffusionPolicy
 from steer.agent.latent_actor import LatentActor, load_dsrl_policy
 
@@ -110,8 +110,7 @@ class _PPOGraph(nn.Module):
 
 
 def _ppo_checkpoint(ckpt: Path) -> bool:
-    path = ckpt / "last.json"
-    return path.exists() and '"ppo_config"' in path.read_text()
+    return (ckpt / "last.safetensors").exists() and "ppo_config" in read_meta(ckpt, "last")
 
 
 def _ppo_spec(meta: dict[str, Any], weights_sha256: str, source_run: str) -> dict:
@@ -133,11 +132,11 @@ def export_run(run: Path, out: Path) -> dict:
 
     run = Path(run)
     ckpt = run / "checkpoints"
-    if (ckpt / "dsrl_policy.json").exists():
+    if (ckpt / "dsrl_policy.safetensors").exists():
         actor, policy, meta = load_dsrl_policy(ckpt)
         spec = _spec("dsrl", policy, meta, sha256_file(ckpt / "dsrl_policy.safetensors"), str(run))
         blob = _to_onnx(_DSRLGraph(actor, policy), (torch.zeros(1, policy.cfg.obs_dim),), ["obs"], spec)
-    elif (ckpt / "policy.json").exists():
+    elif (ckpt / "policy.safetensors").exists():
         policy = load_policy(ckpt)
         _, meta = load_checkpoint(ckpt, "policy")
         spec = _spec("bc_diffusion", policy, meta, sha256_file(ckpt / "policy.safetensors"), str(run))
@@ -152,8 +151,8 @@ def export_run(run: Path, out: Path) -> dict:
         args = (torch.zeros(1, c, h, w, dtype=torch.uint8), torch.zeros(1, spec["obs_dim"]))
         blob = _to_onnx(_PPOGraph(model), args, ["bev", "measurements"], spec)
     else:
-        raise ExportError(f"{run} holds no policy to export (no checkpoints/policy.json, dsrl_policy.json "
-                          f"or a PPO last.json).")
+        raise ExportError(f"{run} holds no policy to export (no checkpoints/policy, dsrl_policy "
+                          f"or PPO last checkpoint).")
     atomic_write_bytes(Path(out), blob)
     return spec
 
@@ -163,10 +162,10 @@ def torch_policy(run: Path):
     from steer.agent.bc import load_policy
 
     ckpt = Path(run) / "checkpoints"
-    if (ckpt / "dsrl_policy.json").exists():
+    if (ckpt / "dsrl_policy.safetensors").exists():
         actor, policy, _ = load_dsrl_policy(ckpt)
         return _DSRLGraph(actor, policy).eval(), policy
-    if (ckpt / "policy.json").exists():
+    if (ckpt / "policy.safetensors").exists():
         policy = load_policy(ckpt)
         return _BCGraph(policy).eval(), policy
     if _ppo_checkpoint(ckpt):

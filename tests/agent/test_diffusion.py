@@ -93,13 +93,23 @@ def test_nested_state_with_optimizer_round_trips(tmp_path):
     assert torch.equal(back["rng"], state["rng"])
 
 
-def test_torn_checkpoint_is_detected(tmp_path):
+def test_damaged_checkpoint_is_detected(tmp_path):
     save_checkpoint(tmp_path, "x", {"w": torch.ones(3)})
     path = tmp_path / "x.safetensors"
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))
-    with pytest.raises(CheckpointError, match="torn"):
+    with pytest.raises(CheckpointError, match="damaged"):
         load_checkpoint(tmp_path, "x")
     with pytest.raises(CheckpointError, match="no checkpoint"):
         load_checkpoint(tmp_path, "missing")
+
+
+def test_a_kill_between_the_two_files_leaves_a_loadable_checkpoint(tmp_path):
+    """The state of a process killed after the new .safetensors and before the new .json."""
+    save_checkpoint(tmp_path, "x", {"w": torch.ones(3)}, {"step": 1})
+    old_json = (tmp_path / "x.json").read_bytes()
+    save_checkpoint(tmp_path, "x", {"w": torch.full((3,), 2.0)}, {"step": 2})
+    (tmp_path / "x.json").write_bytes(old_json)
+    state, meta = load_checkpoint(tmp_path, "x")
+    assert meta == {"step": 2} and torch.equal(state["w"], torch.full((3,), 2.0))

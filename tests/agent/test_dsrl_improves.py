@@ -16,6 +16,7 @@ TASK = "steer/PlanarPush-v0"
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # about 150 s alone on 2 cores; far longer when the machine is shared
 def test_short_dsrl_run_improves_a_weak_policy(tmp_path):
     torch.set_num_threads(1)
     demos = collect_demos(TASK, PushExpert(seed=1000), 150, 1000, tmp_path / "data", progress=False)
