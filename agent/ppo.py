@@ -28,7 +28,7 @@ from steer.agent.driving_score import EpisodeStats
 from steer.agent.ppo_config import NetConfig, PPOConfig
 from steer.agent.ppo_nets import CarlActorCritic
 from steer.agent.runlog import RunLog
-from steer.driving.env import MEASUREMENTS, VALUE_INPUTS, DriveEnvConfig, DriveVectorEnv
+from steer.driving.env import MEASUREMENTS, VALUE_INPUTS, DriveVectorEnv
 
 CHECKPOINT = "last"
 """Name of the checkpoint a run keeps (overwritten atomically)."""

@@ -148,7 +148,7 @@ def train(cfg: DriveTrainConfig) -> int:
     rank, world = setup_distributed()
     check_config(cfg.ppo, world)
     path = cfg.runs / cfg.name
-    if cfg.resume and not (path / "checkpoints" / "last.json").exists():
+    if cfg.resume and not (path / "checkpoints" / "last.safetensors").exists():
         raise DriveTrainError(f"cannot resume {path}: it has no checkpoint yet; start it without --resume.")
     run = Run(path, cfg, kind="ppo", resume=cfg.resume) if rank == 0 else _RankLog(path / "checkpoints")
     try:
@@ -207,9 +207,11 @@ def _evaluate_model(model, ppo: PPOConfig, routes: int, world_seed: int, towns: 
 
     results = {"policy": route_summary(evaluate_routes(act, env_cfg, routes, seed=seed))}
     if expert:
-        # The expert reads the simulator state of the env it drives.
-        per_route = evaluate_routes(None, env_cfg, routes, seed=seed, bind=lambda env: (lambda obs, d=ExpertDriver(env.sim): d.act()))
-        results["expert"] = route_summary(per_route)
+        def expert_for(env):  # the expert reads the simulator state of the env it drives
+            driver = ExpertDriver(env.sim)
+            return lambda obs: driver.act()
+
+        results["expert"] = route_summary(evaluate_routes(None, env_cfg, routes, seed=seed, bind=expert_for))
     return format_table(results), results
 
 
@@ -222,7 +224,7 @@ def evaluate(cfg: DriveEvalConfig) -> int:
     if cfg.routes <= 0 or cfg.towns <= 0:
         raise DriveTrainError("routes and towns must be positive.")
     ckpt = cfg.run / "checkpoints"
-    if not (ckpt / "last.json").exists():
+    if not (ckpt / "last.safetensors").exists():
         raise DriveTrainError(f"{cfg.run} holds no driving policy; pass a run directory made by `steer drive train`.")
     try:
         model, ppo, meta = load_policy(ckpt)

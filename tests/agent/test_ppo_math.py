@@ -98,7 +98,8 @@ def test_ppo_loss_of_the_first_step_is_the_value_and_entropy_terms():
     stats = ppo_update(model, opt, batch, [torch.arange(32)], PPOConfig())
     assert stats["losses/policy_loss"] == pytest.approx(0.0, abs=1e-6)
     assert stats["losses/approx_kl"] == pytest.approx(0.0, abs=1e-7)
-    assert stats["losses/value_loss"] == pytest.approx(0.5 * ((batch.returns - batch.values) ** 2).mean().item(), rel=1e-5)
+    expected_value_loss = 0.5 * ((batch.returns - batch.values) ** 2).mean().item()
+    assert stats["losses/value_loss"] == pytest.approx(expected_value_loss, rel=1e-5)
     assert stats["losses/clipfrac"] == 0.0
 
 
