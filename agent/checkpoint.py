@@ -128,10 +128,15 @@ def load_checkpoint(directory: Path, name: str) -> tuple[dict[str, Any], dict[st
         raise CheckpointError(f"no checkpoint {name!r} in {directory} (expected {st_path.name}).")
     try:
         with safe_open(str(st_path), framework="pt") as f:
-            doc = json.loads((f.metadata() or {})[_DOC_KEY])
+            header = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (KeyError, json.JSONDecodeError):
-        raise CheckpointError(f"{st_path} is not a steer checkpoint (no document in its header).") from None
+        if _DOC_KEY not in header:
+            return _load_legacy(st_path, tensors)
+        doc = json.loads(header[_DOC_KEY])
+    except json.JSONDecodeError:
+        raise CheckpointError(f"{st_path} is not a steer checkpoint (its header document is not JSON).") from None
+    except CheckpointError:
+        raise
     except Exception as err:  # noqa: BLE001 - safetensors raises its own error types for a bad header
         raise CheckpointError(f"{st_path} cannot be read ({err}); the checkpoint is damaged.") from None
     if doc.get("format") != "steer.checkpoint/1":
@@ -141,11 +146,26 @@ def load_checkpoint(directory: Path, name: str) -> tuple[dict[str, Any], dict[st
     return _unflatten(doc["state"], tensors), doc.get("meta", {})
 
 
+def _load_legacy(st_path: Path, tensors: dict[str, torch.Tensor]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Checkpoints written before the document moved into the header: a JSON beside them with the file's hash."""
+    json_path = st_path.with_suffix(".json")
+    try:
+        doc = json.loads(json_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        raise CheckpointError(f"{st_path} is not a steer checkpoint (no document in its header).") from None
+    if sha256_file(st_path) != doc.get("safetensors_sha256"):
+        raise CheckpointError(f"{st_path} does not match the hash in {json_path.name}; the checkpoint is torn.")
+    return _unflatten(doc["state"], tensors), doc.get("meta", {})
+
+
 def read_meta(directory: Path, name: str) -> dict[str, Any]:
     """The ``meta`` of a checkpoint, read from its header without loading any tensor ({} when unreadable)."""
     try:
         with safe_open(str(Path(directory) / f"{name}.safetensors"), framework="pt") as f:
-            return json.loads((f.metadata() or {})[_DOC_KEY]).get("meta", {})
+            header = f.metadata() or {}
+        if _DOC_KEY in header:
+            return json.loads(header[_DOC_KEY]).get("meta", {})
+        return json.loads((Path(directory) / f"{name}.json").read_text()).get("meta", {})
     except Exception:  # noqa: BLE001 - a missing or foreign file simply has no steer meta
         return {}
 

@@ -34,7 +34,8 @@ class DriveViewConfig:
     steps: int = 300
     """Most steps to render (the episode may end earlier)."""
     policy: str = "expert"
-    """Who drives: "expert" (the scripted driver)."""
+    """Who drives: "expert" (the scripted driver) or a run directory of `steer drive train` (its
+    deterministic policy, in the env config it was trained with; the picture is then its own BEV)."""
     frames: bool = True
     """Write every frame as a PNG."""
     gif: bool = True
@@ -49,8 +50,10 @@ class DriveViewConfig:
 
 def view(cfg: DriveViewConfig) -> int:
     """Render one episode of the embedded driving simulator to PNG frames and a GIF."""
-    if cfg.policy != "expert":
-        raise DriveViewError(f"unknown policy {cfg.policy!r}; only 'expert' is available for now.")
+    ckpt = os.path.join(cfg.policy, "checkpoints")
+    if cfg.policy != "expert" and not os.path.exists(os.path.join(ckpt, "last.safetensors")):
+        raise DriveViewError(f"--policy must be 'expert' or a run directory of `steer drive train`; "
+                             f"{cfg.policy!r} has no checkpoints/last.safetensors.")
     if cfg.steps <= 0 or cfg.town_size < 2 or cfg.bev_size < 16:
         raise DriveViewError("steps must be positive, town-size at least 2 and bev-size at least 16.")
     import numpy as np
@@ -72,11 +75,33 @@ def view(cfg: DriveViewConfig) -> int:
         sim=SimConfig(seed=cfg.seed, n_towns=1, routes_per_town=16, town=TownConfig(nx=cfg.town_size, ny=cfg.town_size)),
         bev=BevConfig(size=cfg.bev_size, pixels_per_meter=cfg.pixels_per_meter, ego_from_bottom=ego_row),
     )
+    model = None
+    if cfg.policy != "expert":
+        import dataclasses
+
+        import torch
+
+        from steer.agent.ppo import load_policy, obs_to_torch
+
+        model, ppo_cfg, _ = load_policy(ckpt)
+        # The policy sees the BEV it was trained on; only the town and seed come from this command.
+        env_cfg = dataclasses.replace(ppo_cfg.env, sim=dataclasses.replace(env_cfg.sim))
+        ego_row = env_cfg.bev.ego_from_bottom
+        ego_px = (max(2, int(4.5 * env_cfg.bev.pixels_per_meter)), max(1, int(2.0 * env_cfg.bev.pixels_per_meter)))
     env = DriveVectorEnv(1, env_cfg, autoreset=False)
     obs, _ = env.reset(seed=cfg.seed)
-    expert = ExpertDriver(env.sim)
+    expert = ExpertDriver(env.sim) if model is None else None
+
+    def act():
+        if model is None:
+            return expert.act()
+        bev, meas, _ = obs_to_torch(obs)
+        with torch.no_grad():
+            return model.act(bev, meas, deterministic=True).numpy()
+
     pictures = []
-    ego_px = (max(2, int(4.5 * cfg.pixels_per_meter)), max(1, int(2.0 * cfg.pixels_per_meter)))
+    if model is None:
+        ego_px = (max(2, int(4.5 * cfg.pixels_per_meter)), max(1, int(2.0 * cfg.pixels_per_meter)))
     info = {}
     for k in tqdm(range(cfg.steps), desc="drive view", unit="step"):
         img = bev_to_rgb(obs["bev"][0], ego_row, ego_px)
@@ -84,7 +109,7 @@ def view(cfg: DriveViewConfig) -> int:
         pictures.append(pic)
         if cfg.frames:
             pic.save(os.path.join(cfg.out, f"frame_{k:04d}.png"))
-        obs, _, term, trunc, info = env.step(expert.act())
+        obs, _, term, trunc, info = env.step(act())
         if term[0] or trunc[0]:
             break
     if cfg.gif and pictures:
