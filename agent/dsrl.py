@@ -29,6 +29,7 @@ from torch import nn
 from tqdm import tqdm
 
 from steer.agent.checkpoint import load_checkpoint, save_checkpoint
+from steer.agent.conservative import ConservativeConfig, GatedEnvs
 from steer.agent.diffusion import DiffusionPolicy
 from steer.agent.evaluate import EVAL_SEED_BASE, evaluate_chunked
 from steer.agent.latent_actor import LatentActor, LatentActorConfig, save_dsrl_policy
@@ -88,6 +89,9 @@ class DSRLConfig:
     """Env steps between resumable checkpoints."""
     seed: int = 0
     """Seed of networks, warm-up noise and training episodes."""
+    conservative: ConservativeConfig = ConservativeConfig()
+    """Conservative exploration gate (issue 6): episodes or chunks fall back to the base policy (w ~ N(0, I))
+    so that training episodes stay near or above its value; off by default."""
 
 
 class LatentPolicyFn:
@@ -160,7 +164,19 @@ def _sb3_sac_classes():
                 unscaled = np.clip(self._warmup_rng.standard_normal((n_envs, *self.action_space.shape)), -b, b)
                 scaled = self.policy.scale_action(unscaled.astype(np.float32))
                 return self.policy.unscale_action(scaled), scaled
-            return super()._sample_action(learning_starts, action_noise, n_envs)
+            actions, buffer_actions = super()._sample_action(learning_starts, action_noise, n_envs)
+            gated = getattr(self, "_gated", None)
+            if gated is not None:
+                # The conservative gate: chunks it assigns to the baseline run the base policy (w ~ N(0, I)).
+                base = ~gated.explorer_mask()
+                if base.any():
+                    b = float(self.action_space.high[0])
+                    unscaled = np.clip(self._warmup_rng.standard_normal((n_envs, *self.action_space.shape)), -b, b)
+                    scaled = self.policy.scale_action(unscaled.astype(np.float32))
+                    actions, buffer_actions = np.array(actions), np.array(buffer_actions)
+                    actions[base] = self.policy.unscale_action(scaled)[base]
+                    buffer_actions[base] = scaled[base]
+            return actions, buffer_actions
 
     return DSRLSAC, LayerNormSACPolicy
 
@@ -233,11 +249,27 @@ class _Progress:
         return {"env_steps": self.env_steps, "episodes": self.episodes, "curve": self.curve}
 
 
-def _make_vec_env(env_id: str, policy: DiffusionPolicy, cfg: DSRLConfig, seed_offset: int):
+EnvWrapper = Callable[[gym.Env], gym.Env]
+
+
+def make_task_env(env_id: str, env_wrapper: EnvWrapper | None = None) -> gym.Env:
+    """The task env, wrapped (e.g. by a safety shield) when a wrapper is given."""
+    env = gym.make(env_id)
+    return env_wrapper(env) if env_wrapper is not None else env
+
+
+def episode_value(cfg: ConservativeConfig, task_return: float, info: dict) -> float:
+    """What the gate scores an episode by: success (Clopper–Pearson) or the task return (Hoeffding)."""
+    return float(bool(info.get("is_success", False))) if cfg.bound == "clopper_pearson" else task_return
+
+
+def _make_vec_env(env_id: str, policy: DiffusionPolicy, cfg: DSRLConfig, seed_offset: int,
+                  env_wrapper: EnvWrapper | None = None):
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     def make(i: int):
-        return lambda: LatentNoiseEnv(gym.make(env_id), policy, cfg.latent_noise_bound, cfg.reward_offset)
+        return lambda: LatentNoiseEnv(make_task_env(env_id, env_wrapper), policy, cfg.latent_noise_bound,
+                                      cfg.reward_offset)
 
     venv = DummyVecEnv([make(i) for i in range(cfg.num_envs)])
     venv.seed(TRAIN_SEED_BASE + cfg.seed * 100_000 + seed_offset)
@@ -256,16 +288,17 @@ def _sac_state(model) -> dict[str, Any]:
 
 
 def _train_sac(policy: DiffusionPolicy, env_id: str, cfg: DSRLConfig, run: RunLog, resume: bool,
-               progress: bool) -> tuple[Callable[[torch.Tensor], torch.Tensor], dict]:
+               progress: bool, env_wrapper: EnvWrapper | None = None
+               ) -> tuple[Callable[[torch.Tensor], torch.Tensor], dict]:
     DSRLSAC, LayerNormSACPolicy = _sb3_sac_classes()
     ckpt_dir = Path(run.checkpoint_dir)
-    saved = load_checkpoint(ckpt_dir, "dsrl_trainer") if resume and (ckpt_dir / "dsrl_trainer.json").exists() else None
+    saved = load_checkpoint(ckpt_dir, "dsrl_trainer") if resume and (ckpt_dir / "dsrl_trainer.safetensors").exists() else None
     meta = saved[1] if saved else {}
     if saved and hasattr(run, "rewind"):
         run.rewind(int(meta["env_steps"]))
     prog = _Progress(cfg, run, policy, env_id, progress, meta.get("env_steps", 0), meta.get("episodes", 0),
                      meta.get("curve"))
-    venv = _make_vec_env(env_id, policy, cfg, seed_offset=prog.episodes)
+    venv = _make_vec_env(env_id, policy, cfg, seed_offset=prog.episodes, env_wrapper=env_wrapper)
     # SB3 counts latent steps; chunks are ~chunk_len env steps each.
     warmup_latent = max(1, cfg.warmup_env_steps // policy.cfg.chunk_len)
     model = DSRLSAC(LayerNormSACPolicy, venv, learning_rate=cfg.lr, buffer_size=cfg.buffer_size,
@@ -291,6 +324,10 @@ def _train_sac(policy: DiffusionPolicy, env_id: str, cfg: DSRLConfig, run: RunLo
         model._n_updates = int(meta["n_updates"])
         model._warmup_rng.bit_generator.state = meta["warmup_rng"]
         torch.set_rng_state(state["torch_rng"])
+    gated = GatedEnvs(cfg.conservative, cfg.num_envs) if cfg.conservative.enabled else None
+    if gated is not None and "conservative" in meta:
+        gated.load_state(meta["conservative"])
+    model._gated = gated
 
     def actor_mean(obs_norm: torch.Tensor) -> torch.Tensor:
         # SB3's deterministic action: tanh(mean) rescaled to the symmetric bound.
@@ -299,11 +336,22 @@ def _train_sac(policy: DiffusionPolicy, env_id: str, cfg: DSRLConfig, run: RunLo
     from stable_baselines3.common.callbacks import BaseCallback
 
     ep_ret = np.zeros(cfg.num_envs)
+    task_ret = np.zeros(cfg.num_envs)
 
     class Hook(BaseCallback):
         def _on_step(self) -> bool:
             infos, dones, rewards = self.locals["infos"], self.locals["dones"], self.locals["rewards"]
             ep_ret[:] += rewards
+            if gated is not None:
+                warm = self.model.num_timesteps < warmup_latent
+                for i, info in enumerate(infos):
+                    gated.on_chunk(i, info)
+                    task_ret[i] += rewards[i] + cfg.reward_offset * info.get("chunk_steps", 0)
+                    if dones[i]:
+                        gated.on_episode_end(i, episode_value(cfg.conservative, float(task_ret[i]), info),
+                                             prog.env_steps + int(sum(x.get("chunk_steps", 0) for x in infos)),
+                                             warm, run)
+                        task_ret[i] = 0.0
             rets = [float(ep_ret[i]) if dones[i] else None for i in range(len(dones))]
             ep_ret[dones] = 0.0
             prog.on_transition(infos, dones, rets)
@@ -315,7 +363,8 @@ def _train_sac(policy: DiffusionPolicy, env_id: str, cfg: DSRLConfig, run: RunLo
                                 {**prog.state(), "latent_steps": self.model.num_timesteps,
                                  "n_updates": self.model._n_updates, "buffer_pos": rb.pos, "buffer_full": rb.full,
                                  "warmup_rng": self.model._warmup_rng.bit_generator.state,
-                                 "config": asdict(cfg)})
+                                 "config": asdict(cfg),
+                                 **({"conservative": gated.state()} if gated is not None else {})})
             return prog.env_steps < cfg.env_steps
 
     if prog.env_steps < cfg.env_steps:
@@ -327,22 +376,28 @@ def _train_sac(policy: DiffusionPolicy, env_id: str, cfg: DSRLConfig, run: RunLo
     sb3 = model.actor.state_dict()
     actor.load_state_dict({k: v for k, v in sb3.items() if k.startswith(("latent_pi.", "mu."))})
     actor.eval()
-    return actor, {"model": model, "progress": prog}
+    return actor, {"model": model, "progress": prog, "gate": gated}
 
 
 def train_dsrl(policy: DiffusionPolicy, env_id: str, cfg: DSRLConfig, run: RunLog, resume: bool = False,
-               progress: bool = True, policy_meta: dict | None = None) -> tuple[LatentPolicyFn, dict]:
+               progress: bool = True, policy_meta: dict | None = None,
+               env_wrapper: EnvWrapper | None = None) -> tuple[LatentPolicyFn, dict]:
     """Run DSRL on a frozen ``policy``; saves ``dsrl_policy`` in the run's checkpoints and returns the
-    deterministic latent policy and training details."""
+    deterministic latent policy and training details (``gate``: the conservative gate's :class:`GatedEnvs`,
+    with its per-episode records, or None when it is off).
+
+    ``env_wrapper`` wraps every training task env (e.g. a safety shield, so training sees the limits the
+    hardware enforces); its cumulative ``safety/interventions`` and ``safety/violations`` infos are logged
+    by the gate's metrics."""
     torch.manual_seed(cfg.seed)
     for p in policy.parameters():
         p.requires_grad_(False)
     if cfg.algorithm == "sac":
-        actor, details = _train_sac(policy, env_id, cfg, run, resume, progress)
+        actor, details = _train_sac(policy, env_id, cfg, run, resume, progress, env_wrapper)
     elif cfg.algorithm == "na":
         from steer.agent.dsrl_na import train_na
 
-        actor, details = train_na(policy, env_id, cfg, run, resume, progress, _Progress)
+        actor, details = train_na(policy, env_id, cfg, run, resume, progress, _Progress, env_wrapper)
     else:
         raise ValueError(f"unknown DSRL algorithm {cfg.algorithm!r}; choose 'sac' or 'na'.")
     save_dsrl_policy(run.checkpoint_dir, actor, policy,

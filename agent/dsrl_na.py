@@ -123,9 +123,10 @@ def prefill_from_demos(buffer: Buffer, policy: DiffusionPolicy, demos, reward_of
 
 
 def train_na(policy: DiffusionPolicy, env_id: str, cfg, run: RunLog, resume: bool, progress: bool,
-             progress_cls) -> tuple[LatentActor, dict[str, Any]]:
-    """Train DSRL-NA; returns the deterministic latent actor and details (``progress``)."""
-    from steer.agent.dsrl import TRAIN_SEED_BASE
+             progress_cls, env_wrapper=None) -> tuple[LatentActor, dict[str, Any]]:
+    """Train DSRL-NA; returns the deterministic latent actor and details (``progress``, ``gate``)."""
+    from steer.agent.conservative import GatedEnvs
+    from steer.agent.dsrl import TRAIN_SEED_BASE, episode_value, make_task_env
 
     pc = policy.cfg
     acfg = LatentActorConfig(pc.obs_dim, pc.noise_dim, cfg.hidden_dim, cfg.num_layers, cfg.layer_norm,
@@ -142,7 +143,7 @@ def train_na(policy: DiffusionPolicy, env_id: str, cfg, run: RunLog, resume: boo
     b = cfg.latent_noise_bound
     ckpt_dir = Path(run.checkpoint_dir)
     meta: dict[str, Any] = {}
-    if resume and (ckpt_dir / "dsrl_trainer.json").exists():
+    if resume and (ckpt_dir / "dsrl_trainer.safetensors").exists():
         state, meta = load_checkpoint(ckpt_dir, "dsrl_trainer")
         for name, mod in (("actor", actor), ("q_a", q_a), ("q_w", q_w), ("q_a_targ", q_a_targ)):
             mod.load_state_dict(state[name])
@@ -164,13 +165,18 @@ def train_na(policy: DiffusionPolicy, env_id: str, cfg, run: RunLog, resume: boo
         run.log(0, {"charts/prefilled_transitions": n})
     prog = progress_cls(cfg, run, policy, env_id, progress, meta.get("env_steps", 0), meta.get("episodes", 0),
                         meta.get("curve"))
-    envs = [LatentNoiseEnv(gym.make(env_id), policy, b, cfg.reward_offset) for _ in range(cfg.num_envs)]
+    envs = [LatentNoiseEnv(make_task_env(env_id, env_wrapper), policy, b, cfg.reward_offset)
+            for _ in range(cfg.num_envs)]
     seed0 = TRAIN_SEED_BASE + cfg.seed * 100_000 + prog.episodes
     obs = np.stack([e.reset(seed=seed0 + i)[0] for i, e in enumerate(envs)])
     next_seed = seed0 + len(envs)
     ep_ret = np.zeros(len(envs))
     warmup_latent = max(1, cfg.warmup_env_steps // pc.chunk_len)
     latent_steps = int(meta.get("latent_steps", 0))
+    gated = GatedEnvs(cfg.conservative, len(envs)) if cfg.conservative.enabled else None
+    if gated is not None and "conservative" in meta:
+        gated.load_state(meta["conservative"])
+    task_ret = np.zeros(len(envs))
     updates = 0
 
     def update() -> dict[str, float]:
@@ -227,6 +233,11 @@ def train_na(policy: DiffusionPolicy, env_id: str, cfg, run: RunLog, resume: boo
                 w = np.clip(rng.standard_normal((len(envs), pc.noise_dim)), -b, b).astype(np.float32)
             else:
                 w = actor.sample(torch.from_numpy(obs))[0].numpy()
+                if gated is not None:
+                    # The conservative gate: chunks it assigns to the baseline run the base policy (w ~ N(0, I)).
+                    base = ~gated.explorer_mask()
+                    if base.any():
+                        w[base] = np.clip(rng.standard_normal((int(base.sum()), pc.noise_dim)), -b, b)
         infos, dones, rets = [], np.zeros(len(envs), bool), []
         for i, env in enumerate(envs):
             nobs, r, term, trunc, info = env.step(w[i])
@@ -236,6 +247,14 @@ def train_na(policy: DiffusionPolicy, env_id: str, cfg, run: RunLog, resume: boo
             infos.append(info)
             dones[i] = term or trunc
             rets.append(float(ep_ret[i]) if dones[i] else None)
+            if gated is not None:
+                gated.on_chunk(i, info)
+                task_ret[i] += r + cfg.reward_offset * info["chunk_steps"]
+                if dones[i]:
+                    gated.on_episode_end(i, episode_value(cfg.conservative, float(task_ret[i]), info),
+                                         prog.env_steps + sum(x["chunk_steps"] for x in infos),
+                                         latent_steps < warmup_latent, run)
+                    task_ret[i] = 0.0
             if dones[i]:
                 ep_ret[i] = 0.0
                 nobs, _ = env.reset(seed=next_seed)
@@ -257,11 +276,12 @@ def train_na(policy: DiffusionPolicy, env_id: str, cfg, run: RunLog, resume: boo
                              **{f"opt_{n}": o.state_dict() for n, o in opt.items()},
                              "buffer": buf.data, "torch_rng": torch.get_rng_state()},
                             {**prog.state(), "latent_steps": latent_steps, "buffer_size": buf.size,
-                             "buffer_pos": buf.pos, "rng": rng.bit_generator.state, "config": asdict(cfg)})
+                             "buffer_pos": buf.pos, "rng": rng.bit_generator.state, "config": asdict(cfg),
+                             **({"conservative": gated.state()} if gated is not None else {})})
     prog.bar.close()
     for e in envs:
         e.close()
     det = LatentActor(acfg)
     det.load_state_dict({k: v for k, v in actor.state_dict().items() if not k.startswith("log_std")})
     det.eval()
-    return det, {"progress": prog}
+    return det, {"progress": prog, "gate": gated}

@@ -128,6 +128,11 @@ class DSRLCommand:
     """Continue the run from its last checkpoint."""
     eval_episodes: int = 100
     """Episodes of the final evaluation on held-out seeds (0 to skip)."""
+    shield: bool = False
+    """Send every training action through the robot's safety shield, so training sees the limits the hardware
+    enforces; interventions per 1,000 steps are logged when the conservative gate runs (``--dsrl.conservative.variant``)."""
+    robot_config: Path | None = None
+    """Limits YAML of the shield (default: the packaged PlanarPush robot config)."""
     dsrl: DSRLConfig = DSRLConfig()
     """DSRL hyperparameters."""
 
@@ -137,11 +142,60 @@ def _load_bc(path: Path):
     from steer.agent.checkpoint import load_checkpoint
 
     ckpt = Path(path) / "checkpoints"
-    if not (ckpt / "policy.json").exists():
-        raise RunError(f"{path} has no BC policy (expected {ckpt / 'policy.json'}); train one with `steer bc`.")
+    if not (ckpt / "policy.safetensors").exists():
+        raise RunError(f"{path} has no BC policy (expected {ckpt / 'policy.safetensors'}); train one with `steer bc`.")
     policy = load_policy(ckpt)
     _, meta = load_checkpoint(ckpt, "policy")
     return policy, meta
+
+
+def shielded_env_wrapper(robot_config: Path | None = None):
+    """A wrapper factory that puts the robot's safety shield between a task env and its actions."""
+    import gymnasium as gym
+    import numpy as np
+
+    from steer.robot.config import load_robot_config
+    from steer.robot.shield import SafetyShield
+
+    config = load_robot_config(robot_config)
+    period_ns = int(round(config.control_period_s * 1e9))
+
+    class ShieldedTaskEnv(gym.Wrapper):
+        """Actions pass the shield as on hardware; cumulative ``safety/interventions`` (commands it changed) and
+        ``safety/violations`` (steps that end with a commanded joint outside its position bounds) in every info."""
+
+        def __init__(self, env: gym.Env):
+            super().__init__(env)
+            names = list(getattr(env.unwrapped, "obs_names", []))
+            missing = [j for j in config.command_joint_names if f"{j}.pos" not in names]
+            if missing:
+                raise RunError(f"the task observes no position of {missing}; the shield's robot config does not "
+                               "match the task, pass a matching --robot-config.")
+            self._pos_idx = [names.index(f"{j}.pos") for j in config.command_joint_names]
+            self.interventions, self.violations = 0, 0
+            self._now_ns, self._obs = 0, None
+
+        def _position(self):
+            return np.asarray(self._obs, dtype=np.float64)[self._pos_idx]
+
+        def reset(self, **kwargs):
+            self._obs, info = self.env.reset(**kwargs)
+            self.shield = SafetyShield(config)
+            self.shield.arm(self._now_ns)
+            self.shield.start(self._now_ns)
+            return self._obs, info
+
+        def step(self, action):
+            self._now_ns += period_ns
+            out = self.shield.filter(action, self._now_ns, self._now_ns, position=self._position())
+            self.interventions += int(bool(out.reasons))
+            self._obs, r, term, trunc, info = self.env.step(out.command.astype(np.float32))
+            pos = self._position()
+            self.violations += int(np.any(pos < self.shield.position_min) or np.any(pos > self.shield.position_max))
+            info = {**info, "safety/interventions": self.interventions, "safety/violations": self.violations}
+            return self._obs, r, term, trunc, info
+
+    return ShieldedTaskEnv
 
 
 def run_dsrl(cfg: DSRLCommand, progress: bool = True) -> dict:
@@ -158,12 +212,20 @@ def run_dsrl(cfg: DSRLCommand, progress: bool = True) -> dict:
                                       "action_high") if k in meta}
         pmeta["source_run"] = str(run.path)
         pmeta["base_run"] = str(cfg.policy)
+        wrapper = shielded_env_wrapper(cfg.robot_config) if cfg.shield else None
         fn, details = train_dsrl(policy, meta["task"], cfg.dsrl, run, resume=cfg.resume, progress=progress,
-                                 policy_meta=pmeta)
+                                 policy_meta=pmeta, env_wrapper=wrapper)
         prog = details["progress"]
         summary = {"task": meta["task"], "seed": cfg.dsrl.seed, "algorithm": f"dsrl-{cfg.dsrl.algorithm}",
                    "env_steps": prog.env_steps, "episodes": prog.episodes, "curve": prog.curve,
                    "train_s": time.time() - t0}
+        gated = details.get("gate")
+        if gated is not None:
+            kinds = [r.kind for r in gated.records]
+            summary["conservative"] = {"variant": cfg.dsrl.conservative.variant, "episodes": len(kinds),
+                                       "explorer_episodes": kinds.count("explorer"),
+                                       "baseline_episodes": kinds.count("baseline"), "rho_final": gated.gate.rho(),
+                                       "baseline_bounds": list(gated.gate.baseline_bounds())}
         if cfg.eval_episodes > 0:
             res = evaluate_chunked(meta["task"], fn, cfg.eval_episodes, progress=progress, desc="eval dsrl")
             summary["eval"] = res.as_dict()
@@ -203,10 +265,10 @@ def evaluate(cfg: EvalCommand) -> int:
     from steer.agent.latent_actor import load_dsrl_policy
 
     ckpt = cfg.run / "checkpoints"
-    if (ckpt / "dsrl_policy.json").exists():
+    if (ckpt / "dsrl_policy.safetensors").exists():
         actor, base, meta = load_dsrl_policy(ckpt)
         fn, kind = LatentPolicyFn(base, actor), "dsrl"
-    elif (ckpt / "policy.json").exists():
+    elif (ckpt / "policy.safetensors").exists():
         base, meta = _load_bc(cfg.run)
         fn, kind = base_policy_fn(base, cfg.noise_seed), "bc"
     else:

@@ -1,0 +1,215 @@
+"""Conservative exploration: DSRL-SAC with and without the EpsMix gate on PlanarPush.
+
+One dataset and one BC policy (the baseline, w ~ N(0, I)) are shared. For each seed,
+DSRL-SAC runs ungated (the gate only measures: variant ``monitor``) and gated
+(variant ``epsmix``), two runs at a time, interleaved by seed. The baseline's value
+V_b is measured on ``--baseline-episodes`` held-out episodes (noise clipped to the
+latent bound, as in training); the threshold is
+(1 − α)·L_b with L_b its Clopper–Pearson lower bound at δ.
+
+* below-threshold fraction: training episodes come in consecutive windows of
+  ``--window`` episodes; a window is below threshold when its success rate is
+  under (1 − α)·L_b (the guarantee is about each episode's policy value, which a
+  0/1 outcome cannot show alone). The fraction of windows below is the figure; the
+  rate at which windows of the baseline alone would fall below (sampling error) is
+  in the details, with the per-episode fraction of the issue's literal definition.
+* final success: the deterministic latent actor on 100 held-out episodes.
+* steps to 0.9: first learning-curve evaluation at or above 0.9 (null if never).
+
+    python bench/conservative.py --seeds 5 --env-steps 12000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent
+TASK = "steer/PlanarPush-v0"
+BASELINE_SEED = 3_000_000
+
+
+def prepare(work: Path, bc_steps: int) -> Path:
+    """Demonstrations and a BC policy (reused when the folder already holds one)."""
+    import torch
+
+    import steer.sim  # noqa: F401
+    from steer.agent.bc import BCConfig, train_bc
+    from steer.agent.runlog import MemoryLog
+    from steer.sim.demos import collect_demos, load_demos
+    from steer.sim.expert import PushExpert
+
+    data, ckpt = work / "data", work / "bc"
+    if not (ckpt / "policy.json").exists():
+        torch.set_num_threads(1)
+        collect_demos(TASK, PushExpert(seed=1000), 200, 1000, data, progress=False)
+        demos = load_demos(data)
+        train_bc(demos.observations, demos.actions, BCConfig(steps=bc_steps), MemoryLog(ckpt), {"task": TASK},
+                 progress=False)
+    return ckpt
+
+
+def baseline_value(ckpt: str, episodes: int) -> dict:
+    """Success of the baseline exactly as training runs it: w ~ N(0, I) clipped to the latent bound."""
+    import torch
+
+    import steer.sim  # noqa: F401
+    from steer.agent.bc import load_policy
+    from steer.agent.dsrl import DSRLConfig
+    from steer.agent.evaluate import evaluate_chunked
+
+    torch.set_num_threads(1)
+    policy = load_policy(Path(ckpt))
+    b = DSRLConfig().latent_noise_bound
+    gen = torch.Generator().manual_seed(0)
+
+    def act(obs):
+        with torch.no_grad():
+            o = torch.as_tensor(obs, dtype=torch.float32)
+            w = torch.randn(o.shape[0], policy.cfg.chunk_len, policy.cfg.action_dim, generator=gen).clamp(-b, b)
+            return policy.sample(o, w).numpy()
+
+    res = evaluate_chunked(TASK, act, episodes, seed=BASELINE_SEED)
+    return {"success_rate": res.success_rate, "successes": int(res.successes.sum()), "episodes": res.episodes}
+
+
+def _steps_to(curve: list, level: float = 0.9):
+    for steps, success, *_ in curve:
+        if success >= level:
+            return int(steps)
+    return None
+
+
+def run_one(gated: bool, seed: int, ckpt: str, env_steps: int, eval_every: int, eval_episodes: int,
+            alpha: float, delta: float) -> dict:
+    import torch
+
+    import steer.sim  # noqa: F401
+    from steer.agent.bc import load_policy
+    from steer.agent.conservative import ConservativeConfig
+    from steer.agent.dsrl import DSRLConfig, train_dsrl
+    from steer.agent.evaluate import evaluate_chunked
+    from steer.agent.runlog import MemoryLog
+
+    torch.set_num_threads(1)
+    policy = load_policy(Path(ckpt))
+    gate = ConservativeConfig(variant="epsmix" if gated else "monitor", alpha=alpha, delta=delta, seed=seed)
+    cfg = DSRLConfig(env_steps=env_steps, eval_every=eval_every, eval_episodes=eval_episodes, seed=seed,
+                     conservative=gate)
+    t = time.time()
+    log = MemoryLog()
+    fn, det = train_dsrl(policy, TASK, cfg, log, progress=False)
+    curve = det["progress"].curve
+    final = evaluate_chunked(TASK, fn, 100).success_rate
+    records = [[r.env_steps, r.value, r.kind, round(r.gate_rho, 4)] for r in det["gate"].records]
+    return {"gated": gated, "seed": seed, "curve": curve, "steps_to_0.9": _steps_to(curve), "final_success": final,
+            "episodes": records, "wall_s": time.time() - t,
+            "rho": [[s, m["safety/rho"]] for s, m in ((r["step"], r) for r in log.records) if "safety/rho" in m]}
+
+
+def below_threshold(records: list, threshold: float, window: int) -> dict:
+    """Window-level and episode-level fractions of training episodes below ``threshold``."""
+    values = np.array([r[1] for r in records], dtype=float)
+    n_win = len(values) // window
+    means = values[:n_win * window].reshape(n_win, window).mean(axis=1) if n_win else np.zeros(0)
+    return {"window_frac": float((means < threshold).mean()) if n_win else None, "windows": n_win,
+            "episode_frac": float((values < threshold).mean()) if len(values) else None,
+            "explorer_share": float(np.mean([r[2] == "explorer" for r in records])) if records else None}
+
+
+def _median(values):
+    """Median with None (not reached) counted as +inf; None if the median itself was not reached."""
+    v = sorted(np.inf if x is None else x for x in values)
+    m = float(np.median(v))
+    return None if not np.isfinite(m) else m
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--env-steps", type=int, default=12_000)
+    ap.add_argument("--eval-every", type=int, default=1_000)
+    ap.add_argument("--eval-episodes", type=int, default=50)
+    ap.add_argument("--baseline-episodes", type=int, default=300)
+    ap.add_argument("--alpha", type=float, default=0.2)
+    ap.add_argument("--delta", type=float, default=0.05)
+    ap.add_argument("--window", type=int, default=25, help="training episodes per window")
+    ap.add_argument("--bc-steps", type=int, default=6_000)
+    ap.add_argument("--work", type=Path, default=Path("runs/bench-dsrl"),
+                    help="folder of the dataset and BC policy (shared with bench/dsrl.py)")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=ROOT / "results" / "conservative.json")
+    args = ap.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    ckpt = str(prepare(args.work, args.bc_steps))
+    t0 = time.time()
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        base_job = pool.submit(baseline_value, ckpt, args.baseline_episodes)
+        jobs = [pool.submit(run_one, gated, seed, ckpt, args.env_steps, args.eval_every, args.eval_episodes,
+                            args.alpha, args.delta)
+                for seed in range(args.seeds) for gated in (False, True)]
+        base = base_job.result()
+        results = []
+        for j in as_completed(jobs):
+            results.append(j.result())
+            # Partial results after every run, so a long benchmark always leaves something to read.
+            if len(results) < len(jobs) and {r["gated"] for r in results} == {True, False}:
+                report(args, base, results, t0, partial=True)
+    report(args, base, results, t0, partial=False)
+
+
+def report(args, base: dict, results: list, t0: float, partial: bool) -> None:
+    """Figures, table and JSON from the finished runs."""
+    from scipy import stats
+
+    from steer.agent.conservative import clopper_pearson_bounds
+
+    results = sorted(results, key=lambda r: (r["seed"], r["gated"]))
+    lb, _ = clopper_pearson_bounds(base["successes"], base["episodes"], args.delta)
+    threshold = (1 - args.alpha) * lb
+    # Sampling error: how often a window of the baseline alone falls under the threshold.
+    k_below = int(np.ceil(threshold * args.window)) - 1
+    noise_floor = float(stats.binom.cdf(k_below, args.window, base["success_rate"])) if k_below >= 0 else 0.0
+    for r in results:
+        r.update(below_threshold(r["episodes"], threshold, args.window))
+    figures = {}
+    for name, gated in (("gated", True), ("ungated", False)):
+        rs = [r for r in results if r["gated"] == gated]
+        figures[f"below_threshold_frac.{name}"] = float(np.median([r["window_frac"] for r in rs]))
+        figures[f"final_success.{name}"] = float(np.median([r["final_success"] for r in rs]))
+        figures[f"steps_to_0.9.{name}"] = _median([r["steps_to_0.9"] for r in rs])
+    details = {"baseline": {**base, "lower_bound": lb, "threshold": threshold},
+               "window_episodes": args.window, "window_noise_floor": noise_floor,
+               "alpha": args.alpha, "delta": args.delta, "env_steps_budget": args.env_steps, "seeds": args.seeds,
+               "eval_every": args.eval_every, "eval_episodes": args.eval_episodes, "wall_s": time.time() - t0,
+               "gate": "epsmix (ungated runs use 'monitor': same training, only measured)",
+               "episode_frac_median": {n: float(np.median([r["episode_frac"] for r in results if r["gated"] == g]))
+                                       for n, g in (("gated", True), ("ungated", False))},
+               "complete": not partial, "runs_finished": len(results), "runs": results}
+    if partial:
+        print(f"partial: {len(results)} runs finished")
+    print(f"baseline success {base['success_rate']:.2f} (L_b {lb:.2f}), threshold {threshold:.2f}, "
+          f"window noise floor {noise_floor:.3f}")
+    print(f"{'':<10} {'below-thr windows':>18} {'final success':>14} {'steps to 0.9':>13}")
+    for name in ("ungated", "gated"):
+        s = figures[f"steps_to_0.9.{name}"]
+        print(f"{name:<10} {figures[f'below_threshold_frac.{name}']:>18.3f} {figures[f'final_success.{name}']:>14.2f} "
+              f"{('not reached' if s is None else f'{s:,.0f}'):>13}")
+    doc = {"figures": figures, "details": details,
+           "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "gpu": None},
+           "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    args.out.parent.mkdir(exist_ok=True, parents=True)
+    args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""The conservative gate inside DSRL training (SAC and NA) and the shield's metrics."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import steer.sim  # noqa: F401
+from steer.agent.conservative import ConservativeConfig
+from steer.agent.dsrl import DSRLConfig, train_dsrl
+from steer.agent.runlog import MemoryLog
+
+TASK = "steer/PlanarPush-v0"
+
+
+def _cfg(algorithm, **gate):
+    return DSRLConfig(algorithm=algorithm, env_steps=400, warmup_env_steps=200, utd=1, num_envs=2, batch_size=32,
+                      hidden_dim=32, num_layers=1, na_distill_steps=1, eval_every=10**6, seed=0,
+                      conservative=ConservativeConfig(**{"metrics_window": 2, "min_baseline_episodes": 1, **gate}))
+
+
+def test_sac_gate_with_no_slack_never_lets_the_actor_act(tiny_bc):
+    # α = 0 and an explorer that never ran: ρ = 0, so every chunk must be the base policy's N(0, I) noise,
+    # drawn from the warm-up generator in order: the replay buffer must hold exactly that sequence.
+    policy, _ = tiny_bc
+    torch.set_num_threads(1)
+    log = MemoryLog()
+    _, det = train_dsrl(policy, TASK, _cfg("sac", variant="epsmix", alpha=0.0), log, progress=False)
+    gated, model = det["gate"], det["model"]
+    assert gated.records and all(r.kind == "baseline" and r.explorer_share == 0.0 for r in gated.records)
+    rb = model.replay_buffer
+    n = rb.buffer_size if rb.full else rb.pos
+    expected = np.clip(np.random.default_rng(0).standard_normal((n, 2, policy.cfg.noise_dim)), -1.5, 1.5) / 1.5
+    np.testing.assert_allclose(rb.actions[:n], expected, atol=1e-6)
+    rhos = [v for _, v in log.series("safety/rho")]
+    assert rhos and max(rhos) == 0.0
+    assert all(0.0 <= v <= 1.0 for _, v in log.series("safety/below_threshold_frac"))
+
+
+def test_sac_monitor_changes_nothing(tiny_bc):
+    policy, _ = tiny_bc
+    torch.set_num_threads(1)
+    _, off = train_dsrl(policy, TASK, _cfg("sac"), MemoryLog(), progress=False)
+    log = MemoryLog()
+    _, mon = train_dsrl(policy, TASK, _cfg("sac", variant="monitor"), log, progress=False)
+    assert off["gate"] is None and mon["gate"].records
+    a, b = off["model"].replay_buffer, mon["model"].replay_buffer
+    np.testing.assert_array_equal(a.actions[:a.pos], b.actions[:b.pos])
+    assert log.series("safety/window_value")
+
+
+def test_na_gate_with_no_slack_runs_only_the_baseline(tiny_bc):
+    policy, _ = tiny_bc
+    torch.set_num_threads(1)
+    log = MemoryLog()
+    _, det = train_dsrl(policy, TASK, _cfg("na", variant="stepmix", alpha=0.0), log, progress=False)
+    assert det["gate"].records and all(r.kind == "baseline" for r in det["gate"].records)
+    assert max(v for _, v in log.series("safety/rho")) == 0.0
+
+
+def test_shield_wrapper_counts_interventions_and_they_reach_the_metrics(tiny_bc):
+    from steer.ops.train_cmd import shielded_env_wrapper
+
+    wrapper = shielded_env_wrapper()
+    env = wrapper(gym.make(TASK))
+    env.reset(seed=0)
+    # 0.3 m/s is the velocity box; a command of 5 m/s is clipped, one of 0.01 passes untouched.
+    _, _, _, _, info = env.step(np.array([5.0, 0.0], np.float32))
+    assert info["safety/interventions"] == 1
+    _, _, _, _, info = env.step(np.array([0.01, 0.0], np.float32))
+    assert info["safety/interventions"] == 1 and info["safety/violations"] == 0
+    policy, _ = tiny_bc
+    torch.set_num_threads(1)
+    log = MemoryLog()
+    train_dsrl(policy, TASK, _cfg("sac", variant="epsmix"), log, progress=False, env_wrapper=wrapper)
+    rates = [v for _, v in log.series("safety/shield_interventions_per_1k")]
+    assert rates and all(0.0 <= v <= 1000.0 for v in rates)
+    assert [v for _, v in log.series("safety/constraint_violations")]
+
+
+def test_dsrl_command_with_gate_and_shield_writes_safety_metrics(tiny_bc, tmp_path):
+    import json
+
+    from steer.ops.train_cmd import DSRLCommand, run_dsrl
+
+    _, ckpt = tiny_bc
+    (tmp_path / "bc").mkdir()
+    (tmp_path / "bc" / "checkpoints").symlink_to(ckpt, target_is_directory=True)
+    torch.set_num_threads(1)
+    summary = run_dsrl(DSRLCommand(policy=tmp_path / "bc", runs=tmp_path, name="d", eval_episodes=0, shield=True,
+                                   dsrl=_cfg("sac", variant="epsmix", alpha=0.0)), progress=False)
+    assert summary["conservative"]["explorer_episodes"] == 0 and summary["conservative"]["rho_final"] == 0.0
+    rows = [json.loads(line) for line in (tmp_path / "d" / "metrics.jsonl").read_text().splitlines()]
+    safety = [r for r in rows if "safety/rho" in r]
+    assert safety and all("safety/shield_interventions_per_1k" in r for r in safety)
+    config = json.loads((tmp_path / "d" / "config.json").read_text())
+    assert "epsmix" in json.dumps(config)
