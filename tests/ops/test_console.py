@@ -492,14 +492,15 @@ def _bc_run(tiny_bc, root: Path, name: str, with_names: bool) -> Path:
     for f in ckpt.glob("policy.*"):
         (run / "checkpoints" / f.name).write_bytes(f.read_bytes())
     if with_names:
+        from steer.agent.bc import save_policy
+
         env = gym.make("steer/PlanarPush-v0")
         u = env.unwrapped
-        meta_path = run / "checkpoints" / "policy.json"
-        data = json.loads(meta_path.read_text())
-        data["meta"] |= {"obs_names": list(u.obs_names), "action_names": list(u.action_names),
-                         "control_rate_hz": float(u.control_rate_hz), "action_low": env.action_space.low.tolist(),
-                         "action_high": env.action_space.high.tolist()}
-        meta_path.write_text(json.dumps(data))
+        # What `steer bc` records with the weights (names, rate, limits).
+        save_policy(run / "checkpoints", tiny_bc[0],
+                    {"task": "steer/PlanarPush-v0", "obs_names": list(u.obs_names),
+                     "action_names": list(u.action_names), "control_rate_hz": float(u.control_rate_hz),
+                     "action_low": env.action_space.low.tolist(), "action_high": env.action_space.high.tolist()})
         env.close()
     return run
 

@@ -1,6 +1,5 @@
 """A policy exported by `steer export` (real DDIM graph) runs on the robot side as in training."""
 
-import json
 
 import numpy as np
 import pytest
@@ -30,9 +29,9 @@ def exported(tiny_bc, tmp_path_factory):
                MemoryLog(dsrl / "checkpoints"), progress=False, policy_meta=meta)
     # The shared BC fixture was trained without the task's names: its export must be refused.
     export_run(bc, root / "bc_unnamed.onnx")
-    doc = json.loads((bc / "checkpoints" / "policy.json").read_text())
-    doc["meta"].update(meta)  # what `steer bc` records (names, rate, limits)
-    (bc / "checkpoints" / "policy.json").write_text(json.dumps(doc))
+    from steer.agent.bc import save_policy
+
+    save_policy(bc / "checkpoints", policy, meta)  # what `steer bc` records (names, rate, limits)
     export_run(bc, root / "bc.onnx")
     export_run(dsrl, root / "dsrl.onnx")
     return root / "bc.onnx", root / "dsrl.onnx"
