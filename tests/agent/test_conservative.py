@@ -141,7 +141,8 @@ def test_epsmix_explores_at_rate_rho_and_budget_only_with_margin(b_succ, b_n, e_
     elif rho == 1.0:
         assert all(picks)
     else:  # binomial(400, ρ): 5 standard deviations
-        assert abs(np.mean(picks) - rho) <= 5 * math.sqrt(rho * (1 - rho) / 400) + 1e-9
+        # 5 sigma of the binomial, plus 3 draws of slack: at tiny rho a single hit in 400 is not an error.
+        assert abs(np.mean(picks) - rho) <= 5 * math.sqrt(rho * (1 - rho) / 400) + 3 / 400
     budget = _gate("budget", alpha=alpha, seed=seed)
     budget.baseline_values = list(eps.baseline_values)
     budget.explorer_values = list(eps.explorer_values)
