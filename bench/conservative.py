@@ -32,29 +32,12 @@ from pathlib import Path
 
 import numpy as np
 
+# The demonstrations and BC policy are prepared exactly as for bench/dsrl.py (same folder layout).
+from dsrl import prepare  # noqa: E402  (bench/ is on sys.path when run as a script)
+
 ROOT = Path(__file__).resolve().parent
 TASK = "steer/PlanarPush-v0"
 BASELINE_SEED = 3_000_000
-
-
-def prepare(work: Path, bc_steps: int) -> Path:
-    """Demonstrations and a BC policy (reused when the folder already holds one)."""
-    import torch
-
-    import steer.sim  # noqa: F401
-    from steer.agent.bc import BCConfig, train_bc
-    from steer.agent.runlog import MemoryLog
-    from steer.sim.demos import collect_demos, load_demos
-    from steer.sim.expert import PushExpert
-
-    data, ckpt = work / "data", work / "bc"
-    if not (ckpt / "policy.json").exists():
-        torch.set_num_threads(1)
-        collect_demos(TASK, PushExpert(seed=1000), 200, 1000, data, progress=False)
-        demos = load_demos(data)
-        train_bc(demos.observations, demos.actions, BCConfig(steps=bc_steps), MemoryLog(ckpt), {"task": TASK},
-                 progress=False)
-    return ckpt
 
 
 def baseline_value(ckpt: str, episodes: int) -> dict:

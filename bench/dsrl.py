@@ -36,7 +36,7 @@ def prepare(work: Path, bc_steps: int) -> Path:
     from steer.sim.expert import PushExpert
 
     data, ckpt = work / "data", work / "bc"
-    if not (ckpt / "policy.json").exists():
+    if not (ckpt / "policy.safetensors").exists():
         torch.set_num_threads(1)
         collect_demos(TASK, PushExpert(seed=1000), 200, 1000, data, progress=False)
         demos = load_demos(data)
