@@ -29,6 +29,23 @@ PROMOTE_TOPIC = RobotConfig.policy_promote_topic
 SILENT_AFTER_S = 0.5
 """No joint state for this long: the robot is shown as silent."""
 
+RATE_WINDOW_S = 3.0
+"""The command rate is averaged over this many seconds: long enough that a robot catching up
+after a stall (it may step faster than its period for a while) reads as its mean rate."""
+
+
+def command_rate(times_ns, now_ns: int, window_s: float = RATE_WINDOW_S) -> float:
+    """Commands per second over the last ``window_s`` seconds of receive times (ns).
+
+    Zero when fewer than two commands arrived in the window or the last is older than 1 s.
+    """
+    start = now_ns - int(window_s * 1e9)
+    recent = [t for t in times_ns if t >= start]
+    if len(recent) < 2 or now_ns - recent[-1] > 1e9:
+        return 0.0
+    span = (recent[-1] - recent[0]) / 1e9
+    return (len(recent) - 1) / span if span > 0 else 0.0
+
 
 @dataclass
 class RobotView:
@@ -90,7 +107,7 @@ class RobotLink:
         self._safety_ns: int | None = None
         self._pending_js_ns: int | None = None  # joint state waiting for its command
         self._latencies: deque[float] = deque(maxlen=50)
-        self._command_times: deque[int] = deque(maxlen=40)
+        self._command_times: deque[int] = deque(maxlen=400)
         self.estop_sent_ns: int | None = None
 
     @property
@@ -165,11 +182,7 @@ class RobotLink:
         v.joint_age_s = None if self._joint_ns is None else (now - self._joint_ns) / 1e9
         v.command_age_s = None if self._command_ns is None else (now - self._command_ns) / 1e9
         v.safety_age_s = None if self._safety_ns is None else (now - self._safety_ns) / 1e9
-        if len(self._command_times) >= 2 and (v.command_age_s or 0) < 1.0:
-            span = (self._command_times[-1] - self._command_times[0]) / 1e9
-            v.commands_per_s = (len(self._command_times) - 1) / span if span > 0 else 0.0
-        else:
-            v.commands_per_s = 0.0
+        v.commands_per_s = command_rate(self._command_times, now, RATE_WINDOW_S)
         if self._latencies:
             v.latency_ms = statistics.median(self._latencies)
             v.latency_max_ms = max(self._latencies)

@@ -519,3 +519,26 @@ def test_promote_exports_a_real_run_and_the_runtime_checks_it(tiny_bc, tmp_path)
     with pytest.raises(ConsoleError, match="refuses"):
         promote_run(_bc_run(tiny_bc, tmp_path, "bc-unnamed", False), tmp_path / "policies", config, now=1.0)
     assert [p.name for p in (tmp_path / "policies").iterdir()] == [good.path.name]
+
+
+def test_command_rate_averages_over_its_window_and_reads_zero_when_stale():
+    from steer.ops.console_robot import command_rate
+
+    period = 50_000_000  # 20 Hz
+    steady = [i * period for i in range(100)]
+    assert command_rate(steady, steady[-1]) == pytest.approx(20.0, rel=1e-6)
+    # A 1 s stall and a catch-up at 0.6 of a period: the 3 s window still reads about 20 Hz
+    # (a window of the last 40 commands would read up to 33 Hz).
+    t, times = 0, []
+    for i in range(60):
+        times.append(t)
+        t += period
+    t += 20 * period
+    for i in range(50):
+        times.append(t)
+        t += int(0.6 * period)
+    assert 16.0 < command_rate(times, times[-1]) < 24.0
+    assert command_rate(times[-40:], times[-1], window_s=100.0) > 30.0
+    # Nothing for over a second: zero, as for fewer than two commands.
+    assert command_rate(steady, steady[-1] + 1_100_000_000) == 0.0
+    assert command_rate(steady[:1], steady[0]) == 0.0

@@ -103,6 +103,7 @@ def test_robots_screen_shows_the_robot_and_the_estop_key_stops_it_within_50_ms(s
     from textual.widgets import DataTable, Static
 
     from steer.ops.console import ConsoleApp, ConsoleSettings
+    from steer.ops.console_robot import command_rate
     from steer.robot.processes import robot_config
 
     config = robot_config(namespace=sim_and_node["namespace"])
@@ -119,12 +120,18 @@ def test_robots_screen_shows_the_robot_and_the_estop_key_stops_it_within_50_ms(s
             screen = app.screen
             assert await _until(pilot, moving, 90.0), "the policy node never moved the robot"
             assert await _until(pilot, lambda: app.link.view.mode == "running" and app.link.view.latency_ms, 10.0)
-            await pilot.pause(0.3)
+            await pilot.pause(1.5)  # the rate is averaged over a window: let it fill
             view = app.link.view
+            now = time.monotonic_ns()
+            true_rate = command_rate([t for t, _ in recorder.log], now)
             joints = screen.query_one("#joints", DataTable)
             assert joints.row_count == 4 and set(view.joints) == {"pusher_x", "pusher_y", "puck_x", "puck_y"}
             assert view.command == pytest.approx([0.0, 0.04])
-            assert 15.0 < view.commands_per_s < 25.0  # the 20 Hz control rate
+            # The shown rate is the rate the node really publishes (recorded on our own
+            # participant); that rate is the 20 Hz control rate, give or take a robot
+            # catching up after a stall on a busy machine (it then steps up to 1/0.6 faster).
+            assert 10.0 < true_rate < 35.0
+            assert view.commands_per_s == pytest.approx(true_rate, rel=0.25)
             assert 0.0 <= view.latency_ms < 50.0 and not view.watchdog_tripped and not view.silent
             assert "RUNNING" in str(screen.query_one("#safety", Static).render())
 
