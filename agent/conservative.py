@@ -72,6 +72,11 @@ class ConservativeConfig:
     """Explorer (or, for StepMix, mixed) episodes used for its lower bound, most recent first."""
     metrics_window: int = 50
     """Episodes per logged window of safety metrics."""
+    explorer_deterministic: bool = True
+    """Gated variants only: explorer chunks run the learner's deterministic action (its mean), so the
+    episodes the gate bets on are the learner's best guess; exploration then comes from the baseline's own
+    diversity (for DSRL, w ~ N(0, I) is exactly the warm-up's exploration), which the off-policy learner
+    trains on as well. ``False``: explorer chunks sample the learner's stochastic policy."""
     seed: int = 0
     """Seed of the gate's coin flips."""
 

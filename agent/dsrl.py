@@ -167,8 +167,16 @@ def _sb3_sac_classes():
             actions, buffer_actions = super()._sample_action(learning_starts, action_noise, n_envs)
             gated = getattr(self, "_gated", None)
             if gated is not None:
-                # The conservative gate: chunks it assigns to the baseline run the base policy (w ~ N(0, I)).
-                base = ~gated.explorer_mask()
+                # The conservative gate: chunks it assigns to the baseline run the base policy (w ~ N(0, I));
+                # with ``explorer_deterministic`` the explorer's chunks run the actor's mean.
+                explore = gated.explorer_mask()
+                base = ~explore
+                if gated.cfg.variant != "monitor" and gated.cfg.explorer_deterministic and explore.any():
+                    det, _ = self.predict(self._last_obs, deterministic=True)
+                    scaled = self.policy.scale_action(det)
+                    actions, buffer_actions = np.array(actions), np.array(buffer_actions)
+                    actions[explore] = self.policy.unscale_action(scaled)[explore]
+                    buffer_actions[explore] = scaled[explore]
                 if base.any():
                     b = float(self.action_space.high[0])
                     unscaled = np.clip(self._warmup_rng.standard_normal((n_envs, *self.action_space.shape)), -b, b)

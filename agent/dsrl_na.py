@@ -234,8 +234,12 @@ def train_na(policy: DiffusionPolicy, env_id: str, cfg, run: RunLog, resume: boo
             else:
                 w = actor.sample(torch.from_numpy(obs))[0].numpy()
                 if gated is not None:
-                    # The conservative gate: chunks it assigns to the baseline run the base policy (w ~ N(0, I)).
-                    base = ~gated.explorer_mask()
+                    # The conservative gate: chunks it assigns to the baseline run the base policy (w ~ N(0, I));
+                    # with ``explorer_deterministic`` the explorer's chunks run the actor's mean.
+                    explore = gated.explorer_mask()
+                    base = ~explore
+                    if gated.cfg.variant != "monitor" and gated.cfg.explorer_deterministic and explore.any():
+                        w[explore] = actor_mean(torch.from_numpy(obs)).numpy()[explore]
                     if base.any():
                         w[base] = np.clip(rng.standard_normal((int(base.sum()), pc.noise_dim)), -b, b)
         infos, dones, rets = [], np.zeros(len(envs), bool), []

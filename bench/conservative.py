@@ -16,7 +16,13 @@ latent bound, as in training); the threshold is
 * final success: the deterministic latent actor on 100 held-out episodes.
 * steps to 0.9: first learning-curve evaluation at or above 0.9 (null if never).
 
-    python bench/conservative.py --seeds 5 --env-steps 12000
+The gated runs get ``--gated-budget`` (1.5) times the ungated runs' env steps: the goal is
+that gating keeps the windows at the baseline's level (below-threshold fraction ≤ δ plus
+the baseline's own window noise) while final success stays ≥ 90 % of the ungated run's
+within 1.5× its env steps. Gated explorer episodes run the actor's mean (the gate's
+``explorer_deterministic``); the baseline's w ~ N(0, I) episodes are the exploration.
+
+    python bench/conservative.py --seeds 5 --env-steps 10000
 """
 
 from __future__ import annotations
@@ -118,13 +124,14 @@ def _median(values):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--env-steps", type=int, default=12_000)
+    ap.add_argument("--env-steps", type=int, default=10_000, help="env steps of the ungated runs")
+    ap.add_argument("--gated-budget", type=float, default=1.5, help="gated runs get this many times --env-steps")
     ap.add_argument("--eval-every", type=int, default=1_000)
     ap.add_argument("--eval-episodes", type=int, default=50)
     ap.add_argument("--baseline-episodes", type=int, default=300)
     ap.add_argument("--alpha", type=float, default=0.2)
     ap.add_argument("--delta", type=float, default=0.05)
-    ap.add_argument("--window", type=int, default=25, help="training episodes per window")
+    ap.add_argument("--window", type=int, default=50, help="training episodes per window")
     ap.add_argument("--bc-steps", type=int, default=6_000)
     ap.add_argument("--work", type=Path, default=Path("runs/bench-dsrl"),
                     help="folder of the dataset and BC policy (shared with bench/dsrl.py)")
@@ -136,7 +143,7 @@ def main() -> None:
     t0 = time.time()
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         base_job = pool.submit(baseline_value, ckpt, args.baseline_episodes)
-        jobs = [pool.submit(run_one, gated, seed, ckpt, args.env_steps, args.eval_every, args.eval_episodes,
+        jobs = [pool.submit(run_one, gated, seed, ckpt, budget(args, gated), args.eval_every, args.eval_episodes,
                             args.alpha, args.delta)
                 for seed in range(args.seeds) for gated in (False, True)]
         base = base_job.result()
@@ -147,6 +154,11 @@ def main() -> None:
             if len(results) < len(jobs) and {r["gated"] for r in results} == {True, False}:
                 report(args, base, results, t0, partial=True)
     report(args, base, results, t0, partial=False)
+
+
+def budget(args, gated: bool) -> int:
+    """Env steps of a run: the gated runs get ``--gated-budget`` times the ungated budget."""
+    return int(round(args.env_steps * (args.gated_budget if gated else 1.0)))
 
 
 def report(args, base: dict, results: list, t0: float, partial: bool) -> None:
@@ -169,11 +181,19 @@ def report(args, base: dict, results: list, t0: float, partial: bool) -> None:
         figures[f"below_threshold_frac.{name}"] = float(np.median([r["window_frac"] for r in rs]))
         figures[f"final_success.{name}"] = float(np.median([r["final_success"] for r in rs]))
         figures[f"steps_to_0.9.{name}"] = _median([r["steps_to_0.9"] for r in rs])
+    ung, gat = figures["final_success.ungated"], figures["final_success.gated"]
+    goal = {"below_threshold_limit": args.delta + noise_floor,
+            "below_threshold_met": figures["below_threshold_frac.gated"] <= args.delta + noise_floor,
+            "final_success_limit": 0.9 * ung, "final_success_met": gat >= 0.9 * ung,
+            "budget_ratio": budget(args, True) / budget(args, False)}
     details = {"baseline": {**base, "lower_bound": lb, "threshold": threshold},
                "window_episodes": args.window, "window_noise_floor": noise_floor,
-               "alpha": args.alpha, "delta": args.delta, "env_steps_budget": args.env_steps, "seeds": args.seeds,
+               "alpha": args.alpha, "delta": args.delta, "seeds": args.seeds,
+               "env_steps_budget": {"ungated": budget(args, False), "gated": budget(args, True)},
+               "goal": goal,
                "eval_every": args.eval_every, "eval_episodes": args.eval_episodes, "wall_s": time.time() - t0,
-               "gate": "epsmix (ungated runs use 'monitor': same training, only measured)",
+               "gate": "epsmix, explorer episodes run the actor's mean (ungated runs use 'monitor': same training, "
+                       "only measured)",
                "episode_frac_median": {n: float(np.median([r["episode_frac"] for r in results if r["gated"] == g]))
                                        for n, g in (("gated", True), ("ungated", False))},
                "complete": not partial, "runs_finished": len(results), "runs": results}
@@ -186,6 +206,10 @@ def report(args, base: dict, results: list, t0: float, partial: bool) -> None:
         s = figures[f"steps_to_0.9.{name}"]
         print(f"{name:<10} {figures[f'below_threshold_frac.{name}']:>18.3f} {figures[f'final_success.{name}']:>14.2f} "
               f"{('not reached' if s is None else f'{s:,.0f}'):>13}")
+    print(f"goal: below-threshold ≤ δ + noise = {goal['below_threshold_limit']:.3f} "
+          f"({'met' if goal['below_threshold_met'] else 'missed'}); gated final ≥ 0.9 × ungated = "
+          f"{goal['final_success_limit']:.2f} within {goal['budget_ratio']:.1f}× the env steps "
+          f"({'met' if goal['final_success_met'] else 'missed'})")
     doc = {"figures": figures, "details": details,
            "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "gpu": None},
            "date": time.strftime("%Y-%m-%dT%H:%M:%S")}

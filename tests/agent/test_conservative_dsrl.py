@@ -95,3 +95,25 @@ def test_dsrl_command_with_gate_and_shield_writes_safety_metrics(tiny_bc, tmp_pa
     assert safety and all("safety/shield_interventions_per_1k" in r for r in safety)
     config = json.loads((tmp_path / "d" / "config.json").read_text())
     assert "epsmix" in json.dumps(config)
+
+
+def test_gated_explorer_chunks_run_the_actor_mean_unless_asked_to_sample(tiny_bc):
+    from dataclasses import replace
+
+    from steer.agent.conservative import EpisodePlan
+
+    policy, _ = tiny_bc
+    torch.set_num_threads(1)
+    _, det = train_dsrl(policy, TASK, _cfg("sac", variant="epsmix"), MemoryLog(), progress=False)
+    model, gated = det["model"], det["gate"]
+    model._last_obs = np.random.default_rng(1).standard_normal((2, policy.cfg.obs_dim)).astype(np.float32)
+    mean, _ = model.predict(model._last_obs, deterministic=True)
+    gated.plans = [EpisodePlan(1.0, "explorer"), EpisodePlan(0.0, "baseline")]
+    actions, buffer_actions = model._sample_action(learning_starts=0, n_envs=2)
+    np.testing.assert_allclose(actions[0], mean[0], atol=1e-5)
+    np.testing.assert_allclose(buffer_actions[0], mean[0] / 1.5, atol=1e-5)
+    assert np.abs(actions[1] - mean[1]).max() > 0.1  # the baseline env drew w ~ N(0, I)
+    gated.cfg = replace(gated.cfg, explorer_deterministic=False)
+    gated.plans = [EpisodePlan(1.0, "explorer"), EpisodePlan(1.0, "explorer")]
+    sampled, _ = model._sample_action(learning_starts=0, n_envs=2)
+    assert np.abs(sampled - mean).max() > 1e-3  # the stochastic policy's draw, not its mean
