@@ -33,7 +33,7 @@ from steer.agent.conservative import ConservativeConfig, GatedEnvs
 from steer.agent.diffusion import DiffusionPolicy
 from steer.agent.evaluate import EVAL_SEED_BASE, evaluate_chunked
 from steer.agent.latent_actor import LatentActor, LatentActorConfig, save_dsrl_policy
-from steer.agent.latent_env import LatentNoiseEnv
+from steer.agent.latent_env import LatentNoiseEnv, SafeSet
 from steer.agent.runlog import RunLog
 
 # Training episodes use seeds from here up; evaluation curves use their own range.
@@ -186,6 +186,15 @@ def _sb3_sac_classes():
                     buffer_actions[base] = scaled[base]
             return actions, buffer_actions
 
+        def _store_transition(self, replay_buffer, buffer_action, new_obs, reward, dones, infos):
+            # A safe-set fallback ran the baseline's latent instead: store the latent that ran.
+            if any("executed_w" in info and info.get("latent_fallback") for info in infos):
+                buffer_action = np.array(buffer_action)
+                for i, info in enumerate(infos):
+                    if info.get("latent_fallback"):
+                        buffer_action[i] = self.policy.scale_action(np.asarray(info["executed_w"])[None])[0]
+            super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
+
     return DSRLSAC, LayerNormSACPolicy
 
 
@@ -208,8 +217,10 @@ class _Progress:
     """Shared bookkeeping of both algorithms: env-step budget, episodes, evaluation, metrics."""
 
     def __init__(self, cfg: DSRLConfig, run: RunLog, policy: DiffusionPolicy, env_id: str, progress: bool,
-                 env_steps: int = 0, episodes: int = 0, curve: list | None = None):
+                 env_steps: int = 0, episodes: int = 0, curve: list | None = None, fallbacks: int = 0,
+                 chunks: int = 0):
         self.cfg, self.run, self.policy, self.env_id = cfg, run, policy, env_id
+        self.fallbacks, self.chunks = fallbacks, chunks  # safe-set fallbacks among executed chunks
         self.env_steps, self.episodes = env_steps, episodes
         self.curve: list[list[float]] = curve or []
         self.recent_success: deque[float] = deque(maxlen=20)
@@ -224,6 +235,8 @@ class _Progress:
         n = int(sum(i.get("chunk_steps", 0) for i in infos))
         self.env_steps += n
         self.bar.update(n)
+        self.chunks += len(infos)
+        self.fallbacks += sum(bool(i.get("latent_fallback", False)) for i in infos)
         for info, done, ret in zip(infos, dones, ep_returns):
             if done:
                 self.episodes += 1
@@ -235,6 +248,9 @@ class _Progress:
                  "charts/SPS": (self.env_steps - self.steps0) / max(time.time() - self.t0, 1e-9)}
             if self.recent_return:
                 m["charts/episodic_return"] = float(np.mean(self.recent_return))
+            if any("latent_fallback" in i for i in infos):
+                m["safety/fallbacks"] = self.fallbacks
+                m["safety/fallback_frac"] = self.fallbacks / max(self.chunks, 1)
             self.run.log(self.env_steps, m)
             self.bar.set_postfix(success=f"{m['charts/success_rate']:.2f}")
 
@@ -254,7 +270,8 @@ class _Progress:
         return False
 
     def state(self) -> dict:
-        return {"env_steps": self.env_steps, "episodes": self.episodes, "curve": self.curve}
+        return {"env_steps": self.env_steps, "episodes": self.episodes, "curve": self.curve,
+                "fallbacks": self.fallbacks, "chunks": self.chunks}
 
 
 EnvWrapper = Callable[[gym.Env], gym.Env]
@@ -272,12 +289,12 @@ def episode_value(cfg: ConservativeConfig, task_return: float, info: dict) -> fl
 
 
 def _make_vec_env(env_id: str, policy: DiffusionPolicy, cfg: DSRLConfig, seed_offset: int,
-                  env_wrapper: EnvWrapper | None = None):
+                  env_wrapper: EnvWrapper | None = None, safe_set: SafeSet | None = None):
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     def make(i: int):
         return lambda: LatentNoiseEnv(make_task_env(env_id, env_wrapper), policy, cfg.latent_noise_bound,
-                                      cfg.reward_offset)
+                                      cfg.reward_offset, safe_set, fallback_seed=cfg.seed * 1_000 + i)
 
     venv = DummyVecEnv([make(i) for i in range(cfg.num_envs)])
     venv.seed(TRAIN_SEED_BASE + cfg.seed * 100_000 + seed_offset)
@@ -296,7 +313,7 @@ def _sac_state(model) -> dict[str, Any]:
 
 
 def _train_sac(policy: DiffusionPolicy, env_id: str, cfg: DSRLConfig, run: RunLog, resume: bool,
-               progress: bool, env_wrapper: EnvWrapper | None = None
+               progress: bool, env_wrapper: EnvWrapper | None = None, safe_set: SafeSet | None = None
                ) -> tuple[Callable[[torch.Tensor], torch.Tensor], dict]:
     DSRLSAC, LayerNormSACPolicy = _sb3_sac_classes()
     ckpt_dir = Path(run.checkpoint_dir)
@@ -305,8 +322,8 @@ def _train_sac(policy: DiffusionPolicy, env_id: str, cfg: DSRLConfig, run: RunLo
     if saved and hasattr(run, "rewind"):
         run.rewind(int(meta["env_steps"]))
     prog = _Progress(cfg, run, policy, env_id, progress, meta.get("env_steps", 0), meta.get("episodes", 0),
-                     meta.get("curve"))
-    venv = _make_vec_env(env_id, policy, cfg, seed_offset=prog.episodes, env_wrapper=env_wrapper)
+                     meta.get("curve"), meta.get("fallbacks", 0), meta.get("chunks", 0))
+    venv = _make_vec_env(env_id, policy, cfg, seed_offset=prog.episodes, env_wrapper=env_wrapper, safe_set=safe_set)
     # SB3 counts latent steps; chunks are ~chunk_len env steps each.
     warmup_latent = max(1, cfg.warmup_env_steps // policy.cfg.chunk_len)
     model = DSRLSAC(LayerNormSACPolicy, venv, learning_rate=cfg.lr, buffer_size=cfg.buffer_size,
@@ -389,23 +406,25 @@ def _train_sac(policy: DiffusionPolicy, env_id: str, cfg: DSRLConfig, run: RunLo
 
 def train_dsrl(policy: DiffusionPolicy, env_id: str, cfg: DSRLConfig, run: RunLog, resume: bool = False,
                progress: bool = True, policy_meta: dict | None = None,
-               env_wrapper: EnvWrapper | None = None) -> tuple[LatentPolicyFn, dict]:
+               env_wrapper: EnvWrapper | None = None, safe_set: SafeSet | None = None
+               ) -> tuple[LatentPolicyFn, dict]:
     """Run DSRL on a frozen ``policy``; saves ``dsrl_policy`` in the run's checkpoints and returns the
     deterministic latent policy and training details (``gate``: the conservative gate's :class:`GatedEnvs`,
     with its per-episode records, or None when it is off).
 
     ``env_wrapper`` wraps every training task env (e.g. a safety shield, so training sees the limits the
     hardware enforces); its cumulative ``safety/interventions`` and ``safety/violations`` infos are logged
-    by the gate's metrics."""
+    by the gate's metrics. ``safe_set`` (see :class:`LatentNoiseEnv`) replaces chunks that would leave the
+    safe set by the baseline's; the learner stores the latent that ran and ``safety/fallbacks`` is logged."""
     torch.manual_seed(cfg.seed)
     for p in policy.parameters():
         p.requires_grad_(False)
     if cfg.algorithm == "sac":
-        actor, details = _train_sac(policy, env_id, cfg, run, resume, progress, env_wrapper)
+        actor, details = _train_sac(policy, env_id, cfg, run, resume, progress, env_wrapper, safe_set)
     elif cfg.algorithm == "na":
         from steer.agent.dsrl_na import train_na
 
-        actor, details = train_na(policy, env_id, cfg, run, resume, progress, _Progress, env_wrapper)
+        actor, details = train_na(policy, env_id, cfg, run, resume, progress, _Progress, env_wrapper, safe_set)
     else:
         raise ValueError(f"unknown DSRL algorithm {cfg.algorithm!r}; choose 'sac' or 'na'.")
     save_dsrl_policy(run.checkpoint_dir, actor, policy,

@@ -123,7 +123,7 @@ def prefill_from_demos(buffer: Buffer, policy: DiffusionPolicy, demos, reward_of
 
 
 def train_na(policy: DiffusionPolicy, env_id: str, cfg, run: RunLog, resume: bool, progress: bool,
-             progress_cls, env_wrapper=None) -> tuple[LatentActor, dict[str, Any]]:
+             progress_cls, env_wrapper=None, safe_set=None) -> tuple[LatentActor, dict[str, Any]]:
     """Train DSRL-NA; returns the deterministic latent actor and details (``progress``, ``gate``)."""
     from steer.agent.conservative import GatedEnvs
     from steer.agent.dsrl import TRAIN_SEED_BASE, episode_value, make_task_env
@@ -164,9 +164,9 @@ def train_na(policy: DiffusionPolicy, env_id: str, cfg, run: RunLog, resume: boo
         n = prefill_from_demos(buf, policy, load_demos(Path(cfg.na_prefill_demos)), cfg.reward_offset)
         run.log(0, {"charts/prefilled_transitions": n})
     prog = progress_cls(cfg, run, policy, env_id, progress, meta.get("env_steps", 0), meta.get("episodes", 0),
-                        meta.get("curve"))
-    envs = [LatentNoiseEnv(make_task_env(env_id, env_wrapper), policy, b, cfg.reward_offset)
-            for _ in range(cfg.num_envs)]
+                        meta.get("curve"), meta.get("fallbacks", 0), meta.get("chunks", 0))
+    envs = [LatentNoiseEnv(make_task_env(env_id, env_wrapper), policy, b, cfg.reward_offset, safe_set,
+                           fallback_seed=cfg.seed * 1_000 + i) for i in range(cfg.num_envs)]
     seed0 = TRAIN_SEED_BASE + cfg.seed * 100_000 + prog.episodes
     obs = np.stack([e.reset(seed=seed0 + i)[0] for i, e in enumerate(envs)])
     next_seed = seed0 + len(envs)
@@ -246,7 +246,8 @@ def train_na(policy: DiffusionPolicy, env_id: str, cfg, run: RunLog, resume: boo
         for i, env in enumerate(envs):
             nobs, r, term, trunc, info = env.step(w[i])
             act_norm = policy.act_norm.normalize(torch.from_numpy(_pad_chunk(info["executed_actions"], pc.chunk_len)))
-            buf.add(obs=obs[i], next_obs=nobs, w=w[i] / b, act=act_norm.numpy().ravel(), rew=r, done=float(term))
+            ran = info.get("executed_w", w[i])  # a safe-set fallback ran the baseline's latent
+            buf.add(obs=obs[i], next_obs=nobs, w=np.asarray(ran) / b, act=act_norm.numpy().ravel(), rew=r, done=float(term))
             ep_ret[i] += r
             infos.append(info)
             dones[i] = term or trunc

@@ -11,19 +11,32 @@ own min-max statistics, so the latent actor sees well-conditioned inputs.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import gymnasium as gym
 import numpy as np
 import torch
 
 from steer.agent.diffusion import DiffusionPolicy
 
+SafeSet = Callable[[np.ndarray, np.ndarray], bool]
+"""``safe_set(observation, action_chunk [H, A]) -> bool``: True when executing the chunk from the
+observation keeps the system inside its safe set."""
+
 
 class LatentNoiseEnv(gym.Wrapper):
-    """Gymnasium wrapper whose action space is the latent noise of ``policy``."""
+    """Gymnasium wrapper whose action space is the latent noise of ``policy``.
+
+    With a ``safe_set``, a chunk that would leave the safe set is replaced by the baseline's chunk
+    (the frozen policy from w ~ N(0, I)); ``info["executed_w"]`` then holds the latent that ran.
+    """
 
     def __init__(self, env: gym.Env, policy: DiffusionPolicy, latent_noise_bound: float = 1.5,
-                 reward_offset: float = 0.0):
+                 reward_offset: float = 0.0, safe_set: SafeSet | None = None, fallback_seed: int = 0):
         super().__init__(env)
+        self.safe_set = safe_set
+        self.fallbacks = 0
+        self._fallback_rng = np.random.default_rng(fallback_seed)
         if latent_noise_bound <= 0:
             raise ValueError(f"latent_noise_bound must be positive, got {latent_noise_bound}")
         self.policy = policy
@@ -54,7 +67,16 @@ class LatentNoiseEnv(gym.Wrapper):
         return self.normalize_obs(obs), info
 
     def step(self, w):
+        w = np.clip(np.asarray(w, dtype=np.float32), -self.latent_noise_bound, self.latent_noise_bound)
         chunk = self.decode(self._raw_obs, w)
+        fell_back = False
+        if self.safe_set is not None and not self.safe_set(self._raw_obs, chunk):
+            # Outside the safe set: run the baseline's chunk instead (w ~ N(0, I), clipped to the bound).
+            w = np.clip(self._fallback_rng.standard_normal(w.shape), -self.latent_noise_bound,
+                        self.latent_noise_bound).astype(np.float32)
+            chunk = self.decode(self._raw_obs, w)
+            self.fallbacks += 1
+            fell_back = True
         total, executed = 0.0, 0
         term = trunc = False
         info: dict = {}
@@ -68,4 +90,9 @@ class LatentNoiseEnv(gym.Wrapper):
         info = dict(info)
         info["executed_actions"] = chunk[:executed]
         info["chunk_steps"] = executed
+        if self.safe_set is not None:
+            # The latent that actually ran (the learner must store this one) and the cumulative count.
+            info["executed_w"] = w
+            info["latent_fallback"] = fell_back
+            info["safety/fallbacks"] = self.fallbacks
         return self.normalize_obs(obs), total, term, trunc, info

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated
 
@@ -131,10 +131,28 @@ class DSRLCommand:
     shield: bool = False
     """Send every training action through the robot's safety shield, so training sees the limits the hardware
     enforces; interventions per 1,000 steps are logged when the conservative gate runs (``--dsrl.conservative.variant``)."""
+    safe_set: bool = False
+    """Check every chunk the learner proposes against the robot's safe set (the shield's position box less
+    ``safe_margin``, positions predicted from the commands); a chunk that would leave it runs the baseline's
+    chunk (w ~ N(0, I)) instead, and the learner stores the latent that ran."""
+    safe_margin: float = 0.02
+    """Metres (or radians) the safe set keeps from the shield's position bounds."""
+    robot: bool = False
+    """Treat the run's episodes as robot episodes: the shield, the safe-set fallback and the conservative gate
+    (EpsMix, unless ``--dsrl.conservative.variant`` names another; ``monitor`` measures without gating) are on."""
     robot_config: Path | None = None
     """Limits YAML of the shield (default: the packaged PlanarPush robot config)."""
     dsrl: DSRLConfig = DSRLConfig()
     """DSRL hyperparameters."""
+
+    def resolved(self) -> "DSRLCommand":
+        """The command with ``robot`` expanded into the settings it implies (what the run's config records)."""
+        if not self.robot:
+            return self
+        gate = self.dsrl.conservative
+        if gate.variant == "off":
+            gate = replace(gate, variant="epsmix")
+        return replace(self, shield=True, safe_set=True, dsrl=replace(self.dsrl, conservative=gate))
 
 
 def _load_bc(path: Path):
@@ -198,12 +216,27 @@ def shielded_env_wrapper(robot_config: Path | None = None):
     return ShieldedTaskEnv
 
 
+def chunk_safe_set(obs_names: list[str], robot_config: Path | None = None, margin: float = 0.02):
+    """The robot's safe set for action chunks of a task whose observation is named ``obs_names``."""
+    from steer.robot.config import load_robot_config
+    from steer.robot.shield import ChunkSafeSet
+
+    config = load_robot_config(robot_config)
+    names = list(obs_names)
+    missing = [j for j in config.command_joint_names if f"{j}.pos" not in names]
+    if missing:
+        raise RunError(f"the task observes no position of {missing}; the safe set's robot config does not match "
+                       "the task, pass a matching --robot-config.")
+    return ChunkSafeSet(config, [names.index(f"{j}.pos") for j in config.command_joint_names], margin)
+
+
 def run_dsrl(cfg: DSRLCommand, progress: bool = True) -> dict:
     """Run DSRL into a run directory and evaluate the result; returns the summary."""
     import steer.sim  # noqa: F401
     from steer.agent.dsrl import train_dsrl
     from steer.agent.evaluate import evaluate_chunked
 
+    cfg = cfg.resolved()
     policy, meta = _load_bc(cfg.policy)
     torch.set_num_threads(1)
     t0 = time.time()
@@ -213,12 +246,20 @@ def run_dsrl(cfg: DSRLCommand, progress: bool = True) -> dict:
         pmeta["source_run"] = str(run.path)
         pmeta["base_run"] = str(cfg.policy)
         wrapper = shielded_env_wrapper(cfg.robot_config) if cfg.shield else None
+        safe_set = None
+        if cfg.safe_set:
+            import gymnasium as gym
+
+            names = meta.get("obs_names") or list(getattr(gym.make(meta["task"]).unwrapped, "obs_names", []))
+            safe_set = chunk_safe_set(names, cfg.robot_config, cfg.safe_margin)
         fn, details = train_dsrl(policy, meta["task"], cfg.dsrl, run, resume=cfg.resume, progress=progress,
-                                 policy_meta=pmeta, env_wrapper=wrapper)
+                                 policy_meta=pmeta, env_wrapper=wrapper, safe_set=safe_set)
         prog = details["progress"]
         summary = {"task": meta["task"], "seed": cfg.dsrl.seed, "algorithm": f"dsrl-{cfg.dsrl.algorithm}",
                    "env_steps": prog.env_steps, "episodes": prog.episodes, "curve": prog.curve,
                    "train_s": time.time() - t0}
+        if safe_set is not None:
+            summary["safe_set"] = {"chunks": prog.chunks, "fallbacks": prog.fallbacks, "margin": cfg.safe_margin}
         gated = details.get("gate")
         if gated is not None:
             kinds = [r.kind for r in gated.records]

@@ -234,3 +234,48 @@ class SafetyShield:
         return {"mode": self.mode.value, "reason": self.last_reason, "ticks": str(c.ticks),
                 "clipped": str(c.clipped), "watchdog_trips": str(c.watchdog), "non_finite": str(c.non_finite),
                 "estop_latched": str(self.mode == Mode.ESTOPPED).lower()}
+
+
+class ChunkSafeSet:
+    """Says whether an action chunk, executed from an observation, keeps the robot in its safe set.
+
+    The safe set is the shield's position box of the commanded joints, shrunk by ``margin`` on every
+    side. With a velocity interface the joint positions are predicted by integrating the commands over
+    the control period (first-order: a velocity-controlled joint tracks its command within a tick), and a
+    command outside the velocity box is out of the set as well (the shield would change it, so the plan
+    is not the one that would run). With a position interface every target must lie in the shrunk box.
+    An effort interface has no kinematic prediction: every chunk is accepted.
+
+    ``position_index`` picks the commanded joints' positions out of the observation, in the order of
+    the config's commanded joints; the chunk's columns are those joints' commands.
+    """
+
+    def __init__(self, config: RobotConfig, position_index: list[int], margin: float = 0.0):
+        joints = config.command_joints
+        if len(position_index) != len(joints):
+            raise ValueError(f"position_index has {len(position_index)} entries for {len(joints)} commanded joints.")
+        self.lo = np.array([j.position_min for j in joints]) + margin
+        self.hi = np.array([j.position_max for j in joints]) - margin
+        if np.any(self.lo > self.hi):
+            raise ValueError(f"margin {margin} leaves no room between the position bounds.")
+        self.vmax = np.array([j.velocity_max for j in joints])
+        self.dt = config.control_period_s
+        self.interface = config.command_interface
+        self.position_index = list(position_index)
+        self.checks = 0
+        self.rejections = 0
+
+    def __call__(self, observation: np.ndarray, chunk: np.ndarray) -> bool:
+        self.checks += 1
+        chunk = np.asarray(chunk, dtype=np.float64).reshape(-1, len(self.lo))
+        if self.interface == "effort":
+            return True
+        if self.interface == "position":
+            ok = bool(np.all(chunk >= self.lo) and np.all(chunk <= self.hi))
+        else:
+            pos = np.asarray(observation, dtype=np.float64)[self.position_index]
+            path = pos + np.cumsum(chunk, axis=0) * self.dt
+            ok = bool(np.all(np.abs(chunk) <= self.vmax + 1e-9) and np.all(path >= self.lo)
+                      and np.all(path <= self.hi))
+        self.rejections += int(not ok)
+        return ok

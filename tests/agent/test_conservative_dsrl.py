@@ -117,3 +117,62 @@ def test_gated_explorer_chunks_run_the_actor_mean_unless_asked_to_sample(tiny_bc
     gated.plans = [EpisodePlan(1.0, "explorer"), EpisodePlan(1.0, "explorer")]
     sampled, _ = model._sample_action(learning_starts=0, n_envs=2)
     assert np.abs(sampled - mean).max() > 1e-3  # the stochastic policy's draw, not its mean
+
+
+def test_safe_set_fallback_runs_the_baseline_latent_and_the_learner_stores_it(tiny_bc):
+    from steer.agent.latent_env import LatentNoiseEnv
+
+    policy, _ = tiny_bc
+    torch.set_num_threads(1)
+    calls = []
+
+    def first_chunk_unsafe(obs, chunk):
+        calls.append(chunk.copy())
+        return len(calls) > 1
+
+    env = LatentNoiseEnv(gym.make(TASK), policy, 1.5, 1.0, safe_set=first_chunk_unsafe, fallback_seed=7)
+    env.reset(seed=0)
+    raw = env._raw_obs.copy()
+    w = np.full(env.action_space.shape, 1.2, np.float32)
+    _, _, _, _, info = env.step(w)
+    expected = np.clip(np.random.default_rng(7).standard_normal(w.shape), -1.5, 1.5)
+    np.testing.assert_allclose(info["executed_w"], expected, atol=1e-6)
+    assert info["latent_fallback"] and info["safety/fallbacks"] == 1
+    np.testing.assert_allclose(info["executed_actions"], env.decode(raw, info["executed_w"])[:info["chunk_steps"]],
+                               atol=1e-6)
+    # The rejected chunk is not the one that ran, and the fallback is not checked again.
+    assert len(calls) == 1 and np.abs(calls[0][:info["chunk_steps"]] - info["executed_actions"]).max() > 1e-3
+    _, _, _, _, info = env.step(w)
+    assert not info["latent_fallback"] and info["safety/fallbacks"] == 1
+    np.testing.assert_allclose(info["executed_w"], w)
+
+    # In training, a set that rejects every chunk: the buffer holds the fallback latents, not the actor's.
+    log = MemoryLog()
+    _, det = train_dsrl(policy, TASK, _cfg("sac"), log, progress=False, safe_set=lambda o, c: False)
+    rb = det["model"].replay_buffer
+    n = rb.pos
+    for i in range(2):
+        ran = np.clip(np.random.default_rng(i).standard_normal((n, policy.cfg.noise_dim)), -1.5, 1.5) / 1.5
+        np.testing.assert_allclose(rb.actions[:n, i], ran, atol=1e-6)
+    assert det["progress"].fallbacks == det["progress"].chunks > 0
+    assert [v for _, v in log.series("safety/fallback_frac")][-1] == 1.0
+
+
+def test_dsrl_robot_run_turns_on_shield_safe_set_and_gate(tiny_bc, tmp_path):
+    import json
+
+    from steer.ops.train_cmd import DSRLCommand, run_dsrl
+
+    _, ckpt = tiny_bc
+    (tmp_path / "bc").mkdir()
+    (tmp_path / "bc" / "checkpoints").symlink_to(ckpt, target_is_directory=True)
+    torch.set_num_threads(1)
+    summary = run_dsrl(DSRLCommand(policy=tmp_path / "bc", runs=tmp_path, name="r", eval_episodes=0, robot=True,
+                                   dsrl=_cfg("sac")), progress=False)
+    config = json.loads((tmp_path / "r" / "config.json").read_text())["config"]
+    assert config["shield"] is True and config["safe_set"] is True
+    assert config["dsrl"]["conservative"]["variant"] == "epsmix"
+    assert summary["conservative"]["variant"] == "epsmix"
+    assert summary["safe_set"]["chunks"] > 0 and 0 <= summary["safe_set"]["fallbacks"] <= summary["safe_set"]["chunks"]
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert any("safety/shield_interventions_per_1k" in r for r in rows)

@@ -153,3 +153,34 @@ def test_config_rejects_bad_limits():
     bad = dataclasses.replace(LIMITS[0], position_min=1.0)
     with pytest.raises(RobotError, match="limits"):
         RobotConfig(joints=("a",), command_joints=(bad,))
+
+
+def test_chunk_safe_set_predicts_positions_from_velocity_commands():
+    from steer.robot.shield import ChunkSafeSet
+
+    # Joint a spans [-0.5, 0.4] at 0.3 m/s, b spans [-1, 1] at 1.5 m/s; 20 Hz; margin 0.05.
+    safe = ChunkSafeSet(_config(), position_index=[4, 1], margin=0.05)
+    obs = np.zeros(6)
+    obs[4], obs[1] = 0.30, 0.0
+    toward = np.tile([0.3, 0.0], (8, 1))  # +0.015 m per tick: 0.30 -> 0.42 after 8 ticks
+    assert not safe(obs, toward)
+    assert safe(obs, toward[:3])  # 0.345 <= 0.35
+    assert not safe(obs, toward[:4])  # 0.36 > 0.35: the margin counts
+    assert safe(obs, -toward)  # away from the bound
+    assert not safe(obs, np.tile([0.0, 1.6], (2, 1)))  # over the velocity box: the shield would change it
+    obs[4] = -0.44
+    assert not safe(obs, np.tile([-0.3, 0.0], (1, 1)))  # -0.455 < -0.45
+    assert (safe.checks, safe.rejections) == (6, 4)
+
+
+def test_chunk_safe_set_on_position_and_effort_interfaces():
+    from steer.robot.shield import ChunkSafeSet
+
+    pos = ChunkSafeSet(_config("position"), [0, 1], margin=0.1)
+    assert pos(np.zeros(2), np.array([[0.2, 0.8], [0.3, -0.9]]))
+    assert not pos(np.zeros(2), np.array([[0.2, 0.8], [0.31, -0.9]]))
+    assert ChunkSafeSet(_config("effort"), [0, 1])(np.zeros(2), np.full((3, 2), 99.0))
+    with pytest.raises(ValueError, match="no room"):
+        ChunkSafeSet(_config(), [0, 1], margin=0.5)
+    with pytest.raises(ValueError, match="2 commanded joints"):
+        ChunkSafeSet(_config(), [0])
