@@ -271,8 +271,22 @@ def run_dsrl(cfg: DSRLCommand, progress: bool = True) -> dict:
             res = evaluate_chunked(meta["task"], fn, cfg.eval_episodes, progress=progress, desc="eval dsrl")
             summary["eval"] = res.as_dict()
             run.log(prog.env_steps, {"eval/final_success_rate": res.success_rate})
+        summary["report"] = str(_dsrl_plot(cfg, run.path, summary))
         run.finish(summary)
     return summary
+
+
+def _dsrl_plot(cfg: DSRLCommand, run_path: Path, summary: dict) -> Path:
+    """report.png of a DSRL run: its learning curve against the BC policy, and the safety panel."""
+    from steer.ops.report import dsrl_report
+
+    bc_success = None
+    bc_summary = Path(cfg.policy) / "summary.json"
+    if bc_summary.exists():
+        bc_success = json.loads(bc_summary.read_text()).get("eval", {}).get("success_rate")
+    ev = summary.get("eval", {})
+    return dsrl_report(run_path, bc_success, Path(run_path) / "report.png", title=f"DSRL on {summary['task']}",
+                       final_success=ev.get("success_rate"), final_episodes=ev.get("episodes", 0))
 
 
 def dsrl(cfg: DSRLCommand) -> int:

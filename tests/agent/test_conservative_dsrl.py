@@ -176,3 +176,8 @@ def test_dsrl_robot_run_turns_on_shield_safe_set_and_gate(tiny_bc, tmp_path):
     assert summary["safe_set"]["chunks"] > 0 and 0 <= summary["safe_set"]["fallbacks"] <= summary["safe_set"]["chunks"]
     rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert any("safety/shield_interventions_per_1k" in r for r in rows)
+    # The run's plot gets its safety panel (a taller figure: 6.6 in instead of 4.2 at 120 dpi).
+    import matplotlib.image
+
+    png = matplotlib.image.imread(summary["report"])
+    assert summary["report"] == str(tmp_path / "r" / "report.png") and png.shape[0] == round(6.6 * 120)
