@@ -29,6 +29,7 @@ from steer.agent.ppo_config import NetConfig, PPOConfig
 from steer.agent.ppo_nets import CarlActorCritic
 from steer.agent.runlog import RunLog
 from steer.driving.env import MEASUREMENTS, VALUE_INPUTS, DriveVectorEnv
+from steer.driving.simulator import INFRACTIONS
 
 CHECKPOINT = "last"
 """Name of the checkpoint a run keeps (overwritten atomically)."""
@@ -74,9 +75,13 @@ class Batch(NamedTuple):
     advantages: torch.Tensor
     returns: torch.Tensor
     values: torch.Tensor
+    cost_advantages: torch.Tensor | None = None
+    """PPO-Lag's cost advantages, returns and values (None or zeros without the Lagrangian)."""
+    cost_returns: torch.Tensor | None = None
+    cost_values: torch.Tensor | None = None
 
     def take(self, idx: torch.Tensor, device: torch.device | str = "cpu") -> "Batch":
-        return Batch(*(t[idx].to(device, non_blocking=True) for t in self))
+        return Batch(*(None if t is None else t[idx].to(device, non_blocking=True) for t in self))
 
 
 def _world() -> int:
@@ -108,17 +113,35 @@ def value_loss(new: torch.Tensor, old: torch.Tensor, returns: torch.Tensor, clip
     return 0.5 * torch.max((new - returns) ** 2, (clipped - returns) ** 2).mean()
 
 
+def lagrangian_advantages(adv: torch.Tensor, cost_adv: torch.Tensor, lam: float) -> torch.Tensor:
+    """PPO-Lag's policy advantage (A_r − λ·A_c) / (1 + λ); the cost advantages are centred (over all ranks)."""
+    stats = _all_sum(torch.stack([cost_adv.sum(), torch.tensor(float(cost_adv.numel()), device=cost_adv.device)]))
+    centred = cost_adv - stats[0] / stats[1]
+    return (adv - lam * centred) / (1.0 + lam)
+
+
+def update_multiplier(lam: float, episode_cost: float, cfg) -> float:
+    """One projected gradient-ascent step of the Lagrange multiplier: max(0, λ + lr · (J_c − limit))."""
+    return max(0.0, lam + cfg.lambda_lr * (episode_cost - cfg.cost_limit))
+
+
 def ppo_update(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, minibatches: list[torch.Tensor],
-               cfg: PPOConfig, device: torch.device | str = "cpu") -> dict[str, float]:
+               cfg: PPOConfig, device: torch.device | str = "cpu", lagrange: float | None = None) -> dict[str, float]:
     """Train on one rollout: one gradient step per index set in ``minibatches`` (epochs included).
 
     ``model`` may be DistributedDataParallel-wrapped: it then averages the gradients over ranks, and
-    each rank passes its own share of every minibatch.
+    each rank passes its own share of every minibatch. With ``lagrange`` (PPO-Lag's λ) the model has
+    a cost head: the policy follows :func:`lagrangian_advantages` and the cost critic is trained too.
     """
     clipfracs, stats = [], {}
     for idx in minibatches:
         mb = batch.take(idx, device)
         _, newlogprob, entropy, newvalue = model(mb.bev, mb.measurements, mb.value_inputs, mb.x)
+        cost_v_loss = None
+        if lagrange is not None:
+            newvalue, newcost = newvalue[:, 0], newvalue[:, 1]
+            cost_v_loss = value_loss(newcost, mb.cost_values, mb.cost_returns,
+                                     cfg.clip_coef if cfg.clip_vloss else None)
         logratio = newlogprob - mb.logprob
         ratio = logratio.exp()
         with torch.no_grad():
@@ -127,10 +150,14 @@ def ppo_update(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch,
             approx_kl = ((ratio - 1) - logratio).mean()
             clipfracs.append(((ratio - 1.0).abs() > cfg.clip_coef).float().mean().item())
         adv = normalize_advantages(mb.advantages) if cfg.norm_adv else mb.advantages
+        if lagrange is not None:
+            adv = lagrangian_advantages(adv, mb.cost_advantages, lagrange)
         pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
         v_loss = value_loss(newvalue, mb.values, mb.returns, cfg.clip_coef if cfg.clip_vloss else None)
         entropy_loss = entropy.mean()
         loss = pg_loss - cfg.ent_coef * entropy_loss + cfg.vf_coef * v_loss
+        if cost_v_loss is not None:
+            loss = loss + cfg.vf_coef * cost_v_loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -138,6 +165,8 @@ def ppo_update(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch,
         stats = {"losses/value_loss": v_loss.item(), "losses/policy_loss": pg_loss.item(),
                  "losses/entropy": entropy_loss.item(), "losses/old_approx_kl": old_approx_kl.item(),
                  "losses/approx_kl": approx_kl.item(), "losses/grad_norm": float(grad_norm)}
+        if cost_v_loss is not None:
+            stats["losses/cost_value_loss"] = cost_v_loss.item()
     stats["losses/clipfrac"] = float(np.mean(clipfracs)) if clipfracs else 0.0
     return stats
 
@@ -152,12 +181,12 @@ def minibatch_indices(n: int, minibatch: int, epochs: int, generator: torch.Gene
 
 
 # ---------------------------------------------------------------------------- model and checkpoints
-def make_model(env: DriveVectorEnv, net: NetConfig) -> CarlActorCritic:
-    """The actor-critic for ``env``'s observation space."""
+def make_model(env: DriveVectorEnv, net: NetConfig, cost_head: bool = False) -> CarlActorCritic:
+    """The actor-critic for ``env``'s observation space (with PPO-Lag's cost head when asked)."""
     space = env.single_observation_space
     if "bev" not in space.spaces:
         raise PPOConfigError("the CaRL network needs the BEV; leave env.observe_bev on.")
-    return CarlActorCritic(tuple(space["bev"].shape), len(MEASUREMENTS), len(VALUE_INPUTS), 2, net)
+    return CarlActorCritic(tuple(space["bev"].shape), len(MEASUREMENTS), len(VALUE_INPUTS), 2, net, cost_head)
 
 
 def config_from_dict(cls: type, data: dict[str, Any]):
@@ -180,7 +209,8 @@ def load_policy(checkpoint_dir: Path, name: str = CHECKPOINT) -> tuple[CarlActor
     """(model in eval mode, the run's PPOConfig, checkpoint meta) from a trainer's checkpoint."""
     state, meta = load_checkpoint(Path(checkpoint_dir), name)
     cfg = config_from_dict(PPOConfig, meta["ppo_config"])
-    model = CarlActorCritic(tuple(meta["bev_shape"]), len(MEASUREMENTS), len(VALUE_INPUTS), 2, cfg.net)
+    model = CarlActorCritic(tuple(meta["bev_shape"]), len(MEASUREMENTS), len(VALUE_INPUTS), 2, cfg.net,
+                            cost_head=cfg.lagrangian.enabled)
     model.load_state_dict(state["model"])
     return model.eval(), cfg, meta
 
@@ -232,6 +262,8 @@ class TrainResult:
     episodes: dict[str, float]
     """Episode statistics of the last rollouts (see :class:`~steer.agent.driving_score.EpisodeStats`)."""
     model: CarlActorCritic
+    lagrange: float | None = None
+    """PPO-Lag's multiplier at the end (None without the Lagrangian)."""
 
 
 def train_ppo(cfg: PPOConfig, run: RunLog, resume: bool = False, progress: bool = False,
@@ -257,14 +289,21 @@ def train_ppo(cfg: PPOConfig, run: RunLog, resume: bool = False, progress: bool 
     n_local, mb_local = cfg.num_envs // world, cfg.minibatch_size // world
     torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
     envs = DriveVectorEnv(n_local, cfg.env)
-    model = make_model(envs, cfg.net).to(device)
+    lag = cfg.lagrangian
+    unknown = [k for k in lag.cost_infractions if k not in INFRACTIONS]
+    if lag.enabled and unknown:
+        raise PPOConfigError(f"unknown cost infractions {unknown}; choose from {', '.join(INFRACTIONS)}.")
+    model = make_model(envs, cfg.net, cost_head=lag.enabled).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, eps=cfg.adam_eps)
     start_update, global_step = 1, 0
+    lagrange = lag.lambda_init if lag.enabled else None
     if resume:
         state, meta = load_checkpoint(Path(run.checkpoint_dir), CHECKPOINT)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_update, global_step = int(meta["update"]) + 1, int(meta["global_step"])
+        if lagrange is not None:
+            lagrange = float(meta.get("lagrange", lagrange))
         if hasattr(run, "rewind") and rank == 0:
             run.rewind(global_step)
     ddp = model
@@ -284,6 +323,8 @@ def train_ppo(cfg: PPOConfig, run: RunLog, resume: bool = False, progress: bool 
     vin_buf = torch.zeros((T, N, len(VALUE_INPUTS)))
     x_buf = torch.zeros((T, N, 2))
     logp_buf, rew_buf, done_buf, val_buf = (torch.zeros((T, N)) for _ in range(4))
+    cost_buf, cval_buf = torch.zeros((T, N)), torch.zeros((T, N))
+    ep_cost = np.zeros(N)
     tracker = EpisodeStats()
     bar = None
     if progress and rank == 0:
@@ -298,36 +339,60 @@ def train_ppo(cfg: PPOConfig, run: RunLog, resume: bool = False, progress: bool 
             optimizer.param_groups[0]["lr"] = (1.0 - (update - 1.0) / cfg.num_updates) * cfg.learning_rate
         # ---- rollout
         model.eval()
+        cost_sum, cost_episodes = 0.0, 0.0
         for t in range(T):
             bev, meas, vin = obs_to_torch(next_obs)
             bev_buf[t], meas_buf[t], vin_buf[t] = bev, meas, vin
             with torch.no_grad():
                 x, logp, _, value = model(bev.to(device), meas.to(device), vin.to(device))
+            if lagrange is not None:
+                value, cval_buf[t] = value[:, 0], value[:, 1].cpu()
             x_buf[t], logp_buf[t], val_buf[t] = x.cpu(), logp.cpu(), value.cpu()
             next_obs, reward, term, trunc, infos = envs.step((2.0 * x - 1.0).cpu().numpy())
             done = term | trunc
             rew_buf[t] = torch.from_numpy(reward)
             done_buf[t] = torch.from_numpy(done.astype(np.float32))
+            if lagrange is not None:
+                cost = np.sum([np.asarray(infos[k], np.float32) for k in lag.cost_infractions], axis=0)
+                cost_buf[t] = torch.from_numpy(cost)
+                ep_cost += cost
+                cost_sum += float(ep_cost[done].sum())
+                cost_episodes += float(done.sum())
+                ep_cost[done] = 0.0
             tracker.add(infos, done)
         global_step += cfg.batch_size
         with torch.no_grad():
             bev, meas, vin = obs_to_torch(next_obs, device)
             last_value = model(bev, meas, vin)[3].cpu()
+        lag_stats: dict[str, float] = {}
+        if lagrange is not None:
+            last_value, last_cost = last_value[:, 0], last_value[:, 1]
+            cadv, cret = gae(cost_buf, cval_buf, done_buf, last_cost, lag.cost_gamma, cfg.gae_lambda)
+            # λ follows the episodes that ended in this rollout (all ranks), before the policy moves.
+            totals = _all_sum(torch.tensor([cost_sum, cost_episodes], dtype=torch.float64))
+            if totals[1] > 0:
+                episode_cost = float(totals[0] / totals[1])
+                lagrange = update_multiplier(lagrange, episode_cost, lag)
+                lag_stats["lagrangian/episode_cost"] = episode_cost
+            lag_stats["lagrangian/lambda"] = lagrange
+        else:
+            cadv = cret = torch.zeros_like(rew_buf)
         adv, ret = gae(rew_buf, val_buf, done_buf, last_value, cfg.gamma, cfg.gae_lambda)
         batch = Batch(bev_buf.reshape((-1,) + bev_buf.shape[2:]), meas_buf.reshape(T * N, -1),
                       vin_buf.reshape(T * N, -1), x_buf.reshape(T * N, -1), logp_buf.reshape(-1),
-                      adv.reshape(-1), ret.reshape(-1), val_buf.reshape(-1))
+                      adv.reshape(-1), ret.reshape(-1), val_buf.reshape(-1),
+                      cadv.reshape(-1), cret.reshape(-1), cval_buf.reshape(-1))
         # ---- learn
         model.train()
         mbs = minibatch_indices(T * N, mb_local, cfg.update_epochs, shuffle)
-        stats = ppo_update(ddp, optimizer, batch, mbs, cfg, device)
+        stats = ppo_update(ddp, optimizer, batch, mbs, cfg, device, lagrange)
         # ---- report
         y_pred, y_true = batch.values.numpy(), batch.returns.numpy()
         var_y = np.var(y_true)
         episodes = tracker.summary(reduce=_all_sum)
         sps = (global_step - steps_start) / max(time.time() - t_start, 1e-9)
         if rank == 0:
-            metrics = {"charts/learning_rate": optimizer.param_groups[0]["lr"], "charts/SPS": sps, **stats,
+            metrics = {"charts/learning_rate": optimizer.param_groups[0]["lr"], "charts/SPS": sps, **stats, **lag_stats,
                        "losses/explained_variance": float("nan") if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y,
                        **{f"charts/{k}" if "/" not in k else k: v for k, v in episodes.items()}}
             run.log(global_step, metrics)
@@ -345,7 +410,8 @@ def train_ppo(cfg: PPOConfig, run: RunLog, resume: bool = False, progress: bool 
                 save_checkpoint(Path(run.checkpoint_dir), CHECKPOINT,
                                 {"model": model.state_dict(), "optimizer": optimizer.state_dict()},
                                 {"update": update, "global_step": global_step, "bev_shape": list(space["bev"].shape),
-                                 "ppo_config": _jsonable(cfg), "world_size": world})
+                                 "ppo_config": _jsonable(cfg), "world_size": world,
+                                 **({"lagrange": lagrange} if lagrange is not None else {})})
             if world > 1:
                 dist.barrier()
         if out_of_time:
@@ -353,4 +419,4 @@ def train_ppo(cfg: PPOConfig, run: RunLog, resume: bool = False, progress: bool 
     if bar is not None:
         bar.close()
     sps = (global_step - steps_start) / max(time.time() - t_start, 1e-9)
-    return TrainResult(global_step, update, sps, episodes, model)
+    return TrainResult(global_step, update, sps, episodes, model, lagrange)

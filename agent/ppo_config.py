@@ -24,6 +24,35 @@ class NetConfig:
     """Width of the value head's hidden layer (it also takes the value-only inputs)."""
 
 
+COST_INFRACTIONS = ("collision_vehicle", "collision_static", "collision_pedestrian", "red_light", "stop_sign",
+                    "off_road", "route_deviation")
+"""Infractions that cost 1 each under PPO-Lag (being blocked or running out of time costs nothing)."""
+
+
+@dataclass(frozen=True)
+class LagrangianConfig:
+    """PPO-Lag: a cost critic and a Lagrange multiplier on infractions (Ray et al. 2019, as in Safety Gym).
+
+    Infractions stay terminal (and CaRL's reward still ends or scales down); the Lagrangian adds a
+    constraint on the expected infractions per episode: the policy ascends (A_r − λ·A_c) / (1 + λ), and
+    after each rollout λ ← max(0, λ + lambda_lr · (J_c − cost_limit)), J_c being the mean cost of the
+    episodes that ended in it (all ranks).
+    """
+
+    enabled: bool = False
+    """Train a cost critic and penalize the policy with λ."""
+    cost_limit: float = 0.1
+    """Allowed infractions per episode (with terminal infractions: the share of episodes that may end in one)."""
+    lambda_lr: float = 0.05
+    """Step size of the multiplier's (projected) gradient ascent."""
+    lambda_init: float = 0.0
+    """λ at the start of the run."""
+    cost_gamma: float = 0.99
+    """Discount of the cost returns."""
+    cost_infractions: tuple[str, ...] = COST_INFRACTIONS
+    """Infraction flags that each cost 1 on the step they happen."""
+
+
 @dataclass(frozen=True)
 class PPOConfig:
     """PPO as CaRL configures it, with the sample counts sized for a 2-core CPU.
@@ -79,6 +108,8 @@ class PPOConfig:
     """Network sizes."""
     env: DriveEnvConfig = field(default_factory=DriveEnvConfig)
     """Driving envs (reward, towns, traffic, BEV)."""
+    lagrangian: LagrangianConfig = field(default_factory=LagrangianConfig)
+    """Optional PPO-Lag cost on infractions."""
 
     @property
     def batch_size(self) -> int:

@@ -85,7 +85,7 @@ class CarlActorCritic(nn.Module):
     """
 
     def __init__(self, bev_shape: tuple[int, int, int], n_measurements: int, n_value_inputs: int,
-                 action_dim: int = 2, cfg: NetConfig = NetConfig()):
+                 action_dim: int = 2, cfg: NetConfig = NetConfig(), cost_head: bool = False):
         super().__init__()
         c, h, w = bev_shape
         if h != w:
@@ -102,13 +102,21 @@ class CarlActorCritic(nn.Module):
         self.policy_head = layer_init(nn.Linear(cfg.hidden, 2 * action_dim), std=0.01)
         self.value_head = nn.Sequential(layer_init(nn.Linear(cfg.hidden + n_value_inputs, cfg.value_hidden)), nn.ReLU(),
                                         layer_init(nn.Linear(cfg.value_hidden, 1), std=1.0))
+        # PPO-Lag: a second critic for the discounted infraction cost, on the same inputs.
+        self.cost_head = (nn.Sequential(layer_init(nn.Linear(cfg.hidden + n_value_inputs, cfg.value_hidden)),
+                                        nn.ReLU(), layer_init(nn.Linear(cfg.value_hidden, 1), std=1.0))
+                          if cost_head else None)
 
     def features(self, bev: torch.Tensor, measurements: torch.Tensor) -> torch.Tensor:
         """Joint features of the actor and the critic."""
         return self.joint(torch.cat([self.bev(bev), self.measurements(measurements)], dim=-1))
 
     def value_from(self, feat: torch.Tensor, value_inputs: torch.Tensor) -> torch.Tensor:
-        return self.value_head(torch.cat([feat, value_inputs], dim=-1)).squeeze(-1)
+        """[B] values, or [B, 2] (value, cost value) with a cost head."""
+        inp = torch.cat([feat, value_inputs], dim=-1)
+        if self.cost_head is None:
+            return self.value_head(inp).squeeze(-1)
+        return torch.cat([self.value_head(inp), self.cost_head(inp)], dim=-1)
 
     def distribution(self, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(α, β) of the Beta policy, each [B, action_dim]."""
@@ -116,7 +124,8 @@ class CarlActorCritic(nn.Module):
 
     def forward(self, bev: torch.Tensor, measurements: torch.Tensor, value_inputs: torch.Tensor,
                 x: torch.Tensor | None = None):
-        """(x, log_prob [B], entropy [B], value [B]); ``x`` is drawn from the policy when None."""
+        """(x, log_prob [B], entropy [B], value [B] or [B, 2] with a cost head); ``x`` is drawn from the
+        policy when None."""
         feat = self.features(bev, measurements)
         alpha, beta = self.distribution(feat)
         if x is None:
