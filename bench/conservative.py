@@ -78,7 +78,7 @@ def _steps_to(curve: list, level: float = 0.9):
 
 
 def run_one(gated: bool, seed: int, ckpt: str, env_steps: int, eval_every: int, eval_episodes: int,
-            alpha: float, delta: float) -> dict:
+            alpha: float, delta: float, gate_kwargs: dict | None = None) -> dict:
     import torch
 
     import steer.sim  # noqa: F401
@@ -90,7 +90,8 @@ def run_one(gated: bool, seed: int, ckpt: str, env_steps: int, eval_every: int, 
 
     torch.set_num_threads(1)
     policy = load_policy(Path(ckpt))
-    gate = ConservativeConfig(variant="epsmix" if gated else "monitor", alpha=alpha, delta=delta, seed=seed)
+    gate = ConservativeConfig(variant="epsmix" if gated else "monitor", alpha=alpha, delta=delta, seed=seed,
+                              **(gate_kwargs or {}))
     cfg = DSRLConfig(env_steps=env_steps, eval_every=eval_every, eval_episodes=eval_episodes, seed=seed,
                      conservative=gate)
     t = time.time()
@@ -136,6 +137,10 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("runs/bench-dsrl"),
                     help="folder of the dataset and BC policy (shared with bench/dsrl.py)")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--explorer-window", type=int, default=None,
+                    help="the gate's explorer_window (default: the library's)")
+    ap.add_argument("--explorer", choices=("deterministic", "stochastic"), default=None,
+                    help="what the gated explorer episodes run (default: the library's explorer_deterministic)")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "conservative.json")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -144,7 +149,7 @@ def main() -> None:
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         base_job = pool.submit(baseline_value, ckpt, args.baseline_episodes)
         jobs = [pool.submit(run_one, gated, seed, ckpt, budget(args, gated), args.eval_every, args.eval_episodes,
-                            args.alpha, args.delta)
+                            args.alpha, args.delta, gate_kwargs(args))
                 for seed in range(args.seeds) for gated in (False, True)]
         base = base_job.result()
         results = []
@@ -154,6 +159,22 @@ def main() -> None:
             if len(results) < len(jobs) and {r["gated"] for r in results} == {True, False}:
                 report(args, base, results, t0, partial=True)
     report(args, base, results, t0, partial=False)
+
+
+def _gate_config(args):
+    from steer.agent.conservative import ConservativeConfig
+
+    return ConservativeConfig(variant="epsmix", alpha=args.alpha, delta=args.delta, **gate_kwargs(args))
+
+
+def gate_kwargs(args) -> dict:
+    """Gate settings the command line overrides."""
+    out = {}
+    if args.explorer_window is not None:
+        out["explorer_window"] = args.explorer_window
+    if args.explorer is not None:
+        out["explorer_deterministic"] = args.explorer == "deterministic"
+    return out
 
 
 def budget(args, gated: bool) -> int:
@@ -192,8 +213,8 @@ def report(args, base: dict, results: list, t0: float, partial: bool) -> None:
                "env_steps_budget": {"ungated": budget(args, False), "gated": budget(args, True)},
                "goal": goal,
                "eval_every": args.eval_every, "eval_episodes": args.eval_episodes, "wall_s": time.time() - t0,
-               "gate": "epsmix, explorer episodes run the actor's mean (ungated runs use 'monitor': same training, "
-                       "only measured)",
+               "gate": "epsmix (ungated runs use 'monitor': same training, only measured)",
+               "gate_config": {k: v for k, v in vars(_gate_config(args)).items() if k != "seed"},
                "episode_frac_median": {n: float(np.median([r["episode_frac"] for r in results if r["gated"] == g]))
                                        for n, g in (("gated", True), ("ungated", False))},
                "complete": not partial, "runs_finished": len(results), "runs": results}
