@@ -34,7 +34,8 @@ COMMANDS: dict[str, Command] = {
     "bc": Command("steer.ops.train_cmd:bc", "train a BC diffusion policy on a dataset",
                   "steer bc --data runs/data/push --name bc-push"),
     "dsrl": Command("steer.ops.train_cmd:dsrl", "adapt a BC diffusion policy with RL over its latent noise",
-                    "steer dsrl --policy runs/bc-push --name dsrl-push"),
+                    "steer dsrl --policy runs/bc-push --name dsrl-push\n"
+                    "  steer dsrl --policy runs/bc-push --name dsrl-robot --robot  # gate, shield and safe set"),
     "eval": Command("steer.ops.train_cmd:evaluate", "evaluate a BC or DSRL run on held-out seeds",
                     "steer eval runs/dsrl-push --episodes 100"),
     "export": Command("steer.ops.export_cmd:export", "export a trained policy to one ONNX file",
@@ -42,7 +43,8 @@ COMMANDS: dict[str, Command] = {
     "drive view": Command("steer.ops.drive_cmd:view", "render a driving episode to PNG frames and a GIF",
                           "steer drive view --out runs/view --seed 3"),
     "drive train": Command("steer.ops.drive_cmd:train", "train a CaRL PPO driving policy",
-                           "steer drive train --name carl"),
+                           "steer drive train --name carl\n"
+                           "  steer drive train --name carl-lag --ppo.lagrangian.enabled  # PPO-Lag on infractions"),
     "drive eval": Command("steer.ops.drive_cmd:evaluate", "evaluate a driving policy on held-out routes",
                           "steer drive eval runs/carl"),
     "robot sim": Command("steer.ops.robot_cmd:sim", "run the simulated robot over ROS 2 topics (DDS)",
