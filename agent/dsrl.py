@@ -77,7 +77,10 @@ class DSRLConfig:
     """Task envs stepped together."""
     buffer_size: int = 100_000
     """Replay capacity in latent steps."""
-    na_distill_steps: int = 2
+    na_utd: int = 4
+    """DSRL-NA: gradient updates per latent step (each decodes the diffusion policy, so they cost more than
+    SAC's; UTD 4 with 4 distillation steps reached 0.94 in 10k env steps, UTD 1 with 1 never learned)."""
+    na_distill_steps: int = 4
     """DSRL-NA: regression steps of Q_W onto Q_A per update (official: 10 on a GPU)."""
     na_prefill_demos: str = ""
     """DSRL-NA: a dataset folder whose demonstration chunks prefill the replay buffer ('' for none)."""

@@ -268,7 +268,7 @@ def train_na(policy: DiffusionPolicy, env_id: str, cfg, run: RunLog, resume: boo
         latent_steps += len(envs)
         prog.on_transition(infos, dones, rets)
         if latent_steps >= warmup_latent and buf.size >= cfg.batch_size:
-            for _ in range(cfg.utd * len(envs)):
+            for _ in range(cfg.na_utd * len(envs)):
                 losses = update()
                 updates += 1
                 if updates % 100 == 1:

@@ -5,8 +5,11 @@ seeds, two runs at a time (one per core), interleaved by seed. The learning curv
 the deterministic policy's success over 50 held-out episodes every ``--eval-every``
 env steps; "steps to 0.9" is the first evaluation at or above 0.9 (null when the
 budget ran out first), "final success" is over 100 further held-out episodes.
+Each algorithm runs with the library's defaults (DSRL-SAC: UTD 8; DSRL-NA: UTD 4 with
+4 distillation steps; SAC from scratch: stable-baselines3's defaults).
 
-    python bench/dsrl.py --seeds 3 --env-steps 30000
+    python bench/dsrl.py --seeds 3 --env-steps 16000
+    python bench/dsrl.py --seeds 3 --env-steps 16000 --algos dsrl_na --workers 3 --keep-others
 """
 
 from __future__ import annotations
@@ -63,8 +66,7 @@ def run_dsrl(algorithm: str, seed: int, ckpt: str, env_steps: int, eval_every: i
 
     torch.set_num_threads(1)
     policy = load_policy(Path(ckpt))
-    extra = {"utd": 1, "na_distill_steps": 1} if algorithm == "na" else {}
-    cfg = DSRLConfig(algorithm=algorithm, env_steps=env_steps, eval_every=eval_every, seed=seed, **extra)
+    cfg = DSRLConfig(algorithm=algorithm, env_steps=env_steps, eval_every=eval_every, seed=seed)
     t = time.time()
     fn, det = train_dsrl(policy, TASK, cfg, MemoryLog(), progress=False)
     curve = det["progress"].curve
@@ -127,13 +129,27 @@ def main() -> None:
     ap.add_argument("--bc-steps", type=int, default=6_000)
     ap.add_argument("--algos", default="dsrl_sac,dsrl_na,sac_scratch")
     ap.add_argument("--work", type=Path, default=Path("runs/bench-dsrl"))
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--keep-others", action="store_true",
+                    help="keep the runs of the algorithms not in --algos from the existing results file "
+                         "(same budget and seeds), so one algorithm can be rerun alone")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     ckpt = prepare(args.work, args.bc_steps)
     algos = args.algos.split(",")
     jobs = []
     results: list[dict] = []
-    with ProcessPoolExecutor(max_workers=2) as pool:
+    kept: list[dict] = []
+    out = ROOT / "results" / "dsrl.json"
+    if args.keep_others and out.exists():
+        old = json.loads(out.read_text())["details"]
+        if old["env_steps_budget"] == args.env_steps and old["seeds"] == args.seeds:
+            kept = [r for r in old["runs"] if r["algo"] not in algos]
+            print(f"kept {len(kept)} runs of {sorted({r['algo'] for r in kept})} from {out}")
+        else:
+            print(f"{out} has another budget or seed count: nothing kept")
+    all_algos = list(dict.fromkeys([r["algo"] for r in kept] + algos))
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
         # Algorithm-major order: a run cut short still has every seed of the first algorithms.
         for algo in algos:
             for seed in range(args.seeds):
@@ -144,7 +160,7 @@ def main() -> None:
                                             args.eval_every))
         for job in as_completed(jobs):
             results.append(job.result())
-            write(results, algos, args, complete=len(results) == len(jobs))
+            write(kept + results, all_algos, args, complete=len(results) == len(jobs))
 
 
 def write(results: list[dict], algos: list[str], args, complete: bool) -> None:

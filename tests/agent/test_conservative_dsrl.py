@@ -15,7 +15,7 @@ TASK = "steer/PlanarPush-v0"
 
 def _cfg(algorithm, **gate):
     return DSRLConfig(algorithm=algorithm, env_steps=400, warmup_env_steps=200, utd=1, num_envs=2, batch_size=32,
-                      hidden_dim=32, num_layers=1, na_distill_steps=1, eval_every=10**6, seed=0,
+                      hidden_dim=32, num_layers=1, na_utd=1, na_distill_steps=1, eval_every=10**6, seed=0,
                       conservative=ConservativeConfig(**{"metrics_window": 2, "min_baseline_episodes": 1, **gate}))
 
 

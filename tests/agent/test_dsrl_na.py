@@ -27,7 +27,7 @@ def test_demo_prefill_sums_rewards_per_chunk(tiny_bc, tiny_demos):
 def test_na_trains_from_prefilled_demos_and_returns_a_bounded_actor(tiny_bc, tiny_demos, tmp_path):
     policy, _ = tiny_bc
     log = MemoryLog(tmp_path)
-    cfg = DSRLConfig(algorithm="na", env_steps=500, warmup_env_steps=100, utd=1, na_distill_steps=1,
+    cfg = DSRLConfig(algorithm="na", env_steps=500, warmup_env_steps=100, utd=1, na_utd=1, na_distill_steps=1,
                      batch_size=64, eval_every=10**6, na_prefill_demos=str(tiny_demos))
     fn, details = train_dsrl(policy, "steer/PlanarPush-v0", cfg, log, progress=False)
     assert details["progress"].env_steps >= 500
