@@ -22,6 +22,13 @@ import numpy as np
 from tqdm import tqdm
 
 DATASET_ID = "steer/planarpush-expert-v0"
+"""Dataset id of PlanarPush demonstrations (see :func:`dataset_id`)."""
+
+
+def dataset_id(env_id: str) -> str:
+    """Minari id of the scripted demonstrations of ``env_id``: ``steer/<task>-expert-v0``."""
+    name = env_id.split("/")[-1].rsplit("-v", 1)[0].lower()
+    return f"steer/{name}-expert-v0"
 
 
 class DatasetError(ValueError):
@@ -100,11 +107,12 @@ def collect_demos(env_id: str, expert, episodes: int, seed: int, out_dir: Path,
     with _datasets_root(out_dir), warnings.catch_warnings():
         # Minari nags about optional metadata (author e-mail, code link) that a local dataset does not need.
         warnings.simplefilter("ignore", UserWarning)
-        if DATASET_ID in minari.list_local_datasets():
-            minari.delete_dataset(DATASET_ID)
+        ds_id = dataset_id(env_id)
+        if ds_id in minari.list_local_datasets():
+            minari.delete_dataset(ds_id)
         minari.create_dataset_from_buffers(
-            dataset_id=DATASET_ID, buffer=buffers, env=env_id, algorithm_name="scripted-expert",
-            author="steer", description="Scripted PlanarPush demonstrations, deliberately mixed quality.",
+            dataset_id=ds_id, buffer=buffers, env=env_id, algorithm_name="scripted-expert",
+            author="steer", description=f"Scripted {env_id} demonstrations, deliberately mixed quality.",
             data_format="hdf5", observation_space=env.observation_space, action_space=env.action_space)
     env.close()
     return Demos(demos_obs, demos_act, np.asarray(succ), env_id)
@@ -119,7 +127,13 @@ def load_demos(path: Path) -> Demos:
         raise DatasetError(f"no dataset folder at {path}; create one with `steer collect --out {path}`.")
     with _datasets_root(path):
         try:
-            dataset = minari.load_dataset(DATASET_ID)
+            ids = [i for i in minari.list_local_datasets() if i.startswith("steer/") and i.endswith("-expert-v0")]
+            if len(ids) > 1:
+                raise DatasetError(f"{path} holds several steer datasets ({', '.join(sorted(ids))}); keep one "
+                                   "per folder.")
+            dataset = minari.load_dataset(ids[0] if ids else DATASET_ID)
+        except DatasetError:
+            raise
         except Exception as err:  # minari raises several types for a missing/corrupt dataset
             raise DatasetError(f"{path} holds no readable steer dataset ({type(err).__name__}: {err}).") from err
         obs, act, succ = [], [], []
