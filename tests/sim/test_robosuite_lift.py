@@ -1,0 +1,87 @@
+"""robosuite Lift (the optional ``lift`` extra): the env's interface and seeding, and the expert's two modes."""
+
+import numpy as np
+import pytest
+
+try:
+    import robosuite  # noqa: F401
+except Exception as exc:  # pragma: no cover - depends on the environment
+    pytest.skip(f"robosuite is not installed ({type(exc).__name__}): it is the optional `lift` extra, in its own "
+                "environment (robosuite 1.5 pins mujoco==3.3.7)", allow_module_level=True)
+
+import gymnasium as gym  # noqa: E402
+
+import steer.sim  # noqa: E402,F401
+from steer.sim.robosuite_lift import OBS_NAMES, LiftEnv, LiftExpert  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def env():
+    e = LiftEnv(max_steps=120)
+    yield e
+    e.close()
+
+
+def _rollout(env, expert, seed):
+    expert.begin_episode(seed)
+    obs, info = env.reset(seed=seed)
+    for _ in range(env.max_steps):
+        obs, reward, terminated, truncated, info = env.step(expert.act(obs))
+        if terminated or truncated:
+            break
+    return bool(info["is_success"]), reward, terminated, truncated
+
+
+def test_obs_shape_and_names(env):
+    obs, info = env.reset(seed=0)
+    assert obs.dtype == np.float32
+    assert obs.shape == (len(OBS_NAMES),) == env.observation_space.shape
+    assert env.obs_names == OBS_NAMES
+    assert env.action_space.shape == (7,)
+    assert info["is_success"] is False
+
+
+def test_same_seed_same_initial_obs(env):
+    a, _ = env.reset(seed=11)
+    env.step(env.action_space.sample())
+    b, _ = env.reset(seed=11)
+    c, _ = env.reset(seed=12)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a[9:12], c[9:12])  # cube position depends on the seed
+
+
+def test_careful_mode_succeeds(env):
+    expert = LiftExpert(p_offset=0.0, obs_names=env.obs_names)
+    results = [_rollout(env, expert, s) for s in range(10)]
+    wins = sum(r[0] for r in results)
+    assert wins >= 8, results
+    for success, reward, terminated, truncated in results:
+        if success:
+            assert terminated and not truncated and reward == 1.0
+
+
+def test_offset_mode_fails_more_often(env):
+    careful = LiftExpert(p_offset=0.0, obs_names=env.obs_names)
+    offset = LiftExpert(p_offset=1.0, obs_names=env.obs_names)
+    seeds = range(10)
+    assert offset.begin_episode(0) == "offset"
+    wins_careful = sum(_rollout(env, careful, s)[0] for s in seeds)
+    wins_offset = sum(_rollout(env, offset, s)[0] for s in seeds)
+    assert wins_offset <= 5
+    assert wins_offset <= wins_careful - 4
+
+
+def test_mode_choice_reproducible():
+    ex = LiftExpert()
+    modes = [ex.begin_episode(s) for s in range(40)]
+    assert modes == [ex.begin_episode(s) for s in range(40)]
+    assert 10 <= modes.count("offset") <= 30
+
+
+def test_registered_env_and_start_episode_draw_from_the_experts_seed():
+    env = gym.make("steer/Lift-v0")
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (len(OBS_NAMES),)
+    env.close()
+    a, b = LiftExpert(seed=5), LiftExpert(seed=5)
+    assert [a.start_episode() for _ in range(20)] == [b.start_episode() for _ in range(20)]
