@@ -56,7 +56,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         ddp = DistributedDataParallel(model)
         opt = torch.optim.Adam(model.parameters(), lr=CFG.learning_rate, eps=CFG.adam_eps)
         full = _combined_batch()
-        local = Batch(*(t[rank * HALF : (rank + 1) * HALF] for t in full))
+        local = Batch(*(None if t is None else t[rank * HALF : (rank + 1) * HALF] for t in full))
         ppo_update(ddp, opt, local, _local_minibatches(rank), CFG)
         if rank == 0:
             torch.save({k: v.clone() for k, v in model.state_dict().items()}, os.path.join(out_dir, "ddp.pt"))
@@ -65,11 +65,16 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         from steer.agent.runlog import MemoryLog
         from test_ppo_helpers import tiny_ppo_config
 
+        from steer.agent.ppo_config import LagrangianConfig
+
         log = MemoryLog(os.path.join(out_dir, "ckpt"))
-        res = train_ppo(tiny_ppo_config(num_envs=2, num_steps=8, minibatch_size=8, total_timesteps=16), log)
+        # With PPO-Lag on: its cost statistics are summed over ranks too (a missing collective would hang).
+        res = train_ppo(tiny_ppo_config(num_envs=2, num_steps=8, minibatch_size=8, total_timesteps=16,
+                                        lagrangian=LagrangianConfig(enabled=True, lambda_init=0.5)), log)
         if rank == 0:
             with open(os.path.join(out_dir, "train.json"), "w") as f:
-                json.dump({"global_step": res.global_step, "records": len(log.records)}, f)
+                json.dump({"global_step": res.global_step, "records": len(log.records),
+                           "lambda": log.records[0]["lagrangian/lambda"]}, f)
     finally:
         dist.destroy_process_group()
 
@@ -97,5 +102,5 @@ def test_two_ddp_processes_equal_one_process_on_the_combined_batch(tmp_path):
         torch.testing.assert_close(ddp_state[k], single[k], rtol=1e-5, atol=1e-6, msg=k)
 
     train = json.loads((tmp_path / "train.json").read_text())
-    assert train == {"global_step": 16, "records": 1}
+    assert train == {"global_step": 16, "records": 1, "lambda": 0.5}  # no episode ended: λ stays
     assert (tmp_path / "ckpt" / "last.json").exists()
