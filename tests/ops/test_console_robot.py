@@ -48,21 +48,46 @@ def sim_and_node(robot_dds, tmp_path):
     """A simulated PlanarPush robot driven by a policy that moves the pusher along +y at 4 cm/s."""
     policy = make_policy(tmp_path / "drive.onnx", bias=[0.0, 0.04])
     common = {"domain_id": robot_dds["domain"], "robot": {"namespace": robot_dds["namespace"]}, "rt_priority": 10}
-    procs = []
-    for which, kwargs in (("node", {"policy": str(policy)}),
-                          ("sim", {"episodes": 1, "seed": 3, "wait_for_node_s": 60.0,
-                                   "task_kwargs": {"max_steps": 100_000}})):
-        procs.append(subprocess.Popen([sys.executable, "-m", "steer.robot.processes", which,
-                                       json.dumps(common | kwargs)], env=robot_dds["env"],
-                                      stderr=subprocess.DEVNULL))
-    yield robot_dds | {"node": procs[0], "sim": procs[1]}
-    for p in procs:
-        p.terminate()
-    for p in procs:
-        try:
-            p.wait(20)
-        except subprocess.TimeoutExpired:
-            p.kill()
+    procs: list[subprocess.Popen] = []
+    logs: dict[str, Path] = {}
+    state = dict(robot_dds)
+
+    def start(attempt: int) -> None:
+        procs.clear()
+        for which, kwargs in (("node", {"policy": str(policy)}),
+                              ("sim", {"episodes": 1, "seed": 3, "wait_for_node_s": 60.0,
+                                       "task_kwargs": {"max_steps": 100_000}})):
+            logs[which] = tmp_path / f"{which}-{attempt}.log"
+            procs.append(subprocess.Popen([sys.executable, "-m", "steer.robot.processes", which,
+                                           json.dumps(common | kwargs)], env=robot_dds["env"],
+                                          stdout=open(logs[which], "w"), stderr=subprocess.STDOUT))
+        state.update(node=procs[0], sim=procs[1])
+
+    def stop() -> None:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+    def diagnosis() -> str:
+        """Exit codes and log tails of both processes, for a failure message."""
+        out = []
+        for which, p in zip(("node", "sim"), procs):
+            tail = logs[which].read_text()[-1500:] if logs[which].exists() else ""
+            out.append(f"{which}: returncode {p.poll()}\n{tail}")
+        return "\n".join(out)
+
+    def restart() -> None:
+        stop()
+        start(1)
+
+    start(0)
+    state.update(diagnosis=diagnosis, restart=restart)
+    yield state
+    stop()
 
 
 class CommandRecorder:
@@ -118,7 +143,17 @@ def test_robots_screen_shows_the_robot_and_the_estop_key_stops_it_within_50_ms(s
         async with app.run_test(size=(80, 24)) as pilot:
             await pilot.press("2")
             screen = app.screen
-            assert await _until(pilot, moving, 90.0), "the policy node never moved the robot"
+            if not await _until(pilot, moving, 45.0):
+                # Two processes and their discovery on a loaded 2-core runner: once, in about 1 of 10
+                # full-suite runs, nothing moved for 90 s. Start both again once, and say so.
+                print("no movement in 45 s; restarting robot and node once:\n" + sim_and_node["diagnosis"](),
+                      file=sys.stderr)
+                sim_and_node["restart"]()
+                t_restart = time.monotonic_ns()
+                moved_since = lambda: sum(1 for t, c in recorder.log if t > t_restart and any(c)) >= 5  # noqa: E731
+                assert await _until(pilot, moved_since, 60.0), ("the policy node never moved the robot; "
+                                                           f"{len(recorder.log)} commands recorded\n"
+                                                           + sim_and_node["diagnosis"]())
             assert await _until(pilot, lambda: app.link.view.mode == "running" and app.link.view.latency_ms, 10.0)
             await pilot.pause(1.5)  # the rate is averaged over a window: let it fill
             view = app.link.view
