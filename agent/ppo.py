@@ -243,10 +243,14 @@ def setup_distributed() -> tuple[int, int]:
 
 # ---------------------------------------------------------------------------- training
 def check_config(cfg: PPOConfig, world: int = 1) -> None:
-    """Raise :class:`PPOConfigError` when the batch does not split over ranks and minibatches."""
+    """Raise :class:`PPOConfigError` when the batch does not split over ranks and minibatches, or PPO-Lag
+    names an infraction the simulator does not report."""
     if cfg.num_envs % world or cfg.minibatch_size % world:
         raise PPOConfigError(f"num_envs ({cfg.num_envs}) and minibatch_size ({cfg.minibatch_size}) must divide "
                              f"by the number of processes ({world}).")
+    unknown = [k for k in cfg.lagrangian.cost_infractions if k not in INFRACTIONS]
+    if cfg.lagrangian.enabled and unknown:
+        raise PPOConfigError(f"unknown cost infractions {unknown}; choose from {', '.join(INFRACTIONS)}.")
     if cfg.batch_size % cfg.minibatch_size:
         raise PPOConfigError(f"the rollout (num_envs x num_steps = {cfg.batch_size}) must split into minibatches "
                              f"of {cfg.minibatch_size}.")
@@ -290,9 +294,6 @@ def train_ppo(cfg: PPOConfig, run: RunLog, resume: bool = False, progress: bool 
     torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
     envs = DriveVectorEnv(n_local, cfg.env)
     lag = cfg.lagrangian
-    unknown = [k for k in lag.cost_infractions if k not in INFRACTIONS]
-    if lag.enabled and unknown:
-        raise PPOConfigError(f"unknown cost infractions {unknown}; choose from {', '.join(INFRACTIONS)}.")
     model = make_model(envs, cfg.net, cost_head=lag.enabled).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, eps=cfg.adam_eps)
     start_update, global_step = 1, 0

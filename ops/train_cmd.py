@@ -227,7 +227,10 @@ def chunk_safe_set(obs_names: list[str], robot_config: Path | None = None, margi
     if missing:
         raise RunError(f"the task observes no position of {missing}; the safe set's robot config does not match "
                        "the task, pass a matching --robot-config.")
-    return ChunkSafeSet(config, [names.index(f"{j}.pos") for j in config.command_joint_names], margin)
+    try:
+        return ChunkSafeSet(config, [names.index(f"{j}.pos") for j in config.command_joint_names], margin)
+    except ValueError as err:
+        raise RunError(f"--safe-margin: {err}") from err
 
 
 def run_dsrl(cfg: DSRLCommand, progress: bool = True) -> dict:
@@ -239,19 +242,20 @@ def run_dsrl(cfg: DSRLCommand, progress: bool = True) -> dict:
     cfg = cfg.resolved()
     policy, meta = _load_bc(cfg.policy)
     torch.set_num_threads(1)
+    # Shield and safe set are checked before the run directory exists: a bad setting leaves nothing behind.
+    wrapper = shielded_env_wrapper(cfg.robot_config) if cfg.shield else None
+    safe_set = None
+    if cfg.safe_set:
+        import gymnasium as gym
+
+        names = meta.get("obs_names") or list(getattr(gym.make(meta["task"]).unwrapped, "obs_names", []))
+        safe_set = chunk_safe_set(names, cfg.robot_config, cfg.safe_margin)
     t0 = time.time()
     with Run(cfg.runs / cfg.name, cfg, kind="dsrl", resume=cfg.resume) as run:
         pmeta = {k: meta[k] for k in ("task", "obs_names", "action_names", "control_rate_hz", "action_low",
                                       "action_high") if k in meta}
         pmeta["source_run"] = str(run.path)
         pmeta["base_run"] = str(cfg.policy)
-        wrapper = shielded_env_wrapper(cfg.robot_config) if cfg.shield else None
-        safe_set = None
-        if cfg.safe_set:
-            import gymnasium as gym
-
-            names = meta.get("obs_names") or list(getattr(gym.make(meta["task"]).unwrapped, "obs_names", []))
-            safe_set = chunk_safe_set(names, cfg.robot_config, cfg.safe_margin)
         fn, details = train_dsrl(policy, meta["task"], cfg.dsrl, run, resume=cfg.resume, progress=progress,
                                  policy_meta=pmeta, env_wrapper=wrapper, safe_set=safe_set)
         prog = details["progress"]

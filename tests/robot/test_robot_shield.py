@@ -184,3 +184,14 @@ def test_chunk_safe_set_on_position_and_effort_interfaces():
         ChunkSafeSet(_config(), [0, 1], margin=0.5)
     with pytest.raises(ValueError, match="2 commanded joints"):
         ChunkSafeSet(_config(), [0])
+
+
+def test_a_safe_margin_wider_than_the_box_is_a_user_facing_error():
+    from steer.ops.run import RunError
+    from steer.ops.train_cmd import chunk_safe_set
+    from steer.sim.push import OBS_NAMES
+
+    assert chunk_safe_set(OBS_NAMES, margin=0.02).lo[0] == pytest.approx(-0.36)
+    with pytest.raises(RunError, match="--safe-margin: margin 0.5 leaves no room") as err:
+        chunk_safe_set(OBS_NAMES, margin=0.5)
+    assert err.type.user_facing
