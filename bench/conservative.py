@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 # The demonstrations and BC policy are prepared exactly as for bench/dsrl.py (same folder layout).
-from dsrl import prepare  # noqa: E402  (bench/ is on sys.path when run as a script)
+from dsrl import _median, _steps_to, prepare  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 ROOT = Path(__file__).resolve().parent
 TASK = "steer/PlanarPush-v0"
@@ -68,13 +68,6 @@ def baseline_value(ckpt: str, episodes: int) -> dict:
 
     res = evaluate_chunked(TASK, act, episodes, seed=BASELINE_SEED)
     return {"success_rate": res.success_rate, "successes": int(res.successes.sum()), "episodes": res.episodes}
-
-
-def _steps_to(curve: list, level: float = 0.9):
-    for steps, success, *_ in curve:
-        if success >= level:
-            return int(steps)
-    return None
 
 
 def run_one(gated: bool, seed: int, ckpt: str, env_steps: int, eval_every: int, eval_episodes: int,
@@ -113,13 +106,6 @@ def below_threshold(records: list, threshold: float, window: int) -> dict:
     return {"window_frac": float((means < threshold).mean()) if n_win else None, "windows": n_win,
             "episode_frac": float((values < threshold).mean()) if len(values) else None,
             "explorer_share": float(np.mean([r[2] == "explorer" for r in records])) if records else None}
-
-
-def _median(values):
-    """Median with None (not reached) counted as +inf; None if the median itself was not reached."""
-    v = sorted(np.inf if x is None else x for x in values)
-    m = float(np.median(v))
-    return None if not np.isfinite(m) else m
 
 
 def main() -> None:

@@ -7,7 +7,6 @@ robot config) and only then hands it to the robot (see :mod:`steer.ops.console_r
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from steer.ops.console_runs import ConsoleError
+from steer.robot.promotion import file_sha256 as sha256_file  # noqa: F401  (the console hashes what it promotes)
 
 SPEC_KEY = "steer.spec"
 
@@ -87,15 +87,6 @@ def scan_policies(*folders: Path) -> list[PolicyFile]:
             st = path.stat()
             out.append(PolicyFile(path, st.st_size, st.st_mtime, spec, error))
     return sorted(out, key=lambda p: (-p.modified, p.name))
-
-
-def sha256_file(path: Path) -> str:
-    """sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def default_exporter(run: Path, out: Path) -> dict:

@@ -19,6 +19,12 @@ def _cfg(algorithm, **gate):
                       conservative=ConservativeConfig(**{"metrics_window": 2, "min_baseline_episodes": 1, **gate}))
 
 
+def _bc_run(tiny_bc, tmp_path):
+    """A BC run directory at tmp_path/bc whose checkpoints are the tiny BC policy's."""
+    (tmp_path / "bc").mkdir()
+    (tmp_path / "bc" / "checkpoints").symlink_to(tiny_bc[1], target_is_directory=True)
+
+
 def test_sac_gate_with_no_slack_never_lets_the_actor_act(tiny_bc):
     # α = 0 and an explorer that never ran: ρ = 0, so every chunk must be the base policy's N(0, I) noise,
     # drawn from the warm-up generator in order: the replay buffer must hold exactly that sequence.
@@ -83,9 +89,7 @@ def test_dsrl_command_with_gate_and_shield_writes_safety_metrics(tiny_bc, tmp_pa
 
     from steer.ops.train_cmd import DSRLCommand, run_dsrl
 
-    _, ckpt = tiny_bc
-    (tmp_path / "bc").mkdir()
-    (tmp_path / "bc" / "checkpoints").symlink_to(ckpt, target_is_directory=True)
+    _bc_run(tiny_bc, tmp_path)
     torch.set_num_threads(1)
     summary = run_dsrl(DSRLCommand(policy=tmp_path / "bc", runs=tmp_path, name="d", eval_episodes=0, shield=True,
                                    dsrl=_cfg("sac", variant="epsmix", alpha=0.0)), progress=False)
@@ -163,9 +167,7 @@ def test_dsrl_robot_run_turns_on_shield_safe_set_and_gate(tiny_bc, tmp_path):
 
     from steer.ops.train_cmd import DSRLCommand, run_dsrl
 
-    _, ckpt = tiny_bc
-    (tmp_path / "bc").mkdir()
-    (tmp_path / "bc" / "checkpoints").symlink_to(ckpt, target_is_directory=True)
+    _bc_run(tiny_bc, tmp_path)
     torch.set_num_threads(1)
     summary = run_dsrl(DSRLCommand(policy=tmp_path / "bc", runs=tmp_path, name="r", eval_episodes=0, robot=True,
                                    dsrl=_cfg("sac")), progress=False)
