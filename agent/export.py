@@ -29,7 +29,7 @@ from torch import nn
 
 from steer.agent.checkpoint import CheckpointError, load_checkpoint, read_meta, sha256_file
 from steer.agent.diffusion import DiffusionPolicy
-from steer.agent.latent_actor import LatentActor, load_dsrl_policy
+from steer.agent.dsrl.latent_actor import LatentActor, load_dsrl_policy
 
 OPSET = 17
 SPEC_KEY = "steer.spec"

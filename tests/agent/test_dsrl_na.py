@@ -3,8 +3,8 @@ import torch
 
 import steer.sim  # noqa: F401
 from steer.agent.dsrl import DSRLConfig, train_dsrl
-from steer.agent.dsrl_na import Buffer, prefill_from_demos
-from steer.agent.latent_actor import LatentActor
+from steer.agent.dsrl.na import ChunkReplay, prefill_from_demos
+from steer.agent.dsrl.latent_actor import LatentActor
 from steer.agent.runlog import MemoryLog
 from steer.sim.demos import load_demos
 
@@ -12,7 +12,7 @@ from steer.sim.demos import load_demos
 def test_demo_prefill_sums_rewards_per_chunk(tiny_bc, tiny_demos):
     policy, _ = tiny_bc
     demos = load_demos(tiny_demos)
-    buf = Buffer(10_000, 10, 8)
+    buf = ChunkReplay(10_000, 10, 8)
     n = prefill_from_demos(buf, policy, demos, reward_offset=1.0)
     expected = sum(-(-len(a) // 4) for a in demos.actions)  # ceil(T / chunk) chunks per episode
     assert n == expected == buf.size

@@ -3,8 +3,8 @@ import numpy as np
 import torch
 
 import steer.sim  # noqa: F401
-from steer.agent.latent_actor import LatentActor, LatentActorConfig
-from steer.agent.latent_env import LatentNoiseEnv
+from steer.agent.dsrl.latent_actor import LatentActor, LatentActorConfig
+from steer.agent.dsrl.latent_env import LatentNoiseEnv
 
 
 def test_latent_action_space_and_clipping(tiny_bc):
