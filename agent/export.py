@@ -1,7 +1,8 @@
 """Export trained policies to one ONNX file that carries everything a robot needs.
 
 * BC diffusion policy: inputs ``obs`` [B, obs_dim] and ``noise`` [B, H, A]; the
-  runtime draws N(0, I) noise itself when its caller gives none.
+  runtime draws the BC baseline's noise itself (:func:`steer.robot.spec.base_noise` at the
+  spec's ``latent_noise_bound``) when its caller gives none.
 * DSRL policy: input ``obs`` only. The graph is the latent actor's deterministic mean
   composed with the unrolled DDIM sampler and the action unnormalization.
 * PPO driving policy: inputs ``bev`` (uint8 [B, C, H, W], as the simulator renders it)
@@ -16,7 +17,6 @@ sha256 of the weights, source run) that ``steer.robot`` checks before it runs it
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import warnings
@@ -72,6 +72,7 @@ def _spec(kind: str, policy: DiffusionPolicy, meta: dict[str, Any], weights_sha2
         "format": SPEC_FORMAT, "kind": kind, "task": meta.get("task", ""),
         "obs_names": obs_names, "action_names": action_names, "obs_dim": cfg.obs_dim, "action_dim": cfg.action_dim,
         "chunk_len": cfg.chunk_len, "noise_input": kind == "bc_diffusion",
+        "latent_noise_bound": cfg.latent_noise_bound,
         "control_rate_hz": float(meta.get("control_rate_hz", 0.0)),
         "action_low": [float(x) for x in low], "action_high": [float(x) for x in high],
         "normalization": {"obs_min": policy.obs_norm.low.tolist(), "obs_max": policy.obs_norm.high.tolist(),
@@ -205,11 +206,3 @@ def parity(run: Path, onnx_path: Path, samples: int = 1000, seed: int = 0) -> fl
     got = sess.run(["action"], feeds)[0]
     return float(np.max(np.abs(ref - got)))
 
-
-def weights_digest(state: dict[str, torch.Tensor]) -> str:
-    """sha256 over a state dict's tensors in key order (independent of file layout)."""
-    h = hashlib.sha256()
-    for k in sorted(state):
-        h.update(k.encode())
-        h.update(state[k].detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()

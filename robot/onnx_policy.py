@@ -17,6 +17,7 @@ import numpy as np
 
 from steer.robot.config import RobotConfig
 from steer.robot.errors import PolicyRefused
+from steer.robot.spec import DEFAULT_LATENT_NOISE_BOUND, base_noise
 
 SPEC_KEY = "steer.spec"
 SPEC_FORMAT = "steer.policy/1"
@@ -56,6 +57,9 @@ class PolicySpec:
     """Run directory the policy came from."""
     normalization: dict[str, Any]
     """Normalization statistics (informational: baked into the graph)."""
+    latent_noise_bound: float = DEFAULT_LATENT_NOISE_BOUND
+    """The BC baseline's noise bound: the runtime's own noise is :func:`~steer.robot.spec.base_noise` at it
+    (files exported before it was recorded get the default)."""
 
     @classmethod
     def from_json(cls, text: str, where: str) -> PolicySpec:
@@ -78,7 +82,8 @@ class PolicySpec:
                 action_low=tuple(float(x) for x in d["action_low"]),
                 action_high=tuple(float(x) for x in d["action_high"]),
                 weights_sha256=str(d.get("weights_sha256", "")), source_run=str(d.get("source_run", "")),
-                normalization=dict(d.get("normalization") or {}))
+                normalization=dict(d.get("normalization") or {}),
+                latent_noise_bound=float(d.get("latent_noise_bound", DEFAULT_LATENT_NOISE_BOUND)))
         except (KeyError, TypeError, ValueError) as err:
             raise PolicyRefused(f"{where}: the policy spec lacks or mistypes field {err}; re-export the policy.") \
                 from None
@@ -101,6 +106,8 @@ class PolicySpec:
             problems.append(f"chunk_len {self.chunk_len} is invalid for kind {self.kind!r}")
         if not (math.isfinite(self.control_rate_hz) and self.control_rate_hz > 0):
             problems.append(f"control_rate_hz {self.control_rate_hz} is not a positive rate")
+        if not (math.isfinite(self.latent_noise_bound) and self.latent_noise_bound > 0):
+            problems.append(f"latent_noise_bound {self.latent_noise_bound} is not positive")
         if problems:
             raise PolicyRefused(f"{where}: the policy spec is inconsistent ({'; '.join(problems)}); "
                                 "re-export the policy.")
@@ -196,9 +203,11 @@ class OnnxPolicy:
                                 f"but the spec says float32 {['batch'] + expected[1:]}.")
 
     def _probe(self, where: str) -> None:
-        # Declared shapes can lie (symbolic dims); one real call checks what comes out.
+        # Declared shapes can lie (symbolic dims); one real call checks what comes out. It passes zero
+        # noise so that the policy's own noise stream starts at the first real query.
+        zero_noise = np.zeros((self.spec.chunk_len, self.spec.action_dim)) if self.spec.noise_input else None
         try:
-            out = self._run(np.zeros(self.spec.obs_dim, dtype=np.float32))
+            out = self._run(np.zeros(self.spec.obs_dim, dtype=np.float32), zero_noise)
         except PolicyRefused:
             raise
         except Exception as err:  # noqa: BLE001
@@ -235,8 +244,8 @@ class OnnxPolicy:
     def _run(self, obs: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
         feed = {"obs": np.asarray(obs, dtype=np.float32).reshape(1, self.spec.obs_dim)}
         if self.spec.noise_input:
-            if noise is None:
-                noise = self._rng.standard_normal((self.spec.chunk_len, self.spec.action_dim))
+            if noise is None:  # the BC baseline's noise, as in training and evaluation
+                noise = base_noise(self._rng, (self.spec.chunk_len, self.spec.action_dim), self.spec.latent_noise_bound)
             feed["noise"] = np.asarray(noise, dtype=np.float32).reshape(1, self.spec.chunk_len, self.spec.action_dim)
         (action,) = self.session.run(["action"], feed)
         action = np.asarray(action, dtype=np.float64)
