@@ -64,8 +64,7 @@ def _sb3_sac_classes():
 
         def _sample_action(self, learning_starts, action_noise=None, n_envs=1):
             if self.num_timesteps < learning_starts:
-                w = base_latents(self.base_policy, self.base_noise_rng, n_envs)
-                return w, self.policy.scale_action(w)
+                return self._as_actions(base_latents(self.base_policy, self.base_noise_rng, n_envs))
             actions, buffer_actions = super()._sample_action(learning_starts, action_noise, n_envs)
             gate: ChunkGate | None = self.chunk_gate
             if gate is None:
@@ -73,7 +72,14 @@ def _sb3_sac_classes():
             # SAC squashes: actions are the unscaled latents, buffer actions the same scaled to [-1, 1].
             w = gate.latents(actions, lambda: self.predict(self._last_obs, deterministic=True)[0],
                              self.base_noise_rng)
-            return w, self.policy.scale_action(w)
+            replaced = np.any(w != actions, axis=1, keepdims=True)  # the sampled rows stay exactly as SB3 made them
+            gated_actions, gated_buffer = self._as_actions(w)
+            return np.where(replaced, gated_actions, actions), np.where(replaced, gated_buffer, buffer_actions)
+
+        def _as_actions(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            # (env actions, buffer actions in [-1, 1]) as SB3 makes them: unscaled from the scaled ones.
+            scaled = self.policy.scale_action(w)
+            return self.policy.unscale_action(scaled), scaled
 
         def _store_transition(self, replay_buffer, buffer_action, new_obs, reward, dones, infos):
             # A safe-set fallback ran the baseline's latent instead: store the latent that ran.
@@ -102,8 +108,9 @@ def _forwarding_logger(run: RunLog, env_steps: Callable[[], int]):
     return Logger(folder=None, output_formats=[Forward()])
 
 
-def _make_vec_env(env_id: str, policy: DiffusionPolicy, cfg: DSRLConfig, seed_offset: int,
-                  env_wrapper: EnvWrapper | None = None, safe_set: SafeSet | None = None):
+def make_latent_vec_env(env_id: str, policy: DiffusionPolicy, cfg: DSRLConfig, seed_offset: int = 0,
+                        env_wrapper: EnvWrapper | None = None, safe_set: SafeSet | None = None):
+    """SB3's vector of ``cfg.num_envs`` latent envs, seeded for training after ``seed_offset`` episodes."""
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     def make(i: int):
@@ -125,27 +132,43 @@ def _sac_state(model) -> dict[str, Any]:
             "torch_rng": torch.get_rng_state()}
 
 
+def latent_actor_from_sb3(model, cfg: DSRLConfig, policy: DiffusionPolicy) -> LatentActor:
+    """The SB3 SAC actor's deterministic action as a plain :class:`LatentActor` (same layout, same weights)."""
+    actor = LatentActor(LatentActorConfig(policy.cfg.obs_dim, policy.cfg.noise_dim, cfg.hidden_dim, cfg.num_layers,
+                                          cfg.layer_norm, cfg.latent_noise_bound))
+    sb3 = model.actor.state_dict()
+    actor.load_state_dict({k: v for k, v in sb3.items() if k.startswith(("latent_pi.", "mu."))})
+    return actor.eval()
+
+
+def build_sac(policy: DiffusionPolicy, venv, cfg: DSRLConfig):
+    """The SB3 SAC model of DSRL-SAC over ``venv`` (see :func:`make_latent_vec_env`), not yet trained."""
+    DSRLSAC, LayerNormSACPolicy = _sb3_sac_classes()
+    # SB3 counts latent steps; chunks are ~chunk_len env steps each.
+    model = DSRLSAC(LayerNormSACPolicy, venv, learning_rate=cfg.lr, buffer_size=cfg.buffer_size,
+                    learning_starts=cfg.warmup_latent_steps(policy.cfg.chunk_len), batch_size=cfg.batch_size,
+                    tau=cfg.tau, gamma=cfg.gamma, train_freq=1, gradient_steps=cfg.utd * cfg.num_envs,
+                    ent_coef="auto", target_entropy=cfg.target_entropy, seed=cfg.seed, device="cpu",
+                    policy_kwargs={"net_arch": [cfg.hidden_dim] * cfg.num_layers})
+    model.base_policy = policy
+    model.base_noise_rng = np.random.default_rng(cfg.seed)
+    model.chunk_gate = None
+    return model
+
+
 def train_sac(policy: DiffusionPolicy, env_id: str, cfg: DSRLConfig, run: RunLog, resume: bool,
               progress: bool, env_wrapper: EnvWrapper | None = None, safe_set: SafeSet | None = None
               ) -> tuple[LatentActor, dict]:
     """Train DSRL-SAC; returns the deterministic latent actor and details (``model``, ``progress``, ``gate``)."""
-    DSRLSAC, LayerNormSACPolicy = _sb3_sac_classes()
     ckpt_dir = Path(run.checkpoint_dir)
     saved = load_checkpoint(ckpt_dir, "dsrl_trainer") if resume and (ckpt_dir / "dsrl_trainer.safetensors").exists() else None
     meta = saved[1] if saved else {}
     if saved and hasattr(run, "rewind"):
         run.rewind(int(meta["env_steps"]))
     prog = Progress(cfg, run, policy, env_id, progress, meta)
-    venv = _make_vec_env(env_id, policy, cfg, seed_offset=prog.episodes, env_wrapper=env_wrapper, safe_set=safe_set)
-    # SB3 counts latent steps; chunks are ~chunk_len env steps each.
+    venv = make_latent_vec_env(env_id, policy, cfg, prog.episodes, env_wrapper, safe_set)
     warmup_latent = cfg.warmup_latent_steps(policy.cfg.chunk_len)
-    model = DSRLSAC(LayerNormSACPolicy, venv, learning_rate=cfg.lr, buffer_size=cfg.buffer_size,
-                    learning_starts=warmup_latent, batch_size=cfg.batch_size, tau=cfg.tau, gamma=cfg.gamma,
-                    train_freq=1, gradient_steps=cfg.utd * cfg.num_envs, ent_coef="auto",
-                    target_entropy=cfg.target_entropy, seed=cfg.seed, device="cpu",
-                    policy_kwargs={"net_arch": [cfg.hidden_dim] * cfg.num_layers})
-    model.base_policy = policy
-    model.base_noise_rng = np.random.default_rng(cfg.seed)
+    model = build_sac(policy, venv, cfg)
     model.set_logger(_forwarding_logger(run, lambda: prog.env_steps))
     if saved:
         state = saved[0]
@@ -202,9 +225,4 @@ def train_sac(policy: DiffusionPolicy, env_id: str, cfg: DSRLConfig, run: RunLog
         model.learn(total_timesteps=10**9, callback=AfterChunk(), reset_num_timesteps=not saved, log_interval=4)
     prog.bar.close()
     venv.close()
-    actor = LatentActor(LatentActorConfig(policy.cfg.obs_dim, policy.cfg.noise_dim, cfg.hidden_dim, cfg.num_layers,
-                                          cfg.layer_norm, cfg.latent_noise_bound))
-    sb3 = model.actor.state_dict()
-    actor.load_state_dict({k: v for k, v in sb3.items() if k.startswith(("latent_pi.", "mu."))})
-    actor.eval()
-    return actor, {"model": model, "progress": prog, "gate": gate.gated if gate is not None else None}
+    return latent_actor_from_sb3(model, cfg, policy), {"model": model, "progress": prog, "gate": gate.gated if gate is not None else None}

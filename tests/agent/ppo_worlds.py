@@ -1,4 +1,4 @@
-"""Small driving worlds and PPO configs shared by the PPO tests (no tests here)."""
+"""Small driving worlds and PPO configs shared by the PPO tests (a helper module: no tests here)."""
 
 from steer.agent.ppo_config import NetConfig, PPOConfig
 from steer.driving import BevConfig, DriveEnvConfig, SimConfig, TownConfig
