@@ -2,8 +2,8 @@
 
 Li et al. 2023 (StepMix / EpsMix) keep every episode's value at least
 (1 − α)·V(π_b) with probability at least 1 − δ, given a safe baseline π_b. Here the
-baseline is the BC policy with w ~ N(0, I) and the explorer is the DSRL latent actor.
-The gate works from episode outcomes only:
+baseline is the BC policy (w ~ N(0, I) clipped to ±b) and the explorer is the DSRL
+latent actor. The gate works from episode outcomes only:
 
 * the baseline's value V_b gets a lower bound L_b and an upper bound U_b from baseline
   episodes (every episode that ran the baseline, plus periodic refresh episodes);
@@ -74,8 +74,8 @@ class ConservativeConfig:
     explorer_deterministic: bool = True
     """Gated variants only: explorer chunks run the learner's deterministic action (its mean), so the
     episodes the gate bets on are the learner's best guess; exploration then comes from the baseline's own
-    diversity (for DSRL, w ~ N(0, I) is exactly the warm-up's exploration), which the off-policy learner
-    trains on as well. ``False``: explorer chunks sample the learner's stochastic policy."""
+    diversity (for DSRL, the BC baseline's noise is exactly the warm-up's exploration), which the off-policy
+    learner trains on as well. ``False``: explorer chunks sample the learner's stochastic policy."""
     seed: int = 0
     """Seed of the gate's coin flips."""
 

@@ -7,7 +7,7 @@ therefore learns
 * Q_A(s, a) on executed, normalized action chunks with a SAC-style TD target whose
   next action is the base policy decoded from the actor's next noise, and
 * Q_W(s, w) = Q_A(s, π_dp(s, w)) by regression (``na_distill_steps`` steps per update,
-  on noises drawn from the actor and from N(0, I)),
+  on noises drawn from the actor and from the BC baseline's N(0, I) clipped to ±b),
 
 and the latent actor maximizes Q_W with an entropy bonus. Because Q_A never needs w,
 the replay buffer can be prefilled with demonstration chunks.
