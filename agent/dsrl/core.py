@@ -161,7 +161,7 @@ class ChunkGate:
         explore = self.gated.explorer_mask()
         base = ~explore
         w = np.array(sampled, dtype=np.float32)
-        ccfg = self.cfg.conservative
+        ccfg = self.gated.cfg
         if ccfg.variant != "monitor" and ccfg.explorer_deterministic and explore.any():
             w[explore] = mean()[explore]
         if base.any():
