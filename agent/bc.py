@@ -58,6 +58,10 @@ class BCConfig:
     checkpoint_every: int = 1000
     """Save a resumable checkpoint every this many steps."""
 
+    def __post_init__(self) -> None:
+        if not self.latent_noise_bound > 0:  # before training, not when the first noise is drawn
+            raise ValueError(f"latent_noise_bound must be positive, got {self.latent_noise_bound}.")
+
 
 def make_chunks(observations: list[np.ndarray], actions: list[np.ndarray], chunk_len: int) -> tuple[np.ndarray, np.ndarray]:
     """(obs [N, obs_dim], chunks [N, H, A]) from per-episode arrays; pads each episode's end with its last action."""

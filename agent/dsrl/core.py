@@ -176,7 +176,7 @@ class ChunkGate:
             # The gate scores the task's return: undo the learner's reward offset.
             self._task_return[i] += rewards[i] + self.cfg.reward_offset * info.get("chunk_steps", 0)
             if dones[i]:
-                value = episode_value(self.cfg.conservative, float(self._task_return[i]), info)
+                value = episode_value(self.gated.cfg, float(self._task_return[i]), info)
                 self.gated.on_episode_end(i, value, env_steps, warmup, run)
                 self._task_return[i] = 0.0
 

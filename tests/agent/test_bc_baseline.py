@@ -95,3 +95,11 @@ def test_dsrl_refuses_a_box_smaller_than_the_baselines_noise(tiny_bc):
     with pytest.raises(DSRLConfigError, match="below the BC policy's 1.5") as err:
         train_dsrl(policy, TASK, DSRLConfig(latent_noise_bound=1.0), MemoryLog(), progress=False)
     assert err.value.user_facing
+
+
+def test_bc_refuses_a_bound_that_is_not_positive_before_training():
+    from steer.agent.bc import BCConfig
+
+    with pytest.raises(ValueError, match="must be positive"):
+        BCConfig(latent_noise_bound=0.0)
+    assert BCConfig(latent_noise_bound=2.0).latent_noise_bound == 2.0
