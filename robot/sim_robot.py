@@ -24,6 +24,7 @@ import numpy as np
 from steer.robot import messages as msg
 from steer.robot.config import RobotConfig
 from steer.robot.errors import RobotError
+from steer.robot.spec import SafetyState, WireError
 from steer.robot.transport import Transport
 
 DEFAULT_TASK = "steer/PlanarPush-v0"
@@ -192,9 +193,11 @@ class SimRobot:
             if self._safety_sub.matched() == 0 and time.monotonic() > grace:
                 return True
             for status, _ in self._safety_sub.take():
-                values = {kv.key: kv.value for kv in status.values}
-                if values.get("command_subscribers", "0").isdigit() and int(values["command_subscribers"]) > 0:
-                    return True
+                try:
+                    if SafetyState.from_message(status).command_subscribers > 0:
+                        return True
+                except WireError:
+                    continue  # not a policy node's safety state
             self.transport.wait(0.01)
         return False
 
