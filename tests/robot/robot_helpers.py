@@ -108,15 +108,42 @@ class RobotProcesses:
                 proc.kill()
 
 
-class MemoryTransport:
-    """An in-process transport for unit tests of the node: publish appends to every subscriber's queue."""
+class FakeClock:
+    """A clock for the node that moves only when a test (or :class:`MemoryTransport`'s ``wait``) moves it."""
 
-    def __init__(self):
+    def __init__(self, start_s: float = 1000.0, epoch_s: float = 1.7e9):
+        self.now_ns = int(start_s * 1e9)
+        self.epoch_ns = int(epoch_s * 1e9)
+
+    def monotonic_ns(self) -> int:
+        return self.now_ns
+
+    def time_ns(self) -> int:
+        return self.epoch_ns + self.now_ns
+
+    def advance(self, seconds: float) -> None:
+        """Let ``seconds`` pass."""
+        self.now_ns += int(round(seconds * 1e9))
+
+
+class MemoryTransport:
+    """An in-process transport for unit tests of the node: publish appends to every subscriber's queue.
+
+    With a ``clock`` (a :class:`FakeClock`), receive times come from it and ``wait`` lets the
+    timeout pass on it at once when nothing is queued (as a real wait with no traffic would),
+    so tests run without real sleeps; without one, both use the real monotonic clock.
+    """
+
+    def __init__(self, clock=None):
         import time
 
         self._time = time
+        self.clock = clock
         self.queues = {}
         self.sent = {}
+
+    def _now_ns(self):
+        return self._time.monotonic_ns() if self.clock is None else self.clock.monotonic_ns()
 
     class _Pub:
         def __init__(self, outer, topic):
@@ -125,7 +152,7 @@ class MemoryTransport:
         def publish(self, msg):
             self.outer.sent.setdefault(self.topic, []).append(msg)
             for q in self.outer.queues.get(self.topic, []):
-                q.append((msg, self.outer._time.monotonic_ns()))
+                q.append((msg, self.outer._now_ns()))
 
         def matched(self):
             return len(self.outer.queues.get(self.topic, []))
@@ -154,7 +181,10 @@ class MemoryTransport:
         return self._Sub(queue)
 
     def wait(self, timeout_s):
-        self._time.sleep(min(timeout_s, 0.001))
+        if self.clock is None:
+            self._time.sleep(min(timeout_s, 0.001))
+        elif not any(q for queues in self.queues.values() for q in queues):
+            self.clock.advance(timeout_s)
 
     def close(self):
         pass
