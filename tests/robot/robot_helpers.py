@@ -30,6 +30,8 @@ def make_policy(path, *, kind="dsrl", obs_names=PUSH_OBS, action_names=PUSH_ACTI
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
+    from steer.robot.spec import SPEC_KEY, PolicySpec
+
     obs_dim = len(obs_names) if obs_dim is None else obs_dim
     action_dim = len(action_names) if action_dim is None else action_dim
     gain = np.zeros((action_dim, obs_dim)) if gain is None else np.asarray(gain)
@@ -64,17 +66,16 @@ def make_policy(path, *, kind="dsrl", obs_names=PUSH_OBS, action_names=PUSH_ACTI
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
     if spec is None:
-        spec = {"format": "steer.policy/1", "kind": kind, "task": "steer/PlanarPush-v0",
-                "obs_names": list(obs_names), "action_names": list(action_names), "obs_dim": obs_dim,
-                "action_dim": action_dim, "chunk_len": 1 if kind == "ppo" else chunk_len,
-                "noise_input": noise_input, "control_rate_hz": rate, "action_low": [-bound] * action_dim,
-                "action_high": [bound] * action_dim,
-                "normalization": {"obs_min": [-1.0] * obs_dim, "obs_max": [1.0] * obs_dim,
-                                  "action_min": [-bound] * action_dim, "action_max": [bound] * action_dim},
-                "weights_sha256": "0" * 64, "source_run": "tests"}
-        spec.update(spec_overrides or {})
+        spec = PolicySpec(kind=kind, task="steer/PlanarPush-v0", obs_names=tuple(obs_names),
+                          action_names=tuple(action_names), obs_dim=obs_dim, action_dim=action_dim,
+                          chunk_len=1 if kind == "ppo" else chunk_len, noise_input=noise_input, control_rate_hz=rate,
+                          action_low=(-bound,) * action_dim, action_high=(bound,) * action_dim,
+                          normalization={"obs_min": [-1.0] * obs_dim, "obs_max": [1.0] * obs_dim,
+                                         "action_min": [-bound] * action_dim, "action_max": [bound] * action_dim},
+                          weights_sha256="0" * 64, source_run="tests").to_dict()
+        spec.update(spec_overrides or {})  # written as a dict: overrides may break the contract on purpose
     if spec is not False:
-        helper.set_model_props(model, {"steer.spec": spec if isinstance(spec, str) else json.dumps(spec)})
+        helper.set_model_props(model, {SPEC_KEY: spec if isinstance(spec, str) else json.dumps(spec)})
     onnx.save(model, str(path))
     return Path(path)
 
