@@ -32,7 +32,7 @@ from steer.robot.errors import RobotError
 from steer.robot.onnx_policy import ChunkExecutor, OnnxPolicy
 from steer.robot.promotion import PolicyLoader, file_sha256
 from steer.robot.shield import Mode, SafetyShield
-from steer.robot.spec import Promotion, SafetyState
+from steer.robot.spec import EpisodeStatus, Promotion, SafetyState
 from steer.robot.transport import Transport
 
 
@@ -254,11 +254,14 @@ class PolicyNode:
                 self.executor.reset()
         if self._episode_sub is not None:
             for m, _ in self._episode_sub.take():
-                values = {kv.key: kv.value for kv in m.values}
-                episode = values.get("episode")
-                if values.get("event") == "connect":
+                try:
+                    status = EpisodeStatus.from_message(m)
+                except RobotError:
+                    continue  # not an episode event this node understands
+                episode = status.episode
+                if status.event == "connect":
                     continue  # the robot's discovery handshake, not an episode
-                if episode is not None and episode != self._episode:
+                if episode and episode != self._episode:
                     self._episode = episode
                     self.executor.reset()
                     if self.bag is not None:
@@ -297,8 +300,8 @@ class PolicyNode:
             point = msg.JointTrajectoryPoint(time_from_start=msg.Duration(int(sec), int(nsec)))
             setattr(point, {"position": "positions", "velocity": "velocities", "effort": "effort"}[
                 self.config.command_interface], values)
-            return msg.JointTrajectory(header=msg.Header(stamp=msg.stamp_of(self.clock.time_ns())), joint_names=list(self.joints),
-                                       points=[point])
+            return msg.JointTrajectory(header=msg.Header(stamp=msg.stamp_of(self.clock.time_ns())),
+                                       joint_names=list(self.joints), points=[point])
         return msg.Float64MultiArray(
             layout=msg.MultiArrayLayout(dim=[msg.MultiArrayDimension("joints", len(values), len(values))]),
             data=values)

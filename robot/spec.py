@@ -10,6 +10,8 @@ with one :class:`WireError` sentence.
   (written by the policy node, read by the console and the simulated robot).
 * :class:`Promotion`: the operator's ``DiagnosticStatus`` on the promotion topic (written by the
   console, read by the node).
+* :class:`EpisodeStatus`: the simulated robot's episode events (written by the simulated robot,
+  read by the node).
 
 The two messages carry one ``KeyValue`` per dataclass field, named after it (see
 :func:`_encode_values`), so a field added to a message class travels without touching either end.
@@ -204,7 +206,10 @@ def _encode_values(obj: Any) -> list[tuple[str, str]]:
 
 
 def _decode_values(cls: type, values: Mapping[str, str], what: str) -> dict[str, Any]:
-    """Field values of ``cls`` from a message's key → text; absent keys keep their defaults, unknown keys are ignored."""
+    """Field values of ``cls`` from a message's key → text.
+
+    Absent keys keep their defaults; unknown keys are ignored (a newer sender's extra fields).
+    """
     hints = typing.get_type_hints(cls)
     out: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
@@ -333,3 +338,28 @@ class Promotion:
         fields = _decode_values(cls, values, "promotion")
         return dataclasses.replace(cls(**fields), policy=fields["policy"].resolve(),
                                    sha256=fields["sha256"].strip().lower())
+
+
+@dataclass(frozen=True)
+class EpisodeStatus:
+    """An episode event of the simulated robot: the node starts a new chunk (and bag) on a new episode."""
+
+    event: str = ""
+    """``connect`` (discovery handshake, not an episode), ``start`` or ``end``."""
+    episode: str = ""
+    """Index of the episode (empty on ``connect``)."""
+    seed: int = 0
+    """Seed the episode's task was reset with."""
+    steps: int = 0
+    """Steps taken (``end``)."""
+    is_success: bool = False
+    """Whether the task succeeded (``end``)."""
+
+    def to_message(self, robot: str):
+        """The event as ``diagnostic_msgs/DiagnosticStatus`` from robot ``robot``."""
+        return _status(_DIAG_OK, f"{robot}/episode", self.event, robot, _encode_values(self))
+
+    @classmethod
+    def from_message(cls, message: Any) -> EpisodeStatus:
+        """Parse an episode event; :class:`WireError` (one sentence) when a field is mistyped."""
+        return cls(**_decode_values(cls, _values_of(message), "episode status"))

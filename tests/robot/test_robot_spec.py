@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from steer.robot import messages as m
-from steer.robot.spec import (DEFAULT_LATENT_NOISE_BOUND, SPEC_KEY, PolicySpec, Promotion, SafetyState,
-                              WireError)
+from steer.robot.spec import (DEFAULT_LATENT_NOISE_BOUND, SPEC_KEY, EpisodeStatus, PolicySpec, Promotion,
+                              SafetyState, WireError)
 
 PPO = PolicySpec(kind="ppo", task="steer/Drive-v0", obs_names=("speed", "limit"), action_names=("steer", "accel"),
                  obs_dim=2, action_dim=2, chunk_len=1, noise_input=False, control_rate_hz=10.0,
@@ -126,3 +126,15 @@ def test_a_field_added_to_the_promotion_travels_and_older_readers_ignore_it():
     message = signed.to_message("arm")
     assert SignedPromotion.from_message(message) == signed
     assert Promotion.from_message(message) == Promotion(Path("/p/x.onnx"), "ab" * 32, "")
+
+
+def test_episode_status_round_trips_and_a_bare_one_reads_defaults():
+    end = EpisodeStatus("end", "3", seed=1003, steps=57, is_success=True)
+    message = m.deserialize(m.DiagnosticStatus, m.serialize(end.to_message("arm")))
+    assert EpisodeStatus.from_message(message) == end and message.message == "end"
+    assert {kv.key: kv.value for kv in message.values}["is_success"] == "true"
+    assert EpisodeStatus.from_message(m.DiagnosticStatus(values=[m.KeyValue("episode", "2")])) == EpisodeStatus(
+        episode="2")
+    with pytest.raises(WireError) as err:
+        EpisodeStatus.from_message(m.DiagnosticStatus(values=[m.KeyValue("steps", "5.5")]))
+    assert "steps='5.5'" in _one_sentence(err)
