@@ -13,7 +13,7 @@ with one :class:`WireError` sentence.
 * :class:`EpisodeStatus`: the simulated robot's episode events (written by the simulated robot,
   read by the node).
 
-The two messages carry one ``KeyValue`` per dataclass field, named after it (see
+The messages carry one ``KeyValue`` per dataclass field, named after it (see
 :func:`_encode_values`), so a field added to a message class travels without touching either end.
 
 The BC baseline (decided here, used everywhere)
