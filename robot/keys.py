@@ -1,7 +1,8 @@
 """Operator keys and signed commands: anyone can stop a robot, only an operator can start it.
 
 An e-stop needs no signature. Releasing it, arming, promoting a policy and starting an
-adaptation session need a :class:`SignedCommand`: an Ed25519 signature by a key that the
+adaptation session need a :class:`~steer.robot.spec.OperatorCommand` (its wire form is in
+:mod:`steer.robot.spec`): an Ed25519 signature by a key that the
 robot's config trusts, over the command, the robot namespace, the policy's sha256, a
 timestamp and a random nonce. :class:`CommandVerifier` refuses unsigned, wrongly signed,
 foreign, stale and replayed commands. Its refusals say what was wrong with the *message*,
@@ -14,13 +15,12 @@ the public keys it trusts as those 64-hex strings (``trusted_operator_keys``).
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -28,10 +28,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from steer.robot.errors import RobotError
+from steer.robot.spec import SIGNED_COMMANDS, OperatorCommand
 
-#: Commands that change what a robot does and so need an operator's signature.
-SIGNED_COMMANDS = ("release", "arm", "promote", "adapt_start")
-_DOMAIN = b"steer-signed-command-v1\n"
 DEFAULT_KEY_DIR = Path("~/.config/steer").expanduser()
 PRIVATE_KEY_NAME = "operator_ed25519"
 
@@ -109,61 +107,12 @@ def load_private_key(path: Path = DEFAULT_KEY_DIR / PRIVATE_KEY_NAME) -> Ed25519
     return key
 
 
-@dataclass(frozen=True)
-class SignedCommand:
-    """One operator command with its signature. Travels as string fields (see :meth:`to_fields`)."""
-
-    command: str
-    """One of :data:`SIGNED_COMMANDS`."""
-    namespace: str
-    """The robot namespace it is meant for; another robot refuses it."""
-    policy_sha256: str
-    """sha256 of the policy the operator saw (arm/release: the active one; promote: the new file)."""
-    timestamp: float
-    """Unix time of signing (s); the robot refuses it when older than its window."""
-    nonce: str
-    """Random hex; the robot refuses a nonce it has seen."""
-    args: dict[str, str] = field(default_factory=dict)
-    """Command-specific arguments, signed too (promote: ``policy``, the file name)."""
-    key_id: str = ""
-    """Which trusted key signed it (first 16 hex of the public key)."""
-    signature: str = ""
-    """Ed25519 signature (hex) over :meth:`payload`."""
-
-    def payload(self) -> bytes:
-        """The exact bytes that are signed: every field except the signature, canonical JSON."""
-        body = {k: v for k, v in asdict(self).items() if k != "signature"}
-        return _DOMAIN + json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
-
-    def to_fields(self) -> dict[str, str]:
-        """String key/value pairs for a message (e.g. ``DiagnosticStatus.values``)."""
-        d = asdict(self)
-        d["timestamp"] = repr(self.timestamp)
-        d["args"] = json.dumps(self.args, sort_keys=True, separators=(",", ":"))
-        return {k: str(v) for k, v in d.items()}
-
-    @classmethod
-    def from_fields(cls, fields: dict[str, str]) -> SignedCommand:
-        """Parse :meth:`to_fields`' output; CommandRefused (one sentence) on a malformed message."""
-        try:
-            args = json.loads(fields.get("args", "{}") or "{}")
-            if not isinstance(args, dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                                     for k, v in args.items()):
-                raise ValueError
-            return cls(command=str(fields["command"]), namespace=str(fields.get("namespace", "")),
-                       policy_sha256=str(fields.get("policy_sha256", "")), timestamp=float(fields["timestamp"]),
-                       nonce=str(fields["nonce"]), args=args, key_id=str(fields.get("key_id", "")),
-                       signature=str(fields.get("signature", "")))
-        except (KeyError, ValueError, TypeError):
-            raise CommandRefused("malformed signed command: it needs command, timestamp, nonce and signature.") from None
-
-
 def sign_command(key: Ed25519PrivateKey, command: str, namespace: str, policy_sha256: str = "",
-                 args: dict[str, str] | None = None, now: float | None = None) -> SignedCommand:
+                 args: dict[str, str] | None = None, now: float | None = None) -> OperatorCommand:
     """A command signed by ``key``, fresh (now) and unique (a random nonce)."""
     if command not in SIGNED_COMMANDS:
         raise ValueError(f"unknown command {command!r}; one of {SIGNED_COMMANDS}")
-    unsigned = SignedCommand(command=command, namespace=namespace, policy_sha256=policy_sha256.lower(),
+    unsigned = OperatorCommand(command=command, namespace=namespace, policy_sha256=policy_sha256.lower(),
                              timestamp=time.time() if now is None else float(now), nonce=secrets.token_hex(16),
                              args=dict(args or {}), key_id=key_id(public_key_hex(key.public_key())))
     return replace(unsigned, signature=key.sign(unsigned.payload()).hex())
@@ -189,7 +138,7 @@ class CommandVerifier:
         self.max_nonces = int(max_nonces)
         self._seen: OrderedDict[str, float] = OrderedDict()  # nonce -> timestamp, oldest first
 
-    def verify(self, cmd: SignedCommand, command: str, policy_sha256: str | None = None) -> SignedCommand:
+    def verify(self, cmd: OperatorCommand, command: str, policy_sha256: str | None = None) -> OperatorCommand:
         """Return ``cmd`` if it is a valid, fresh ``command`` for this robot, else raise CommandRefused."""
         if not self.trusted:
             raise CommandRefused(f"{command} refused: this robot trusts no operator key "

@@ -12,6 +12,9 @@ with one :class:`WireError` sentence.
   console, read by the node).
 * :class:`EpisodeStatus`: the simulated robot's episode events (written by the simulated robot,
   read by the node).
+* :class:`OperatorCommand`: a signed operator command (release, arm, promote, adapt_start) on
+  ``<ns>/operator_command`` (written by the console, read by the node; signing and checking are
+  :mod:`steer.robot.keys`).
 
 The messages carry one ``KeyValue`` per dataclass field, named after it (see
 :func:`_encode_values`), so a field added to a message class travels without touching either end.
@@ -363,3 +366,76 @@ class EpisodeStatus:
     def from_message(cls, message: Any) -> EpisodeStatus:
         """Parse an episode event; :class:`WireError` (one sentence) when a field is mistyped."""
         return cls(**_decode_values(cls, _values_of(message), "episode status"))
+
+
+# -- Signed operator commands ------------------------------------------------------------------
+
+#: Commands that change what a robot does and so need an operator's signature.
+SIGNED_COMMANDS = ("release", "arm", "promote", "adapt_start")
+_SIGNED_DOMAIN = b"steer-signed-command-v1\n"
+
+
+@dataclass(frozen=True)
+class OperatorCommand:
+    """One operator command with its Ed25519 signature (see :mod:`steer.robot.keys`).
+
+    Travels as ``DiagnosticStatus`` on ``<ns>/operator_command`` (reliable, volatile: a restarted
+    node never sees an old command again), one KeyValue per field.
+    """
+
+    command: str
+    """One of :data:`SIGNED_COMMANDS`."""
+    namespace: str
+    """The robot namespace it is meant for; another robot refuses it."""
+    policy_sha256: str
+    """sha256 of the policy the operator saw (release/arm: the active one; promote: the new file)."""
+    timestamp: float
+    """Unix time of signing (s); the robot refuses it outside its window."""
+    nonce: str
+    """Random hex; the robot refuses a nonce it has seen."""
+    args: dict[str, str] = field(default_factory=dict)
+    """Command-specific arguments, signed too (promote: ``policy``, a file name in the policies directory)."""
+    key_id: str = ""
+    """Which trusted key signed it (first 16 hex of the public key)."""
+    signature: str = ""
+    """Ed25519 signature (hex) over :meth:`payload`."""
+
+    def payload(self) -> bytes:
+        """The exact bytes that are signed: every field except the signature, as canonical JSON."""
+        body = {k: v for k, v in dataclasses.asdict(self).items() if k != "signature"}
+        return _SIGNED_DOMAIN + json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+    def to_fields(self) -> dict[str, str]:
+        """The fields as text (the message's KeyValues)."""
+        d = dataclasses.asdict(self)
+        d["timestamp"] = repr(self.timestamp)
+        d["args"] = json.dumps(self.args, sort_keys=True, separators=(",", ":"))
+        return {k: str(v) for k, v in d.items()}
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, str]) -> OperatorCommand:
+        """Parse :meth:`to_fields`' output; :class:`WireError` (one sentence) when malformed."""
+        try:
+            args = json.loads(fields.get("args", "{}") or "{}")
+            if not isinstance(args, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                     for k, v in args.items()):
+                raise ValueError
+            timestamp = float(fields["timestamp"])
+            if not math.isfinite(timestamp):
+                raise ValueError
+            return cls(command=str(fields["command"]), namespace=str(fields.get("namespace", "")),
+                       policy_sha256=str(fields.get("policy_sha256", "")), timestamp=timestamp,
+                       nonce=str(fields["nonce"]), args=args, key_id=str(fields.get("key_id", "")),
+                       signature=str(fields.get("signature", "")))
+        except (KeyError, ValueError, TypeError):
+            raise WireError("malformed operator command: it needs command, timestamp, nonce and "
+                            "signature.") from None
+
+    def to_message(self, robot: str):
+        """The command as ``diagnostic_msgs/DiagnosticStatus`` to robot ``robot``."""
+        return _status(_DIAG_OK, f"{robot}/{self.command}", self.command, robot, list(self.to_fields().items()))
+
+    @classmethod
+    def from_message(cls, message: Any) -> OperatorCommand:
+        """Parse a command message; :class:`WireError` (one sentence) when malformed."""
+        return cls.from_fields(_values_of(message))

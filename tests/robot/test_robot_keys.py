@@ -9,9 +9,9 @@ import pytest
 
 from steer.robot.errors import RobotError
 from steer.robot.keys import (
-    CommandRefused, CommandVerifier, SignedCommand, init_keys, load_private_key, parse_public_key,
-    public_key_hex, sign_command,
+    CommandRefused, CommandVerifier, init_keys, load_private_key, parse_public_key, public_key_hex, sign_command,
 )
+from steer.robot.spec import OperatorCommand, WireError
 
 SHA = "ab" * 32
 
@@ -62,8 +62,9 @@ def test_wire_round_trip_keeps_the_signature_valid(operator):
     key, pub = operator
     clock = FakeClock()
     cmd = sign_command(key, "promote", "/arm1", SHA, args={"policy": "p.onnx"}, now=clock() + 0.123456789)
-    back = SignedCommand.from_fields(cmd.to_fields())
+    back = OperatorCommand.from_fields(cmd.to_fields())
     assert back == cmd
+    assert OperatorCommand.from_message(cmd.to_message("arm1")) == cmd
     CommandVerifier([pub], "/arm1", clock=clock).verify(back, "promote", SHA)
 
 
@@ -127,10 +128,12 @@ def test_nonce_memory_is_bounded_and_expires(operator):
 
 
 def test_malformed_fields_and_keys_give_one_sentence():
-    with pytest.raises(CommandRefused, match="malformed"):
-        SignedCommand.from_fields({"command": "arm", "timestamp": "abc", "nonce": "x"})
-    with pytest.raises(CommandRefused, match="malformed"):
-        SignedCommand.from_fields({"command": "arm", "timestamp": "1", "nonce": "x", "args": "[1]"})
+    with pytest.raises(WireError, match="malformed"):
+        OperatorCommand.from_fields({"command": "arm", "timestamp": "abc", "nonce": "x"})
+    with pytest.raises(WireError, match="malformed"):
+        OperatorCommand.from_fields({"command": "arm", "timestamp": "nan", "nonce": "x"})
+    with pytest.raises(WireError, match="malformed"):
+        OperatorCommand.from_fields({"command": "arm", "timestamp": "1", "nonce": "x", "args": "[1]"})
     with pytest.raises(RobotError, match="not an Ed25519 public key"):
         parse_public_key("ed25519 1234")
 
