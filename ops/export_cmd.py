@@ -28,8 +28,8 @@ def export(cfg: ExportCommand) -> int:
     if not cfg.run.is_dir():
         raise ExportError(f"{cfg.run} is not a run directory; pass one made by `steer bc`, `steer dsrl` or `steer drive train`.")
     spec = export_run(cfg.run, cfg.out)
-    line = (f"exported {spec['kind']} policy of {cfg.run} to {cfg.out} (obs {spec['obs_dim']}, "
-            f"action chunk {spec['chunk_len']}x{spec['action_dim']}, {spec['control_rate_hz']:.0f} Hz)")
+    line = (f"exported {spec.kind} policy of {cfg.run} to {cfg.out} (obs {spec.obs_dim}, "
+            f"action chunk {spec.chunk_len}x{spec.action_dim}, {spec.control_rate_hz:.0f} Hz)")
     if cfg.check:
         diff = parity(cfg.run, cfg.out)
         if diff > 1e-5:

@@ -14,8 +14,7 @@ from steer.agent.dsrl import DSRLConfig, DSRLConfigError, LatentNoiseEnv, train_
 from steer.agent.dsrl.core import ChunkGate
 from steer.agent.export import export_run
 from steer.agent.runlog import MemoryLog
-from steer.robot.onnx_policy import PolicySpec
-from steer.robot.spec import DEFAULT_LATENT_NOISE_BOUND
+from steer.robot.spec import DEFAULT_LATENT_NOISE_BOUND, PolicySpec
 
 TASK = "steer/PlanarPush-v0"
 SEED = 7
@@ -85,9 +84,9 @@ def test_the_bound_travels_with_the_policy_into_the_onnx_spec(exported):
     d = json.loads(text)
     assert d["latent_noise_bound"] == DEFAULT_LATENT_NOISE_BOUND
     d["latent_noise_bound"] = 0.5
-    assert PolicySpec.from_json(json.dumps(d), "p").latent_noise_bound == 0.5
+    assert PolicySpec.from_json(json.dumps(d)).latent_noise_bound == 0.5
     del d["latent_noise_bound"]  # files exported before the key existed
-    assert PolicySpec.from_json(json.dumps(d), "p").latent_noise_bound == DEFAULT_LATENT_NOISE_BOUND
+    assert PolicySpec.from_json(json.dumps(d)).latent_noise_bound == DEFAULT_LATENT_NOISE_BOUND
 
 
 def test_dsrl_refuses_a_box_smaller_than_the_baselines_noise(tiny_bc):
