@@ -19,7 +19,7 @@ class _Distribution(Distribution):
 
     def parse_config_files(self, *args, **kwargs):
         super().parse_config_files(*args, **kwargs)
-        if self.python_requires is not None:
+        if getattr(self, "python_requires", None) is not None:
             self.python_requires = str(self.python_requires)
         if getattr(self.metadata, "python_requires", None) is not None:
             self.metadata.python_requires = str(self.metadata.python_requires)
