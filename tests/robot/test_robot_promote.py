@@ -55,7 +55,7 @@ def make_wide_policy(path, bias, hidden=150_000, chunk_len=4):
 
 
 def promotion(path, sha256=None, source_run="tests"):
-    """The message the console publishes (see steer.ops.console_robot.RobotLink.promote)."""
+    """The message the console publishes (see steer.ops.console.robot.RobotLink.promote)."""
     path = Path(path)
     return m.DiagnosticStatus(level=m.DIAG_OK, name="planar_push/promote", message="promote", hardware_id="planar_push",
                               values=[m.KeyValue("policy", str(path.resolve())),
