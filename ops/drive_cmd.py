@@ -157,6 +157,9 @@ class _RankLog:
     def log(self, step: int, metrics: dict[str, float]) -> None:
         pass
 
+    def rewind(self, step: int) -> None:
+        pass
+
 
 def train(cfg: DriveTrainConfig) -> int:
     """Train a CaRL PPO driving policy on the embedded simulator (route-completion reward by default).
