@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from steer.agent.runlog import MemoryLog, policy_kind
-from steer.ops.run import MetricTail, Run, read_metrics, read_run, read_summary
+from steer.ops.run import Run, read_metrics, read_run, read_summary
 from steer.ops.stages import (BCResult, DSRLResult, EvalSummary, GateSummary, SafeSetSummary, finished)
 
 
@@ -33,19 +33,6 @@ def test_memory_log_rewinds_like_a_run():
     log.rewind(2)
     log.log(3, {"x": 30.0})
     assert log.series("x") == [(1, 1.0), (2, 2.0), (3, 30.0)]
-
-
-def test_metric_tail_waits_for_a_torn_line_and_restarts_after_a_rewrite(tmp_path):
-    path = tmp_path / "metrics.jsonl"
-    path.write_text('{"step": 1, "a": 1.0}\n{"step": 2, "a"')
-    tail = MetricTail(path)
-    assert [r["step"] for r in tail.poll()] == [1]
-    with open(path, "a") as f:
-        f.write(': 2.0}\n')
-    assert [r["step"] for r in tail.poll()] == [2] and not tail.reset
-    path.write_text('{"step": 1, "a": 5.0}\n')  # rewound by a resume: shorter than before
-    assert tail.poll() == [{"step": 1, "a": 5.0}] and tail.reset
-    assert tail.series("a") == ([1.0], [5.0])
 
 
 def test_policy_kind_from_checkpoints_and_console_kind_falls_back_to_it(tmp_path):
