@@ -13,6 +13,7 @@ from typing import Annotated
 import tyro
 
 from steer.agent.ppo_config import PPOConfig
+from steer.agent.runlog import policy_kind
 
 
 class DriveViewError(Exception):
@@ -176,7 +177,7 @@ def train(cfg: DriveTrainConfig) -> int:
     rank, world = setup_distributed()
     check_config(cfg.ppo, world)
     path = cfg.runs / cfg.name
-    if cfg.resume and not (path / "checkpoints" / "last.safetensors").exists():
+    if cfg.resume and policy_kind(path) != "ppo":
         raise DriveTrainError(f"cannot resume {path}: it has no checkpoint yet; start it without --resume.")
     run = Run(path, cfg, kind="ppo", resume=cfg.resume) if rank == 0 else _RankLog(path / "checkpoints")
     try:
@@ -252,7 +253,7 @@ def evaluate(cfg: DriveEvalConfig) -> int:
     if cfg.routes <= 0 or cfg.towns <= 0:
         raise DriveTrainError("routes and towns must be positive.")
     ckpt = cfg.run / "checkpoints"
-    if not (ckpt / "last.safetensors").exists():
+    if policy_kind(cfg.run) != "ppo":
         raise DriveTrainError(f"{cfg.run} holds no driving policy; pass a run directory made by `steer drive train`.")
     try:
         model, ppo, meta = load_policy(ckpt)
