@@ -9,6 +9,9 @@ read back from it with ``from_summary`` (``steer demo --resume``).
 The robot's safety layers for training also live here: :class:`ShieldedTaskEnv` puts the
 robot's shield between a task and its actions, :func:`chunk_safe_set` builds the safe set
 that DSRL checks each chunk against.
+
+About 500 lines because every stage of the path is here, so that a reader finds the whole
+path in one file and ``demo`` composes it from one place; each stage is a short function.
 """
 
 from __future__ import annotations
@@ -436,8 +439,36 @@ def evaluate_run(run: Path, episodes: int = 100, seed: int = EVAL_SEED_BASE, noi
 
 
 @dataclass(frozen=True)
+class ExportedPolicy:
+    """An ONNX file written from a run, with its spec and its distance from torch."""
+
+    onnx: Path
+    spec: dict[str, Any]
+    max_abs_diff: float | None
+    """Max |onnx − torch| on 1,000 observations; None when not checked."""
+
+
+def export_policy(run: Path, onnx_path: Path, check: bool = True, tolerance: float = 1e-5) -> ExportedPolicy:
+    """Export a BC, DSRL or PPO run's policy to one ONNX file; with ``check``, refuse (and delete) a file that
+    differs from torch by more than ``tolerance``."""
+    from steer.agent.export import ExportError, export_run, parity
+
+    if not Path(run).is_dir():
+        raise ExportError(f"{run} is not a run directory; pass one made by `steer bc`, `steer dsrl` or "
+                          "`steer drive train`.")
+    spec = export_run(run, onnx_path)
+    diff = None
+    if check:
+        diff = parity(run, onnx_path)
+        if diff > tolerance:
+            Path(onnx_path).unlink(missing_ok=True)
+            raise ExportError(f"the ONNX graph differs from torch by {diff:.2e} (> {tolerance:g}); nothing was written.")
+    return ExportedPolicy(Path(onnx_path), spec, diff)
+
+
+@dataclass(frozen=True)
 class ExportCheck:
-    """An exported ONNX file checked against torch and timed at batch 1."""
+    """An exported ONNX file checked against torch and timed at batch 1 (the demo's ``export`` entry)."""
 
     onnx: str
     max_abs_diff: float
@@ -445,13 +476,10 @@ class ExportCheck:
 
 
 def export_checked(run: Path, onnx_path: Path, timing_calls: int = 300) -> ExportCheck:
-    """Export a run's policy, compare it with torch on 1,000 observations, time batch-1 inference."""
+    """:func:`export_policy` with the parity check, then the median latency of batch-1 inference."""
     import onnxruntime as ort
 
-    from steer.agent.export import export_run, parity
-
-    export_run(run, onnx_path)
-    diff = parity(run, onnx_path)
+    exported = export_policy(run, onnx_path, check=True)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
@@ -461,7 +489,7 @@ def export_checked(run: Path, onnx_path: Path, timing_calls: int = 300) -> Expor
         t = time.perf_counter()
         sess.run(["action"], {"obs": obs})
         times.append(time.perf_counter() - t)
-    return ExportCheck(str(onnx_path), diff, float(np.median(times) * 1e3))
+    return ExportCheck(str(onnx_path), float(exported.max_abs_diff), float(np.median(times) * 1e3))
 
 
 def robot_loop(onnx_path: Path, episodes: int, bag_dir: Path, progress: bool = True) -> dict[str, Any]:
