@@ -1,7 +1,8 @@
 """Export trained policies to one ONNX file that carries everything a robot needs.
 
 * BC diffusion policy: inputs ``obs`` [B, obs_dim] and ``noise`` [B, H, A]; the
-  runtime draws N(0, I) noise itself when its caller gives none.
+  runtime draws the BC baseline's noise itself (:func:`steer.robot.spec.base_noise` at the
+  spec's ``latent_noise_bound``) when its caller gives none.
 * DSRL policy: input ``obs`` only. The graph is the latent actor's deterministic mean
   composed with the unrolled DDIM sampler and the action unnormalization.
 * PPO driving policy: inputs ``bev`` (uint8 [B, C, H, W], as the simulator renders it)
@@ -9,16 +10,14 @@
   the Beta mean (the value head and its value-only inputs stay behind).
 
 Output ``action`` is float32 [B, H, A] in the task's units. Normalization is baked
-into the graph; ``metadata_props["steer.spec"]`` holds the JSON spec (names and order
-of observations and actions, normalization, control rate, limits, chunk length,
-sha256 of the weights, source run) that ``steer.robot`` checks before it runs it.
+into the graph; ``metadata_props[SPEC_KEY]`` holds the :class:`~steer.robot.spec.PolicySpec`
+(names and order of observations and actions, normalization, control rate, limits, chunk
+length, sha256 of the weights, source run) that ``steer.robot`` checks before it runs it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -29,12 +28,11 @@ from torch import nn
 
 from steer.agent.checkpoint import CheckpointError, load_checkpoint, sha256_file
 from steer.agent.diffusion import DiffusionPolicy
-from steer.agent.latent_actor import LatentActor, load_dsrl_policy
+from steer.agent.dsrl.latent_actor import LatentActor, load_dsrl_policy
 from steer.agent.runlog import policy_checkpoint, policy_kind
+from steer.robot.spec import SPEC_KEY, PolicySpec
 
 OPSET = 17
-SPEC_KEY = "steer.spec"
-SPEC_FORMAT = "steer.policy/1"
 
 
 class ExportError(ValueError):
@@ -63,25 +61,24 @@ class _DSRLGraph(nn.Module):
         return self.policy.act_norm.unnormalize(self.policy.sample_normalized(on, w))
 
 
-def _spec(kind: str, policy: DiffusionPolicy, meta: dict[str, Any], weights_sha256: str, source_run: str) -> dict:
+def _spec(kind: str, policy: DiffusionPolicy, meta: dict[str, Any], weights_sha256: str, source_run: str) -> PolicySpec:
     cfg = policy.cfg
-    obs_names = list(meta.get("obs_names") or [f"obs{i}" for i in range(cfg.obs_dim)])
-    action_names = list(meta.get("action_names") or [f"action{i}" for i in range(cfg.action_dim)])
+    obs_names = meta.get("obs_names") or [f"obs{i}" for i in range(cfg.obs_dim)]
+    action_names = meta.get("action_names") or [f"action{i}" for i in range(cfg.action_dim)]
     low = meta.get("action_low") or policy.act_norm.low.tolist()
     high = meta.get("action_high") or policy.act_norm.high.tolist()
-    return {
-        "format": SPEC_FORMAT, "kind": kind, "task": meta.get("task", ""),
-        "obs_names": obs_names, "action_names": action_names, "obs_dim": cfg.obs_dim, "action_dim": cfg.action_dim,
-        "chunk_len": cfg.chunk_len, "noise_input": kind == "bc_diffusion",
-        "control_rate_hz": float(meta.get("control_rate_hz", 0.0)),
-        "action_low": [float(x) for x in low], "action_high": [float(x) for x in high],
-        "normalization": {"obs_min": policy.obs_norm.low.tolist(), "obs_max": policy.obs_norm.high.tolist(),
-                          "action_min": policy.act_norm.low.tolist(), "action_max": policy.act_norm.high.tolist()},
-        "weights_sha256": weights_sha256, "source_run": source_run,
-    }
+    return PolicySpec(
+        kind=kind, task=meta.get("task", ""), obs_names=tuple(obs_names), action_names=tuple(action_names),
+        obs_dim=cfg.obs_dim, action_dim=cfg.action_dim, chunk_len=cfg.chunk_len, noise_input=kind == "bc_diffusion",
+        control_rate_hz=float(meta.get("control_rate_hz", 0.0)),
+        action_low=tuple(float(x) for x in low), action_high=tuple(float(x) for x in high),
+        normalization={"obs_min": policy.obs_norm.low.tolist(), "obs_max": policy.obs_norm.high.tolist(),
+                       "action_min": policy.act_norm.low.tolist(), "action_max": policy.act_norm.high.tolist()},
+        weights_sha256=weights_sha256, source_run=source_run,
+        latent_noise_bound=cfg.latent_noise_bound)  # the BC policy's own bound, stored with its weights
 
 
-def _to_onnx(module: nn.Module, args: tuple, input_names: list[str], spec: dict) -> bytes:
+def _to_onnx(module: nn.Module, args: tuple, input_names: list[str], spec: PolicySpec) -> bytes:
     import onnx
 
     dynamic = {n: {0: "batch"} for n in [*input_names, "action"]}
@@ -92,7 +89,7 @@ def _to_onnx(module: nn.Module, args: tuple, input_names: list[str], spec: dict)
                           dynamic_axes=dynamic, opset_version=OPSET, dynamo=False)
     model = onnx.load_from_string(buf.getvalue())
     entry = model.metadata_props.add()
-    entry.key, entry.value = SPEC_KEY, json.dumps(spec)
+    entry.key, entry.value = SPEC_KEY, spec.to_json()
     model.producer_name = "steer"
     onnx.checker.check_model(model)
     return model.SerializeToString()
@@ -110,19 +107,19 @@ class _PPOGraph(nn.Module):
         return 2.0 * beta_mean(alpha, beta) - 1.0
 
 
-def _ppo_spec(meta: dict[str, Any], weights_sha256: str, source_run: str) -> dict:
+def _ppo_spec(cfg, meta: dict[str, Any], weights_sha256: str, source_run: str) -> PolicySpec:
     from steer.driving import BEV_CHANNELS, MEASUREMENTS
 
-    return {
-        "format": SPEC_FORMAT, "kind": "ppo", "task": "steer/Drive-v0", "obs_names": list(MEASUREMENTS),
-        "action_names": ["steer", "accel"], "obs_dim": len(MEASUREMENTS), "action_dim": 2, "chunk_len": 1,
-        "noise_input": False, "control_rate_hz": 10.0, "action_low": [-1.0, -1.0], "action_high": [1.0, 1.0],
-        "normalization": {}, "bev_shape": list(meta["bev_shape"]), "bev_channels": list(BEV_CHANNELS),
-        "weights_sha256": weights_sha256, "source_run": source_run,
-    }
+    # One policy step is one step of the simulator the run trained in (its saved config's dt).
+    return PolicySpec(
+        kind="ppo", task="steer/Drive-v0", obs_names=tuple(MEASUREMENTS), action_names=("steer", "accel"),
+        obs_dim=len(MEASUREMENTS), action_dim=2, chunk_len=1, noise_input=False,
+        control_rate_hz=1.0 / float(cfg.env.sim.dt), action_low=(-1.0, -1.0), action_high=(1.0, 1.0),
+        bev_shape=tuple(meta["bev_shape"]), bev_channels=tuple(BEV_CHANNELS),
+        weights_sha256=weights_sha256, source_run=source_run)
 
 
-def export_run(run: Path, out: Path) -> dict:
+def export_run(run: Path, out: Path) -> PolicySpec:
     """Export the policy of a BC, DSRL or PPO run directory to ``out``; returns the spec written."""
     from steer.agent.bc import load_policy
     from steer.agent.runlog import atomic_write_bytes
@@ -143,10 +140,10 @@ def export_run(run: Path, out: Path) -> dict:
     elif kind == "ppo":
         from steer.agent.ppo import load_policy as load_ppo
 
-        model, _, meta = load_ppo(ckpt)
-        spec = _ppo_spec(meta, sha256_file(policy_checkpoint(run, kind)), str(run))
-        c, h, w = spec["bev_shape"]
-        args = (torch.zeros(1, c, h, w, dtype=torch.uint8), torch.zeros(1, spec["obs_dim"]))
+        model, ppo_cfg, meta = load_ppo(ckpt)
+        spec = _ppo_spec(ppo_cfg, meta, sha256_file(policy_checkpoint(run, kind)), str(run))
+        c, h, w = spec.bev_shape
+        args = (torch.zeros(1, c, h, w, dtype=torch.uint8), torch.zeros(1, spec.obs_dim))
         blob = _to_onnx(_PPOGraph(model), args, ["bev", "measurements"], spec)
     else:
         raise ExportError(f"{run} holds no policy to export (no checkpoints/policy, dsrl_policy "
@@ -204,11 +201,3 @@ def parity(run: Path, onnx_path: Path, samples: int = 1000, seed: int = 0) -> fl
     got = sess.run(["action"], feeds)[0]
     return float(np.max(np.abs(ref - got)))
 
-
-def weights_digest(state: dict[str, torch.Tensor]) -> str:
-    """sha256 over a state dict's tensors in key order (independent of file layout)."""
-    h = hashlib.sha256()
-    for k in sorted(state):
-        h.update(k.encode())
-        h.update(state[k].detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()

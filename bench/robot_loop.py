@@ -54,6 +54,7 @@ def _policy(work: Path) -> str:
     """A linear chunked policy (chunk 4) in the steer.policy/1 format, at 100 Hz."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
+    from steer.robot.spec import SPEC_KEY, PolicySpec
 
     names = ["pusher_x.pos", "pusher_y.pos", "puck_x.pos", "puck_y.pos", "pusher_x.vel", "pusher_y.vel",
              "puck_x.vel", "puck_y.vel", "goal.x", "goal.y"]
@@ -68,11 +69,10 @@ def _policy(work: Path) -> str:
          numpy_helper.from_array(np.array([1, 4, 1], np.int64), "reps")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    spec = {"format": "steer.policy/1", "kind": "dsrl", "task": "steer/PlanarPush-v0", "obs_names": names,
-            "action_names": ["pusher_x", "pusher_y"], "obs_dim": 10, "action_dim": 2, "chunk_len": 4,
-            "noise_input": False, "control_rate_hz": RATE_HZ, "action_low": [-0.3, -0.3], "action_high": [0.3, 0.3],
-            "normalization": {}, "weights_sha256": "", "source_run": "bench"}
-    helper.set_model_props(model, {"steer.spec": json.dumps(spec)})
+    spec = PolicySpec(kind="dsrl", task="steer/PlanarPush-v0", obs_names=tuple(names),
+                      action_names=("pusher_x", "pusher_y"), obs_dim=10, action_dim=2, chunk_len=4, noise_input=False,
+                      control_rate_hz=RATE_HZ, action_low=(-0.3, -0.3), action_high=(0.3, 0.3), source_run="bench")
+    helper.set_model_props(model, {SPEC_KEY: spec.to_json()})
     path = work / "bench_policy.onnx"
     onnx.save(model, str(path))
     return str(path)

@@ -28,8 +28,8 @@ def export(cfg: ExportCommand) -> int:
 
     res = export_policy(cfg.run, cfg.out, check=cfg.check)
     spec = res.spec
-    line = (f"exported {spec['kind']} policy of {cfg.run} to {cfg.out} (obs {spec['obs_dim']}, "
-            f"action chunk {spec['chunk_len']}x{spec['action_dim']}, {spec['control_rate_hz']:.0f} Hz)")
+    line = (f"exported {spec.kind} policy of {cfg.run} to {cfg.out} (obs {spec.obs_dim}, "
+            f"action chunk {spec.chunk_len}x{spec.action_dim}, {spec.control_rate_hz:.0f} Hz)")
     if res.max_abs_diff is not None:
         line += f"; max |onnx - torch| = {res.max_abs_diff:.1e}"
     print(line)

@@ -152,8 +152,7 @@ class BCResult:
 def run_bc(cfg: BCRunConfig, progress: bool = True) -> BCResult:
     """Train BC into the run directory ``cfg.runs / cfg.name`` and evaluate it."""
     import steer.sim  # noqa: F401
-    from steer.agent.bc import train_bc
-    from steer.agent.dsrl import base_policy_fn
+    from steer.agent.bc import base_policy_fn, train_bc
     from steer.agent.evaluate import evaluate_chunked
     from steer.sim.demos import load_demos
 
@@ -420,9 +419,9 @@ def evaluate_run(run: Path, episodes: int = 100, seed: int = EVAL_SEED_BASE, noi
                  progress: bool = True) -> RunEvaluation:
     """Evaluate the policy of a BC or DSRL run on the held-out seeds ``seed, seed + 1, …``."""
     import steer.sim  # noqa: F401
-    from steer.agent.dsrl import LatentPolicyFn, base_policy_fn
+    from steer.agent.bc import base_policy_fn
+    from steer.agent.dsrl import LatentPolicyFn, load_dsrl_policy
     from steer.agent.evaluate import evaluate_chunked
-    from steer.agent.latent_actor import load_dsrl_policy
 
     kind = policy_kind(run)
     if kind == "dsrl":
@@ -443,7 +442,8 @@ class ExportedPolicy:
     """An ONNX file written from a run, with its spec and its distance from torch."""
 
     onnx: Path
-    spec: dict[str, Any]
+    spec: Any
+    """The :class:`steer.robot.spec.PolicySpec` written into the file."""
     max_abs_diff: float | None
     """Max |onnx − torch| on 1,000 observations; None when not checked."""
 

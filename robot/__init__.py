@@ -6,6 +6,7 @@ imported only when it runs.
 
 Modules, one concept each:
 
+* ``spec``        the wire contracts (ONNX policy spec, safety state, promotion): one writer and one reader each
 * ``config``      robot config (joints, limits, topics, rates) from a limits YAML
 * ``shield``      the safety shield and its mode machine; every command passes it
 * ``onnx_policy`` ONNX policy with spec/shape checks and open-loop chunk execution

@@ -215,10 +215,14 @@ def type_hash(msg_type: type) -> str:
     return TYPE_HASHES[ROS_NAMES[msg_type]]
 
 
+def stamp_of(ns: int) -> Time:
+    """A ROS time stamp of nanoseconds since the epoch."""
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
 def stamp_now() -> Time:
     """The current wall-clock time as a ROS time stamp."""
-    ns = time.time_ns()
-    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+    return stamp_of(time.time_ns())
 
 
 def stamp_to_ns(stamp: Time) -> int:

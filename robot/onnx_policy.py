@@ -1,109 +1,21 @@
 """An exported policy, run with onnxruntime: spec and shape checks, open-loop chunk execution.
 
-The ONNX file carries its spec as JSON in the metadata prop ``steer.spec``
-(format ``steer.policy/1``). A policy that cannot run on the robot is refused with
+The ONNX file carries its spec (:class:`~steer.robot.spec.PolicySpec`) as JSON in its
+metadata. A policy that cannot run on the robot is refused with
 one sentence (:class:`~steer.robot.errors.PolicyRefused`) before it commands anything.
 """
 
 from __future__ import annotations
 
-import json
-import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from steer.robot.config import RobotConfig
 from steer.robot.errors import PolicyRefused
+from steer.robot.spec import PolicySpec, WireError, base_noise
 
-SPEC_KEY = "steer.spec"
-SPEC_FORMAT = "steer.policy/1"
-KINDS = ("bc_diffusion", "dsrl", "ppo")
 MIN_OPSET = 17
-
-
-@dataclass(frozen=True)
-class PolicySpec:
-    """The JSON spec an exported policy carries (see DESIGN.md, "ONNX policy")."""
-
-    kind: str
-    """``bc_diffusion``, ``dsrl`` or ``ppo``."""
-    task: str
-    """Task (gymnasium id) the policy was trained on."""
-    obs_names: tuple[str, ...]
-    """Name of every observation element, in input order."""
-    action_names: tuple[str, ...]
-    """Name of every action element (the commanded joint), in output order."""
-    obs_dim: int
-    """Length of the observation vector."""
-    action_dim: int
-    """Length of one action."""
-    chunk_len: int
-    """Actions per query, executed open loop one per control tick (1 for PPO)."""
-    noise_input: bool
-    """Whether the graph takes the initial diffusion noise as input ``noise``."""
-    control_rate_hz: float
-    """Control rate the policy was trained at (Hz)."""
-    action_low: tuple[float, ...]
-    """Lower bound of each action element."""
-    action_high: tuple[float, ...]
-    """Upper bound of each action element."""
-    weights_sha256: str
-    """sha256 of the weights the graph was made from."""
-    source_run: str
-    """Run directory the policy came from."""
-    normalization: dict[str, Any]
-    """Normalization statistics (informational: baked into the graph)."""
-
-    @classmethod
-    def from_json(cls, text: str, where: str) -> PolicySpec:
-        """Parse and validate the spec JSON; refuse with one sentence when it is wrong."""
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError:
-            raise PolicyRefused(f"{where}: the '{SPEC_KEY}' metadata is not valid JSON; "
-                                "re-export the policy.") from None
-        if not isinstance(d, dict) or d.get("format") != SPEC_FORMAT:
-            raise PolicyRefused(f"{where}: spec format is {d.get('format') if isinstance(d, dict) else None!r}, "
-                                f"expected {SPEC_FORMAT!r}; re-export the policy with this version of steer.")
-        try:
-            spec = cls(
-                kind=str(d["kind"]), task=str(d.get("task", "")),
-                obs_names=tuple(str(n) for n in d["obs_names"]),
-                action_names=tuple(str(n) for n in d["action_names"]),
-                obs_dim=int(d["obs_dim"]), action_dim=int(d["action_dim"]), chunk_len=int(d["chunk_len"]),
-                noise_input=bool(d.get("noise_input", False)), control_rate_hz=float(d["control_rate_hz"]),
-                action_low=tuple(float(x) for x in d["action_low"]),
-                action_high=tuple(float(x) for x in d["action_high"]),
-                weights_sha256=str(d.get("weights_sha256", "")), source_run=str(d.get("source_run", "")),
-                normalization=dict(d.get("normalization") or {}))
-        except (KeyError, TypeError, ValueError) as err:
-            raise PolicyRefused(f"{where}: the policy spec lacks or mistypes field {err}; re-export the policy.") \
-                from None
-        spec._validate(where)
-        return spec
-
-    def _validate(self, where: str) -> None:
-        problems = []
-        if self.kind not in KINDS:
-            problems.append(f"kind {self.kind!r} is not one of {KINDS}")
-        if len(self.obs_names) != self.obs_dim:
-            problems.append(f"{len(self.obs_names)} obs_names for obs_dim {self.obs_dim}")
-        if len(self.action_names) != self.action_dim:
-            problems.append(f"{len(self.action_names)} action_names for action_dim {self.action_dim}")
-        if len(self.action_low) != self.action_dim or len(self.action_high) != self.action_dim:
-            problems.append("action_low/action_high do not have action_dim entries")
-        elif not all(lo <= hi for lo, hi in zip(self.action_low, self.action_high)):
-            problems.append("action_low exceeds action_high")
-        if self.chunk_len < 1 or (self.kind == "ppo" and self.chunk_len != 1):
-            problems.append(f"chunk_len {self.chunk_len} is invalid for kind {self.kind!r}")
-        if not (math.isfinite(self.control_rate_hz) and self.control_rate_hz > 0):
-            problems.append(f"control_rate_hz {self.control_rate_hz} is not a positive rate")
-        if problems:
-            raise PolicyRefused(f"{where}: the policy spec is inconsistent ({'; '.join(problems)}); "
-                                "re-export the policy.")
 
 
 def _dims_match(shape: list, expected: list[int | None]) -> bool:
@@ -137,11 +49,10 @@ class OnnxPolicy:
         except Exception as err:  # noqa: BLE001 - onnxruntime raises several private exception types
             first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
             raise PolicyRefused(f"{where} is not a loadable ONNX model ({first}).") from None
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if SPEC_KEY not in meta:
-            raise PolicyRefused(f"{where} has no '{SPEC_KEY}' metadata; export it with `steer export`, "
-                                "which writes the names, limits and rate the robot needs.")
-        self.spec = PolicySpec.from_json(meta[SPEC_KEY], where)
+        try:
+            self.spec = PolicySpec.from_metadata(self.session.get_modelmeta().custom_metadata_map)
+        except WireError as err:
+            raise PolicyRefused(f"{where}: {err}") from None
         self._check_graph(where)
         self._rng = np.random.default_rng(seed)
         self._probe(where)
@@ -196,9 +107,11 @@ class OnnxPolicy:
                                 f"but the spec says float32 {['batch'] + expected[1:]}.")
 
     def _probe(self, where: str) -> None:
-        # Declared shapes can lie (symbolic dims); one real call checks what comes out.
+        # Declared shapes can lie (symbolic dims); one real call checks what comes out. It passes zero
+        # noise so that the policy's own noise stream starts at the first real query.
+        zero_noise = np.zeros((self.spec.chunk_len, self.spec.action_dim)) if self.spec.noise_input else None
         try:
-            out = self._run(np.zeros(self.spec.obs_dim, dtype=np.float32))
+            out = self._run(np.zeros(self.spec.obs_dim, dtype=np.float32), zero_noise)
         except PolicyRefused:
             raise
         except Exception as err:  # noqa: BLE001
@@ -235,8 +148,8 @@ class OnnxPolicy:
     def _run(self, obs: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
         feed = {"obs": np.asarray(obs, dtype=np.float32).reshape(1, self.spec.obs_dim)}
         if self.spec.noise_input:
-            if noise is None:
-                noise = self._rng.standard_normal((self.spec.chunk_len, self.spec.action_dim))
+            if noise is None:  # the BC baseline's noise, as in training and evaluation
+                noise = base_noise(self._rng, (self.spec.chunk_len, self.spec.action_dim), self.spec.latent_noise_bound)
             feed["noise"] = np.asarray(noise, dtype=np.float32).reshape(1, self.spec.chunk_len, self.spec.action_dim)
         (action,) = self.session.run(["action"], feed)
         action = np.asarray(action, dtype=np.float64)

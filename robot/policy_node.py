@@ -20,18 +20,40 @@ checked on a background thread; the node swaps it in between two ticks, at a chu
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 import numpy as np
 
 from steer.robot import messages as msg
 from steer.robot.bag import EpisodeBagWriter
 from steer.robot.config import RobotConfig
-from steer.robot.errors import PolicyRefused
+from steer.robot.errors import RobotError
 from steer.robot.onnx_policy import ChunkExecutor, OnnxPolicy
-from steer.robot.promotion import PolicyLoader, Promotion, file_sha256
+from steer.robot.promotion import PolicyLoader, file_sha256
 from steer.robot.shield import Mode, SafetyShield
+from steer.robot.spec import EpisodeStatus, Promotion, SafetyState
 from steer.robot.transport import Transport
+
+
+class Clock(Protocol):
+    """The node's time source; tests pass a fake one so that time passes only when they say."""
+
+    def monotonic_ns(self) -> int:
+        """Monotonic time (ns): ticks, the watchdog, latencies. Receive times of messages use the same clock."""
+
+    def time_ns(self) -> int:
+        """Wall-clock time since the epoch (ns): message stamps and bag times."""
+
+
+class SystemClock:
+    """The real clocks (:func:`time.monotonic_ns`, :func:`time.time_ns`)."""
+
+    def monotonic_ns(self) -> int:
+        return time.monotonic_ns()
+
+    def time_ns(self) -> int:
+        return time.time_ns()
 
 
 class ObservationAssembler:
@@ -118,12 +140,14 @@ class PolicyNode:
     """Transport-agnostic policy node; ``spin_once`` does one round of work."""
 
     def __init__(self, config: RobotConfig, policy: OnnxPolicy, transport: Transport,
-                 bag: EpisodeBagWriter | None = None, autostart: bool = True, trigger: str = "observation"):
+                 bag: EpisodeBagWriter | None = None, autostart: bool = True, trigger: str = "observation",
+                 clock: Clock | None = None):
         if trigger not in ("observation", "timer"):
             raise ValueError("trigger must be 'observation' or 'timer'")
         policy.check_robot(config)
         self.config, self.policy, self.transport, self.bag = config, policy, transport, bag
         self.autostart, self.trigger = autostart, trigger
+        self.clock = SystemClock() if clock is None else clock
         self.shield = SafetyShield(config)
         self.executor = ChunkExecutor(policy)
         self.order = policy.command_order(config)
@@ -168,7 +192,7 @@ class PolicyNode:
     def _handle_promotion(self, m: msg.DiagnosticStatus, now_ns: int) -> None:
         try:
             promotion = Promotion.from_message(m)
-        except PolicyRefused as err:
+        except RobotError as err:
             self._refuse(str(err), now_ns)
             return
         wanted = (promotion.policy, promotion.sha256)
@@ -198,7 +222,7 @@ class PolicyNode:
         running = self.shield.mode == Mode.RUNNING and not self._stale
         if running and not self.executor.at_boundary and self.loader.loaded():
             return  # the chunk in progress finishes open loop, as in training
-        now = time.monotonic_ns()
+        now = self.clock.monotonic_ns()
         promotion, policy, error = self.loader.take()
         if policy is None:
             self._refuse(error, now)  # the running policy keeps commanding
@@ -216,7 +240,7 @@ class PolicyNode:
     # -- inputs ------------------------------------------------------------------
     def _handle_inputs(self) -> list[int]:
         """Consume every pending message; returns receive times of new joint states."""
-        now = time.monotonic_ns()
+        now = self.clock.monotonic_ns()
         for m, _ in self._promote_sub.take():
             self._handle_promotion(m, now)
         for m, _ in self._estop_sub.take():
@@ -230,11 +254,14 @@ class PolicyNode:
                 self.executor.reset()
         if self._episode_sub is not None:
             for m, _ in self._episode_sub.take():
-                values = {kv.key: kv.value for kv in m.values}
-                episode = values.get("episode")
-                if values.get("event") == "connect":
+                try:
+                    status = EpisodeStatus.from_message(m)
+                except RobotError:
+                    continue  # not an episode event this node understands
+                episode = status.episode
+                if status.event == "connect":
                     continue  # the robot's discovery handshake, not an episode
-                if episode is not None and episode != self._episode:
+                if episode and episode != self._episode:
                     self._episode = episode
                     self.executor.reset()
                     if self.bag is not None:
@@ -254,7 +281,7 @@ class PolicyNode:
 
     def _record(self, topic: str, m) -> None:
         if self.bag is not None:
-            self.bag.record(topic, m, time.time_ns())
+            self.bag.record(topic, m, self.clock.time_ns())
 
     # -- outputs -----------------------------------------------------------------
     def command_message(self, command: np.ndarray):
@@ -273,8 +300,8 @@ class PolicyNode:
             point = msg.JointTrajectoryPoint(time_from_start=msg.Duration(int(sec), int(nsec)))
             setattr(point, {"position": "positions", "velocity": "velocities", "effort": "effort"}[
                 self.config.command_interface], values)
-            return msg.JointTrajectory(header=msg.Header(stamp=msg.stamp_now()), joint_names=list(self.joints),
-                                       points=[point])
+            return msg.JointTrajectory(header=msg.Header(stamp=msg.stamp_of(self.clock.time_ns())),
+                                       joint_names=list(self.joints), points=[point])
         return msg.Float64MultiArray(
             layout=msg.MultiArrayLayout(dim=[msg.MultiArrayDimension("joints", len(values), len(values))]),
             data=values)
@@ -287,21 +314,15 @@ class PolicyNode:
         self.stats.safe_commands += int(safe)
         self._record(self.config.command_topic, out)
 
+    def safety_state(self) -> SafetyState:
+        """The shield's state and the node's (watchdog, episode, policy, promotion)."""
+        return replace(self.shield.state(), watchdog_tripped=self._stale, episode=self._episode or "",
+                       command_subscribers=self._command_subscribers, policy=str(self.policy_path),
+                       policy_sha256=self.policy_sha256, promote_error=self.promote_error)
+
     def safety_message(self) -> msg.DiagnosticStatus:
-        """The shield's state as a DiagnosticStatus."""
-        mode = self.shield.mode
-        level = {Mode.RUNNING: msg.DIAG_OK, Mode.ESTOPPED: msg.DIAG_ERROR}.get(mode, msg.DIAG_WARN)
-        if mode == Mode.RUNNING and self._stale:
-            level = msg.DIAG_ERROR
-        values = self.shield.state() | {"watchdog_tripped": str(self._stale).lower(),
-                                        "episode": self._episode or "",
-                                        "command_subscribers": str(self._command_subscribers),
-                                        "policy": str(self.policy_path),
-                                        "policy_sha256": self.policy_sha256,
-                                        "promote_error": self.promote_error}
-        return msg.DiagnosticStatus(level=level, name=f"{self.config.name}/safety", message=self.shield.last_reason,
-                                    hardware_id=self.config.name,
-                                    values=[msg.KeyValue(k, v) for k, v in values.items()])
+        """The safety state as a DiagnosticStatus."""
+        return self.safety_state().to_message(self.config.name)
 
     def _publish_safety(self, now_ns: int, force: bool = False, record: bool = False) -> None:
         subscribers = self._command_pub.matched()
@@ -322,7 +343,7 @@ class PolicyNode:
     def tick(self, recv_ns: int | None) -> np.ndarray:
         """One control tick: observe, act (if running and fresh), shield, publish."""
         self._swap_policy()
-        now = time.monotonic_ns()
+        now = self.clock.monotonic_ns()
         obs_time = self.assembler.joint_time_ns
         obs = self.assembler.vector()
         if self.shield.mode == Mode.IDLE and self.autostart and obs is not None and not self._estop_pressed:
@@ -344,7 +365,7 @@ class PolicyNode:
         out = self.shield.filter(proposal, now, obs_time if obs is not None else None, position, effort,
                                  observation_ok=finite)
         if self.shield.mode != Mode.IDLE and self.shield.mode != Mode.ARMED:
-            self._publish_command(out.command, time.monotonic_ns(), safe=not out.from_policy)
+            self._publish_command(out.command, self.clock.monotonic_ns(), safe=not out.from_policy)
         if recv_ns is not None and out.from_policy:
             self.stats.latencies_ns.append(self._last_command_ns - recv_ns)
         self.stats.tick_times_ns.append(now)
@@ -361,7 +382,7 @@ class PolicyNode:
         arrivals = self._handle_inputs()
         if self.shield.mode != Mode.RUNNING:
             self._swap_policy()  # a node that is not ticking still takes (and reports) a promotion
-        now = time.monotonic_ns()
+        now = self.clock.monotonic_ns()
         if self.trigger == "observation" and arrivals:
             # One tick per joint state; a burst (closer than a quarter period) is merged into one
             # tick, so a robot that publishes too fast cannot run the policy at many times its rate.
@@ -386,16 +407,16 @@ class PolicyNode:
 
     def run(self, duration_s: float | None = None, should_stop=lambda: False) -> NodeStats:
         """Spin until ``duration_s`` passes or ``should_stop()`` is true; writes the last bag."""
-        end = None if duration_s is None else time.monotonic() + duration_s
+        end = None if duration_s is None else self.clock.monotonic_ns() + int(duration_s * 1e9)
         try:
-            while not should_stop() and (end is None or time.monotonic() < end):
+            while not should_stop() and (end is None or self.clock.monotonic_ns() < end):
                 self.spin_once()
         finally:
             self.loader.close()
-            self.shield.stop("node shutting down", time.monotonic_ns())
+            self.shield.stop("node shutting down", self.clock.monotonic_ns())
             self._publish_command(self.shield.safe_command(self.assembler.joint_values(self.joints, 0), "hold"),
-                                  time.monotonic_ns(), safe=True)
-            self._publish_safety(time.monotonic_ns(), force=True)
+                                  self.clock.monotonic_ns(), safe=True)
+            self._publish_safety(self.clock.monotonic_ns(), force=True)
             if self.bag is not None:
                 self.bag.close()
         return self.stats

@@ -1,8 +1,8 @@
 """Policy promotion: the operator names a new ONNX policy; the node loads and checks it off its control thread.
 
-A promotion arrives as ``diagnostic_msgs/DiagnosticStatus`` on ``<ns>/policy_promote``
-(reliable, transient-local) with values ``policy`` (absolute path), ``sha256`` (of the file)
-and ``source_run``. :class:`PolicyLoader` refuses a file whose bytes are not the ones the
+A promotion (:class:`~steer.robot.spec.Promotion`: the policy's absolute path, the sha256 of the
+file and the source run) arrives as ``diagnostic_msgs/DiagnosticStatus`` on ``<ns>/policy_promote``
+(reliable, transient-local). :class:`PolicyLoader` refuses a file whose bytes are not the ones the
 operator checked, then builds an :class:`~steer.robot.onnx_policy.OnnxPolicy` with every
 runtime check; the node swaps the result in between two ticks, at a chunk boundary.
 """
@@ -13,13 +13,12 @@ import hashlib
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
-from steer.robot import messages as msg
 from steer.robot.config import RobotConfig
 from steer.robot.errors import PolicyRefused
 from steer.robot.onnx_policy import OnnxPolicy
+from steer.robot.spec import Promotion
 
 
 def file_sha256(path: str | Path) -> str:
@@ -29,30 +28,6 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-@dataclass(frozen=True)
-class Promotion:
-    """One request to make a policy file the active policy."""
-
-    policy: Path
-    """Absolute path of the ONNX file."""
-    sha256: str
-    """sha256 of the file as the operator checked it."""
-    source_run: str = ""
-    """Run the policy was exported from (informational)."""
-
-    @classmethod
-    def from_message(cls, m: msg.DiagnosticStatus) -> Promotion:
-        """Parse a promotion message; refuse (one sentence) one that lacks a field or names a relative path."""
-        values = {kv.key: kv.value for kv in m.values}
-        missing = [k for k in ("policy", "sha256") if not values.get(k)]
-        if missing:
-            raise PolicyRefused(f"the promotion lacks {missing}; send 'policy' (absolute path) and 'sha256'.")
-        if not Path(values["policy"]).is_absolute():
-            raise PolicyRefused(f"the promotion names the relative path {values['policy']!r}; "
-                                "send the policy's absolute path.")
-        return cls(Path(values["policy"]).resolve(), values["sha256"].strip().lower(), values.get("source_run", ""))
 
 
 def load_promoted(promotion: Promotion, robot: RobotConfig) -> OnnxPolicy:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from steer.robot.config import RobotConfig
+from steer.robot.spec import SafetyState
 
 
 class Mode(enum.Enum):
@@ -228,12 +229,12 @@ class SafetyShield:
         self._previous = out
         return ShieldOutput(out, self.mode, tuple(reasons), True)
 
-    def state(self) -> dict[str, str]:
-        """Flat key → text view of the shield, for the safety-state message."""
+    def state(self) -> SafetyState:
+        """The shield's part of the safety state (the node fills in the rest)."""
         c = self.counters
-        return {"mode": self.mode.value, "reason": self.last_reason, "ticks": str(c.ticks),
-                "clipped": str(c.clipped), "watchdog_trips": str(c.watchdog), "non_finite": str(c.non_finite),
-                "estop_latched": str(self.mode == Mode.ESTOPPED).lower()}
+        return SafetyState(mode=self.mode.value, reason=self.last_reason, ticks=c.ticks, clipped=c.clipped,
+                           watchdog_trips=c.watchdog, non_finite=c.non_finite,
+                           estop_latched=self.mode == Mode.ESTOPPED)
 
 
 class ChunkSafeSet:

@@ -24,6 +24,7 @@ import numpy as np
 from steer.robot import messages as msg
 from steer.robot.config import RobotConfig
 from steer.robot.errors import RobotError
+from steer.robot.spec import EpisodeStatus, SafetyState, WireError
 from steer.robot.transport import Transport
 
 DEFAULT_TASK = "steer/PlanarPush-v0"
@@ -169,8 +170,7 @@ class SimRobot:
         ``connect`` status, zero vectors, and a joint state without joints.
         """
         if self._status_pub is not None:
-            self._status_pub.publish(msg.DiagnosticStatus(name=f"{self.config.name}/episode", message="connect",
-                                                          values=[msg.KeyValue("event", "connect")]))
+            self._status_pub.publish(EpisodeStatus("connect").to_message(self.config.name))
         for v, idx in self._vectors:
             self._vector_pubs[v.name].publish(msg.Float64MultiArray(data=[0.0] * len(idx)))
         self._joint_pub.publish(msg.JointState())
@@ -192,18 +192,18 @@ class SimRobot:
             if self._safety_sub.matched() == 0 and time.monotonic() > grace:
                 return True
             for status, _ in self._safety_sub.take():
-                values = {kv.key: kv.value for kv in status.values}
-                if values.get("command_subscribers", "0").isdigit() and int(values["command_subscribers"]) > 0:
-                    return True
+                try:
+                    if SafetyState.from_message(status).command_subscribers > 0:
+                        return True
+                except WireError:
+                    continue  # not a policy node's safety state
             self.transport.wait(0.01)
         return False
 
     # -- publishing --------------------------------------------------------------
-    def _publish(self, obs: np.ndarray, status: dict[str, str] | None) -> int:
+    def _publish(self, obs: np.ndarray, status: EpisodeStatus | None) -> int:
         if status is not None and self._status_pub is not None:
-            self._status_pub.publish(msg.DiagnosticStatus(
-                level=msg.DIAG_OK, name=f"{self.config.name}/episode", message=status.get("event", ""),
-                hardware_id=self.config.name, values=[msg.KeyValue(k, v) for k, v in status.items()]))
+            self._status_pub.publish(status.to_message(self.config.name))
         for v, idx in self._vectors:
             self._vector_pubs[v.name].publish(msg.Float64MultiArray(data=[float(obs[i]) for i in idx]))
         if status is not None:
@@ -248,7 +248,7 @@ class SimRobot:
     def _episode(self, index: int, end: float | None, should_stop) -> bool:
         seed = self.seed + index
         obs, _ = self.env.reset(seed=seed)
-        status = {"episode": str(index), "seed": str(seed), "step": "0", "event": "start"}
+        status = EpisodeStatus("start", str(index), seed=seed)
         published = self._publish(obs, status)
         deadline = published + self.period_ns
         ret, steps, late, held, success = 0.0, 0, 0, 0, False
@@ -288,12 +288,8 @@ class SimRobot:
                         with open(self.progress_file, "a") as f:  # one JSON line per finished episode
                             f.write(json.dumps(asdict(result)) + "\n")
                 if self._status_pub is not None:
-                    self._status_pub.publish(msg.DiagnosticStatus(
-                        level=msg.DIAG_OK, name=f"{self.config.name}/episode", message="end",
-                        hardware_id=self.config.name,
-                        values=[msg.KeyValue("episode", str(index)), msg.KeyValue("event", "end"),
-                                msg.KeyValue("is_success", str(success).lower()),
-                                msg.KeyValue("steps", str(steps))]))
+                    self._status_pub.publish(EpisodeStatus("end", str(index), seed=seed, steps=steps,
+                                                           is_success=success).to_message(self.config.name))
                 return done and not stop
             published = self._publish(obs, None)
             # Absolute deadlines keep the rate; after a late step the node still gets at least

@@ -1,7 +1,23 @@
 """The wire contracts between training, the robot and the console, each defined once.
 
 Torch-free: the robot installs this module without the training stack, and ``steer.agent``
-may import it.
+may import it. Each contract has one writer and one reader here; a reader refuses bad input
+with one :class:`WireError` sentence.
+
+* :class:`PolicySpec`: the JSON an exported ONNX policy carries in ``metadata_props[SPEC_KEY]``
+  (written by ``steer export``, read by the robot runtime and the console).
+* :class:`SafetyState`: the node's ``diagnostic_msgs/DiagnosticStatus`` on the safety topic
+  (written by the policy node, read by the console and the simulated robot).
+* :class:`Promotion`: the operator's ``DiagnosticStatus`` on the promotion topic (written by the
+  console, read by the node).
+* :class:`EpisodeStatus`: the simulated robot's episode events (written by the simulated robot,
+  read by the node).
+* :class:`OperatorCommand`: a signed operator command (release, arm, promote, adapt_start) on
+  ``<ns>/operator_command`` (written by the console, read by the node; signing and checking are
+  :mod:`steer.robot.keys`).
+
+The messages carry one ``KeyValue`` per dataclass field, named after it (see
+:func:`_encode_values`), so a field added to a message class travels without touching either end.
 
 The BC baseline (decided here, used everywhere)
 ------------------------------------------------
@@ -22,7 +38,17 @@ The bound travels with the policy: the BC run's config and the ONNX spec both ca
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
 import numpy as np
+
+from steer.robot.errors import RobotError
 
 #: The default latent noise bound b (DSRL's usual value).
 DEFAULT_LATENT_NOISE_BOUND = 1.5
@@ -37,3 +63,379 @@ def base_noise(rng: np.random.Generator, shape: tuple[int, ...], bound: float) -
     if not bound > 0:
         raise ValueError(f"latent noise bound must be positive, got {bound}")
     return np.clip(rng.standard_normal(shape), -bound, bound).astype(np.float32)
+
+
+class WireError(RobotError):
+    """A spec or message that breaks its wire contract (one sentence, says what to do)."""
+
+
+# -- the ONNX policy spec ------------------------------------------------------------------
+
+SPEC_KEY = "steer.spec"
+"""Key of the spec in the ONNX model's ``metadata_props``."""
+SPEC_FORMAT = "steer.policy/1"
+"""Value of the spec's ``format`` key; a reader refuses any other."""
+POLICY_KINDS = ("bc_diffusion", "dsrl", "ppo")
+"""Kinds of exported policy."""
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """The JSON spec an exported policy carries (see DESIGN.md, "ONNX policy")."""
+
+    kind: str
+    """``bc_diffusion``, ``dsrl`` or ``ppo``."""
+    task: str
+    """Task (gymnasium id) the policy was trained on."""
+    obs_names: tuple[str, ...]
+    """Name of every observation element, in input order."""
+    action_names: tuple[str, ...]
+    """Name of every action element (the commanded joint), in output order."""
+    obs_dim: int
+    """Length of the observation vector."""
+    action_dim: int
+    """Length of one action."""
+    chunk_len: int
+    """Actions per query, executed open loop one per control tick (1 for PPO)."""
+    noise_input: bool
+    """Whether the graph takes the initial diffusion noise as input ``noise``."""
+    control_rate_hz: float
+    """Control rate the policy was trained at (Hz)."""
+    action_low: tuple[float, ...]
+    """Lower bound of each action element."""
+    action_high: tuple[float, ...]
+    """Upper bound of each action element."""
+    weights_sha256: str = ""
+    """sha256 of the weights the graph was made from."""
+    source_run: str = ""
+    """Run directory the policy came from."""
+    normalization: Mapping[str, Any] = field(default_factory=dict)
+    """Normalization statistics (informational: baked into the graph)."""
+    latent_noise_bound: float = DEFAULT_LATENT_NOISE_BOUND
+    """Bound b of the BC baseline's noise (see :func:`base_noise`); files older than the field read the default."""
+    bev_shape: tuple[int, ...] = ()
+    """Driving policies: shape [C, H, W] of the uint8 BEV input (empty otherwise)."""
+    bev_channels: tuple[str, ...] = ()
+    """Driving policies: name of every BEV channel (empty otherwise)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as a JSON object, ``format`` first."""
+        out: dict[str, Any] = {"format": SPEC_FORMAT}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else (dict(value) if f.name == "normalization"
+                                                                        else value)
+        return out
+
+    def to_json(self) -> str:
+        """The string stored in ``metadata_props[SPEC_KEY]``.
+
+        Not checked here: a run without names or rate still exports (for parity checks and
+        benchmarks); the reader refuses it, so no robot runs it.
+        """
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, text: str) -> PolicySpec:
+        """Parse and check the spec string; :class:`WireError` (one sentence) when it is wrong."""
+        try:
+            d = json.loads(text)
+        except (json.JSONDecodeError, TypeError):
+            raise WireError(f"the '{SPEC_KEY}' metadata is not valid JSON; re-export the policy.") from None
+        if not isinstance(d, dict) or d.get("format") != SPEC_FORMAT:
+            found = d.get("format") if isinstance(d, dict) else None
+            raise WireError(f"spec format is {found!r}, expected {SPEC_FORMAT!r}; re-export the policy with this "
+                            "version of steer.")
+        try:
+            spec = cls(
+                kind=str(d["kind"]), task=str(d.get("task", "")),
+                obs_names=tuple(str(n) for n in d["obs_names"]),
+                action_names=tuple(str(n) for n in d["action_names"]),
+                obs_dim=int(d["obs_dim"]), action_dim=int(d["action_dim"]), chunk_len=int(d["chunk_len"]),
+                noise_input=bool(d.get("noise_input", False)), control_rate_hz=float(d["control_rate_hz"]),
+                action_low=tuple(float(x) for x in d["action_low"]),
+                action_high=tuple(float(x) for x in d["action_high"]),
+                weights_sha256=str(d.get("weights_sha256", "")), source_run=str(d.get("source_run", "")),
+                normalization=dict(d.get("normalization") or {}),
+                latent_noise_bound=float(d.get("latent_noise_bound", DEFAULT_LATENT_NOISE_BOUND)),
+                bev_shape=tuple(int(x) for x in d.get("bev_shape") or ()),
+                bev_channels=tuple(str(x) for x in d.get("bev_channels") or ()))
+        except (KeyError, TypeError, ValueError) as err:
+            raise WireError(f"the policy spec lacks or mistypes field {err}; re-export the policy.") from None
+        problems = spec.problems()
+        if problems:
+            raise WireError(f"the policy spec is inconsistent ({'; '.join(problems)}); re-export the policy.")
+        return spec
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, str]) -> PolicySpec:
+        """The spec in an ONNX model's metadata map; :class:`WireError` when it is missing or wrong."""
+        if SPEC_KEY not in metadata:
+            raise WireError(f"no '{SPEC_KEY}' metadata; export it with `steer export`, which writes the names, "
+                            "limits and rate the robot needs.")
+        return cls.from_json(metadata[SPEC_KEY])
+
+    def problems(self) -> list[str]:
+        """What is inconsistent in the spec (empty when nothing)."""
+        problems = []
+        if self.kind not in POLICY_KINDS:
+            problems.append(f"kind {self.kind!r} is not one of {POLICY_KINDS}")
+        if len(self.obs_names) != self.obs_dim:
+            problems.append(f"{len(self.obs_names)} obs_names for obs_dim {self.obs_dim}")
+        if len(self.action_names) != self.action_dim:
+            problems.append(f"{len(self.action_names)} action_names for action_dim {self.action_dim}")
+        if len(self.action_low) != self.action_dim or len(self.action_high) != self.action_dim:
+            problems.append("action_low/action_high do not have action_dim entries")
+        elif not all(lo <= hi for lo, hi in zip(self.action_low, self.action_high)):
+            problems.append("action_low exceeds action_high")
+        if self.chunk_len < 1 or (self.kind == "ppo" and self.chunk_len != 1):
+            problems.append(f"chunk_len {self.chunk_len} is invalid for kind {self.kind!r}")
+        if not (math.isfinite(self.control_rate_hz) and self.control_rate_hz > 0):
+            problems.append(f"control_rate_hz {self.control_rate_hz} is not a positive rate")
+        if not (math.isfinite(self.latent_noise_bound) and self.latent_noise_bound > 0):
+            problems.append(f"latent_noise_bound {self.latent_noise_bound} is not positive")
+        return problems
+
+
+# -- DiagnosticStatus messages: one KeyValue per field ---------------------------------------
+
+def _encode_values(obj: Any) -> list[tuple[str, str]]:
+    """(key, text) of every field of a message dataclass; bools as ``true``/``false``."""
+    out = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        out.append((f.name, str(value).lower() if isinstance(value, bool) else str(value)))
+    return out
+
+
+def _decode_values(cls: type, values: Mapping[str, str], what: str) -> dict[str, Any]:
+    """Field values of ``cls`` from a message's key → text.
+
+    Absent keys keep their defaults; unknown keys are ignored (a newer sender's extra fields).
+    """
+    hints = typing.get_type_hints(cls)
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in values:
+            continue
+        text, kind = values[f.name], hints[f.name]
+        if kind is bool:
+            if text not in ("true", "false"):
+                raise WireError(f"the {what} says {f.name}={text!r}; expected true or false.")
+            out[f.name] = text == "true"
+        elif kind is int:
+            try:
+                out[f.name] = int(text)
+            except ValueError:
+                raise WireError(f"the {what} says {f.name}={text!r}; expected an integer.") from None
+        else:
+            try:
+                out[f.name] = kind(text)
+            except (TypeError, ValueError):
+                raise WireError(f"the {what} says {f.name}={text!r}, which is not a {kind.__name__}.") from None
+    return out
+
+
+def _values_of(message: Any) -> dict[str, str]:
+    return {kv.key: kv.value for kv in message.values}
+
+
+def _status(level: int, name: str, text: str, hardware_id: str, values: list[tuple[str, str]]):
+    from steer.robot import messages as msg  # cyclonedds: only where messages are built (not in training)
+
+    return msg.DiagnosticStatus(level=level, name=name, message=text, hardware_id=hardware_id,
+                                values=[msg.KeyValue(k, v) for k, v in values])
+
+
+# Levels of diagnostic_msgs/DiagnosticStatus (also in steer.robot.messages, which needs cyclonedds).
+_DIAG_OK, _DIAG_WARN, _DIAG_ERROR = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class SafetyState:
+    """What the policy node reports on its safety topic, for the console and the robot."""
+
+    mode: str
+    """Shield mode: idle, armed, running, stopped or estopped."""
+    reason: str = ""
+    """Why the shield entered its mode."""
+    ticks: int = 0
+    """Commands the shield filtered."""
+    clipped: int = 0
+    """Commands it changed to keep them in the limits."""
+    watchdog_trips: int = 0
+    """Ticks on a stale or missing observation."""
+    non_finite: int = 0
+    """Non-finite or malformed commands or observations replaced by the safe command."""
+    estop_latched: bool = False
+    """True while the e-stop holds the robot."""
+    watchdog_tripped: bool = False
+    """True while the node is running on a stale observation (sending the safe command)."""
+    episode: str = ""
+    """The robot's current episode (empty: none announced)."""
+    command_subscribers: int = 0
+    """Readers matched to the node's command writer."""
+    policy: str = ""
+    """Absolute path of the policy the node runs."""
+    policy_sha256: str = ""
+    """sha256 of that file."""
+    promote_error: str = ""
+    """Why the last promotion was refused (empty when none was)."""
+
+    @property
+    def level(self) -> int:
+        """DiagnosticStatus level: OK while running on fresh observations, ERROR when e-stopped or stale."""
+        if self.mode == "estopped" or (self.mode == "running" and self.watchdog_tripped):
+            return _DIAG_ERROR
+        return _DIAG_OK if self.mode == "running" else _DIAG_WARN
+
+    @property
+    def interventions(self) -> dict[str, int]:
+        """The shield's counters of changed commands, by name."""
+        return {"clipped": self.clipped, "watchdog_trips": self.watchdog_trips, "non_finite": self.non_finite}
+
+    def to_message(self, robot: str):
+        """The state as ``diagnostic_msgs/DiagnosticStatus`` from robot ``robot``."""
+        return _status(self.level, f"{robot}/safety", self.reason, robot, _encode_values(self))
+
+    @classmethod
+    def from_message(cls, message: Any) -> SafetyState:
+        """Parse a safety-state message; :class:`WireError` when it is not one (no ``mode``) or mistyped."""
+        values = _values_of(message)
+        if "mode" not in values:
+            raise WireError("the safety state has no 'mode'; it was not sent by a steer policy node.")
+        return cls(**_decode_values(cls, values, "safety state"))
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """The operator's request to make a policy file the node's active policy.
+
+    Fields travel as KeyValues of the same name; fields with a default are optional on the
+    wire, so a field added later (e.g. a signature) needs only a line here.
+    """
+
+    policy: Path
+    """Absolute path of the ONNX file on the robot."""
+    sha256: str
+    """sha256 of the file as the operator checked it."""
+    source_run: str = ""
+    """Run the policy was exported from (informational)."""
+
+    def to_message(self, robot: str):
+        """The request as ``diagnostic_msgs/DiagnosticStatus`` to robot ``robot``."""
+        return _status(_DIAG_OK, f"{robot}/promote", "promote", robot, _encode_values(self))
+
+    @classmethod
+    def from_message(cls, message: Any) -> Promotion:
+        """Parse a promotion; :class:`WireError` (one sentence) when a field is missing or the path is relative."""
+        values = _values_of(message)
+        required = [f.name for f in dataclasses.fields(cls)
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        missing = [k for k in required if not values.get(k)]
+        if missing:
+            raise WireError(f"the promotion lacks {missing}; send 'policy' (absolute path) and 'sha256'.")
+        if not Path(values["policy"]).is_absolute():
+            raise WireError(f"the promotion names the relative path {values['policy']!r}; "
+                            "send the policy's absolute path.")
+        fields = _decode_values(cls, values, "promotion")
+        return dataclasses.replace(cls(**fields), policy=fields["policy"].resolve(),
+                                   sha256=fields["sha256"].strip().lower())
+
+
+@dataclass(frozen=True)
+class EpisodeStatus:
+    """An episode event of the simulated robot: the node starts a new chunk (and bag) on a new episode."""
+
+    event: str = ""
+    """``connect`` (discovery handshake, not an episode), ``start`` or ``end``."""
+    episode: str = ""
+    """Index of the episode (empty on ``connect``)."""
+    seed: int = 0
+    """Seed the episode's task was reset with."""
+    steps: int = 0
+    """Steps taken (``end``)."""
+    is_success: bool = False
+    """Whether the task succeeded (``end``)."""
+
+    def to_message(self, robot: str):
+        """The event as ``diagnostic_msgs/DiagnosticStatus`` from robot ``robot``."""
+        return _status(_DIAG_OK, f"{robot}/episode", self.event, robot, _encode_values(self))
+
+    @classmethod
+    def from_message(cls, message: Any) -> EpisodeStatus:
+        """Parse an episode event; :class:`WireError` (one sentence) when a field is mistyped."""
+        return cls(**_decode_values(cls, _values_of(message), "episode status"))
+
+
+# -- Signed operator commands ------------------------------------------------------------------
+
+#: Commands that change what a robot does and so need an operator's signature.
+SIGNED_COMMANDS = ("release", "arm", "promote", "adapt_start")
+_SIGNED_DOMAIN = b"steer-signed-command-v1\n"
+
+
+@dataclass(frozen=True)
+class OperatorCommand:
+    """One operator command with its Ed25519 signature (see :mod:`steer.robot.keys`).
+
+    Travels as ``DiagnosticStatus`` on ``<ns>/operator_command`` (reliable, volatile: a restarted
+    node never sees an old command again), one KeyValue per field.
+    """
+
+    command: str
+    """One of :data:`SIGNED_COMMANDS`."""
+    namespace: str
+    """The robot namespace it is meant for; another robot refuses it."""
+    policy_sha256: str
+    """sha256 of the policy the operator saw (release/arm: the active one; promote: the new file)."""
+    timestamp: float
+    """Unix time of signing (s); the robot refuses it outside its window."""
+    nonce: str
+    """Random hex; the robot refuses a nonce it has seen."""
+    args: dict[str, str] = field(default_factory=dict)
+    """Command-specific arguments, signed too (promote: ``policy``, a file name in the policies directory)."""
+    key_id: str = ""
+    """Which trusted key signed it (first 16 hex of the public key)."""
+    signature: str = ""
+    """Ed25519 signature (hex) over :meth:`payload`."""
+
+    def payload(self) -> bytes:
+        """The exact bytes that are signed: every field except the signature, as canonical JSON."""
+        body = {k: v for k, v in dataclasses.asdict(self).items() if k != "signature"}
+        return _SIGNED_DOMAIN + json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+    def to_fields(self) -> dict[str, str]:
+        """The fields as text (the message's KeyValues)."""
+        d = dataclasses.asdict(self)
+        d["timestamp"] = repr(self.timestamp)
+        d["args"] = json.dumps(self.args, sort_keys=True, separators=(",", ":"))
+        return {k: str(v) for k, v in d.items()}
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, str]) -> OperatorCommand:
+        """Parse :meth:`to_fields`' output; :class:`WireError` (one sentence) when malformed."""
+        try:
+            args = json.loads(fields.get("args", "{}") or "{}")
+            if not isinstance(args, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                     for k, v in args.items()):
+                raise ValueError
+            timestamp = float(fields["timestamp"])
+            if not math.isfinite(timestamp):
+                raise ValueError
+            return cls(command=str(fields["command"]), namespace=str(fields.get("namespace", "")),
+                       policy_sha256=str(fields.get("policy_sha256", "")), timestamp=timestamp,
+                       nonce=str(fields["nonce"]), args=args, key_id=str(fields.get("key_id", "")),
+                       signature=str(fields.get("signature", "")))
+        except (KeyError, ValueError, TypeError):
+            raise WireError("malformed operator command: it needs command, timestamp, nonce and "
+                            "signature.") from None
+
+    def to_message(self, robot: str):
+        """The command as ``diagnostic_msgs/DiagnosticStatus`` to robot ``robot``."""
+        return _status(_DIAG_OK, f"{robot}/{self.command}", self.command, robot, list(self.to_fields().items()))
+
+    @classmethod
+    def from_message(cls, message: Any) -> OperatorCommand:
+        """Parse a command message; :class:`WireError` (one sentence) when malformed."""
+        return cls.from_fields(_values_of(message))

@@ -1,4 +1,4 @@
-"""Exported policies for the console: ONNX files with their ``steer.spec``, and promotion.
+"""Exported policies for the console: ONNX files with their spec, and promotion.
 
 Promoting a run exports its checkpoint to ``<policies>/<run>-<time>.onnx``, loads the file
 with the robot runtime's own checks (:class:`steer.robot.onnx_policy.OnnxPolicy` against the
@@ -7,16 +7,14 @@ robot config) and only then hands it to the robot (see :mod:`steer.ops.console.r
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from steer.ops.console import ConsoleError
 from steer.robot.promotion import file_sha256 as sha256_file  # noqa: F401  (the console hashes what it promotes)
-
-SPEC_KEY = "steer.spec"
+from steer.robot.spec import PolicySpec, WireError
 
 
 @dataclass(frozen=True)
@@ -26,8 +24,8 @@ class PolicyFile:
     path: Path
     size_bytes: int
     modified: float
-    spec: dict[str, Any]
-    """The ``steer.spec`` JSON (empty when missing or unreadable)."""
+    spec: PolicySpec | None
+    """The spec, read as the robot runtime reads it (None when missing or invalid)."""
     error: str = ""
     """Why the spec could not be read (empty when it could)."""
 
@@ -38,14 +36,13 @@ class PolicyFile:
     def summary(self) -> dict[str, str]:
         """Short text fields for the table."""
         s = self.spec
-        return {"kind": str(s.get("kind", "?")), "task": str(s.get("task", "")).split("/")[-1],
-                "io": f"{s.get('obs_dim', '?')}→{s.get('chunk_len', 1)}x{s.get('action_dim', '?')}",
-                "rate": f"{float(s['control_rate_hz']):g} Hz" if "control_rate_hz" in s else "?",
-                "sha": str(s.get("weights_sha256", ""))[:8],
-                "run": Path(str(s.get("source_run", ""))).name}
+        if s is None:
+            return {"kind": "?", "task": "", "io": "?", "rate": "?", "sha": "", "run": ""}
+        return {"kind": s.kind, "task": s.task.split("/")[-1], "io": f"{s.obs_dim}→{s.chunk_len}x{s.action_dim}",
+                "rate": f"{s.control_rate_hz:g} Hz", "sha": s.weights_sha256[:8], "run": Path(s.source_run).name}
 
 
-def read_spec(path: Path) -> tuple[dict[str, Any], str]:
+def read_spec(path: Path) -> tuple[PolicySpec | None, str]:
     """(spec, error) of an ONNX file; reads only the metadata when the onnx package is there."""
     path = Path(path)
     try:
@@ -60,14 +57,11 @@ def read_spec(path: Path) -> tuple[dict[str, Any], str]:
             meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta() \
                 .custom_metadata_map
     except Exception as err:  # noqa: BLE001 - protobuf and onnxruntime raise private types
-        return {}, f"not a readable ONNX file ({type(err).__name__})"
-    if SPEC_KEY not in meta:
-        return {}, f"no '{SPEC_KEY}' metadata: not exported by steer export"
+        return None, f"not a readable ONNX file ({type(err).__name__})"
     try:
-        spec = json.loads(meta[SPEC_KEY])
-    except json.JSONDecodeError:
-        return {}, f"'{SPEC_KEY}' is not valid JSON"
-    return (spec, "") if isinstance(spec, dict) else ({}, f"'{SPEC_KEY}' is not a JSON object")
+        return PolicySpec.from_metadata(meta), ""
+    except WireError as err:
+        return None, str(err)
 
 
 def scan_policies(*folders: Path) -> list[PolicyFile]:

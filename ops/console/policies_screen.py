@@ -16,6 +16,7 @@ from steer.ops.console.dialogs import ConfirmScreen, PickRunScreen
 from steer.ops.console.policies import PolicyFile, check_on_robot, promote_run, scan_policies, sha256_file
 from steer.ops.console.text import short_path
 from steer.ops.run import checkpoints, scan_runs
+from steer.robot.spec import SPEC_FORMAT
 
 
 class PoliciesScreen(Screen):
@@ -73,11 +74,10 @@ class PoliciesScreen(Screen):
         else:
             s = f.spec
             text = (f"{short_path(f.path)}  ({f.size_bytes / 1e3:.0f} kB)\n"
-                    f"obs     {', '.join(map(str, s.get('obs_names', [])))}\n"
-                    f"action  {', '.join(map(str, s.get('action_names', [])))}  "
-                    f"low {s.get('action_low')} high {s.get('action_high')}\n"
-                    f"task {s.get('task')}  chunk {s.get('chunk_len')}  noise input {s.get('noise_input')}  "
-                    f"format {s.get('format')}\nsource  {s.get('source_run')}\nweights {s.get('weights_sha256')}")
+                    f"obs     {', '.join(s.obs_names)}\n"
+                    f"action  {', '.join(s.action_names)}  low {list(s.action_low)} high {list(s.action_high)}\n"
+                    f"task {s.task}  chunk {s.chunk_len}  noise input {s.noise_input}  "
+                    f"format {SPEC_FORMAT}\nsource  {s.source_run}\nweights {s.weights_sha256}")
         self.query_one("#spec", Static).update(text)
 
     def _show_active(self) -> None:

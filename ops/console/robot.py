@@ -4,12 +4,11 @@
 of one robot (as configured by its limits YAML), publishes the latched e-stop, the
 e-stop reset and policy promotions, and folds what arrives into a :class:`RobotView`.
 
-Policy promotion contract (topic ``<ns>/policy_promote``, ``diagnostic_msgs/DiagnosticStatus``,
-reliable + transient-local like the e-stop, so a node that starts later still gets it):
-values ``policy`` (absolute path of the ONNX file), ``sha256`` (of that file) and
-``source_run``. The node loads and checks the file off its control thread, swaps it in
-between two control ticks at a chunk boundary, and reports ``policy`` and
-``policy_sha256`` (or ``promote_error``) in its safety state.
+Policy promotion (:class:`steer.robot.spec.Promotion` on ``<ns>/policy_promote``, reliable +
+transient-local like the e-stop, so a node that starts later still gets it): the node loads
+and checks the file off its control thread, swaps it in between two control ticks at a chunk
+boundary, and reports ``policy`` and ``policy_sha256`` (or ``promote_error``) in its safety
+state (:class:`steer.robot.spec.SafetyState`).
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from steer.robot import messages as msg
 from steer.robot.config import RobotConfig
+from steer.robot.spec import Promotion, SafetyState, WireError
 
 PROMOTE_TOPIC = RobotConfig.policy_promote_topic
 """Default relative topic of policy promotions (the robot config's ``policy_promote_topic`` decides)."""
@@ -137,11 +137,7 @@ class RobotLink:
 
     def promote(self, policy: Path, sha256: str, source_run: str = "") -> None:
         """Ask the node to make ``policy`` its active policy (latched)."""
-        self._promote_pub.publish(msg.DiagnosticStatus(
-            level=msg.DIAG_OK, name=f"{self.config.name}/promote", message="promote",
-            hardware_id=self.config.name,
-            values=[msg.KeyValue("policy", str(Path(policy).resolve())), msg.KeyValue("sha256", sha256),
-                    msg.KeyValue("source_run", source_run)]))
+        self._promote_pub.publish(Promotion(Path(policy).resolve(), sha256, source_run).to_message(self.config.name))
 
     # -- in ------------------------------------------------------------------------
     def poll(self, now_ns: int | None = None) -> RobotView:
@@ -166,18 +162,16 @@ class RobotLink:
                 self._latencies.append((recv - self._pending_js_ns) / 1e6)
                 self._pending_js_ns = None
         for m, recv in self._safety_sub.take():
-            values = {kv.key: kv.value for kv in m.values}
-            if "mode" not in values:
-                continue
+            try:
+                state = SafetyState.from_message(m)
+            except WireError:
+                continue  # not a policy node's safety state
             self._safety_ns = recv
-            v.mode = values["mode"]
-            v.reason = values.get("reason", m.message)
-            v.estop_latched = values.get("estop_latched") == "true"
-            v.watchdog_tripped = values.get("watchdog_tripped") == "true"
-            v.interventions = {k: int(values[k]) for k in ("clipped", "watchdog_trips", "non_finite")
-                               if values.get(k, "").isdigit()}
-            v.policy = values.get("policy", v.policy)
-            v.promote_error = values.get("promote_error", "")
+            v.mode, v.reason = state.mode, state.reason or m.message
+            v.estop_latched, v.watchdog_tripped = state.estop_latched, state.watchdog_tripped
+            v.interventions = state.interventions
+            v.policy = state.policy or v.policy
+            v.promote_error = state.promote_error
         now = time.monotonic_ns() if now_ns is None else now_ns
         v.joint_age_s = None if self._joint_ns is None else (now - self._joint_ns) / 1e9
         v.command_age_s = None if self._command_ns is None else (now - self._command_ns) / 1e9

@@ -1,4 +1,3 @@
-import json
 import subprocess
 import sys
 
@@ -7,7 +6,8 @@ import onnx
 import pytest
 import torch
 
-from steer.agent.export import SPEC_KEY, ExportError, export_run, parity, torch_policy
+from steer.agent.export import ExportError, export_run, parity, torch_policy
+from steer.robot.spec import SPEC_KEY
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +42,11 @@ def test_onnx_matches_torch_on_1000_observations(runs, kind, tmp_path):
     inputs = [i.name for i in model.graph.input]
     assert inputs == (["obs", "noise"] if kind == "bc" else ["obs"])
     assert [o.name for o in model.graph.output] == ["action"]
-    stored = json.loads({p.key: p.value for p in model.metadata_props}[SPEC_KEY])
-    assert stored == spec
-    assert stored["kind"] == ("bc_diffusion" if kind == "bc" else "dsrl")
-    assert stored["chunk_len"] == 4 and stored["obs_dim"] == 10 and stored["action_dim"] == 2
-    assert len(stored["weights_sha256"]) == 64 and stored["source_run"] == str(run)
+    assert {p.key: p.value for p in model.metadata_props}[SPEC_KEY] == spec.to_json()
+    stored = spec
+    assert stored.kind == ("bc_diffusion" if kind == "bc" else "dsrl")
+    assert stored.chunk_len == 4 and stored.obs_dim == 10 and stored.action_dim == 2
+    assert len(stored.weights_sha256) == 64 and stored.source_run == str(run)
 
 
 def test_exported_dsrl_policy_runs_in_the_robot_runtime(runs, tmp_path):
@@ -62,6 +62,20 @@ def test_exported_dsrl_policy_runs_in_the_robot_runtime(runs, tmp_path):
         ref = graph(torch.from_numpy(obs)[None]).numpy()[0]
     np.testing.assert_allclose(rt(obs), ref, atol=1e-5)
     assert rt.spec.chunk_len == 4 and rt.spec.control_rate_hz == 20.0
+
+
+def test_the_spec_export_writes_is_what_runtime_and_console_read(runs, tmp_path):
+    from steer.ops.console_policies import read_spec
+    from steer.robot.onnx_policy import OnnxPolicy
+    from steer.robot.spec import DEFAULT_LATENT_NOISE_BOUND
+
+    _, dsrl = runs
+    out = tmp_path / "p.onnx"
+    written = export_run(dsrl, out)
+    console, error = read_spec(out)
+    assert error == "" and OnnxPolicy(out).spec == written == console
+    assert written.obs_names == tuple(f"o{i}" for i in range(10)) and written.action_low == (-0.3, -0.3)
+    assert written.latent_noise_bound == DEFAULT_LATENT_NOISE_BOUND and written.normalization["obs_min"]
 
 
 def test_export_refuses_a_folder_without_a_policy(tmp_path):
@@ -84,10 +98,13 @@ def test_ppo_driving_policy_exports_with_bev_and_measurement_inputs(tmp_path):
     torch.manual_seed(0)
     model = CarlActorCritic((8, 64, 64), len(MEASUREMENTS), len(VALUE_INPUTS), 2, cfg.net)
     # Same layout the trainer writes (agent/ppo.py).
+    cfg = dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, sim=dataclasses.replace(cfg.env.sim, dt=0.05)))
     save_checkpoint(tmp_path / "checkpoints", "last", {"model": model.state_dict()},
                     {"update": 1, "global_step": 1, "bev_shape": [8, 64, 64], "ppo_config": dataclasses.asdict(cfg)})
     spec = export_run(tmp_path, tmp_path / "drive.onnx")
-    assert spec["kind"] == "ppo" and spec["chunk_len"] == 1 and spec["bev_shape"] == [8, 64, 64]
+    assert spec.kind == "ppo" and spec.chunk_len == 1 and spec.bev_shape == (8, 64, 64)
+    # The control rate is the simulator's step rate the run trained at (dt 0.05 s here, not the default 0.1 s).
+    assert spec.control_rate_hz == 20.0
     assert parity(tmp_path, tmp_path / "drive.onnx") <= 1e-5
     m = onnx.load(str(tmp_path / "drive.onnx"))
     assert [i.name for i in m.graph.input] == ["bev", "measurements"]

@@ -513,8 +513,8 @@ def test_promote_exports_a_real_run_and_the_runtime_checks_it(tiny_bc, tmp_path)
     config = _robot_config()
     good = promote_run(_bc_run(tiny_bc, tmp_path, "bc-named", True), tmp_path / "policies", config, now=0.0)
     assert good.path.name == f"bc-named-{time.strftime('%Y%m%d-%H%M%S', time.localtime(0.0))}.onnx"
-    assert good.error == "" and good.spec["kind"] == "bc_diffusion" and good.spec["obs_dim"] == 10
-    assert good.spec["source_run"].endswith("bc-named") and good.spec["control_rate_hz"] == 20.0
+    assert good.error == "" and good.spec.kind == "bc_diffusion" and good.spec.obs_dim == 10
+    assert good.spec.source_run.endswith("bc-named") and good.spec.control_rate_hz == 20.0
     # Without observation names the robot cannot feed it: refused, and no file is left behind.
     with pytest.raises(ConsoleError, match="refuses"):
         promote_run(_bc_run(tiny_bc, tmp_path, "bc-unnamed", False), tmp_path / "policies", config, now=1.0)

@@ -30,6 +30,8 @@ def make_policy(path, *, kind="dsrl", obs_names=PUSH_OBS, action_names=PUSH_ACTI
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
+    from steer.robot.spec import SPEC_KEY, PolicySpec
+
     obs_dim = len(obs_names) if obs_dim is None else obs_dim
     action_dim = len(action_names) if action_dim is None else action_dim
     gain = np.zeros((action_dim, obs_dim)) if gain is None else np.asarray(gain)
@@ -64,17 +66,16 @@ def make_policy(path, *, kind="dsrl", obs_names=PUSH_OBS, action_names=PUSH_ACTI
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
     if spec is None:
-        spec = {"format": "steer.policy/1", "kind": kind, "task": "steer/PlanarPush-v0",
-                "obs_names": list(obs_names), "action_names": list(action_names), "obs_dim": obs_dim,
-                "action_dim": action_dim, "chunk_len": 1 if kind == "ppo" else chunk_len,
-                "noise_input": noise_input, "control_rate_hz": rate, "action_low": [-bound] * action_dim,
-                "action_high": [bound] * action_dim,
-                "normalization": {"obs_min": [-1.0] * obs_dim, "obs_max": [1.0] * obs_dim,
-                                  "action_min": [-bound] * action_dim, "action_max": [bound] * action_dim},
-                "weights_sha256": "0" * 64, "source_run": "tests"}
-        spec.update(spec_overrides or {})
+        spec = PolicySpec(kind=kind, task="steer/PlanarPush-v0", obs_names=tuple(obs_names),
+                          action_names=tuple(action_names), obs_dim=obs_dim, action_dim=action_dim,
+                          chunk_len=1 if kind == "ppo" else chunk_len, noise_input=noise_input, control_rate_hz=rate,
+                          action_low=(-bound,) * action_dim, action_high=(bound,) * action_dim,
+                          normalization={"obs_min": [-1.0] * obs_dim, "obs_max": [1.0] * obs_dim,
+                                         "action_min": [-bound] * action_dim, "action_max": [bound] * action_dim},
+                          weights_sha256="0" * 64, source_run="tests").to_dict()
+        spec.update(spec_overrides or {})  # written as a dict: overrides may break the contract on purpose
     if spec is not False:
-        helper.set_model_props(model, {"steer.spec": spec if isinstance(spec, str) else json.dumps(spec)})
+        helper.set_model_props(model, {SPEC_KEY: spec if isinstance(spec, str) else json.dumps(spec)})
     onnx.save(model, str(path))
     return Path(path)
 
@@ -108,15 +109,42 @@ class RobotProcesses:
                 proc.kill()
 
 
-class MemoryTransport:
-    """An in-process transport for unit tests of the node: publish appends to every subscriber's queue."""
+class FakeClock:
+    """A clock for the node that moves only when a test (or :class:`MemoryTransport`'s ``wait``) moves it."""
 
-    def __init__(self):
+    def __init__(self, start_s: float = 1000.0, epoch_s: float = 1.7e9):
+        self.now_ns = int(start_s * 1e9)
+        self.epoch_ns = int(epoch_s * 1e9)
+
+    def monotonic_ns(self) -> int:
+        return self.now_ns
+
+    def time_ns(self) -> int:
+        return self.epoch_ns + self.now_ns
+
+    def advance(self, seconds: float) -> None:
+        """Let ``seconds`` pass."""
+        self.now_ns += int(round(seconds * 1e9))
+
+
+class MemoryTransport:
+    """An in-process transport for unit tests of the node: publish appends to every subscriber's queue.
+
+    With a ``clock`` (a :class:`FakeClock`), receive times come from it and ``wait`` lets the
+    timeout pass on it at once when nothing is queued (as a real wait with no traffic would),
+    so tests run without real sleeps; without one, both use the real monotonic clock.
+    """
+
+    def __init__(self, clock=None):
         import time
 
         self._time = time
+        self.clock = clock
         self.queues = {}
         self.sent = {}
+
+    def _now_ns(self):
+        return self._time.monotonic_ns() if self.clock is None else self.clock.monotonic_ns()
 
     class _Pub:
         def __init__(self, outer, topic):
@@ -125,7 +153,7 @@ class MemoryTransport:
         def publish(self, msg):
             self.outer.sent.setdefault(self.topic, []).append(msg)
             for q in self.outer.queues.get(self.topic, []):
-                q.append((msg, self.outer._time.monotonic_ns()))
+                q.append((msg, self.outer._now_ns()))
 
         def matched(self):
             return len(self.outer.queues.get(self.topic, []))
@@ -154,7 +182,10 @@ class MemoryTransport:
         return self._Sub(queue)
 
     def wait(self, timeout_s):
-        self._time.sleep(min(timeout_s, 0.001))
+        if self.clock is None:
+            self._time.sleep(min(timeout_s, 0.001))
+        elif not any(q for queues in self.queues.values() for q in queues):
+            self.clock.advance(timeout_s)
 
     def close(self):
         pass

@@ -1,11 +1,13 @@
-"""The policy node on an in-memory transport: observation by name, shield on every command, watchdog, e-stop."""
+"""The policy node on an in-memory transport: observation by name, shield on every command, watchdog, e-stop.
 
-import time
+Every node here runs on a fake clock: time passes only when a test advances it or the node waits
+with nothing to read, so watchdog and timer figures are exact and nothing sleeps.
+"""
 
 import numpy as np
 import pytest
 
-from robot_helpers import MemoryTransport
+from robot_helpers import FakeClock, MemoryTransport
 from steer.robot import messages as m
 from steer.robot.config import load_robot_config
 from steer.robot.onnx_policy import OnnxPolicy
@@ -15,10 +17,12 @@ ROBOT = load_robot_config()
 CMD = "/pusher_velocity_controller/commands"
 
 
-def _node(policy_factory, **kwargs):
-    transport = MemoryTransport()
-    node = PolicyNode(ROBOT, OnnxPolicy(policy_factory(**kwargs), robot=ROBOT), transport)
-    return node, transport, transport.publisher
+def _node(policy_factory, config=ROBOT, trigger="observation", bag=None, **kwargs):
+    clock = FakeClock()
+    transport = MemoryTransport(clock)
+    node = PolicyNode(config, OnnxPolicy(policy_factory(**kwargs), robot=config), transport, bag=bag,
+                      trigger=trigger, clock=clock)
+    return node, transport, clock
 
 
 def _observe(transport, goal=(0.2, 0.1), names=("puck_y", "pusher_x", "puck_x", "pusher_y")):
@@ -54,21 +58,23 @@ def test_policy_output_never_bypasses_the_shield(policy_factory):
 
 
 def test_watchdog_holds_a_silent_robot(policy_factory):
-    node, transport, _ = _node(policy_factory, bias=[0.1, 0.1])
+    node, transport, clock = _node(policy_factory, bias=[0.1, 0.1])
     _observe(transport)
     node.spin_once()
     assert np.allclose(transport.sent[CMD][-1].data, [0.1, 0.1])
-    t0 = time.monotonic()
-    while transport.sent[CMD][-1].data != [0.0, 0.0] and time.monotonic() - t0 < 1.0:
+    assert node.safety_message().level == m.DIAG_OK
+    spins = 0
+    while transport.sent[CMD][-1].data != [0.0, 0.0] and spins < 100:
         node.spin_once()
-    waited = (time.monotonic_ns() - node.assembler.joint_time_ns) / 1e9
-    # watchdog 75 ms, checked every quarter period (12.5 ms)
-    assert 0.075 <= waited <= 0.075 + 0.0125 + 0.01
-    assert node.safety_message().level == m.DIAG_ERROR
+        spins += 1
+    waited = (clock.monotonic_ns() - node.assembler.joint_time_ns) / 1e9
+    # Watchdog 75 ms, checked every quarter period (12.5 ms): the first check past 75 ms, at 87.5 ms, holds.
+    assert spins == 7 and waited == pytest.approx(0.0875)
+    assert node.safety_message().level == m.DIAG_ERROR and node.safety_state().watchdog_tripped
 
 
 def test_estop_latches_until_reset(policy_factory):
-    node, transport, _ = _node(policy_factory, bias=[0.1, 0.1])
+    node, transport, clock = _node(policy_factory, bias=[0.1, 0.1])
     _observe(transport)
     node.spin_once()
     transport.publisher("/estop", m.Bool).publish(m.Bool(True))
@@ -79,7 +85,7 @@ def test_estop_latches_until_reset(policy_factory):
     node.spin_once()
     assert transport.sent[CMD][-1].data == [0.0, 0.0] and node.shield.mode.value == "estopped"
     transport.publisher("/estop_reset", m.Bool).publish(m.Bool(True))
-    time.sleep(0.05)
+    clock.advance(0.05)
     _observe(transport)
     node.spin_once()
     assert np.allclose(transport.sent[CMD][-1].data, [0.1, 0.1]) and node.shield.mode.value == "running"
@@ -95,14 +101,14 @@ def test_reset_is_ignored_while_the_button_is_pressed(policy_factory):
 
 
 def test_new_episode_restarts_the_chunk(policy_factory):
-    node, transport, _ = _node(policy_factory, bias=[0.1, 0.1], chunk_len=4)
+    node, transport, clock = _node(policy_factory, bias=[0.1, 0.1], chunk_len=4)
     status = transport.publisher("/episode", m.DiagnosticStatus)
     for episode in ("0", "0", "1"):
         for _ in range(2):
             status.publish(m.DiagnosticStatus(values=[m.KeyValue("episode", episode)]))
             _observe(transport)
             node.spin_once()
-            time.sleep(0.045)
+            clock.advance(0.045)
     # Episode 0: 4 ticks = one chunk; episode 1 starts a new chunk at its first tick.
     assert node.executor.queries == 2 and node.stats.queries == 2
 
@@ -122,15 +128,15 @@ def test_config_overrides_and_bad_yaml(tmp_path):
 
 
 def test_timer_trigger_ticks_at_the_control_rate(policy_factory):
-    transport = MemoryTransport()
-    node = PolicyNode(ROBOT, OnnxPolicy(policy_factory(bias=[0.1, 0.0]), robot=ROBOT), transport, trigger="timer")
-    start = time.monotonic()
-    while time.monotonic() - start < 0.5:
-        _observe(transport)  # observations faster than the rate do not make extra ticks
+    node, transport, clock = _node(policy_factory, trigger="timer", bias=[0.1, 0.0])
+    start = clock.monotonic_ns()
+    while clock.monotonic_ns() - start < 500_000_000:
+        _observe(transport)  # observations every 5 ms, ten per period, do not make extra ticks
         node.spin_once()
-        time.sleep(0.005)
+        clock.advance(0.005)
     ticks = np.diff(np.array(node.stats.tick_times_ns)) / 1e6
-    assert 9 <= len(node.stats.tick_times_ns) <= 11 and np.all(ticks >= 49.0)
+    assert len(node.stats.tick_times_ns) == 10 and np.all(ticks == 50.0)
+    assert node.stats.queries == 3  # 10 ticks of chunk 4
 
 
 def test_robot_without_episode_topic_gets_one_bag(policy_factory, tmp_path):
@@ -138,14 +144,12 @@ def test_robot_without_episode_topic_gets_one_bag(policy_factory, tmp_path):
 
     from steer.robot.bag import EpisodeBagWriter
 
-    transport = MemoryTransport()
-    config = ROBOT.replace(episode_topic="")
     bag = EpisodeBagWriter(tmp_path / "bags")
-    node = PolicyNode(config, OnnxPolicy(policy_factory(bias=[0.1, 0.0]), robot=config), transport, bag=bag)
+    node, transport, clock = _node(policy_factory, config=ROBOT.replace(episode_topic=""), bag=bag, bias=[0.1, 0.0])
     for _ in range(3):
         _observe(transport)
         node.spin_once()
-        time.sleep(0.03)
+        clock.advance(0.03)
     transport.publisher("/estop", m.Bool).publish(m.Bool(True))
     node.spin_once()
     assert bag.close() == [tmp_path / "bags" / "episode_0000"]
@@ -161,10 +165,10 @@ def test_robot_without_episode_topic_gets_one_bag(policy_factory, tmp_path):
 
 
 def test_nan_in_an_observation_gives_the_safe_command(policy_factory):
-    node, transport, _ = _node(policy_factory, bias=[0.1, 0.1])
+    node, transport, clock = _node(policy_factory, bias=[0.1, 0.1])
     _observe(transport)
     node.spin_once()
-    time.sleep(0.03)
+    clock.advance(0.03)
     _observe(transport, goal=(float("nan"), 0.1))
     node.spin_once()
     assert transport.sent[CMD][-1].data == [0.0, 0.0]
@@ -175,8 +179,7 @@ def test_nan_in_an_observation_gives_the_safe_command(policy_factory):
 def test_other_command_messages(policy_factory, message):
     config = ROBOT.replace(command_message=message, twist_fields=("linear.x", "angular.z") if message == "Twist"
                            else ())
-    transport = MemoryTransport()
-    node = PolicyNode(config, OnnxPolicy(policy_factory(bias=[0.1, -0.2]), robot=config), transport)
+    node, transport, clock = _node(policy_factory, config=config, bias=[0.1, -0.2])
     _observe(transport)
     node.spin_once()
     if message == "Twist":
@@ -188,6 +191,8 @@ def test_other_command_messages(policy_factory, message):
         point = sent.points[0]
         assert np.allclose(point.velocities, [0.1, -0.2]) and point.positions == []
         assert (point.time_from_start.sec, point.time_from_start.nanosec) == (0, 50_000_000)
+        stamp = sent.header.stamp  # the node's wall clock
+        assert stamp.sec * 1_000_000_000 + stamp.nanosec == clock.time_ns()
 
 
 def test_twist_needs_a_field_per_joint():

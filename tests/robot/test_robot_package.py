@@ -2,6 +2,7 @@
 
 import configparser
 import importlib.util
+import re
 import subprocess
 import sys
 import types
@@ -69,17 +70,25 @@ SAMPLE = {"policy": "/tmp/p.onnx", "limits": "/tmp/limits.yaml", "rate_hz": "50.
           "bag_dir": "/tmp/bags", "transport": "dds", "task": "steer/PlanarPush-v0", "episodes": "3", "seed": "7", "rt_priority": "30"}
 
 
-@pytest.mark.parametrize("launch_file, command, config_name", [
-    ("policy.launch.py", "run", "RobotRunConfig"), ("sim_robot.launch.py", "sim", "RobotSimConfig")])
+LAUNCH_FILES = {"policy.launch.py": ("run", "RobotRunConfig"), "sim_robot.launch.py": ("sim", "RobotSimConfig")}
+"""Every launch file, with the `steer robot` command and the config class its arguments must map to."""
+
+
+def _load_launch(monkeypatch, launch_file):
+    _stub_launch(monkeypatch)
+    spec = importlib.util.spec_from_file_location(launch_file.replace(".", "_"), ROOT / "launch" / launch_file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("launch_file, command, config_name", [(k, *v) for k, v in LAUNCH_FILES.items()])
 def test_launch_arguments_map_to_real_cli_options(monkeypatch, launch_file, command, config_name):
     import tyro
 
     from steer.ops import robot_cmd
 
-    _stub_launch(monkeypatch)
-    spec = importlib.util.spec_from_file_location(launch_file.replace(".", "_"), ROOT / "launch" / launch_file)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _load_launch(monkeypatch, launch_file)
     description = module.generate_launch_description()
     entities = description.args[0]
     declared = [e.args[0] for e in entities if "default_value" in e.kwargs]
@@ -101,9 +110,24 @@ def test_launch_arguments_map_to_real_cli_options(monkeypatch, launch_file, comm
     assert node.kwargs["arguments"] == ["robot", command]
 
 
-def test_launch_files_compile():
-    for path in (ROOT / "launch").glob("*.launch.py"):
-        compile(path.read_text(), str(path), "exec")
+def test_every_launch_file_is_checked_and_its_usage_line_parses(monkeypatch):
+    import tyro
+
+    from steer.ops import robot_cmd
+
+    # A launch file added without an entry above would escape the mapping test.
+    assert sorted(p.name for p in (ROOT / "launch").glob("*.launch.py")) == sorted(LAUNCH_FILES)
+    for launch_file, (command, config_name) in LAUNCH_FILES.items():
+        module = _load_launch(monkeypatch, launch_file)
+        # The docstring's example, `ros2 launch steer <file> name:=value ...`, must work as written.
+        usage = re.search(r"ros2 launch steer (\S+)((?: \w+:=\S+)+)", module.__doc__ or "")
+        assert usage is not None and usage.group(1) == launch_file, launch_file
+        values = dict(arg.split(":=", 1) for arg in usage.group(2).split())
+        assert set(values) <= set(module.ARGUMENTS), (launch_file, sorted(set(values) - set(module.ARGUMENTS)))
+        args = module.command_arguments(values)
+        assert args[:2] == ["robot", command]
+        cfg = tyro.cli(getattr(robot_cmd, config_name), args=args[2:])
+        assert {k: str(vars(cfg)[k]) for k in values} == values, launch_file
 
 
 @pytest.mark.slow

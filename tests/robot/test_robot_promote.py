@@ -17,6 +17,7 @@ from steer.robot.config import load_robot_config
 from steer.robot.onnx_policy import OnnxPolicy
 from steer.robot.policy_node import PolicyNode
 from steer.robot.promotion import file_sha256
+from steer.robot.spec import Promotion, SafetyState
 
 ROBOT = load_robot_config()
 CMD = "/pusher_velocity_controller/commands"
@@ -57,10 +58,7 @@ def make_wide_policy(path, bias, hidden=150_000, chunk_len=4):
 def promotion(path, sha256=None, source_run="tests"):
     """The message the console publishes (see steer.ops.console.robot.RobotLink.promote)."""
     path = Path(path)
-    return m.DiagnosticStatus(level=m.DIAG_OK, name="planar_push/promote", message="promote", hardware_id="planar_push",
-                              values=[m.KeyValue("policy", str(path.resolve())),
-                                      m.KeyValue("sha256", sha256 or file_sha256(path)),
-                                      m.KeyValue("source_run", source_run)])
+    return Promotion(path.resolve(), sha256 or file_sha256(path), source_run).to_message("planar_push")
 
 
 def same(command, expected):
@@ -68,7 +66,7 @@ def same(command, expected):
 
 
 def safety_values(status):
-    return {kv.key: kv.value for kv in status.values}
+    return vars(SafetyState.from_message(status))
 
 
 class Drive:

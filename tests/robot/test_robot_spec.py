@@ -1,0 +1,140 @@
+"""The wire contracts of robot/spec.py: each encodes and decodes to the same value, and bad input is one sentence."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from steer.robot import messages as m
+from steer.robot.spec import (DEFAULT_LATENT_NOISE_BOUND, SPEC_KEY, EpisodeStatus, PolicySpec, Promotion,
+                              SafetyState, WireError)
+
+PPO = PolicySpec(kind="ppo", task="steer/Drive-v0", obs_names=("speed", "limit"), action_names=("steer", "accel"),
+                 obs_dim=2, action_dim=2, chunk_len=1, noise_input=False, control_rate_hz=10.0,
+                 action_low=(-1.0, -1.0), action_high=(1.0, 1.0), weights_sha256="ab" * 32, source_run="runs/carl",
+                 bev_shape=(8, 64, 64), bev_channels=("road", "route"))
+BC = PolicySpec(kind="bc_diffusion", task="steer/PlanarPush-v0", obs_names=("a.pos", "b.pos"), action_names=("a",),
+                obs_dim=2, action_dim=1, chunk_len=4, noise_input=True, control_rate_hz=20.0, action_low=(-0.3,),
+                action_high=(0.3,), normalization={"obs_min": [-1.0, -2.0], "obs_max": [1.0, 2.0]},
+                latent_noise_bound=1.25)
+
+
+def _one_sentence(err: pytest.ExceptionInfo) -> str:
+    text = str(err.value)
+    assert getattr(err.value, "user_facing", False) and "\n" not in text and text.endswith(".")
+    return text
+
+
+@pytest.mark.parametrize("spec", [PPO, BC], ids=["ppo", "bc"])
+def test_policy_spec_round_trips(spec):
+    text = spec.to_json()
+    assert json.loads(text)["format"] == "steer.policy/1"
+    assert PolicySpec.from_json(text) == spec
+    assert PolicySpec.from_metadata({SPEC_KEY: text, "other": "x"}) == spec
+
+
+def test_a_spec_without_the_noise_bound_reads_the_default():
+    d = BC.to_dict()
+    del d["latent_noise_bound"], d["bev_shape"], d["bev_channels"]
+    spec = PolicySpec.from_json(json.dumps(d))
+    assert spec.latent_noise_bound == DEFAULT_LATENT_NOISE_BOUND == 1.5 and spec.bev_shape == ()
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("{not json", "not valid JSON"),
+    ("[1, 2]", "spec format is None"),
+    (json.dumps({**BC.to_dict(), "format": "steer.policy/0"}), "expected 'steer.policy/1'"),
+    (json.dumps({k: v for k, v in BC.to_dict().items() if k != "obs_dim"}), "field 'obs_dim'"),
+    (json.dumps({**BC.to_dict(), "chunk_len": "four"}), "mistypes field"),
+    (json.dumps({**BC.to_dict(), "obs_dim": 3}), "2 obs_names for obs_dim 3"),
+    (json.dumps({**BC.to_dict(), "latent_noise_bound": 0.0}), "latent_noise_bound 0.0 is not positive"),
+    (json.dumps({**PPO.to_dict(), "chunk_len": 4}), "chunk_len 4 is invalid for kind 'ppo'"),
+])
+def test_a_bad_spec_is_one_sentence(text, needle):
+    with pytest.raises(WireError) as err:
+        PolicySpec.from_json(text)
+    assert needle in _one_sentence(err)
+
+
+def test_missing_spec_metadata_is_one_sentence():
+    with pytest.raises(WireError) as err:
+        PolicySpec.from_metadata({"producer": "someone"})
+    assert f"no '{SPEC_KEY}' metadata" in _one_sentence(err)
+
+
+def test_safety_state_round_trips_through_cdr_bytes():
+    state = SafetyState(mode="running", reason="running", ticks=120, clipped=3, watchdog_trips=1, non_finite=2,
+                        watchdog_tripped=True, episode="4", command_subscribers=1, policy="/p/new.onnx",
+                        policy_sha256="cd" * 32, promote_error="")
+    message = m.deserialize(m.DiagnosticStatus, m.serialize(state.to_message("arm")))
+    assert SafetyState.from_message(message) == state
+    assert (message.name, message.hardware_id, message.message) == ("arm/safety", "arm", "running")
+    assert message.level == m.DIAG_ERROR  # running on a stale observation
+    assert {kv.key: kv.value for kv in message.values}["watchdog_tripped"] == "true"
+    assert state.interventions == {"clipped": 3, "watchdog_trips": 1, "non_finite": 2}
+
+
+@pytest.mark.parametrize("mode, stale, level", [("running", False, m.DIAG_OK), ("estopped", False, m.DIAG_ERROR),
+                                                ("idle", False, m.DIAG_WARN), ("stopped", True, m.DIAG_WARN)])
+def test_safety_level_follows_mode_and_watchdog(mode, stale, level):
+    assert SafetyState(mode=mode, watchdog_tripped=stale).to_message("r").level == level
+
+
+def test_a_bad_safety_state_is_one_sentence():
+    with pytest.raises(WireError) as err:
+        SafetyState.from_message(m.DiagnosticStatus(values=[m.KeyValue("episode", "1")]))
+    assert "no 'mode'" in _one_sentence(err)
+    with pytest.raises(WireError) as err:
+        SafetyState.from_message(m.DiagnosticStatus(values=[m.KeyValue("mode", "running"),
+                                                            m.KeyValue("clipped", "many")]))
+    assert "clipped='many'" in _one_sentence(err)
+    with pytest.raises(WireError) as err:
+        SafetyState.from_message(m.DiagnosticStatus(values=[m.KeyValue("mode", "running"),
+                                                            m.KeyValue("estop_latched", "yes")]))
+    assert "true or false" in _one_sentence(err)
+    # Missing optional fields keep their defaults (an older node, or a partial state).
+    assert SafetyState.from_message(m.DiagnosticStatus(values=[m.KeyValue("mode", "idle")])) == SafetyState("idle")
+
+
+def test_promotion_round_trips_and_normalizes_the_hash(tmp_path):
+    promotion = Promotion(tmp_path.resolve() / "p.onnx", "ef" * 32, "runs/dsrl")
+    message = m.deserialize(m.DiagnosticStatus, m.serialize(promotion.to_message("arm")))
+    assert Promotion.from_message(message) == promotion
+    assert (message.name, message.message) == ("arm/promote", "promote")
+    shouted = m.DiagnosticStatus(values=[m.KeyValue("policy", str(tmp_path / "p.onnx")),
+                                         m.KeyValue("sha256", " " + "EF" * 32 + "\n")])
+    assert Promotion.from_message(shouted).sha256 == "ef" * 32
+
+
+def test_a_bad_promotion_is_one_sentence():
+    with pytest.raises(WireError) as err:
+        Promotion.from_message(m.DiagnosticStatus(values=[m.KeyValue("policy", "/p/x.onnx")]))
+    assert "lacks ['sha256']" in _one_sentence(err)
+    with pytest.raises(WireError) as err:
+        Promotion.from_message(m.DiagnosticStatus(values=[m.KeyValue("policy", "x.onnx"), m.KeyValue("sha256", "ab")]))
+    assert "relative path 'x.onnx'" in _one_sentence(err)
+
+
+def test_a_field_added_to_the_promotion_travels_and_older_readers_ignore_it():
+    @dataclasses.dataclass(frozen=True)
+    class SignedPromotion(Promotion):
+        signature: str = ""
+        timestamp_ns: int = 0
+
+    signed = SignedPromotion(Path("/p/x.onnx"), "ab" * 32, "", signature="c2ln", timestamp_ns=17)
+    message = signed.to_message("arm")
+    assert SignedPromotion.from_message(message) == signed
+    assert Promotion.from_message(message) == Promotion(Path("/p/x.onnx"), "ab" * 32, "")
+
+
+def test_episode_status_round_trips_and_a_bare_one_reads_defaults():
+    end = EpisodeStatus("end", "3", seed=1003, steps=57, is_success=True)
+    message = m.deserialize(m.DiagnosticStatus, m.serialize(end.to_message("arm")))
+    assert EpisodeStatus.from_message(message) == end and message.message == "end"
+    assert {kv.key: kv.value for kv in message.values}["is_success"] == "true"
+    assert EpisodeStatus.from_message(m.DiagnosticStatus(values=[m.KeyValue("episode", "2")])) == EpisodeStatus(
+        episode="2")
+    with pytest.raises(WireError) as err:
+        EpisodeStatus.from_message(m.DiagnosticStatus(values=[m.KeyValue("steps", "5.5")]))
+    assert "steps='5.5'" in _one_sentence(err)
