@@ -160,8 +160,7 @@ def train_bc(observations: list[np.ndarray], actions: list[np.ndarray], cfg: BCC
         torch.set_rng_state(state["torch_rng"])
         rng.bit_generator.state = meta["numpy_rng"]
         start = int(meta["step"])
-        if hasattr(run, "rewind"):
-            run.rewind(start)
+        run.rewind(start)
     obs_t, chunks_t = torch.from_numpy(obs), torch.from_numpy(chunks)
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="bc", unit="step", disable=not progress)
     t0, running = time.time(), 0.0

@@ -26,9 +26,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from steer.agent.checkpoint import CheckpointError, load_checkpoint, read_meta, sha256_file
+from steer.agent.checkpoint import CheckpointError, load_checkpoint, sha256_file
 from steer.agent.diffusion import DiffusionPolicy
 from steer.agent.dsrl.latent_actor import LatentActor, load_dsrl_policy
+from steer.agent.runlog import policy_checkpoint, policy_kind
 from steer.robot.spec import SPEC_KEY, PolicySpec
 
 OPSET = 17
@@ -106,10 +107,6 @@ class _PPOGraph(nn.Module):
         return 2.0 * beta_mean(alpha, beta) - 1.0
 
 
-def _ppo_checkpoint(ckpt: Path) -> bool:
-    return (ckpt / "last.safetensors").exists() and "ppo_config" in read_meta(ckpt, "last")
-
-
 def _ppo_spec(cfg, meta: dict[str, Any], weights_sha256: str, source_run: str) -> PolicySpec:
     from steer.driving import BEV_CHANNELS, MEASUREMENTS
 
@@ -125,25 +122,26 @@ def _ppo_spec(cfg, meta: dict[str, Any], weights_sha256: str, source_run: str) -
 def export_run(run: Path, out: Path) -> PolicySpec:
     """Export the policy of a BC, DSRL or PPO run directory to ``out``; returns the spec written."""
     from steer.agent.bc import load_policy
-    from steer.agent.checkpoint import atomic_write_bytes
+    from steer.agent.runlog import atomic_write_bytes
 
     run = Path(run)
     ckpt = run / "checkpoints"
-    if (ckpt / "dsrl_policy.safetensors").exists():
+    kind = policy_kind(run)
+    if kind == "dsrl":
         actor, policy, meta = load_dsrl_policy(ckpt)
-        spec = _spec("dsrl", policy, meta, sha256_file(ckpt / "dsrl_policy.safetensors"), str(run))
+        spec = _spec("dsrl", policy, meta, sha256_file(policy_checkpoint(run, kind)), str(run))
         blob = _to_onnx(_DSRLGraph(actor, policy), (torch.zeros(1, policy.cfg.obs_dim),), ["obs"], spec)
-    elif (ckpt / "policy.safetensors").exists():
+    elif kind == "bc":
         policy = load_policy(ckpt)
         _, meta = load_checkpoint(ckpt, "policy")
-        spec = _spec("bc_diffusion", policy, meta, sha256_file(ckpt / "policy.safetensors"), str(run))
+        spec = _spec("bc_diffusion", policy, meta, sha256_file(policy_checkpoint(run, kind)), str(run))
         args = (torch.zeros(1, policy.cfg.obs_dim), torch.zeros(1, policy.cfg.chunk_len, policy.cfg.action_dim))
         blob = _to_onnx(_BCGraph(policy), args, ["obs", "noise"], spec)
-    elif _ppo_checkpoint(ckpt):
+    elif kind == "ppo":
         from steer.agent.ppo import load_policy as load_ppo
 
         model, ppo_cfg, meta = load_ppo(ckpt)
-        spec = _ppo_spec(ppo_cfg, meta, sha256_file(ckpt / "last.safetensors"), str(run))
+        spec = _ppo_spec(ppo_cfg, meta, sha256_file(policy_checkpoint(run, kind)), str(run))
         c, h, w = spec.bev_shape
         args = (torch.zeros(1, c, h, w, dtype=torch.uint8), torch.zeros(1, spec.obs_dim))
         blob = _to_onnx(_PPOGraph(model), args, ["bev", "measurements"], spec)
@@ -159,13 +157,14 @@ def torch_policy(run: Path):
     from steer.agent.bc import load_policy
 
     ckpt = Path(run) / "checkpoints"
-    if (ckpt / "dsrl_policy.safetensors").exists():
+    kind = policy_kind(run)
+    if kind == "dsrl":
         actor, policy, _ = load_dsrl_policy(ckpt)
         return _DSRLGraph(actor, policy).eval(), policy
-    if (ckpt / "policy.safetensors").exists():
+    if kind == "bc":
         policy = load_policy(ckpt)
         return _BCGraph(policy).eval(), policy
-    if _ppo_checkpoint(ckpt):
+    if kind == "ppo":
         from steer.agent.ppo import load_policy as load_ppo
 
         model, _, meta = load_ppo(ckpt)

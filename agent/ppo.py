@@ -27,7 +27,7 @@ from steer.agent.checkpoint import load_checkpoint, save_checkpoint
 from steer.agent.driving_score import EpisodeStats
 from steer.agent.ppo_config import NetConfig, PPOConfig
 from steer.agent.ppo_nets import CarlActorCritic
-from steer.agent.runlog import RunLog
+from steer.agent.runlog import RunLog, to_jsonable
 from steer.driving.env import MEASUREMENTS, VALUE_INPUTS, DriveVectorEnv
 from steer.driving.simulator import INFRACTIONS
 
@@ -215,14 +215,6 @@ def load_policy(checkpoint_dir: Path, name: str = CHECKPOINT) -> tuple[CarlActor
     return model.eval(), cfg, meta
 
 
-def _jsonable(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj):
-        return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    return obj
-
-
 def obs_to_torch(obs: dict[str, np.ndarray], device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
     """(bev, measurements, value_inputs) tensors of a vector-env observation."""
     return (torch.from_numpy(obs["bev"]).to(device), torch.from_numpy(obs["measurements"]).to(device),
@@ -305,7 +297,7 @@ def train_ppo(cfg: PPOConfig, run: RunLog, resume: bool = False, progress: bool 
         start_update, global_step = int(meta["update"]) + 1, int(meta["global_step"])
         if lagrange is not None:
             lagrange = float(meta.get("lagrange", lagrange))
-        if hasattr(run, "rewind") and rank == 0:
+        if rank == 0:
             run.rewind(global_step)
     ddp = model
     if world > 1:
@@ -411,7 +403,7 @@ def train_ppo(cfg: PPOConfig, run: RunLog, resume: bool = False, progress: bool 
                 save_checkpoint(Path(run.checkpoint_dir), CHECKPOINT,
                                 {"model": model.state_dict(), "optimizer": optimizer.state_dict()},
                                 {"update": update, "global_step": global_step, "bev_shape": list(space["bev"].shape),
-                                 "ppo_config": _jsonable(cfg), "world_size": world,
+                                 "ppo_config": to_jsonable(cfg), "world_size": world,
                                  **({"lagrange": lagrange} if lagrange is not None else {})})
             if world > 1:
                 dist.barrier()

@@ -1,4 +1,4 @@
-"""``steer console``: the operator console (a thin layer over :mod:`steer.ops.console`)."""
+"""``steer console``: the operator console (a thin layer over :mod:`steer.ops.console.app`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from steer.ops.console_runs import ConsoleError
+from steer.ops.console import ConsoleError
 
 # As in ROS 2: the domain comes from the environment unless given.
 _ROS_DOMAIN_ID = int(os.environ["ROS_DOMAIN_ID"]) if os.environ.get("ROS_DOMAIN_ID", "").isdigit() else 0
@@ -40,7 +40,7 @@ def console(cfg: ConsoleConfig) -> int:
     if cfg.refresh_s <= 0:
         raise ConsoleError(f"--refresh-s must be positive, got {cfg.refresh_s}.")
     try:
-        from steer.ops.console import ConsoleApp, ConsoleSettings
+        from steer.ops.console.app import ConsoleApp, ConsoleSettings
     except ImportError as err:
         raise ConsoleError(f"the console needs {err.name!r}; install steer-rl[console].") from None
     robot_config = None

@@ -13,6 +13,7 @@ from typing import Annotated
 import tyro
 
 from steer.agent.ppo_config import PPOConfig
+from steer.agent.runlog import policy_kind
 
 
 class DriveViewError(Exception):
@@ -157,6 +158,9 @@ class _RankLog:
     def log(self, step: int, metrics: dict[str, float]) -> None:
         pass
 
+    def rewind(self, step: int) -> None:
+        pass
+
 
 def train(cfg: DriveTrainConfig) -> int:
     """Train a CaRL PPO driving policy on the embedded simulator (route-completion reward by default).
@@ -173,7 +177,7 @@ def train(cfg: DriveTrainConfig) -> int:
     rank, world = setup_distributed()
     check_config(cfg.ppo, world)
     path = cfg.runs / cfg.name
-    if cfg.resume and not (path / "checkpoints" / "last.safetensors").exists():
+    if cfg.resume and policy_kind(path) != "ppo":
         raise DriveTrainError(f"cannot resume {path}: it has no checkpoint yet; start it without --resume.")
     run = Run(path, cfg, kind="ppo", resume=cfg.resume) if rank == 0 else _RankLog(path / "checkpoints")
     try:
@@ -243,13 +247,14 @@ def _evaluate_model(model, ppo: PPOConfig, routes: int, world_seed: int, towns: 
 def evaluate(cfg: DriveEvalConfig) -> int:
     """Evaluate a trained driving policy on held-out routes in held-out towns with mean (deterministic)
     actions; print route completion, infractions by type and per km, and the driving score."""
-    from steer.agent.checkpoint import CheckpointError, atomic_write_json
+    from steer.agent.checkpoint import CheckpointError
+    from steer.agent.runlog import atomic_write_json
     from steer.agent.ppo import load_policy
 
     if cfg.routes <= 0 or cfg.towns <= 0:
         raise DriveTrainError("routes and towns must be positive.")
     ckpt = cfg.run / "checkpoints"
-    if not (ckpt / "last.safetensors").exists():
+    if policy_kind(cfg.run) != "ppo":
         raise DriveTrainError(f"{cfg.run} holds no driving policy; pass a run directory made by `steer drive train`.")
     try:
         model, ppo, meta = load_policy(ckpt)

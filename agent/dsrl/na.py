@@ -159,8 +159,7 @@ def train_na(policy: DiffusionPolicy, env_id: str, cfg: DSRLConfig, run: RunLog,
         buf.size, buf.pos = int(meta["buffer_size"]), int(meta["buffer_pos"])
         rng.bit_generator.state = meta["rng"]
         torch.set_rng_state(state["torch_rng"])
-        if hasattr(run, "rewind"):
-            run.rewind(int(meta["env_steps"]))
+        run.rewind(int(meta["env_steps"]))
     elif cfg.na_prefill_demos:
         from steer.sim.demos import load_demos
 

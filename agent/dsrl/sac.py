@@ -163,7 +163,7 @@ def train_sac(policy: DiffusionPolicy, env_id: str, cfg: DSRLConfig, run: RunLog
     ckpt_dir = Path(run.checkpoint_dir)
     saved = load_checkpoint(ckpt_dir, "dsrl_trainer") if resume and (ckpt_dir / "dsrl_trainer.safetensors").exists() else None
     meta = saved[1] if saved else {}
-    if saved and hasattr(run, "rewind"):
+    if saved:
         run.rewind(int(meta["env_steps"]))
     prog = Progress(cfg, run, policy, env_id, progress, meta)
     venv = make_latent_vec_env(env_id, policy, cfg, prog.episodes, env_wrapper, safe_set)

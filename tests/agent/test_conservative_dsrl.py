@@ -65,7 +65,7 @@ def test_na_gate_with_no_slack_runs_only_the_baseline(tiny_bc):
 
 
 def test_shield_wrapper_counts_interventions_and_they_reach_the_metrics(tiny_bc):
-    from steer.ops.train_cmd import shielded_env_wrapper
+    from steer.ops.stages import shielded_env_wrapper
 
     wrapper = shielded_env_wrapper()
     env = wrapper(gym.make(TASK))
@@ -87,13 +87,13 @@ def test_shield_wrapper_counts_interventions_and_they_reach_the_metrics(tiny_bc)
 def test_dsrl_command_with_gate_and_shield_writes_safety_metrics(tiny_bc, tmp_path):
     import json
 
-    from steer.ops.train_cmd import DSRLCommand, run_dsrl
+    from steer.ops.stages import DSRLRunConfig, run_dsrl
 
     _bc_run(tiny_bc, tmp_path)
     torch.set_num_threads(1)
-    summary = run_dsrl(DSRLCommand(policy=tmp_path / "bc", runs=tmp_path, name="d", eval_episodes=0, shield=True,
-                                   dsrl=_cfg("sac", variant="epsmix", alpha=0.0)), progress=False)
-    assert summary["conservative"]["explorer_episodes"] == 0 and summary["conservative"]["rho_final"] == 0.0
+    res = run_dsrl(DSRLRunConfig(policy=tmp_path / "bc", runs=tmp_path, name="d", eval_episodes=0, shield=True,
+                                 dsrl=_cfg("sac", variant="epsmix", alpha=0.0)), progress=False)
+    assert res.conservative.explorer_episodes == 0 and res.conservative.rho_final == 0.0
     rows = [json.loads(line) for line in (tmp_path / "d" / "metrics.jsonl").read_text().splitlines()]
     safety = [r for r in rows if "safety/rho" in r]
     assert safety and all("safety/shield_interventions_per_1k" in r for r in safety)
@@ -165,12 +165,14 @@ def test_safe_set_fallback_runs_the_baseline_latent_and_the_learner_stores_it(ti
 def test_dsrl_robot_run_turns_on_shield_safe_set_and_gate(tiny_bc, tmp_path):
     import json
 
-    from steer.ops.train_cmd import DSRLCommand, run_dsrl
+    from steer.ops.stages import DSRLRunConfig, run_dsrl
 
     _bc_run(tiny_bc, tmp_path)
     torch.set_num_threads(1)
-    summary = run_dsrl(DSRLCommand(policy=tmp_path / "bc", runs=tmp_path, name="r", eval_episodes=0, robot=True,
-                                   dsrl=_cfg("sac")), progress=False)
+    res = run_dsrl(DSRLRunConfig(policy=tmp_path / "bc", runs=tmp_path, name="r", eval_episodes=0, robot=True,
+                                 dsrl=_cfg("sac")), progress=False)
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert res.summary() == summary
     config = json.loads((tmp_path / "r" / "config.json").read_text())["config"]
     assert config["shield"] is True and config["safe_set"] is True
     assert config["dsrl"]["conservative"]["variant"] == "epsmix"

@@ -65,7 +65,7 @@ def test_exported_dsrl_policy_runs_in_the_robot_runtime(runs, tmp_path):
 
 
 def test_the_spec_export_writes_is_what_runtime_and_console_read(runs, tmp_path):
-    from steer.ops.console_policies import read_spec
+    from steer.ops.console.policies import read_spec
     from steer.robot.onnx_policy import OnnxPolicy
     from steer.robot.spec import DEFAULT_LATENT_NOISE_BOUND
 

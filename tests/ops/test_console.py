@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "robot"))
 
 from robot_helpers import MemoryTransport, make_policy  # noqa: E402
 
-from steer.ops.console_runs import (MetricTail, RunJobs, checkpoints, config_lines, read_run, resume_argv,  # noqa: E402
-                                    run_status, scan_runs, sps_of)
+from steer.ops.console.jobs import RunJobs, resume_argv  # noqa: E402
+from steer.ops.run import MetricTail, checkpoints, config_lines, read_run, run_status, scan_runs, sps_of  # noqa: E402
 
 HOST = socket.gethostname()
 
@@ -207,7 +207,7 @@ def test_jobs_start_stop_and_resume_a_child_process(fake_steer):
 # -- the app, headless -------------------------------------------------------------------
 
 def _settings(runs, **kw):
-    from steer.ops.console import ConsoleSettings
+    from steer.ops.console.app import ConsoleSettings
 
     kw.setdefault("refresh_s", 0.2)
     return ConsoleSettings(runs=runs, policies=kw.pop("policies", runs.parent / "policies"), **kw)
@@ -226,7 +226,7 @@ async def _until(pilot, cond, timeout=20.0):
 async def test_runs_screen_start_stop_resume_and_compare(fake_steer):
     from textual.widgets import DataTable
 
-    from steer.ops.console import ConsoleApp
+    from steer.ops.console.app import ConsoleApp
 
     steer, runs = fake_steer
     make_run(runs, "old-ppo", kind="ppo", key="charts/route_completion", n=30)
@@ -282,7 +282,7 @@ async def test_runs_screen_start_stop_resume_and_compare(fake_steer):
 async def test_config_and_checkpoint_tabs_show_the_selected_run(tmp_path):
     from textual.widgets import DataTable, Static
 
-    from steer.ops.console import ConsoleApp
+    from steer.ops.console.app import ConsoleApp
 
     runs = tmp_path / "runs"
     make_run(runs, "a", n=5)
@@ -297,7 +297,7 @@ async def test_config_and_checkpoint_tabs_show_the_selected_run(tmp_path):
 
 @headless
 async def test_help_lists_every_binding(tmp_path):
-    from steer.ops.console import ConsoleApp, binding_table
+    from steer.ops.console.app import ConsoleApp, binding_table
 
     app = ConsoleApp(_settings(tmp_path / "runs"))
     async with app.run_test(size=(80, 24)) as pilot:
@@ -323,8 +323,8 @@ def _robot_config():
 async def test_policies_screen_lists_specs_and_promotes(tmp_path, monkeypatch):
     from textual.widgets import DataTable
 
-    from steer.ops.console import ConsoleApp
-    from steer.ops.console_robot import RobotLink
+    from steer.ops.console.app import ConsoleApp
+    from steer.ops.console.robot import RobotLink
 
     monkeypatch.chdir(tmp_path)
     runs, policies = Path("runs"), Path("policies")
@@ -392,28 +392,28 @@ def _snapshot_runs(tmp_path, monkeypatch):
 
 
 def test_snapshot_runs(snap_compare, tmp_path, monkeypatch):
-    from steer.ops.console import ConsoleApp
+    from steer.ops.console.app import ConsoleApp
 
     app = ConsoleApp(_settings(_snapshot_runs(tmp_path, monkeypatch), refresh_s=60))
     assert snap_compare(app, terminal_size=(80, 24))
 
 
 def test_snapshot_runs_compare(snap_compare, tmp_path, monkeypatch):
-    from steer.ops.console import ConsoleApp
+    from steer.ops.console.app import ConsoleApp
 
     app = ConsoleApp(_settings(_snapshot_runs(tmp_path, monkeypatch), refresh_s=60))
     assert snap_compare(app, terminal_size=(80, 24), press=["down", "down", "c", "up", "up"])
 
 
 def test_snapshot_help(snap_compare, tmp_path, monkeypatch):
-    from steer.ops.console import ConsoleApp
+    from steer.ops.console.app import ConsoleApp
 
     app = ConsoleApp(_settings(_snapshot_runs(tmp_path, monkeypatch), refresh_s=60))
     assert snap_compare(app, terminal_size=(80, 24), press=["question_mark"])
 
 
 def test_snapshot_policies(snap_compare, tmp_path, monkeypatch):
-    from steer.ops.console import ConsoleApp
+    from steer.ops.console.app import ConsoleApp
 
     runs = _snapshot_runs(tmp_path, monkeypatch)
     Path("policies").mkdir()
@@ -426,8 +426,8 @@ def test_snapshot_policies(snap_compare, tmp_path, monkeypatch):
 
 
 def test_snapshot_robots(snap_compare, tmp_path, monkeypatch):
-    from steer.ops.console import ConsoleApp
-    from steer.ops.console_robot import RobotLink, RobotView
+    from steer.ops.console.app import ConsoleApp
+    from steer.ops.console.robot import RobotLink, RobotView
 
     link = RobotLink(_robot_config(), domain_id=7, transport=MemoryTransport())
     link.view = RobotView(connected=True, joints={"pusher_x": (-0.1432, 0.05), "pusher_y": (0.0121, 0.0),
@@ -443,7 +443,7 @@ def test_snapshot_robots(snap_compare, tmp_path, monkeypatch):
 
 @headless
 async def test_connect_to_a_robot_by_domain_and_namespace(tmp_path):
-    from steer.ops.console import ConsoleApp
+    from steer.ops.console.app import ConsoleApp
 
     app = ConsoleApp(_settings(tmp_path / "runs"))  # no robot: connected from the Robots screen
     async with app.run_test(size=(80, 24)) as pilot:
@@ -461,14 +461,14 @@ async def test_connect_to_a_robot_by_domain_and_namespace(tmp_path):
 
 def test_console_command_rejects_a_bad_refresh():
     from steer.ops.console_cmd import ConsoleConfig, console
-    from steer.ops.console_runs import ConsoleError
+    from steer.ops.console import ConsoleError
 
     with pytest.raises(ConsoleError, match="refresh"):
         console(ConsoleConfig(refresh_s=0))
 
 
 def test_stop_refuses_a_run_that_is_not_running(tmp_path):
-    from steer.ops.console_runs import ConsoleError
+    from steer.ops.console import ConsoleError
 
     runs = tmp_path / "runs"
     make_run(runs, "done")
@@ -507,8 +507,8 @@ def _bc_run(tiny_bc, root: Path, name: str, with_names: bool) -> Path:
 
 @pytest.mark.slow
 def test_promote_exports_a_real_run_and_the_runtime_checks_it(tiny_bc, tmp_path):
-    from steer.ops.console_policies import promote_run
-    from steer.ops.console_runs import ConsoleError
+    from steer.ops.console.policies import promote_run
+    from steer.ops.console import ConsoleError
 
     config = _robot_config()
     good = promote_run(_bc_run(tiny_bc, tmp_path, "bc-named", True), tmp_path / "policies", config, now=0.0)
@@ -522,7 +522,7 @@ def test_promote_exports_a_real_run_and_the_runtime_checks_it(tiny_bc, tmp_path)
 
 
 def test_command_rate_averages_over_its_window_and_reads_zero_when_stale():
-    from steer.ops.console_robot import command_rate
+    from steer.ops.console.robot import command_rate
 
     period = 50_000_000  # 20 Hz
     steady = [i * period for i in range(100)]

@@ -127,8 +127,8 @@ async def _until(pilot, cond, timeout):
 def test_robots_screen_shows_the_robot_and_the_estop_key_stops_it_within_50_ms(sim_and_node, tmp_path):
     from textual.widgets import DataTable, Static
 
-    from steer.ops.console import ConsoleApp, ConsoleSettings
-    from steer.ops.console_robot import command_rate
+    from steer.ops.console.app import ConsoleApp, ConsoleSettings
+    from steer.ops.console.robot import command_rate
     from steer.robot.processes import robot_config
 
     config = robot_config(namespace=sim_and_node["namespace"])

@@ -10,7 +10,8 @@ import pytest
 def test_run_records_and_checkpoints_follow_the_umask(tmp_path, umask):
     import numpy as np
 
-    from steer.agent.checkpoint import atomic_write_bytes, process_umask, save_checkpoint
+    from steer.agent.checkpoint import save_checkpoint
+    from steer.agent.runlog import atomic_write_bytes, process_umask
     from steer.ops.run import Run
 
     old = os.umask(umask)

@@ -56,7 +56,7 @@ def make_wide_policy(path, bias, hidden=150_000, chunk_len=4):
 
 
 def promotion(path, sha256=None, source_run="tests"):
-    """The message the console publishes (see steer.ops.console_robot.RobotLink.promote)."""
+    """The message the console publishes (see steer.ops.console.robot.RobotLink.promote)."""
     path = Path(path)
     return Promotion(path.resolve(), sha256 or file_sha256(path), source_run).to_message("planar_push")
 

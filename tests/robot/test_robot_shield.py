@@ -188,7 +188,7 @@ def test_chunk_safe_set_on_position_and_effort_interfaces():
 
 def test_a_safe_margin_wider_than_the_box_is_a_user_facing_error():
     from steer.ops.run import RunError
-    from steer.ops.train_cmd import chunk_safe_set
+    from steer.ops.stages import chunk_safe_set
     from steer.sim.push import OBS_NAMES
 
     assert chunk_safe_set(OBS_NAMES, margin=0.02).lo[0] == pytest.approx(-0.36)

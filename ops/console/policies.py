@@ -2,7 +2,7 @@
 
 Promoting a run exports its checkpoint to ``<policies>/<run>-<time>.onnx``, loads the file
 with the robot runtime's own checks (:class:`steer.robot.onnx_policy.OnnxPolicy` against the
-robot config) and only then hands it to the robot (see :mod:`steer.ops.console_robot`).
+robot config) and only then hands it to the robot (see :mod:`steer.ops.console.robot`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from steer.ops.console_runs import ConsoleError
+from steer.ops.console import ConsoleError
 from steer.robot.promotion import file_sha256 as sha256_file  # noqa: F401  (the console hashes what it promotes)
 from steer.robot.spec import PolicySpec, WireError
 
