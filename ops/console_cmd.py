@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from steer.ops.console import ConsoleError
+from steer.ops.robot_cmd import check_domain_id
 
 # As in ROS 2: the domain comes from the environment unless given.
 _ROS_DOMAIN_ID = int(os.environ["ROS_DOMAIN_ID"]) if os.environ.get("ROS_DOMAIN_ID", "").isdigit() else 0
@@ -32,13 +33,17 @@ class ConsoleConfig:
     """Keep DDS traffic on loopback (ignored when CYCLONEDDS_URI is set); false to reach a robot on the network."""
     refresh_s: float = 1.0
     """Seconds between rescans of the runs and redraws of the plots."""
+    key: Path = Path("~/.config/steer/operator_ed25519")
+    """The operator's private key (``steer keys init``) that signs release, arm and promote; without a
+    readable one the console still shows everything and still e-stops."""
 
 
 def console(cfg: ConsoleConfig) -> int:
     """Watch runs, drive robots and promote policies from the terminal (fits 80x24, works over SSH;
     press ? for every key binding)."""
-    if cfg.refresh_s <= 0:
-        raise ConsoleError(f"--refresh-s must be positive, got {cfg.refresh_s}.")
+    if not cfg.refresh_s > 0 or cfg.refresh_s == float("inf"):
+        raise ConsoleError(f"--refresh-s must be a positive number of seconds, got {cfg.refresh_s}.")
+    check_domain_id(cfg.domain_id)
     try:
         from steer.ops.console.app import ConsoleApp, ConsoleSettings
     except ImportError as err:
@@ -48,7 +53,15 @@ def console(cfg: ConsoleConfig) -> int:
         from steer.robot.processes import robot_config as load
 
         robot_config = load(cfg.limits, namespace=cfg.namespace)
+    key, key_error = None, ""
+    try:
+        from steer.robot.keys import load_private_key
+
+        key = load_private_key(cfg.key)
+    except Exception as err:  # noqa: BLE001 - no key: the console still watches and e-stops
+        key_error = str(err)
     settings = ConsoleSettings(runs=cfg.runs, policies=cfg.policies, robot_config=robot_config,
-                               domain_id=cfg.domain_id, loopback=cfg.loopback, refresh_s=cfg.refresh_s)
+                               domain_id=cfg.domain_id, loopback=cfg.loopback, refresh_s=cfg.refresh_s,
+                               operator_key=key, operator_key_error=key_error)
     ConsoleApp(settings).run()
     return 0

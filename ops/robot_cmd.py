@@ -14,6 +14,18 @@ from typing import Literal
 # As in ROS 2: the domain comes from the environment unless given.
 _ROS_DOMAIN_ID = int(os.environ["ROS_DOMAIN_ID"]) if os.environ.get("ROS_DOMAIN_ID", "").isdigit() else 0
 
+DOMAIN_ID_MAX = 232
+"""Largest DDS domain id (with the default port mapping its ports must still fit in 16 bits)."""
+
+
+def check_domain_id(domain_id: int) -> int:
+    """``domain_id`` when it is a usable DDS domain id, else one sentence (exit 2)."""
+    from steer.robot.errors import RobotError
+
+    if isinstance(domain_id, bool) or not isinstance(domain_id, int) or not 0 <= domain_id <= DOMAIN_ID_MAX:
+        raise RobotError(f"--domain-id must be between 0 and {DOMAIN_ID_MAX}, got {domain_id}.")
+    return domain_id
+
 
 @dataclass(frozen=True)
 class RobotSimConfig:
@@ -111,6 +123,7 @@ def sim(cfg: RobotSimConfig) -> int:
     commands on /<controller>/commands (with a command timeout that holds the robot)."""
     from steer.robot.processes import run_sim
 
+    check_domain_id(cfg.domain_id)
     summary = run_sim(_robot(cfg), domain_id=cfg.domain_id, task=cfg.task,
                       episodes=cfg.episodes, seed=cfg.seed, duration_s=cfg.duration_s,
                       wait_for_node_s=cfg.wait_for_node_s, results=cfg.results, loopback=cfg.loopback,
@@ -124,6 +137,7 @@ def run(cfg: RobotRunConfig) -> int:
     through the safety shield, the safety state on /safety_state, episodes recorded as bags."""
     from steer.robot.processes import run_node
 
+    check_domain_id(cfg.domain_id)
     robot = _robot(cfg, policy_promote_topic=cfg.policy_promote_topic)
     summary = run_node(robot, cfg.policy, domain_id=cfg.domain_id, duration_s=cfg.duration_s, bag_dir=cfg.bag_dir,
                        stats=cfg.stats, autostart=cfg.autostart, trigger=cfg.trigger, loopback=cfg.loopback,

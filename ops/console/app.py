@@ -4,7 +4,8 @@ Three screens, switched with 1 / 2 / 3: **Runs** (every run directory with its s
 metric plots, config, checkpoints; start, stop, resume, compare), **Robots** (one robot's
 topics over DDS: joints, last command, shield mode, interventions, latency, watchdog; the
 e-stop) and **Policies** (exported ONNX files; promote a run to the robot). ``e`` sends the
-e-stop from every screen. The widgets are thin: what they show comes from
+e-stop from every screen, over the help and under every dialog; ``ctrl+e`` also from inside a
+text field (see :mod:`steer.ops.console.estop`). The widgets are thin: what they show comes from
 :mod:`steer.ops.run` (run directories), :mod:`steer.ops.console.jobs` (child processes),
 :mod:`steer.ops.console.robot` and :mod:`steer.ops.console.policies`, which tests drive
 without a terminal.
@@ -23,6 +24,7 @@ from textual.widgets import Static
 
 from steer.ops.console import ConsoleError
 from steer.ops.console.dialogs import ConfirmScreen
+from steer.ops.console.estop import ESTOP_BINDINGS, ESTOP_HELP, typing_in_a_field
 from steer.ops.console.jobs import STEER, RunJobs
 from steer.ops.console.policies_screen import PoliciesScreen
 from steer.ops.console.robot import RobotLink, RobotView
@@ -46,6 +48,10 @@ class ConsoleSettings:
     steer: tuple[str, ...] = STEER
     exporter: object | None = None
     """``f(run, out) -> spec`` used by promote (default: ``steer export``'s)."""
+    operator_key: object | None = None
+    """The operator's Ed25519 private key that signs release, arm and promote (None: e-stop only)."""
+    operator_key_error: str = ""
+    """Why there is no key (shown when the operator asks to release, arm or promote)."""
 
 
 class HelpScreen(ModalScreen[None]):
@@ -67,7 +73,7 @@ def _binding_rows(bindings) -> list[tuple[str, str]]:
     rows = []
     for b in bindings:
         if isinstance(b, Binding):
-            keys = ", ".join("?" if k == "question_mark" else k for k in b.key.split(","))
+            keys = ", ".join({"question_mark": "?", "plus": "+"}.get(k, k) for k in b.key.split(","))
             rows.append((keys, b.tooltip or b.description))
     return rows
 
@@ -92,7 +98,7 @@ def help_columns() -> tuple[str, str]:
             col.append(f"[b]{title}[/b]")
             last = title
         col.append(f" {keys:<9} {desc}")
-    cols[1] += ["", "[b]tables[/b]", " up, down  select a row", " tab       next widget"]
+    cols[1] += ["", ESTOP_HELP]
     return "\n".join(cols[0]), "\n".join(cols[1])
 
 
@@ -108,7 +114,7 @@ class ConsoleApp(App):
     BINDINGS = [Binding("1", "switch_mode('runs')", "Runs", tooltip="Runs screen"),
                 Binding("2", "switch_mode('robots')", "Robots", tooltip="Robots screen"),
                 Binding("3", "switch_mode('policies')", "Policies", tooltip="Policies screen"),
-                Binding("e", "estop", "E-STOP (latched)", tooltip="E-STOP now (latched)"),
+                *ESTOP_BINDINGS,
                 Binding("question_mark", "help", "Help", tooltip="this help"),
                 Binding("q", "quit", "Quit", tooltip="quit (runs go on)")]
 
@@ -119,13 +125,15 @@ class ConsoleApp(App):
         self.link = link
         self.link_error = ""
         self.promoted: Path | None = None
+        self.promoted_sha256 = ""
         self._idle_view = RobotView(connected=False)
 
     def on_mount(self) -> None:
         s = self.settings
         if self.link is None and s.robot_config is not None:
             try:
-                self.link = RobotLink(s.robot_config, s.domain_id, s.loopback)
+                self.link = RobotLink(s.robot_config, s.domain_id, s.loopback, key=s.operator_key,
+                                      key_error=s.operator_key_error)
             except Exception as err:  # noqa: BLE001 - DDS errors are shown, the runs screen still works
                 self.link_error = f"cannot connect to DDS domain {s.domain_id}: {err}"
         if self.link is not None:
@@ -144,7 +152,7 @@ class ConsoleApp(App):
             s.robot_config = load_robot_config()
         config = s.robot_config.replace(namespace=parts[1] if len(parts) == 2 else "")
         try:
-            link = RobotLink(config, int(parts[0]), s.loopback)
+            link = RobotLink(config, int(parts[0]), s.loopback, key=s.operator_key, key_error=s.operator_key_error)
         except Exception as err:  # noqa: BLE001 - DDS errors become one sentence
             raise ConsoleError(f"cannot join DDS domain {parts[0]} ({err}).") from None
         old, self.link = self.link, link
@@ -162,13 +170,24 @@ class ConsoleApp(App):
         """The newest view of the connected robot (a disconnected one when there is none)."""
         return self.link.view if self.link is not None else self._idle_view
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # A plain e in a text field is a letter; the key then reaches the field (ctrl+e still stops).
+        if action == "estop_key" and typing_in_a_field(self):
+            return False
+        return True
+
     def action_estop(self) -> None:
-        """Publish the latched e-stop now."""
+        """Publish the latched e-stop now (before anything else: the notice comes after)."""
         if self.link is None:
             self.notify("E-STOP: no robot connected", severity="error")
             return
         self.link.estop()
-        self.notify("E-STOP sent (latched); reset on the Robots screen", severity="error", title="E-STOP")
+        self.notify("E-STOP sent (latched); release it with R on the Robots screen", severity="error",
+                    title="E-STOP")
+
+    def action_estop_key(self) -> None:
+        """``e``: the e-stop (disabled while a text field has focus, see :meth:`check_action`)."""
+        self.action_estop()
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())

@@ -48,7 +48,7 @@ class CommandScreen(ModalScreen[str | None]):
         with Vertical(classes="dialog"):
             yield Label("Start a run: steer …")
             yield Input(placeholder="dsrl --policy runs/bc --name dsrl2", id="command")
-            yield Label("enter: start · escape: cancel (the e key types here: escape, then e)", classes="hint")
+            yield Label("enter: start · escape: cancel · ctrl+e: E-STOP (e types an e here)", classes="hint")
 
     @on(Input.Submitted)
     def _submit(self, event: Input.Submitted) -> None:
@@ -71,7 +71,26 @@ class ConnectScreen(ModalScreen[str | None]):
         with Vertical(classes="dialog"):
             yield Label("Connect to a robot: DOMAIN_ID [NAMESPACE]")
             yield Input(value=self.current, id="robot-address")
-            yield Label("enter: connect · escape: cancel", classes="hint")
+            yield Label("enter: connect · escape: cancel · ctrl+e: E-STOP", classes="hint")
+
+    @on(Input.Submitted)
+    def _submit(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class AddPolicyScreen(ModalScreen[str | None]):
+    """Asks for the path of an ONNX file exported elsewhere, to copy into the policies folder."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label("Add a policy: path of an exported .onnx file")
+            yield Input(placeholder="/path/to/policy.onnx", id="policy-path")
+            yield Label("enter: add · escape: cancel · ctrl+e: E-STOP", classes="hint")
 
     @on(Input.Submitted)
     def _submit(self, event: Input.Submitted) -> None:

@@ -2,11 +2,14 @@
 
 Promoting a run exports its checkpoint to ``<policies>/<run>-<time>.onnx``, loads the file
 with the robot runtime's own checks (:class:`steer.robot.onnx_policy.OnnxPolicy` against the
-robot config) and only then hands it to the robot (see :mod:`steer.ops.console.robot`).
+robot config) and only then hands it to the robot (see :mod:`steer.ops.console.robot`). The
+console's policies folder is the robot's policies directory (or a copy of it kept in sync): a
+promotion names the file relative to it. A file exported elsewhere is added (copied in) first.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,3 +129,36 @@ def promote_run(run: Path, policies_dir: Path, robot_config, exporter: Callable[
     spec, error = read_spec(out)
     st = out.stat()
     return PolicyFile(out, st.st_size, st.st_mtime, spec, error)
+
+
+def promote_name(path: Path, policies_dir: Path) -> str:
+    """``path`` relative to the policies folder, as a signed promotion names it."""
+    try:
+        return Path(path).resolve().relative_to(Path(policies_dir).resolve()).as_posix()
+    except ValueError:
+        raise ConsoleError(f"{Path(path).name} is not in the policies folder {policies_dir}; "
+                           "add it first (+).") from None
+
+
+def add_policy(source: Path, policies_dir: Path) -> PolicyFile:
+    """Copy an ONNX file exported elsewhere into the policies folder, once its spec reads.
+
+    Refuses a missing file, a file without a valid spec, and a different file of the same name.
+    """
+    source = Path(source).expanduser()
+    if not source.is_file():
+        raise ConsoleError(f"{source} is not a file; give the path of an exported .onnx policy.")
+    spec, error = read_spec(source)
+    if spec is None:
+        raise ConsoleError(f"{source.name} is not a steer policy: {error}")
+    policies_dir = Path(policies_dir)
+    policies_dir.mkdir(parents=True, exist_ok=True)
+    out = policies_dir / source.name
+    if out.resolve() != source.resolve():
+        if out.exists() and sha256_file(out) != sha256_file(source):
+            raise ConsoleError(f"the policies folder already holds a different {out.name}; rename one of them.")
+        tmp = out.with_name(f".{out.name}.part")
+        shutil.copyfile(source, tmp)
+        tmp.replace(out)  # the robot never sees half a file
+    st = out.stat()
+    return PolicyFile(out, st.st_size, st.st_mtime, spec, "")

@@ -1,4 +1,4 @@
-"""The Policies screen: exported ONNX files with their spec; promote a run or a file to the robot."""
+"""The Policies screen: exported ONNX files with their spec; add one by path; promote a run or a file."""
 
 from __future__ import annotations
 
@@ -9,11 +9,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 
 from steer.ops.console import ConsoleError
-from steer.ops.console.dialogs import ConfirmScreen, PickRunScreen
-from steer.ops.console.policies import PolicyFile, check_on_robot, promote_run, scan_policies, sha256_file
+from steer.ops.console.dialogs import AddPolicyScreen, ConfirmScreen, PickRunScreen
+from steer.ops.console.estop import BottomBar
+from steer.ops.console.policies import (PolicyFile, add_policy, check_on_robot, promote_name, promote_run,
+                                        scan_policies, sha256_file)
+from steer.ops.console.robot import NO_KEY
 from steer.ops.console.text import short_path
 from steer.ops.run import checkpoints, scan_runs
 from steer.robot.spec import SPEC_FORMAT
@@ -24,6 +27,7 @@ class PoliciesScreen(Screen):
 
     BINDINGS = [Binding("p", "promote_run", "Promote run", tooltip="export a run, promote"),
                 Binding("a", "activate", "Activate file", tooltip="promote the ONNX file"),
+                Binding("plus", "add", "Add file", tooltip="add an ONNX file by path"),
                 Binding("g", "rescan", "Rescan", tooltip="rescan ONNX files")]
 
     def __init__(self):
@@ -36,7 +40,7 @@ class PoliciesScreen(Screen):
         yield DataTable(id="policies", cursor_type="row", zebra_stripes=True)
         yield VerticalScroll(Static(id="spec"), id="spec-box")
         yield Static(id="active")
-        yield Footer()
+        yield BottomBar()
 
     def on_mount(self) -> None:
         self.title = "steer console · Policies"
@@ -89,7 +93,8 @@ class PoliciesScreen(Screen):
         elif promoted is None:
             text = f"robot policy: {Path(view.policy).name if view.policy else 'as started'}"
         else:
-            confirmed = view.policy and Path(view.policy).resolve() == promoted.resolve()
+            confirmed = (view.policy_sha256 and view.policy_sha256 == app.promoted_sha256) or (
+                view.policy and Path(view.policy).resolve() == promoted.resolve())
             state = "[green]active[/]" if confirmed else (f"[red]refused: {view.promote_error}[/]"
                                                           if view.promote_error else "sent, waiting for the node")
             text = f"promoted {promoted.name}: {state}"
@@ -100,9 +105,31 @@ class PoliciesScreen(Screen):
         if event.row_key is not None and event.row_key.value is not None:
             self.show(event.row_key.value)
 
+    def action_add(self) -> None:
+        def added(path: str | None) -> None:
+            if not path:
+                return
+            try:
+                f = add_policy(Path(path.strip()), self.app.settings.policies)
+            except ConsoleError as err:
+                self.notify(str(err), severity="error")
+                return
+            self.selected = str(f.path)
+            self.action_rescan()
+            self.notify(f"added {f.name}")
+
+        self.app.push_screen(AddPolicyScreen(), added)
+
+    def _can_sign(self) -> bool:
+        link = self.app.link
+        if link is not None and link.key is None:
+            self.notify(NO_KEY + (f" ({link.key_error})" if link.key_error else ""), severity="error")
+            return False
+        return True
+
     def action_activate(self) -> None:
         f = self.files.get(self.selected or "")
-        if f is None:
+        if f is None or not self._can_sign():
             return
         if f.error:
             self.notify(f"{f.name}: {f.error}", severity="error")
@@ -118,6 +145,7 @@ class PoliciesScreen(Screen):
             if s.robot_config is None:
                 raise ConsoleError("no robot config: cannot check the policy")
             check_on_robot(path, s.robot_config)
+            path = add_policy(path, s.policies).path  # a file found outside the policies folder is copied in
         except ConsoleError as err:
             self.app.call_from_thread(self.notify, str(err), severity="error")
             return
@@ -125,6 +153,8 @@ class PoliciesScreen(Screen):
 
     def action_promote_run(self) -> None:
         names = [r.name for r in scan_runs(self.app.settings.runs) if checkpoints(r.path)]
+        if not self._can_sign():
+            return
         if not names:
             self.notify("no run with checkpoints to promote", severity="error")
             return
@@ -158,7 +188,11 @@ class PoliciesScreen(Screen):
             self.notify(f"exported {path.name}; no robot connected to promote it to", severity="warning")
             self.action_rescan()
             return
-        app.link.promote(path, sha256, run or "")
-        app.promoted = Path(path)
+        try:
+            app.link.promote(promote_name(path, app.settings.policies), sha256)
+        except ConsoleError as err:
+            self.notify(str(err), severity="error")
+            return
+        app.promoted, app.promoted_sha256 = Path(path), sha256
         self.notify(f"promoted {path.name}")
         self.action_rescan()

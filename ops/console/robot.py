@@ -1,14 +1,16 @@
 """The console's connection to a robot's ROS 2 topics, without a terminal.
 
 :class:`RobotLink` subscribes to the joint states, the commands and the safety state
-of one robot (as configured by its limits YAML), publishes the latched e-stop, the
-e-stop reset and policy promotions, and folds what arrives into a :class:`RobotView`.
+of one robot (as configured by its limits YAML), publishes the latched e-stop and the
+operator's signed commands, and folds what arrives into a :class:`RobotView`.
 
-Policy promotion (:class:`steer.robot.spec.Promotion` on ``<ns>/policy_promote``, reliable +
-transient-local like the e-stop, so a node that starts later still gets it): the node loads
-and checks the file off its control thread, swaps it in between two control ticks at a chunk
-boundary, and reports ``policy`` and ``policy_sha256`` (or ``promote_error``) in its safety
-state (:class:`steer.robot.spec.SafetyState`).
+Anyone may stop a robot: the e-stop (``std_msgs/Bool`` on ``<ns>/estop``, latched) needs no key.
+Releasing it, arming and promoting are :class:`steer.robot.spec.OperatorCommand` messages signed
+with the operator's Ed25519 key (:func:`steer.robot.keys.sign_command`) on
+``<ns>/operator_command`` (reliable, volatile: a restarted node never re-applies one). Release and
+arm bind the sha256 of the policy the node reports in its safety state; a promotion binds the new
+file's sha256 and names it relative to the robot's policies directory, never by an absolute path.
+Without a key the link still shows everything and still e-stops.
 """
 
 from __future__ import annotations
@@ -21,10 +23,14 @@ from pathlib import Path
 
 from steer.robot import messages as msg
 from steer.robot.config import RobotConfig
-from steer.robot.spec import Promotion, SafetyState, WireError
+from steer.ops.console import ConsoleError
+from steer.robot.spec import SafetyState, WireError
 
-PROMOTE_TOPIC = RobotConfig.policy_promote_topic
-"""Default relative topic of policy promotions (the robot config's ``policy_promote_topic`` decides)."""
+OPERATOR_COMMAND_TOPIC = "operator_command"
+"""Relative topic of signed operator commands when the robot config names none."""
+
+NO_KEY = "no operator key: cannot release, arm or promote (steer keys init)"
+"""What the console says when asked to release, arm or promote without a readable key."""
 
 SILENT_AFTER_S = 0.5
 """No joint state for this long: the robot is shown as silent."""
@@ -72,20 +78,47 @@ class RobotView:
     latency_max_ms: float | None = None
     policy: str = ""
     """Active policy as the node reports it (empty: not reported)."""
+    policy_sha256: str = ""
+    """sha256 of that policy as the node reports it (signed release and arm name it)."""
     promote_error: str = ""
+    armed: bool | None = None
+    """Whether a signed arm lets the policy move the robot (None: the node does not say)."""
+    operator_refusals: int = 0
+    """Operator commands the node refused."""
+    last_refusal: str = ""
+    """The node's sentence for the last refusal."""
     safety_age_s: float | None = None
+    domain_id: int | None = None
+    """DDS domain the link listens on."""
+    namespace: str = ""
+    """Robot namespace the link listens in."""
 
     @property
     def silent(self) -> bool:
         """True when joint states stopped arriving (or never came)."""
         return self.joint_age_s is None or self.joint_age_s > SILENT_AFTER_S
 
+    @property
+    def heard_nothing(self) -> bool:
+        """True when neither joint states nor a safety state arrive: wrong domain, namespace or no robot."""
+        return self.silent and (self.safety_age_s is None or self.safety_age_s > 2.0)
+
+    def nothing_heard_text(self) -> str:
+        """One sentence naming where the console listens."""
+        ns = f"namespace /{self.namespace.strip('/')}" if self.namespace.strip("/") else "no namespace"
+        return f"Nothing heard on domain {self.domain_id} ({ns})"
+
 
 class RobotLink:
     """Topics of one robot, read and written from the console's thread."""
 
-    def __init__(self, config: RobotConfig, domain_id: int = 0, loopback: bool = True, transport=None):
+    def __init__(self, config: RobotConfig, domain_id: int = 0, loopback: bool = True, transport=None,
+                 key=None, key_error: str = ""):
+        """``key``: the operator's Ed25519 private key (None: this link can only e-stop; ``key_error``
+        says why there is none)."""
         self.config = config
+        self.key = key
+        self.key_error = key_error
         self.domain_id = domain_id
         if transport is None:
             from steer.robot.dds_transport import DdsTransport, use_loopback_config
@@ -99,9 +132,8 @@ class RobotLink:
         self._command_sub = transport.subscription(c.command_topic, msg.Float64MultiArray)
         self._safety_sub = transport.subscription(c.topic(c.safety_topic), msg.DiagnosticStatus)
         self._estop_pub = transport.publisher(c.topic(c.estop_topic), msg.Bool, latched=True)
-        self._reset_pub = transport.publisher(c.topic(c.estop_reset_topic), msg.Bool)
-        self._promote_pub = transport.publisher(c.topic(c.policy_promote_topic), msg.DiagnosticStatus, latched=True)
-        self.view = RobotView(connected=True)
+        self._operator_pub = transport.publisher(self.operator_topic, msg.DiagnosticStatus)
+        self.view = RobotView(connected=True, domain_id=domain_id, namespace=c.namespace)
         self._joint_ns: int | None = None
         self._command_ns: int | None = None
         self._safety_ns: int | None = None
@@ -111,12 +143,17 @@ class RobotLink:
         self.estop_sent_ns: int | None = None
 
     @property
+    def operator_topic(self) -> str:
+        """Topic of the signed operator commands."""
+        return self.config.topic(getattr(self.config, "operator_command_topic", OPERATOR_COMMAND_TOPIC))
+
+    @property
     def topics(self) -> dict[str, str]:
         """The topics this link uses, by role."""
         c = self.config
         return {"joint states": c.topic(c.joint_state_topic), "commands": c.command_topic,
                 "safety": c.topic(c.safety_topic), "e-stop": c.topic(c.estop_topic),
-                "reset": c.topic(c.estop_reset_topic), "promote": c.topic(c.policy_promote_topic)}
+                "operator": self.operator_topic}
 
     # -- out -----------------------------------------------------------------------
     def estop(self) -> int:
@@ -125,19 +162,43 @@ class RobotLink:
         self.estop_sent_ns = time.monotonic_ns()
         return self.estop_sent_ns
 
-    def reset(self, ack_timeout_s: float = 0.5) -> None:
-        """Release the e-stop and ask the node to leave it (the operator confirmed).
+    def _sign(self, command: str, policy_sha256: str, args: dict[str, str] | None = None):
+        from steer.robot.keys import sign_command
 
-        The node refuses a reset while the e-stop still reads pressed, so the release goes
-        first and is acknowledged before the reset is sent.
+        if self.key is None:
+            raise ConsoleError(NO_KEY)
+        return sign_command(self.key, command, self.config.namespace, policy_sha256, args)
+
+    def _active_sha256(self, command: str) -> str:
+        if not self.view.policy_sha256:
+            raise ConsoleError(f"the robot has not reported its policy's sha256 yet: cannot sign {command}; "
+                               "wait for its safety state.")
+        return self.view.policy_sha256
+
+    def release(self, ack_timeout_s: float = 0.5) -> None:
+        """Let go of the e-stop, then a signed ``release`` (the operator confirmed); the robot stays
+        unarmed until :meth:`arm`.
+
+        The node refuses a release while the e-stop still reads pressed, so letting go goes first
+        and is acknowledged before the signed command is sent. Without a key nothing is sent.
         """
+        cmd = self._sign("release", self._active_sha256("release"))
         self._estop_pub.publish(msg.Bool(False))
         self._estop_pub.wait_acked(ack_timeout_s)
-        self._reset_pub.publish(msg.Bool(True))
+        self._operator_pub.publish(cmd.to_message(self.config.name))
 
-    def promote(self, policy: Path, sha256: str, source_run: str = "") -> None:
-        """Ask the node to make ``policy`` its active policy (latched)."""
-        self._promote_pub.publish(Promotion(Path(policy).resolve(), sha256, source_run).to_message(self.config.name))
+    def arm(self) -> None:
+        """A signed ``arm``: the policy may move the robot (the operator confirmed)."""
+        cmd = self._sign("arm", self._active_sha256("arm"))
+        self._operator_pub.publish(cmd.to_message(self.config.name))
+
+    def promote(self, name: str, sha256: str) -> None:
+        """A signed ``promote`` of the file ``name`` (relative to the robot's policies directory)
+        whose content has ``sha256``."""
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise ConsoleError(f"{name!r} is not a file name inside the policies directory.")
+        cmd = self._sign("promote", sha256, {"policy": Path(name).as_posix()})
+        self._operator_pub.publish(cmd.to_message(self.config.name))
 
     # -- in ------------------------------------------------------------------------
     def poll(self, now_ns: int | None = None) -> RobotView:
@@ -171,7 +232,12 @@ class RobotLink:
             v.estop_latched, v.watchdog_tripped = state.estop_latched, state.watchdog_tripped
             v.interventions = state.interventions
             v.policy = state.policy or v.policy
+            v.policy_sha256 = state.policy_sha256 or v.policy_sha256
             v.promote_error = state.promote_error
+            # Reported by nodes that take signed commands; older nodes leave these unset.
+            v.armed = getattr(state, "armed", None)
+            v.operator_refusals = getattr(state, "operator_refusals", 0)
+            v.last_refusal = getattr(state, "last_refusal", "")
         now = time.monotonic_ns() if now_ns is None else now_ns
         v.joint_age_s = None if self._joint_ns is None else (now - self._joint_ns) / 1e9
         v.command_age_s = None if self._command_ns is None else (now - self._command_ns) / 1e9

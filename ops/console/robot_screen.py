@@ -9,23 +9,28 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Button, DataTable, Footer, Header, Static
+from textual.widgets import Button, DataTable, Header, Static
 
 from steer.ops.console import ConsoleError
 from steer.ops.console.dialogs import ConfirmScreen, ConnectScreen
-from steer.ops.console.robot import RobotView
+from steer.ops.console.estop import BottomBar
+from steer.ops.console.robot import NO_KEY, RobotView
 from steer.ops.console.text import fmt
 
 
-def robot_status_text(view: RobotView, topics_ok: bool = True) -> str:
+def robot_status_text(view: RobotView) -> str:
     """The safety panel of the Robots screen."""
     if not view.connected:
         return "[b]not connected[/b]\npress o to connect to a robot\n(or steer console --domain-id N)"
+    if view.heard_nothing:
+        return (f"[yellow b]{view.nothing_heard_text()}[/]\n\nIs the robot running? Check the domain id "
+                "(--domain-id, $ROS_DOMAIN_ID) and the namespace (--namespace), or press o.")
     mode = view.mode.upper()
     style = {"RUNNING": "green", "ESTOPPED": "red", "STOPPED": "yellow"}.get(mode, "yellow")
     lines = [f"mode      [{style} b]{mode}[/]",
              f"reason    {view.reason[:22]}",
-             f"e-stop    {'[red b]LATCHED[/]' if view.estop_latched else 'released'}",
+             f"e-stop    {'[red b]LATCHED[/]' if view.estop_latched else 'released'}"
+             + ("" if view.armed is None else f"   {'[green]armed[/]' if view.armed else '[yellow]not armed[/]'}"),
              f"watchdog  {'[red b]TRIPPED[/]' if view.watchdog_tripped else 'ok'}"
              f" ({view.interventions.get('watchdog_trips', 0)} trips)",
              f"clipped   {view.interventions.get('clipped', 0)}   non-finite {view.interventions.get('non_finite', 0)}",
@@ -34,13 +39,16 @@ def robot_status_text(view: RobotView, topics_ok: bool = True) -> str:
              f"robot     {'[red]silent[/]' if view.silent else 'publishing'}"]
     if view.policy:
         lines.append(f"policy    {Path(view.policy).name[:22]}")
+    if view.operator_refusals:
+        lines.append(f"[red]refused {view.operator_refusals}[/]: {view.last_refusal[:60]}")
     return "\n".join(lines)
 
 
 class RobotsScreen(Screen):
     """One robot's topics: joints, last command, shield state; the e-stop."""
 
-    BINDINGS = [Binding("R", "reset", "Reset e-stop", tooltip="reset e-stop (asks)"),
+    BINDINGS = [Binding("R", "release", "Release", tooltip="release the e-stop (asks)"),
+                Binding("A", "arm", "Arm", tooltip="arm the robot (asks)"),
                 Binding("o", "connect", "Connect", tooltip="connect to another robot")]
 
     def compose(self) -> ComposeResult:
@@ -52,9 +60,11 @@ class RobotsScreen(Screen):
                 yield Static(id="topics")
             with Vertical(id="robot-right"):
                 yield Static(id="safety")
-                yield Button("E-STOP  (e)", id="estop", variant="error")
-                yield Button("Reset e-stop… (R)", id="reset")
-        yield Footer()
+                yield Button("E-STOP  (e, ctrl+e)", id="estop", variant="error")
+                with Horizontal(id="operator-buttons"):
+                    yield Button("Release… R", id="release")
+                    yield Button("Arm… A", id="arm")
+        yield BottomBar()
 
     def on_mount(self) -> None:
         self.title = "steer console · Robots"
@@ -91,9 +101,13 @@ class RobotsScreen(Screen):
     def _estop(self) -> None:
         self.app.action_estop()
 
-    @on(Button.Pressed, "#reset")
-    def _reset(self) -> None:
-        self.action_reset()
+    @on(Button.Pressed, "#release")
+    def _release(self) -> None:
+        self.action_release()
+
+    @on(Button.Pressed, "#arm")
+    def _arm(self) -> None:
+        self.action_arm()
 
     def action_connect(self) -> None:
         app = self.app
@@ -113,18 +127,31 @@ class RobotsScreen(Screen):
 
         app.push_screen(ConnectScreen(current), connect)
 
-    def action_reset(self) -> None:
-        if self.app.link is None:
+    def _signed(self, what: str, question: str, send) -> None:
+        """Ask, then send a signed command; every refusal here is one sentence."""
+        link = self.app.link
+        if link is None:
             self.notify("no robot connected", severity="error")
+            return
+        if link.key is None:
+            self.notify(NO_KEY + (f" ({link.key_error})" if link.key_error else ""), severity="error")
             return
 
         def confirmed(yes: bool | None) -> None:
-            if yes and self.app.link is not None:
-                self.app.link.reset()
-                self.notify("e-stop released and reset sent")
+            if not yes or self.app.link is not link:
+                return
+            try:
+                send(link)
+            except ConsoleError as err:
+                self.notify(str(err), severity="error")
+                return
+            self.notify(f"signed {what} sent")
 
-        self.app.push_screen(ConfirmScreen("Reset the e-stop? The policy may start moving the robot again."),
-                             confirmed)
+        self.app.push_screen(ConfirmScreen(question), confirmed)
 
+    def action_release(self) -> None:
+        self._signed("release", "Release the e-stop? The robot stays unarmed until you arm it (A).",
+                     lambda link: link.release())
 
-# -- policies ------------------------------------------------------------------------
+    def action_arm(self) -> None:
+        self._signed("arm", "Arm the robot? The policy will start moving it.", lambda link: link.arm())

@@ -13,11 +13,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Header, Static, TabbedContent, TabPane
 from textual_plotext import PlotextPlot
 
 from steer.ops.console import ConsoleError
 from steer.ops.console.dialogs import CommandScreen, ConfirmScreen
+from steer.ops.console.estop import BottomBar
 from steer.ops.console.text import fmt
 from steer.ops.run import MetricTail, RunInfo, checkpoints, config_lines, run_config, scan_runs
 
@@ -51,7 +52,7 @@ class RunsScreen(Screen):
                 yield VerticalScroll(Static(id="config"))
             with TabPane("Checkpoints", id="tab-ckpt"):
                 yield DataTable(id="checkpoints", cursor_type="row")
-        yield Footer()
+        yield BottomBar()
 
     def on_mount(self) -> None:
         self.title = "steer console · Runs"

@@ -23,6 +23,8 @@ from robot_helpers import MemoryTransport, make_policy  # noqa: E402
 
 from steer.ops.console.jobs import RunJobs, resume_argv  # noqa: E402
 from steer.ops.run import MetricTail, checkpoints, config_lines, read_run, run_status, scan_runs, sps_of  # noqa: E402
+from steer.robot.promotion import file_sha256 as sha256_file  # noqa: E402
+from steer.robot.spec import OperatorCommand  # noqa: E402
 
 HOST = socket.gethostname()
 
@@ -313,6 +315,21 @@ async def test_help_lists_every_binding(tmp_path):
 
 # -- policies ------------------------------------------------------------------------------
 
+def _operator_key():
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.generate()
+
+
+def _verified(key, message, command: str, sha256: str, namespace: str = ""):
+    """The operator command in ``message`` as the robot checks it: signed by ``key``, for this robot."""
+    from steer.robot.keys import CommandVerifier, public_key_hex
+    from steer.robot.spec import OperatorCommand
+
+    verifier = CommandVerifier([public_key_hex(key.public_key())], namespace=namespace)
+    return verifier.verify(OperatorCommand.from_message(message), command, sha256)
+
+
 def _robot_config():
     from steer.robot.processes import robot_config
 
@@ -338,8 +355,9 @@ async def test_policies_screen_lists_specs_and_promotes(tmp_path, monkeypatch):
         make_policy(out, bias=[0.01, 0.0], spec_overrides={"source_run": str(run)})
         return {}
 
+    key = _operator_key()
     transport = MemoryTransport()
-    link = RobotLink(_robot_config(), transport=transport)
+    link = RobotLink(_robot_config(), transport=transport, key=key)
     app = ConsoleApp(_settings(runs, policies=policies, robot_config=_robot_config(), exporter=exporter), link=link)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("3")
@@ -353,28 +371,29 @@ async def test_policies_screen_lists_specs_and_promotes(tmp_path, monkeypatch):
         await pilot.press("a", "y")
         await app.workers.wait_for_complete()
         await pilot.pause()
-        assert "/policy_promote" not in transport.sent
+        assert "/operator_command" not in transport.sent
         table.move_cursor(row=table.get_row_index(str(policies / "good.onnx")))
         await pilot.press("a", "y")
-        assert await _until(pilot, lambda: "/policy_promote" in transport.sent)
-        (sent,) = transport.sent["/policy_promote"]
-        values = {kv.key: kv.value for kv in sent.values}
-        assert values["policy"] == str((policies / "good.onnx").resolve()) and len(values["sha256"]) == 64
+        assert await _until(pilot, lambda: "/operator_command" in transport.sent)
+        (sent,) = transport.sent["/operator_command"]
+        cmd = _verified(key, sent, "promote", sha256_file(policies / "good.onnx"))
+        assert cmd.args == {"policy": "good.onnx"}  # relative to the policies directory, never absolute
         # Promote a run: pick it, confirm; it is exported next to the others and sent.
         await pilot.press("p")
         await pilot.press("enter")  # the only run with checkpoints
         await pilot.press("y")
-        assert await _until(pilot, lambda: len(transport.sent.get("/policy_promote", [])) == 2)
-        values = {kv.key: kv.value for kv in transport.sent["/policy_promote"][-1].values}
-        promoted = Path(values["policy"])
-        assert promoted.parent == policies.resolve() and promoted.name.startswith("dsrl-push-")
-        assert values["source_run"] == "dsrl-push" and table.row_count == 4
+        assert await _until(pilot, lambda: len(transport.sent.get("/operator_command", [])) == 2)
+        cmd = OperatorCommand.from_message(transport.sent["/operator_command"][-1])
+        promoted = policies / cmd.args["policy"]
+        _verified(key, transport.sent["/operator_command"][-1], "promote", sha256_file(promoted))
+        assert promoted.is_file() and promoted.name.startswith("dsrl-push-") and table.row_count == 4
         assert "waiting for the node" in str(screen.query_one("#active").render())
         # The node confirms through its safety state.
         from steer.robot import messages as m
 
         transport.publisher("/safety_state", m.DiagnosticStatus).publish(m.DiagnosticStatus(values=[
-            m.KeyValue("mode", "running"), m.KeyValue("policy", str(promoted))]))
+            m.KeyValue("mode", "running"), m.KeyValue("policy", str(promoted.resolve())),
+            m.KeyValue("policy_sha256", sha256_file(promoted))]))
         await pilot.pause(0.7)
         assert "active" in str(screen.query_one("#active").render())
 
