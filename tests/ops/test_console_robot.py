@@ -2,7 +2,13 @@
 
 The robot and the node are child processes (``python -m steer.robot.processes``) in a DDS
 domain and namespace of this test alone; the console runs headless in the test process,
-and a separate DDS participant here records every command the node sends.
+and a separate DDS participant here records every command the node sends and every operator
+command the console signs (checked with the robot's own :class:`~steer.robot.keys.CommandVerifier`).
+
+Until the node takes signed commands (``RobotConfig.operator_command_topic``), the node is today's:
+it starts running and leaves the e-stop on the unsigned ``estop_reset``, which the test publishes
+itself after checking the console's signed release and arm on the wire (``_resume``). Once the node
+takes signed commands, the node is given the test's key and the console's own release and arm resume it.
 """
 
 import asyncio
@@ -21,8 +27,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "robot"))
 
 from robot_helpers import make_policy  # noqa: E402
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
+
+from steer.robot.config import RobotConfig  # noqa: E402
+
 pytestmark = pytest.mark.slow
 ESTOP_BUDGET_S = 0.050
+OPERATOR_KEY = Ed25519PrivateKey.generate()
+SIGNED_NODE = hasattr(RobotConfig, "operator_command_topic")
+"""True once the node takes signed operator commands (then it needs the console's arm to move)."""
 # Domains 220-229: the robot tests use 10-99, closed-loop evaluation 120-219, benchmarks 230.
 _DOMAINS = {"gw0": (220, 4), "gw1": (224, 4)}
 _counter = itertools.count()
@@ -47,10 +60,15 @@ def robot_dds(tmp_path_factory):
 def sim_and_node(robot_dds, tmp_path):
     """A simulated PlanarPush robot driven by a policy that moves the pusher along +y at 4 cm/s."""
     policy = make_policy(tmp_path / "drive.onnx", bias=[0.0, 0.04])
-    common = {"domain_id": robot_dds["domain"], "robot": {"namespace": robot_dds["namespace"]}, "rt_priority": 10}
+    from steer.robot.keys import public_key_hex
+
+    robot = {"namespace": robot_dds["namespace"]}
+    if SIGNED_NODE:
+        robot["trusted_operator_keys"] = [public_key_hex(OPERATOR_KEY.public_key())]
+    common = {"domain_id": robot_dds["domain"], "robot": robot, "rt_priority": 10}
     procs: list[subprocess.Popen] = []
     logs: dict[str, Path] = {}
-    state = dict(robot_dds)
+    state = dict(robot_dds, policy=policy)
 
     def start(attempt: int) -> None:
         procs.clear()
@@ -91,15 +109,23 @@ def sim_and_node(robot_dds, tmp_path):
 
 
 class CommandRecorder:
-    """Records (receive time, command) of every command on its own DDS participant and thread."""
+    """Records (receive time, command) of every command on its own DDS participant and thread,
+    and, given ``config``, every operator command the console publishes (``operator_log``)."""
 
-    def __init__(self, domain: int, topic: str):
+    def __init__(self, domain: int, topic: str, config: RobotConfig | None = None):
         from steer.robot import messages as m
         from steer.robot.dds_transport import DdsTransport
 
         self.transport = DdsTransport(domain)
         self.sub = self.transport.subscription(topic, m.Float64MultiArray)
         self.log: list[tuple[int, list[float]]] = []
+        self.operator_log: list = []
+        self.operator_sub = self.legacy_reset = None
+        if config is not None:
+            operator_topic = config.topic(getattr(config, "operator_command_topic", "operator_command"))
+            self.operator_sub = self.transport.subscription(operator_topic, m.DiagnosticStatus)
+            if not SIGNED_NODE:  # today's node leaves the e-stop on an unsigned reset
+                self.legacy_reset = self.transport.publisher(config.topic(config.estop_reset_topic), m.Bool)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -109,10 +135,63 @@ class CommandRecorder:
             self.transport.wait(0.002)
             for msg, recv in self.sub.take():
                 self.log.append((recv, list(msg.data)))
+            if self.operator_sub is not None:
+                self.operator_log += [msg for msg, _ in self.operator_sub.take()]
+
+    def moving_since(self, t_ns: int) -> int:
+        """Commands that move the robot received after ``t_ns``."""
+        return sum(1 for t, c in self.log if t > t_ns and any(c))
+
+    def stop_time_s(self, t_press: int) -> float | None:
+        """Seconds from ``t_press`` to the first command after which nothing moved (None: still moving)."""
+        after = [(t, c) for t, c in self.log if t > t_press]
+        last_moving = max((i for i, (_, c) in enumerate(after) if any(c)), default=-1)
+        if last_moving >= len(after) - 1:
+            return None
+        return (after[last_moving + 1][0] - t_press) / 1e9
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(2)
+
+
+def _verified(messages, command: str, policy_sha256: str, namespace: str):
+    """The operator commands in ``messages`` as the robot checks them (signature, robot, policy, freshness)."""
+    from steer.robot.keys import CommandVerifier, public_key_hex
+    from steer.robot.spec import OperatorCommand
+
+    verifier = CommandVerifier([public_key_hex(OPERATOR_KEY.public_key())], namespace=namespace)
+    return [verifier.verify(OperatorCommand.from_message(m), command, policy_sha256) for m in messages]
+
+
+async def _arm_a_signed_node(pilot, app) -> None:
+    """A node that takes signed commands starts unarmed: the console arms it (A, y)."""
+    if SIGNED_NODE:
+        assert await _until(pilot, lambda: app.link.view.policy_sha256, 45.0), "no safety state from the node"
+        await pilot.press("A", "y")
+
+
+async def _resume(pilot, app, recorder, robot) -> None:
+    """After an e-stop: the console's signed release and arm (each asks), checked on the wire as the
+    robot checks them; then the robot moves again."""
+    from steer.robot import messages as m
+    from steer.robot.promotion import file_sha256
+
+    if type(app.screen).__name__ != "RobotsScreen":
+        await pilot.press("2")
+    n0 = len(recorder.operator_log)
+    await pilot.press("R", "y")
+    await pilot.press("A", "y")
+    assert await _until(pilot, lambda: len(recorder.operator_log) >= n0 + 2, 5.0), "no signed release and arm"
+    release, arm = recorder.operator_log[n0:n0 + 2]
+    sha = file_sha256(robot["policy"])
+    assert _verified([release], "release", sha, robot["namespace"])[0].command == "release"
+    assert _verified([arm], "arm", sha, robot["namespace"])[0].command == "arm"
+    if recorder.legacy_reset is not None:  # today's node: the unsigned reset the signed commands replace
+        recorder.legacy_reset.publish(m.Bool(True))
+    t0 = time.monotonic_ns()
+    assert await _until(pilot, lambda: app.link.view.mode == "running" and recorder.moving_since(t0) >= 3, 10.0), \
+        "the robot did not move again after release and arm"
 
 
 async def _until(pilot, cond, timeout):
@@ -132,8 +211,9 @@ def test_robots_screen_shows_the_robot_and_the_estop_key_stops_it_within_50_ms(s
     from steer.robot.processes import robot_config
 
     config = robot_config(namespace=sim_and_node["namespace"])
-    recorder = CommandRecorder(sim_and_node["domain"], config.command_topic)
-    settings = ConsoleSettings(runs=tmp_path / "runs", robot_config=config, domain_id=sim_and_node["domain"])
+    recorder = CommandRecorder(sim_and_node["domain"], config.command_topic, config)
+    settings = ConsoleSettings(runs=tmp_path / "runs", robot_config=config, domain_id=sim_and_node["domain"],
+                               operator_key=OPERATOR_KEY)
 
     def moving():
         return sum(1 for _, c in recorder.log if any(c)) >= 5
@@ -143,6 +223,7 @@ def test_robots_screen_shows_the_robot_and_the_estop_key_stops_it_within_50_ms(s
         async with app.run_test(size=(80, 24)) as pilot:
             await pilot.press("2")
             screen = app.screen
+            await _arm_a_signed_node(pilot, app)
             if not await _until(pilot, moving, 45.0):
                 # Two processes and their discovery on a loaded 2-core runner: once, in about 1 of 10
                 # full-suite runs, nothing moved for 90 s. Start both again once, and say so.
@@ -184,18 +265,17 @@ def test_robots_screen_shows_the_robot_and_the_estop_key_stops_it_within_50_ms(s
             assert app.link.view.estop_latched
             assert "ESTOPPED" in str(screen.query_one("#safety", Static).render())
 
-            # Reset asks first; "n" leaves the robot stopped.
+            # Release asks first; "n" sends nothing and leaves the robot stopped.
+            n_signed = len(recorder.operator_log)
             await pilot.press("R", "n")
             await pilot.pause(0.5)
             t_no = time.monotonic_ns()
             await pilot.pause(0.5)
             assert all(not any(c) for t, c in recorder.log if t > t_no)
+            assert len(recorder.operator_log) == n_signed
             # The button does the same as the key, and the e-stop stays latched.
             await pilot.click("#estop")
-            await pilot.press("R", "y")
-            assert await _until(pilot, lambda: app.link.view.mode == "running", 10.0)
-            t_reset = time.monotonic_ns()
-            assert await _until(pilot, lambda: any(any(c) for t, c in recorder.log if t > t_reset), 5.0)
+            await _resume(pilot, app, recorder, sim_and_node)
 
             # The robot goes silent: the node's watchdog trips and the console shows both.
             sim_and_node["sim"].kill()
@@ -212,3 +292,64 @@ def test_robots_screen_shows_the_robot_and_the_estop_key_stops_it_within_50_ms(s
         recorder.close()
     print(f"e-stop: key -> publish {key_to_publish * 1e3:.1f} ms, key -> robot stopped {stopped * 1e3:.1f} ms")
     assert 0 < stopped < ESTOP_BUDGET_S
+
+
+def test_estop_keys_stop_the_robot_within_50_ms_over_help_dialogs_and_text_fields(sim_and_node, tmp_path):
+    """``e`` over the help screen and under the confirm and pick-run dialogs; in the command and connect
+    dialogs (a text field has focus) ``e`` types an e and ``ctrl+e`` stops. One robot, one console."""
+    from textual.widgets import Input
+
+    from steer.ops.console.app import ConsoleApp, ConsoleSettings
+    from steer.robot.processes import robot_config
+
+    config = robot_config(namespace=sim_and_node["namespace"])
+    recorder = CommandRecorder(sim_and_node["domain"], config.command_topic, config)
+    runs = tmp_path / "runs"
+    (runs / "dsrl-a" / "checkpoints").mkdir(parents=True)  # a run to pick on the Policies screen
+    (runs / "dsrl-a" / "checkpoints" / "last.safetensors").write_bytes(b"\0" * 16)
+    (runs / "dsrl-a" / "checkpoints" / "last.json").write_text("{}")
+    (runs / "dsrl-a" / "config.json").write_text(json.dumps({"kind": "dsrl", "config": {}}))
+    (runs / "dsrl-a" / "status.json").write_text(json.dumps({"status": "finished", "kind": "dsrl"}))
+    settings = ConsoleSettings(runs=runs, policies=tmp_path / "policies", robot_config=config,
+                               domain_id=sim_and_node["domain"], operator_key=OPERATOR_KEY)
+    # (case, screen key, keys that open the dialog, dialog class, the e-stop key)
+    cases = [("help", "1", ["question_mark"], "HelpScreen", "e"),
+             ("confirm", "2", ["R"], "ConfirmScreen", "e"),
+             ("pick run", "3", ["p"], "PickRunScreen", "e"),
+             ("command line", "1", ["s"], "CommandScreen", "ctrl+e"),
+             ("connect", "2", ["o"], "ConnectScreen", "ctrl+e")]
+    stops: dict[str, float | None] = {}
+
+    async def drive():
+        app = ConsoleApp(settings)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("2")
+            await _arm_a_signed_node(pilot, app)
+            assert await _until(pilot, lambda: recorder.moving_since(0) >= 5, 60.0), (
+                "the policy node never moved the robot\n" + sim_and_node["diagnosis"]())
+            for case, screen_key, open_keys, dialog, key in cases:
+                await pilot.press(screen_key, *open_keys)
+                assert type(app.screen).__name__ == dialog, case
+                if key == "ctrl+e":
+                    # A text field has focus: e is a letter there, and nothing is sent.
+                    sent_before = app.link.estop_sent_ns
+                    await pilot.press("e")
+                    assert isinstance(app.focused, Input) and app.focused.value.endswith("e"), case
+                    assert app.link.estop_sent_ns == sent_before, case
+                t0 = time.monotonic_ns()
+                assert await _until(pilot, lambda: recorder.moving_since(t0) >= 2, 5.0), f"{case}: not moving"
+                t_press = time.monotonic_ns()
+                await pilot.press(key)
+                await pilot.pause(0.4)
+                stops[case] = recorder.stop_time_s(t_press)
+                assert type(app.screen).__name__ == dialog, f"{case}: the e-stop closed the dialog"
+                assert await _until(pilot, lambda: app.link.view.mode == "estopped", 5.0), case
+                await pilot.press("escape")
+                await _resume(pilot, app, recorder, sim_and_node)
+
+    try:
+        asyncio.run(drive())
+    finally:
+        recorder.close()
+    print("key -> robot stopped: " + ", ".join(f"{c} {t * 1e3:.1f} ms" for c, t in stops.items() if t is not None))
+    assert all(t is not None and 0 < t < ESTOP_BUDGET_S for t in stops.values()), stops
