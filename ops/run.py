@@ -354,8 +354,9 @@ def run_status(status: dict[str, Any], host: str | None, updated: float | None, 
     return "running"
 
 
-def read_run(path: Path, now: float | None = None, stale_after_s: float = STALE_AFTER_S) -> RunInfo | None:
-    """The :class:`RunInfo` of a run directory, or None when it is not one."""
+def read_run(path: Path, now: float | None = None, stale_after_s: float = STALE_AFTER_S,
+             name: str | None = None) -> RunInfo | None:
+    """The :class:`RunInfo` of a run directory, or None when it is not one (``name``: default its folder name)."""
     path = Path(path)
     status_path, metrics_path, config_path = path / STATUS, path / METRICS, path / CONFIG
     if not (status_path.exists() or metrics_path.exists() or config_path.exists()):
@@ -372,18 +373,37 @@ def read_run(path: Path, now: float | None = None, stale_after_s: float = STALE_
     step = max((int(r["step"]) for r in records if isinstance(r.get("step"), (int, float))), default=0)
     kind = str(status.get("kind") or config.get("kind") or policy_kind(path) or "")
     pid = status.get("pid") if isinstance(status.get("pid"), int) else None
-    return RunInfo(name=path.name, path=path, status=run_status(status, config.get("host"), updated, now,
+    return RunInfo(name=name or path.name, path=path, status=run_status(status, config.get("host"), updated, now,
                                                                 stale_after_s),
                    kind=kind, step=step, score=score, score_label=label, sps=sps_of(records), pid=pid,
                    updated=updated if updated is not None else status.get("time"))
 
 
-def scan_runs(root: Path, now: float | None = None, stale_after_s: float = STALE_AFTER_S) -> list[RunInfo]:
-    """Every run directory directly under ``root``, newest activity first."""
+def _has_run_files(path: Path) -> bool:
+    return (path / STATUS).exists() or (path / METRICS).exists()
+
+
+def run_dirs(root: Path) -> list[Path]:
+    """Run directories under ``root``: its folders, and the runs one level inside a folder that groups
+    them (``steer demo`` writes ``<demo>/bc`` and ``<demo>/dsrl``; the demo folder itself is no run)."""
     root = Path(root)
-    if not root.is_dir():
-        return []
-    infos = [read_run(p, now, stale_after_s) for p in sorted(root.iterdir()) if p.is_dir()]
+    out = []
+    for p in sorted(root.iterdir()) if root.is_dir() else []:
+        if not p.is_dir():
+            continue
+        if _has_run_files(p):
+            out.append(p)
+            continue
+        nested = [c for c in sorted(p.iterdir()) if c.is_dir() and _has_run_files(c)]
+        out += nested or ([p] if (p / CONFIG).exists() else [])
+    return out
+
+
+def scan_runs(root: Path, now: float | None = None, stale_after_s: float = STALE_AFTER_S) -> list[RunInfo]:
+    """Every run directory under ``root`` (see :func:`run_dirs`), newest activity first; a nested run
+    is named by its path below ``root`` (``demo-1/dsrl``)."""
+    root = Path(root)
+    infos = [read_run(p, now, stale_after_s, name=p.relative_to(root).as_posix()) for p in run_dirs(root)]
     runs = [i for i in infos if i is not None]
     return sorted(runs, key=lambda r: -(r.updated or 0.0))
 

@@ -90,7 +90,8 @@ class RunsScreen(Screen):
             for r in infos:
                 score = f"{r.score_label} {r.score:.2f}" if r.score is not None else "-"
                 mark = "* " if r.name == self.compare_with else ""
-                table.add_row(mark + r.name[:22], r.status, r.kind_label, f"{r.step:,}", score,
+                name = r.name if len(r.name) <= 22 else "…" + r.name[-21:]  # a nested run's own name is last
+                table.add_row(mark + name, r.status, r.kind_label, f"{r.step:,}", score,
                               fmt(r.sps, ".0f"), key=r.name)
             if keep in self.runs:
                 table.move_cursor(row=table.get_row_index(keep), animate=False)

@@ -82,6 +82,24 @@ def test_status_from_status_file_pid_and_metrics_age(tmp_path):
     assert list(runs)[:2] == ["remote-busy", "live"]
 
 
+def test_a_demo_folder_lists_its_bc_and_dsrl_runs_not_itself(tmp_path):
+    demo = tmp_path / "demo-1"
+    make_run(demo, "bc", kind="bc", key="eval/success_rate", t0=1_000_000.0)
+    make_run(demo, "dsrl", t0=1_000_100.0)
+    (demo / "data").mkdir()  # demonstrations: no run
+    (demo / "config.json").write_text("{}")
+    (demo / "summary.json").write_text("{}")
+    make_run(tmp_path, "plain", t0=900_000.0)
+    (tmp_path / "half-made").mkdir()
+    (tmp_path / "half-made" / "config.json").write_text("{}")  # a run that died before its first status
+    runs = {r.name: r for r in scan_runs(tmp_path)}
+    assert {n: r.status for n, r in runs.items()} == {"demo-1/dsrl": "finished", "demo-1/bc": "finished",
+                                                     "plain": "finished", "half-made": "failed"}
+    assert runs["demo-1/dsrl"].path == demo / "dsrl" and runs["demo-1/bc"].kind_label == "BC"
+    assert list(runs)[:3] == ["demo-1/dsrl", "demo-1/bc", "plain"]
+    assert [c.name for c in checkpoints(runs["demo-1/dsrl"].path)] == ["last"]
+
+
 def test_run_status_rules():
     now = 10_000.0
     me = {"status": "running", "pid": os.getpid(), "time": 0.0}
@@ -476,14 +494,38 @@ async def test_connect_to_a_robot_by_domain_and_namespace(tmp_path):
         assert app.link.domain_id == 229 and app.link.topics["e-stop"] == "/arm2/estop"
         assert app.link.topics["commands"] == "/arm2/pusher_velocity_controller/commands"
         assert "domain 229" in str(app.screen.query_one("#topics").render())
+        # Nobody publishes there: the panel says where the console listens, not just "silent".
+        await pilot.pause(0.3)
+        safety = str(app.screen.query_one("#safety").render())
+        assert "Nothing heard on domain 229 (namespace /arm2)" in safety and "UNKNOWN" not in safety
 
 
-def test_console_command_rejects_a_bad_refresh():
-    from steer.ops.console_cmd import ConsoleConfig, console
+def test_console_command_rejects_a_bad_refresh_and_domain_id(capsys):
+    from steer.ops.cli import main
     from steer.ops.console import ConsoleError
+    from steer.ops.console_cmd import ConsoleConfig, console
 
     with pytest.raises(ConsoleError, match="refresh"):
         console(ConsoleConfig(refresh_s=0))
+    for argv in (["console", "--domain-id", "300"], ["console", "--domain-id", "-1"],
+                 ["robot", "sim", "--domain-id", "233"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.endswith("--domain-id must be between 0 and 232, got " + argv[-1] + ".") and "\n" not in err
+
+
+def test_robot_view_says_nothing_was_heard_until_the_robot_speaks():
+    from steer.ops.console.robot import RobotLink
+    from steer.ops.console.robot_screen import robot_status_text
+    from steer.robot import messages as m
+
+    transport = MemoryTransport()
+    link = RobotLink(_robot_config().replace(namespace="arm2"), domain_id=7, transport=transport)
+    assert robot_status_text(link.poll()).startswith("[yellow b]Nothing heard on domain 7 (namespace /arm2)")
+    transport.publisher("/arm2/safety_state", m.DiagnosticStatus).publish(
+        m.DiagnosticStatus(values=[m.KeyValue("mode", "estopped")]))
+    text = robot_status_text(link.poll())
+    assert "Nothing heard" not in text and "ESTOPPED" in text and "silent" in text
 
 
 def test_stop_refuses_a_run_that_is_not_running(tmp_path):
