@@ -18,6 +18,15 @@ DOMAIN_ID_MAX = 232
 """Largest DDS domain id (with the default port mapping its ports must still fit in 16 bits)."""
 
 
+def _check_common(cfg) -> None:
+    """Options both commands share, checked before anything starts."""
+    from steer.robot.errors import RobotError
+
+    check_domain_id(cfg.domain_id)
+    if not 0 <= cfg.status_every_s < float("inf"):
+        raise RobotError(f"--status-every-s must be 0 (off) or a positive number of seconds, got {cfg.status_every_s}.")
+
+
 def check_domain_id(domain_id: int) -> int:
     """``domain_id`` when it is a usable DDS domain id, else one sentence (exit 2)."""
     from steer.robot.errors import RobotError
@@ -65,6 +74,8 @@ class RobotSimConfig:
     """``dds`` (Cyclone DDS, no ROS install needed) or ``rclpy`` (on a robot with ROS 2)."""
     rt_priority: int = 0
     """SCHED_FIFO priority (1-99) for the control loop and its DDS threads; 0: normal scheduling."""
+    status_every_s: float = 5.0
+    """Print a one-line status to stderr every this many seconds (0: never)."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +119,8 @@ class RobotRunConfig:
     """``dds`` (Cyclone DDS, no ROS install needed) or ``rclpy`` (on a robot with ROS 2)."""
     rt_priority: int = 0
     """SCHED_FIFO priority (1-99) for the control loop and its DDS threads; 0: normal scheduling."""
+    status_every_s: float = 5.0
+    """Print a one-line status to stderr every this many seconds (0: never)."""
 
 
 def _robot(cfg: RobotSimConfig | RobotRunConfig, **topics: str | None):
@@ -123,11 +136,11 @@ def sim(cfg: RobotSimConfig) -> int:
     commands on /<controller>/commands (with a command timeout that holds the robot)."""
     from steer.robot.processes import run_sim
 
-    check_domain_id(cfg.domain_id)
+    _check_common(cfg)
     summary = run_sim(_robot(cfg), domain_id=cfg.domain_id, task=cfg.task,
                       episodes=cfg.episodes, seed=cfg.seed, duration_s=cfg.duration_s,
                       wait_for_node_s=cfg.wait_for_node_s, results=cfg.results, loopback=cfg.loopback,
-                      transport=cfg.transport, rt_priority=cfg.rt_priority)
+                      transport=cfg.transport, rt_priority=cfg.rt_priority, status_every_s=cfg.status_every_s)
     print(json.dumps({k: v for k, v in summary.items() if k != "results"}))
     return 0
 
@@ -137,10 +150,10 @@ def run(cfg: RobotRunConfig) -> int:
     through the safety shield, the safety state on /safety_state, episodes recorded as bags."""
     from steer.robot.processes import run_node
 
-    check_domain_id(cfg.domain_id)
+    _check_common(cfg)
     robot = _robot(cfg, policy_promote_topic=cfg.policy_promote_topic)
     summary = run_node(robot, cfg.policy, domain_id=cfg.domain_id, duration_s=cfg.duration_s, bag_dir=cfg.bag_dir,
                        stats=cfg.stats, autostart=cfg.autostart, trigger=cfg.trigger, loopback=cfg.loopback,
-                       transport=cfg.transport, rt_priority=cfg.rt_priority)
+                       transport=cfg.transport, rt_priority=cfg.rt_priority, status_every_s=cfg.status_every_s)
     print(json.dumps(summary))
     return 0

@@ -4,7 +4,8 @@
 call; ``python -m steer.robot.processes {sim,node} '<json kwargs>'`` starts the same
 functions without the CLI (used by :mod:`steer.robot.closed_loop`). SIGINT and
 SIGTERM end either process cleanly: the node sends a final hold command and writes
-its last bag and its stats.
+its last bag and its stats. While they run, each prints a one-line status to stderr every
+``status_every_s`` seconds (stdout keeps the final JSON summary alone).
 """
 
 from __future__ import annotations
@@ -33,6 +34,50 @@ def _install_stop_handlers() -> None:
 
 def _should_stop() -> bool:
     return _stop
+
+
+STATUS_EVERY_S = 5.0
+"""Seconds between two status lines of ``steer robot sim`` / ``steer robot run`` (0: none)."""
+
+
+def _median_ms(latencies_ns: list[int], last: int = 200) -> str:
+    recent = sorted(latencies_ns[-last:])
+    return f"{recent[len(recent) // 2] / 1e6:.1f} ms" if recent else "-"
+
+
+def sim_status_line(stats) -> str:
+    """One line about a running simulated robot (:class:`steer.robot.sim_robot.SimStats`)."""
+    n = len(stats.episodes)
+    success = f"{sum(e.success for e in stats.episodes)}/{n}" if n else "-"
+    return (f"sim robot: episodes {n} · success {success} · latency p50 {_median_ms(stats.latencies_ns)} "
+            f"· late steps {stats.late_steps} · held steps {stats.held_steps}")
+
+
+def node_status_line(node) -> str:
+    """One line about a running policy node (:class:`steer.robot.policy_node.PolicyNode`)."""
+    state = node.safety_state()
+    episode = state.episode or "-"
+    return (f"policy node: mode {state.mode} · episode {episode} · latency p50 {_median_ms(node.stats.latencies_ns)} "
+            f"· watchdog trips {state.watchdog_trips} · commands {node.stats.commands} "
+            f"({node.stats.safe_commands} safe)")
+
+
+class StatusPrinter:
+    """The loops' stop check, which also prints ``line()`` to stderr every ``every_s`` seconds.
+
+    The loops call their stop check on every pass, so the line is built on the loop's own thread
+    (no locks around the stats) and costs one clock read per pass in between.
+    """
+
+    def __init__(self, line, every_s: float = STATUS_EVERY_S, out=None):
+        self.line, self.every_s, self.out = line, float(every_s), out
+        self._next = time.monotonic() + self.every_s
+
+    def __call__(self) -> bool:
+        if self.every_s > 0 and time.monotonic() >= self._next:
+            self._next = time.monotonic() + self.every_s
+            print(self.line(), file=self.out or sys.stderr, flush=True)
+        return _should_stop()
 
 
 def _quiet_garbage_collector() -> None:
@@ -95,7 +140,8 @@ def run_sim(config: RobotConfig, domain_id: int = 0, task: str = "steer/PlanarPu
             seed: int = 0, duration_s: float | None = None, wait_for_node_s: float = 0.0,
             results: str | None = None, loopback: bool = True, transport: str = "dds",
             task_kwargs: dict[str, Any] | None = None, require_node: bool = False,
-            progress_file: str | None = None, rt_priority: int = 0) -> dict[str, Any]:
+            progress_file: str | None = None, rt_priority: int = 0,
+            status_every_s: float = STATUS_EVERY_S) -> dict[str, Any]:
     """Run the simulated robot; returns (and writes to ``results``) its summary.
 
     With ``require_node`` a node that does not appear within ``wait_for_node_s`` is an error
@@ -112,7 +158,7 @@ def run_sim(config: RobotConfig, domain_id: int = 0, task: str = "steer/PlanarPu
         if require_node:
             raise RobotError(f"no policy node appeared within {wait_for_node_s:g} s on DDS domain {domain_id}.")
         print(f"sim robot: no policy node appeared within {wait_for_node_s:g} s; starting anyway.", file=sys.stderr)
-    stats = robot.run(episodes, duration_s, _should_stop)
+    stats = robot.run(episodes, duration_s, StatusPrinter(lambda: sim_status_line(robot.stats), status_every_s))
     summary = stats.summary(config.control_period_s)
     _write_json(results, summary)
     t.close()
@@ -122,7 +168,8 @@ def run_sim(config: RobotConfig, domain_id: int = 0, task: str = "steer/PlanarPu
 def run_node(config: RobotConfig, policy: str, domain_id: int = 0, duration_s: float | None = None,
              bag_dir: str | None = None, stats: str | None = None, autostart: bool = True,
              trigger: str = "observation", loopback: bool = True, transport: str = "dds",
-             ready_file: str | None = None, rt_priority: int = 0) -> dict[str, Any]:
+             ready_file: str | None = None, rt_priority: int = 0,
+             status_every_s: float = STATUS_EVERY_S) -> dict[str, Any]:
     """Run the policy node on an ONNX policy; returns (and writes to ``stats``) its timing summary."""
     from steer.robot.bag import EpisodeBagWriter
     from steer.robot.onnx_policy import OnnxPolicy
@@ -137,7 +184,7 @@ def run_node(config: RobotConfig, policy: str, domain_id: int = 0, duration_s: f
     _quiet_garbage_collector()
     if ready_file:
         Path(ready_file).write_text(str(time.time()))
-    result = node.run(duration_s, _should_stop)
+    result = node.run(duration_s, StatusPrinter(lambda: node_status_line(node), status_every_s))
     summary = result.summary() | {"bags": [str(p) for p in (bag.written if bag else [])],
                                   "mode": node.shield.mode.value, "watchdog_trips": node.shield.counters.watchdog}
     _write_json(stats, summary)

@@ -57,15 +57,16 @@ def robot_dds(tmp_path_factory):
 
 
 @pytest.fixture
-def sim_and_node(robot_dds, tmp_path):
-    """A simulated PlanarPush robot driven by a policy that moves the pusher along +y at 4 cm/s."""
-    policy = make_policy(tmp_path / "drive.onnx", bias=[0.0, 0.04])
+def sim_and_node(robot_dds, tmp_path, request):
+    """A simulated PlanarPush robot driven by a policy that moves the pusher along +y at 4 cm/s
+    (or at the speed given by indirect parametrization: a slower pusher takes longer to reach its limit)."""
+    policy = make_policy(tmp_path / "drive.onnx", bias=[0.0, getattr(request, "param", 0.04)])
     from steer.robot.keys import public_key_hex
 
     robot = {"namespace": robot_dds["namespace"]}
     if SIGNED_NODE:
         robot["trusted_operator_keys"] = [public_key_hex(OPERATOR_KEY.public_key())]
-    common = {"domain_id": robot_dds["domain"], "robot": robot, "rt_priority": 10}
+    common = {"domain_id": robot_dds["domain"], "robot": robot, "rt_priority": 10, "status_every_s": 2.0}
     procs: list[subprocess.Popen] = []
     logs: dict[str, Path] = {}
     state = dict(robot_dds, policy=policy)
@@ -103,7 +104,7 @@ def sim_and_node(robot_dds, tmp_path):
         start(1)
 
     start(0)
-    state.update(diagnosis=diagnosis, restart=restart)
+    state.update(diagnosis=diagnosis, restart=restart, logs=logs)
     yield state
     stop()
 
@@ -294,6 +295,7 @@ def test_robots_screen_shows_the_robot_and_the_estop_key_stops_it_within_50_ms(s
     assert 0 < stopped < ESTOP_BUDGET_S
 
 
+@pytest.mark.parametrize("sim_and_node", [0.01], indirect=True)  # 1 cm/s: ~30 s from the limits
 def test_estop_keys_stop_the_robot_within_50_ms_over_help_dialogs_and_text_fields(sim_and_node, tmp_path):
     """``e`` over the help screen and under the confirm and pick-run dialogs; in the command and connect
     dialogs (a text field has focus) ``e`` types an e and ``ctrl+e`` stops. One robot, one console."""
@@ -353,3 +355,13 @@ def test_estop_keys_stop_the_robot_within_50_ms_over_help_dialogs_and_text_field
         recorder.close()
     print("key -> robot stopped: " + ", ".join(f"{c} {t * 1e3:.1f} ms" for c, t in stops.items() if t is not None))
     assert all(t is not None and 0 < t < ESTOP_BUDGET_S for t in stops.values()), stops
+    # Both processes told their operator how they were doing while they ran (every 2 s here).
+    import re
+
+    node_lines = re.findall(r"policy node: mode (\w+) · episode (\S+) · latency p50 ([\d.]+) ms · watchdog trips "
+                            r"(\d+) · commands (\d+)", sim_and_node["logs"]["node"].read_text())
+    sim_lines = re.findall(r"sim robot: episodes (\d+) · success (\S+) · latency p50 ([\d.]+) ms",
+                           sim_and_node["logs"]["sim"].read_text())
+    assert len(node_lines) >= 3 and len(sim_lines) >= 3, sim_and_node["diagnosis"]()
+    assert {m[0] for m in node_lines} & {"running", "estopped"} and int(node_lines[-1][4]) > 100
+    assert all(float(m[2]) < 50.0 for m in sim_lines)
