@@ -603,3 +603,65 @@ def test_command_rate_averages_over_its_window_and_reads_zero_when_stale():
     # Nothing for over a second: zero, as for fewer than two commands.
     assert command_rate(steady, steady[-1] + 1_100_000_000) == 0.0
     assert command_rate(steady[:1], steady[0]) == 0.0
+
+
+@headless
+async def test_without_a_key_the_console_still_estops_and_says_why_it_cannot_release_arm_or_promote(tmp_path):
+    from steer.ops.console.app import ConsoleApp
+    from steer.ops.console.robot import NO_KEY, RobotLink
+    from steer.robot import messages as m
+
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    make_policy(policies / "good.onnx")
+    transport = MemoryTransport()
+    link = RobotLink(_robot_config(), transport=transport, key_error="cannot read the operator key k")
+    app = ConsoleApp(_settings(tmp_path / "runs", policies=policies, robot_config=_robot_config()), link=link)
+    async with app.run_test(size=(80, 24)) as pilot:
+        transport.publisher("/safety_state", m.DiagnosticStatus).publish(m.DiagnosticStatus(values=[
+            m.KeyValue("mode", "estopped"), m.KeyValue("policy_sha256", "ab" * 32)]))
+        await pilot.press("2", "e", "R", "A", "3", "a", "p")
+        await pilot.pause()
+        messages = [n.message for n in app._notifications]
+        assert sum(msg.startswith(NO_KEY) and "cannot read the operator key k" in msg for msg in messages) == 4
+        assert type(app.screen).__name__ == "PoliciesScreen"  # no dialog was opened
+        assert [b.data for b in transport.sent["/estop"]] == [True]
+        assert "/operator_command" not in transport.sent
+
+
+@headless
+async def test_add_an_onnx_file_by_path_and_release_and_arm_name_the_active_policy(tmp_path):
+    from steer.ops.console.app import ConsoleApp
+    from steer.ops.console.robot import RobotLink
+    from steer.robot import messages as m
+
+    policies, elsewhere = tmp_path / "policies", tmp_path / "exported"
+    elsewhere.mkdir()
+    make_policy(elsewhere / "fresh.onnx", bias=[0.02, 0.0])
+    (elsewhere / "junk.onnx").write_bytes(b"not onnx")
+    key = _operator_key()
+    transport = MemoryTransport()
+    link = RobotLink(_robot_config(), transport=transport, key=key)
+    app = ConsoleApp(_settings(tmp_path / "runs", policies=policies, robot_config=_robot_config()), link=link)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("3", "plus", *str(elsewhere / "junk.onnx"), "enter")
+        await pilot.pause()
+        assert not policies.exists() or not any(policies.iterdir())  # refused: not a steer policy
+        await pilot.press("plus", *str(elsewhere / "fresh.onnx"), "enter")
+        await pilot.pause()
+        assert (policies / "fresh.onnx").read_bytes() == (elsewhere / "fresh.onnx").read_bytes()
+        assert app.screen.selected == str(policies / "fresh.onnx")
+        # Release and arm: before the node reports its policy there is nothing to bind them to.
+        await pilot.press("2", "R", "y")
+        await pilot.pause()
+        assert "/operator_command" not in transport.sent
+        sha = sha256_file(elsewhere / "fresh.onnx")
+        transport.publisher("/safety_state", m.DiagnosticStatus).publish(m.DiagnosticStatus(values=[
+            m.KeyValue("mode", "estopped"), m.KeyValue("policy_sha256", sha)]))
+        await pilot.pause(0.3)
+        await pilot.press("R", "y", "A", "y")
+        await pilot.pause()
+        release, arm = transport.sent["/operator_command"]
+        assert _verified(key, release, "release", sha).command == "release"
+        assert _verified(key, arm, "arm", sha).command == "arm"
+        assert [b.data for b in transport.sent["/estop"]] == [False]  # the e-stop let go before the release
