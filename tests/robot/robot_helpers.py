@@ -90,6 +90,8 @@ class RobotProcesses:
         import subprocess
 
         kwargs.setdefault("domain_id", self.dds["domain"])
+        if which == "node":  # the node obeys the test operator (see arm_over_dds)
+            kwargs.setdefault("robot", {}).setdefault("trusted_operator_keys", trusting_keys())
         # As on a robot: the control loops run under SCHED_FIFO where allowed (else a warning),
         # so other tests on the same cores cannot push them past their deadlines.
         kwargs.setdefault("rt_priority", 10)
@@ -221,3 +223,21 @@ def arm(transport, node, clock=None):
 
     transport.publisher("/operator_command", m.DiagnosticStatus).publish(
         signed("arm", node.policy_sha256, clock or node.clock, node.config.namespace))
+
+
+def trusting_keys(*keys):
+    """The 64-hex public keys of ``keys`` (default: :func:`operator_key`), for a robot config."""
+    from steer.robot.keys import public_key_hex
+
+    return [public_key_hex(k.public_key()) for k in (keys or (operator_key(),))]
+
+
+def arm_over_dds(transport, policy, namespace="", timeout_s=60.0):
+    """Arm a node process over DDS with the test operator's signed arm; returns its safety state once armed."""
+    from steer.robot.closed_loop import send_signed_command
+    from steer.robot.config import load_robot_config
+    from steer.robot.promotion import file_sha256
+
+    config = load_robot_config().replace(namespace=namespace)
+    return send_signed_command(transport, config, operator_key(), "arm", file_sha256(policy),
+                               until=lambda s: s.armed, timeout_s=timeout_s)
