@@ -29,6 +29,7 @@ from steer.ops.console_policies import PolicyFile, check_on_robot, promote_run, 
 from steer.ops.console_robot import RobotLink, RobotView
 from steer.ops.console_runs import (STEER, ConsoleError, MetricTail, RunInfo, RunJobs, checkpoints, config_lines,
                                     run_config, scan_runs)
+from steer.robot.errors import RobotError
 from steer.robot.spec import SPEC_FORMAT
 
 
@@ -48,6 +49,8 @@ class ConsoleSettings:
     steer: tuple[str, ...] = STEER
     exporter: object | None = None
     """``f(run, out) -> spec`` used by promote (default: ``steer export``'s)."""
+    operator_key: object | None = None
+    """The operator's Ed25519 private key that signs release, arm and promote (None: e-stop only)."""
 
 
 def _short(path: Path) -> str:
@@ -519,8 +522,12 @@ class RobotsScreen(Screen):
 
         def confirmed(yes: bool | None) -> None:
             if yes and self.app.link is not None:
-                self.app.link.reset()
-                self.notify("e-stop released and reset sent")
+                try:
+                    self.app.link.reset()
+                except RobotError as err:
+                    self.notify(str(err), severity="error")
+                    return
+                self.notify("signed release and arm sent")
 
         self.app.push_screen(ConfirmScreen("Reset the e-stop? The policy may start moving the robot again."),
                              confirmed)
@@ -667,7 +674,11 @@ class PoliciesScreen(Screen):
             self.notify(f"exported {path.name}; no robot connected to promote it to", severity="warning")
             self.action_rescan()
             return
-        app.link.promote(path, sha256, run or "")
+        try:
+            app.link.promote(path, sha256, run or "")
+        except RobotError as err:
+            self.notify(str(err), severity="error")
+            return
         app.promoted = Path(path)
         self.notify(f"promoted {path.name}")
         self.action_rescan()
@@ -702,7 +713,7 @@ class ConsoleApp(App):
         s = self.settings
         if self.link is None and s.robot_config is not None:
             try:
-                self.link = RobotLink(s.robot_config, s.domain_id, s.loopback)
+                self.link = RobotLink(s.robot_config, s.domain_id, s.loopback, key=s.operator_key)
             except Exception as err:  # noqa: BLE001 - DDS errors are shown, the runs screen still works
                 self.link_error = f"cannot connect to DDS domain {s.domain_id}: {err}"
         if self.link is not None:
@@ -721,7 +732,7 @@ class ConsoleApp(App):
             s.robot_config = load_robot_config()
         config = s.robot_config.replace(namespace=parts[1] if len(parts) == 2 else "")
         try:
-            link = RobotLink(config, int(parts[0]), s.loopback)
+            link = RobotLink(config, int(parts[0]), s.loopback, key=s.operator_key)
         except Exception as err:  # noqa: BLE001 - DDS errors become one sentence
             raise ConsoleError(f"cannot join DDS domain {parts[0]} ({err}).") from None
         old, self.link = self.link, link
