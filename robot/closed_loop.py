@@ -151,7 +151,7 @@ def run_closed_loop(policy: str | Path, episodes: int = 20, seed: int = 0, domai
     node = subprocess.Popen(cmd + ["node", json.dumps(node_kwargs)], env=env, stderr=node_err)
     sim, bar = None, None
     try:
-        _arm(config, domain_id, env, key, file_sha256(policy), alive=lambda: node.poll() is None)
+        arm_node(config, domain_id, env, key, file_sha256(policy), alive=lambda: node.poll() is None)
         sim = subprocess.Popen(cmd + ["sim", json.dumps(sim_kwargs)], env=env, stderr=sim_err)
         bar = _EpisodeProgress(work / "episodes.jsonl", episodes) if progress else None
         deadline = time.monotonic() + budget
@@ -197,8 +197,9 @@ def run_closed_loop(policy: str | Path, episodes: int = 20, seed: int = 0, domai
         details={"robot": sim_summary, "node": node_summary, "domain_id": domain_id})
 
 
-def _arm(config, domain_id: int, env: dict[str, str], key, policy_sha256: str, alive) -> None:
-    """Arm the node over DDS with a signed arm, then leave the domain before the robot starts."""
+def arm_node(config, domain_id: int, env: dict[str, str], key, policy_sha256: str, alive=lambda: True) -> None:
+    """Arm a node process over DDS with ``key``'s signed arm (DDS config from ``env``), then leave the domain,
+    so the robot started next sees only the node."""
     from steer.robot.dds_transport import DdsTransport
 
     previous = os.environ.get("CYCLONEDDS_URI")
