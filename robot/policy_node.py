@@ -47,6 +47,10 @@ from steer.robot.spec import EpisodeStatus, OperatorCommand, SafetyState
 from steer.robot.transport import Transport
 
 
+MAX_OPERATOR_COMMANDS_PER_SPIN = 8
+"""Operator commands checked per spin (a quarter period at most); more are refused unchecked."""
+
+
 class Clock(Protocol):
     """The node's time source; tests pass a fake one so that time passes only when they say."""
 
@@ -179,6 +183,7 @@ class PolicyNode:
         self.verifier = CommandVerifier(c.trusted_operator_keys, c.namespace, c.command_max_age_s,
                                         clock=lambda: self.clock.time_ns() / 1e9)
         self.last_refusal = ""
+        self._last_refusal_report_ns = -(1 << 62)
         self._episode_sub = (transport.subscription(c.topic(c.episode_topic), msg.DiagnosticStatus)
                              if c.episode_topic else None)
         self.loader = PolicyLoader(config)
@@ -221,8 +226,12 @@ class PolicyNode:
     def _refuse_command(self, reason: str, now_ns: int) -> None:
         self.last_refusal = reason
         self.stats.operator_refusals += 1
-        print(f"policy node: {reason}", file=sys.stderr, flush=True)
-        self._publish_safety(now_ns, force=True, record=True)
+        # A flood of bad commands must not flood stderr, the safety topic or the bag: at most ten
+        # reports a second; the count and the last reason still reach the next safety state.
+        if now_ns - self._last_refusal_report_ns >= 100_000_000:
+            self._last_refusal_report_ns = now_ns
+            print(f"policy node: {reason}", file=sys.stderr, flush=True)
+            self._publish_safety(now_ns, force=True, record=True)
 
     def _release(self, cmd: OperatorCommand, now_ns: int) -> None:
         """Clear a latched e-stop; the robot still needs a signed arm to move."""
@@ -297,8 +306,12 @@ class PolicyNode:
             if m.data:
                 self.shield.estop("e-stop pressed", now)
                 self._publish_command(self.shield.filter(None, now, None).command, now, safe=True)
-        for m, _ in self._operator_sub.take():
-            self._handle_operator_command(m, now)
+        for i, (m, _) in enumerate(self._operator_sub.take()):
+            if i < MAX_OPERATOR_COMMANDS_PER_SPIN:
+                self._handle_operator_command(m, now)
+            else:  # each check costs a signature verification: a flood must not stall the control loop
+                self._refuse_command(f"operator command refused: more than {MAX_OPERATOR_COMMANDS_PER_SPIN} "
+                                     "arrived at once.", now)
         if self._episode_sub is not None:
             for m, _ in self._episode_sub.take():
                 try:

@@ -404,3 +404,24 @@ def test_over_dds_only_a_signed_arm_moves_and_a_restarted_node_starts_unarmed(ro
     t_armed = time.monotonic_ns()
     assert pump(20.0, lambda: len(moving_since(t_armed)) >= 5), "the restarted node did not take a new arm"
     transport.close()
+
+
+def test_a_flood_of_forged_commands_neither_stalls_the_loop_nor_delays_the_estop(tmp_path, capsys):
+    from steer.robot.policy_node import MAX_OPERATOR_COMMANDS_PER_SPIN
+
+    node, transport, clock = _node(tmp_path)
+    operator = transport.publisher("/operator_command", m.DiagnosticStatus)
+    operator.publish(signed("arm", node.policy_sha256, clock))
+    assert np.allclose(_tick(node, transport, clock), [0.1, 0.1])
+    forged = _bad("forged", node, clock, "arm")  # a trusted key id: each one costs a signature check
+    for _ in range(2000):
+        operator.publish(forged)
+    transport.publisher("/estop", m.Bool).publish(m.Bool(True))
+    start = time.perf_counter()
+    node.spin_once()
+    spun_ms = (time.perf_counter() - start) * 1e3
+    assert transport.sent[CMD][-1].data == [0.0, 0.0] and node.shield.mode.value == "estopped"
+    print(f"2000 forged commands and an e-stop in one spin: {spun_ms:.1f} ms")
+    assert node.stats.operator_refusals == 2000 and spun_ms < 25.0, spun_ms
+    assert len(capsys.readouterr().err.splitlines()) == 1  # one report, not two thousand
+    assert MAX_OPERATOR_COMMANDS_PER_SPIN < 20

@@ -213,10 +213,10 @@ def test_a_file_that_changed_since_it_was_checked_is_refused(tmp_path):
         # refused at once, before anything is read.
         drive.promote(m.DiagnosticStatus(values=[m.KeyValue("policy", str(checked)), m.KeyValue("sha256", "ab")]))
         drive.step()
-        unsigned = drive.safety()["last_refusal"]
+        unsigned = drive.node.safety_state().last_refusal
         drive.promote(signed("promote", sha_checked))
         drive.step()
-        nameless = drive.safety()["last_refusal"]
+        nameless = drive.node.safety_state().last_refusal
     finally:
         drive.close()
     assert len(drive.commands) == 11 and all(same(c, OLD) for c in drive.commands)
