@@ -97,7 +97,8 @@ class RobotConfig:
     """Ed25519 public keys (64 hex each, from ``steer keys init``) whose signed release, arm and promote
     this robot obeys; empty: it obeys none (it still stops on the e-stop)."""
     policies_dir: str = ""
-    """The only directory promoted policies are read from (empty: promotion is refused)."""
+    """The only directory promoted policies are read from (empty: promotion is refused); in a YAML, a
+    relative path is relative to the YAML's directory."""
     max_policy_bytes: int = 64 * 1024 * 1024
     """Largest policy file a promotion may name (bytes)."""
     command_max_age_s: float = 30.0
@@ -213,6 +214,10 @@ class RobotConfig:
             raise RobotError(f"robot config {str(path)!r} is not valid YAML ({err}).") from None
         if not isinstance(data, dict):
             raise RobotError(f"robot config {str(path)!r} must be a mapping of config keys.")
+        policies = data.get("policies_dir")
+        if isinstance(policies, str) and policies and not Path(policies).expanduser().is_absolute():
+            # A relative policies directory means one beside the config, wherever the node is started.
+            data["policies_dir"] = str(path.resolve().parent / policies)
         return cls.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:

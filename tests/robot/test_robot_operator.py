@@ -309,6 +309,8 @@ def test_config_operator_fields_are_checked_in_one_sentence(tmp_path):
                                     "policies_dir": "~/policies", "command_max_age_s": 10})
     assert config.trusted_operator_keys == (f"ed25519 {hexkey} ops@console",)
     assert config.policies_path == Path("~/policies").expanduser().resolve()
+    (tmp_path / "robot.yaml").write_text("policies_dir: policies\n")
+    assert RobotConfig.from_yaml(tmp_path / "robot.yaml").policies_path == (tmp_path / "policies").resolve()
     for bad, needle in [({"trusted_operator_keys": ["abc"]}, "not a 64-hex Ed25519 public key"),
                         ({"max_policy_bytes": 0}, "max_policy_bytes must be a positive"),
                         ({"command_max_age_s": float("nan")}, "command_max_age_s must be a positive")]:
