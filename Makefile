@@ -3,6 +3,10 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.steer-installed
+# colcon in its own environment, as on a ROS machine: it runs setup.py with its own
+# interpreter and setuptools, and it would pin the dev environment's setuptools below 80.
+COLCON_VENV ?= .venv-colcon
+COLCON := $(COLCON_VENV)/bin/colcon
 
 .PHONY: demo test install bench clean
 
@@ -18,11 +22,16 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/steer demo
 
-test: $(STAMP)
+$(COLCON):
+	@# Optional: without a package index the colcon build test skips, saying why.
+	-python3 -m venv $(COLCON_VENV) && $(COLCON_VENV)/bin/python -m pip install --quiet \
+		colcon-core==0.21.3 colcon-ros==0.5.0 colcon-python-setup-py==0.2.9 catkin_pkg==1.1.1
+
+test: $(STAMP) $(COLCON)
 	$(PY) -m pytest -n 2 --dist loadgroup -q --durations=15 tests
 
 bench: $(STAMP)
 	for f in bench/*.py; do $(PY) $$f || exit 1; done
 
 clean:
-	rm -rf $(VENV) runs build *.egg-info
+	rm -rf $(VENV) $(COLCON_VENV) runs build *.egg-info

@@ -13,7 +13,7 @@ import copy
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from tqdm import tqdm
 from steer.agent.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from steer.agent.diffusion import DiffusionConfig, DiffusionPolicy
 from steer.agent.runlog import RunLog
+from steer.robot.spec import DEFAULT_LATENT_NOISE_BOUND, base_noise
 
 
 @dataclass(frozen=True)
@@ -48,12 +49,18 @@ class BCConfig:
     """Diffusion steps T in training."""
     ddim_steps: int = 5
     """DDIM steps at sampling time."""
+    latent_noise_bound: float = DEFAULT_LATENT_NOISE_BOUND
+    """The policy's initial noise is N(0, I) clipped to ±this; stored with the policy and its export."""
     seed: int = 0
     """Seed of weights init and minibatch sampling."""
     log_every: int = 100
     """Log the loss every this many steps."""
     checkpoint_every: int = 1000
     """Save a resumable checkpoint every this many steps."""
+
+    def __post_init__(self) -> None:
+        if not self.latent_noise_bound > 0:  # before training, not when the first noise is drawn
+            raise ValueError(f"latent_noise_bound must be positive, got {self.latent_noise_bound}.")
 
 
 def make_chunks(observations: list[np.ndarray], actions: list[np.ndarray], chunk_len: int) -> tuple[np.ndarray, np.ndarray]:
@@ -71,10 +78,34 @@ def make_chunks(observations: list[np.ndarray], actions: list[np.ndarray], chunk
 def build_policy(cfg: BCConfig, obs: np.ndarray, chunks: np.ndarray) -> DiffusionPolicy:
     dcfg = DiffusionConfig(obs_dim=obs.shape[1], action_dim=chunks.shape[2], chunk_len=cfg.chunk_len,
                            hidden_dim=cfg.hidden_dim, num_blocks=cfg.num_blocks,
-                           train_steps=cfg.train_diffusion_steps, ddim_steps=cfg.ddim_steps)
+                           train_steps=cfg.train_diffusion_steps, ddim_steps=cfg.ddim_steps,
+                           latent_noise_bound=cfg.latent_noise_bound)
     acts = chunks.reshape(-1, chunks.shape[2])
     return DiffusionPolicy(dcfg, torch.from_numpy(obs.min(0)), torch.from_numpy(obs.max(0)),
                            torch.from_numpy(acts.min(0)), torch.from_numpy(acts.max(0)))
+
+
+def base_latents(policy: DiffusionPolicy, rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` initial noises [n, noise_dim] of the BC policy: :func:`~steer.robot.spec.base_noise` at its bound."""
+    return base_noise(rng, (n, policy.cfg.noise_dim), policy.cfg.latent_noise_bound)
+
+
+def base_policy_fn(policy: DiffusionPolicy, seed: int) -> Callable[[np.ndarray], np.ndarray]:
+    """The BC policy as a chunk policy, obs [B, obs_dim] → chunks [B, H, A], its noise from a seeded generator.
+
+    Batch rows draw in order, so B observations at once get the same chunks as B calls of one each
+    (as the robot runtime makes them).
+    """
+    rng = np.random.default_rng(seed)
+    shape = (policy.cfg.chunk_len, policy.cfg.action_dim)
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            o = torch.as_tensor(obs, dtype=torch.float32)
+            w = torch.from_numpy(base_latents(policy, rng, o.shape[0]).reshape(o.shape[0], *shape))
+            return policy.sample(o, w).numpy()
+
+    return act
 
 
 def policy_from_state(state: dict[str, Any], meta: dict[str, Any]) -> DiffusionPolicy:

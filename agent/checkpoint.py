@@ -35,12 +35,34 @@ class CheckpointError(ValueError):
     user_facing = True
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
+def process_umask() -> int:
+    """The process's umask, read without changing it where the system allows (Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    # Elsewhere: set and restore (another thread creating a file in between would get umask 0o077).
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path: Path, data: bytes, mode: int | None = None) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part.
+
+    The file gets ``mode``, by default what ``open()`` would give it (0o666 less the umask):
+    the temporary file is private (0o600) while it is written, and artifacts such as ONNX
+    files and run records must stay readable by whoever the umask allows (a robot node
+    running as another user).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~process_umask() if mode is None else mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -170,5 +192,5 @@ def read_meta(directory: Path, name: str) -> dict[str, Any]:
         return {}
 
 
-__all__ = ["CheckpointError", "atomic_write_bytes", "atomic_write_json", "load_checkpoint", "save_checkpoint",
-           "read_meta", "sha256_file", "tensor_digest"]
+__all__ = ["CheckpointError", "atomic_write_bytes", "atomic_write_json", "load_checkpoint", "process_umask",
+           "save_checkpoint", "read_meta", "sha256_file", "tensor_digest"]

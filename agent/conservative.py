@@ -2,8 +2,8 @@
 
 Li et al. 2023 (StepMix / EpsMix) keep every episode's value at least
 (1 − α)·V(π_b) with probability at least 1 − δ, given a safe baseline π_b. Here the
-baseline is the BC policy with w ~ N(0, I) and the explorer is the DSRL latent actor.
-The gate works from episode outcomes only:
+baseline is the BC policy (w ~ N(0, I) clipped to ±b) and the explorer is the DSRL
+latent actor. The gate works from episode outcomes only:
 
 * the baseline's value V_b gets a lower bound L_b and an upper bound U_b from baseline
   episodes (every episode that ran the baseline, plus periodic refresh episodes);
@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from scipy.special import betainc
 
 Variant = Literal["off", "monitor", "epsmix", "stepmix", "budget"]
 
@@ -75,8 +74,8 @@ class ConservativeConfig:
     explorer_deterministic: bool = True
     """Gated variants only: explorer chunks run the learner's deterministic action (its mean), so the
     episodes the gate bets on are the learner's best guess; exploration then comes from the baseline's own
-    diversity (for DSRL, w ~ N(0, I) is exactly the warm-up's exploration), which the off-policy learner
-    trains on as well. ``False``: explorer chunks sample the learner's stochastic policy."""
+    diversity (for DSRL, the BC baseline's noise is exactly the warm-up's exploration), which the off-policy
+    learner trains on as well. ``False``: explorer chunks sample the learner's stochastic policy."""
     seed: int = 0
     """Seed of the gate's coin flips."""
 
@@ -112,22 +111,6 @@ def hoeffding_bounds(values: np.ndarray, delta: float, lo: float, hi: float) -> 
     return max(lo, m - half), min(hi, m + half)
 
 
-def _binom_tail_at_least(k: int, n: int, p: float) -> float:
-    """P(X ≥ k) for X ~ Binomial(n, p), 1 ≤ k ≤ n: the regularized incomplete beta I_p(k, n − k + 1)."""
-    return float(betainc(k, n - k + 1, p))
-
-
-def _bisect(f, lo: float, hi: float, iters: int = 60) -> float:
-    """Root of an increasing f on [lo, hi] by bisection."""
-    for _ in range(iters):
-        mid = 0.5 * (lo + hi)
-        if f(mid) < 0:
-            lo = mid
-        else:
-            hi = mid
-    return 0.5 * (lo + hi)
-
-
 def clopper_pearson_bounds(successes: int, n: int, delta: float) -> tuple[float, float]:
     """One-sided exact (Clopper–Pearson) bounds on a success probability, each at confidence 1 − δ.
 
@@ -142,9 +125,11 @@ def clopper_pearson_bounds(successes: int, n: int, delta: float) -> tuple[float,
 
 @functools.lru_cache(maxsize=4096)
 def _clopper_pearson(k: int, n: int, delta: float) -> tuple[float, float]:
-    # P(X ≥ k | p) grows with p; P(X ≤ k | p) = 1 − P(X ≥ k + 1 | p) falls with it.
-    lower = 0.0 if k == 0 else _bisect(lambda p: _binom_tail_at_least(k, n, p) - delta, 0.0, 1.0)
-    upper = 1.0 if k == n else _bisect(lambda p: delta - (1.0 - _binom_tail_at_least(k + 1, n, p)), 0.0, 1.0)
+    # The exact bounds are beta quantiles: P(X ≥ k | p) = I_p(k, n − k + 1) and P(X ≤ k | p) = 1 − I_p(k + 1, n − k).
+    from scipy.stats import beta  # here: scipy.stats takes a while to import and most commands never need it
+
+    lower = 0.0 if k == 0 else float(beta.ppf(delta, k, n - k + 1))
+    upper = 1.0 if k == n else float(beta.ppf(1.0 - delta, k + 1, n - k))
     return lower, upper
 
 

@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from steer.robot.spec import DEFAULT_LATENT_NOISE_BOUND
+
 
 @dataclass(frozen=True)
 class DiffusionConfig:
@@ -41,6 +43,8 @@ class DiffusionConfig:
     """Deterministic DDIM steps used for sampling (a subset of the T steps)."""
     clip_sample: float = 1.0
     """The predicted clean chunk x̂0 is clipped to ±clip_sample at every step."""
+    latent_noise_bound: float = DEFAULT_LATENT_NOISE_BOUND
+    """The BC policy's initial noise is N(0, I) clipped to ±this (see :func:`steer.robot.spec.base_noise`)."""
 
     @property
     def noise_dim(self) -> int:

@@ -1,7 +1,8 @@
 """Export trained policies to one ONNX file that carries everything a robot needs.
 
 * BC diffusion policy: inputs ``obs`` [B, obs_dim] and ``noise`` [B, H, A]; the
-  runtime draws N(0, I) noise itself when its caller gives none.
+  runtime draws the BC baseline's noise itself (:func:`steer.robot.spec.base_noise` at the
+  spec's ``latent_noise_bound``) when its caller gives none.
 * DSRL policy: input ``obs`` only. The graph is the latent actor's deterministic mean
   composed with the unrolled DDIM sampler and the action unnormalization.
 * PPO driving policy: inputs ``bev`` (uint8 [B, C, H, W], as the simulator renders it)
@@ -17,7 +18,6 @@ length, sha256 of the weights, source run) that ``steer.robot`` checks before it
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import warnings
 from pathlib import Path
@@ -29,8 +29,8 @@ from torch import nn
 
 from steer.agent.checkpoint import CheckpointError, load_checkpoint, read_meta
 from steer.agent.diffusion import DiffusionPolicy
-from steer.agent.latent_actor import LatentActor, load_dsrl_policy
-from steer.robot.spec import DEFAULT_LATENT_NOISE_BOUND, SPEC_KEY, PolicySpec, graph_sha256
+from steer.agent.dsrl.latent_actor import LatentActor, load_dsrl_policy
+from steer.robot.spec import SPEC_KEY, PolicySpec, graph_sha256
 
 OPSET = 17
 
@@ -75,7 +75,7 @@ def _spec(kind: str, policy: DiffusionPolicy, meta: dict[str, Any], weights_sha2
         normalization={"obs_min": policy.obs_norm.low.tolist(), "obs_max": policy.obs_norm.high.tolist(),
                        "action_min": policy.act_norm.low.tolist(), "action_max": policy.act_norm.high.tolist()},
         weights_sha256=weights_sha256, source_run=source_run,
-        latent_noise_bound=float(meta.get("latent_noise_bound", DEFAULT_LATENT_NOISE_BOUND)))
+        latent_noise_bound=cfg.latent_noise_bound)  # the BC policy's own bound, stored with its weights
 
 
 def _to_onnx(module: nn.Module, args: tuple, input_names: list[str], spec: PolicySpec) -> tuple[bytes, PolicySpec]:
@@ -210,11 +210,3 @@ def parity(run: Path, onnx_path: Path, samples: int = 1000, seed: int = 0) -> fl
     got = sess.run(["action"], feeds)[0]
     return float(np.max(np.abs(ref - got)))
 
-
-def weights_digest(state: dict[str, torch.Tensor]) -> str:
-    """sha256 over a state dict's tensors in key order (independent of file layout)."""
-    h = hashlib.sha256()
-    for k in sorted(state):
-        h.update(k.encode())
-        h.update(state[k].detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()

@@ -6,7 +6,7 @@ policy loss, clipped value loss and an entropy bonus over minibatches. The same 
 DistributedDataParallel (gloo on CPU, NCCL on GPU), advantage statistics and episode counts are
 summed over ranks, so N ranks train as one process on the combined batch would.
 
-Read top to bottom: :func:`gae`, :func:`ppo_update`, :class:`EpisodeTracker`, :func:`train_ppo`.
+Read top to bottom: :func:`gae`, :func:`ppo_update`, :class:`~steer.agent.driving_score.EpisodeStats`, :func:`train_ppo`.
 """
 
 from __future__ import annotations

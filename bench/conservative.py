@@ -47,26 +47,16 @@ BASELINE_SEED = 3_000_000
 
 
 def baseline_value(ckpt: str, episodes: int) -> dict:
-    """Success of the baseline exactly as training runs it: w ~ N(0, I) clipped to the latent bound."""
+    """Success of the BC baseline, the policy the gate protects (its noise clipped to the latent bound)."""
     import torch
 
     import steer.sim  # noqa: F401
-    from steer.agent.bc import load_policy
-    from steer.agent.dsrl import DSRLConfig
+    from steer.agent.bc import base_policy_fn, load_policy
     from steer.agent.evaluate import evaluate_chunked
 
     torch.set_num_threads(1)
     policy = load_policy(Path(ckpt))
-    b = DSRLConfig().latent_noise_bound
-    gen = torch.Generator().manual_seed(0)
-
-    def act(obs):
-        with torch.no_grad():
-            o = torch.as_tensor(obs, dtype=torch.float32)
-            w = torch.randn(o.shape[0], policy.cfg.chunk_len, policy.cfg.action_dim, generator=gen).clamp(-b, b)
-            return policy.sample(o, w).numpy()
-
-    res = evaluate_chunked(TASK, act, episodes, seed=BASELINE_SEED)
+    res = evaluate_chunked(TASK, base_policy_fn(policy, 0), episodes, seed=BASELINE_SEED)
     return {"success_rate": res.success_rate, "successes": int(res.successes.sum()), "episodes": res.episodes}
 
 

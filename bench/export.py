@@ -27,7 +27,7 @@ def default_run(work: Path) -> Path:
     """A DSRL run directory with the default architecture and untrained weights."""
     from steer.agent.bc import BCConfig, build_policy
     from steer.agent.dsrl import DSRLConfig
-    from steer.agent.latent_actor import LatentActor, LatentActorConfig, save_dsrl_policy
+    from steer.agent.dsrl.latent_actor import LatentActor, LatentActorConfig, save_dsrl_policy
 
     torch.manual_seed(0)
     obs = np.random.default_rng(0).uniform(-0.3, 0.3, (64, 10)).astype(np.float32)

@@ -48,7 +48,7 @@ def main() -> int:
     import torch
 
     import steer.sim  # noqa: F401
-    from steer.agent.bc import BCConfig, load_policy, train_bc
+    from steer.agent.bc import BCConfig, base_policy_fn, load_policy, train_bc
     from steer.agent.dsrl import DSRLConfig, train_dsrl
     from steer.agent.evaluate import evaluate_chunked
     from steer.agent.runlog import MemoryLog
@@ -70,17 +70,8 @@ def main() -> int:
         timings["bc_s"] = time.time() - t
     demos = load_demos(data)
     policy = load_policy(ckpt)
-    gen = torch.Generator().manual_seed(args.seed)
-    b = DSRLConfig().latent_noise_bound
-
-    def base(obs):
-        with torch.no_grad():
-            o = torch.as_tensor(obs, dtype=torch.float32)
-            w = torch.randn(o.shape[0], policy.cfg.chunk_len, policy.cfg.action_dim, generator=gen).clamp(-b, b)
-            return policy.sample(o, w).numpy()
-
     t = time.time()
-    bc = evaluate_chunked(TASK, base, args.eval_episodes, num_envs=8, progress=True, desc="eval bc")
+    bc = evaluate_chunked(TASK, base_policy_fn(policy, args.seed), args.eval_episodes, num_envs=8, progress=True, desc="eval bc")
     timings["bc_eval_s"] = time.time() - t
     cfg = DSRLConfig(env_steps=args.env_steps, eval_every=args.eval_every, eval_episodes=20, seed=args.seed)
     t = time.time()
@@ -92,7 +83,8 @@ def main() -> int:
     doc = {"figures": figures,
            "details": {"demos": args.demos, "bc_steps": args.bc_steps, "eval_episodes": args.eval_episodes,
                        "curve": det["progress"].curve, "timings_s": timings, "wall_s": time.time() - t0,
-                       "dsrl_config": {"utd": cfg.utd, "latent_noise_bound": b, "env_steps": cfg.env_steps}},
+                       "dsrl_config": {"utd": cfg.utd, "latent_noise_bound": cfg.latent_noise_bound,
+                                       "env_steps": cfg.env_steps}},
            "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "gpu": None},
            "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         config = tyro.cli(config_type, args=rest, prog=f"steer {name}", description=description)
         result = func(config)
     except Exception as err:  # noqa: BLE001 - user-caused errors become one sentence, the rest a traceback
-        if not getattr(err, "user_facing", False):
+        if not getattr(err, "user_facing", False):  # each package marks its own error classes user_facing = True
             raise
         print(f"steer {name}: {err}", file=sys.stderr)
         return 2
@@ -121,16 +121,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"steer {name}: interrupted; the run can continue with --resume.", file=sys.stderr)
         return 130
     return int(result) if isinstance(result, int) else 0
-
-
-class UserError(Exception):
-    """An error the user caused (bad path, wrong shape, missing server): printed as one sentence.
-
-    Other packages cannot import ``ops``; they define their own exception classes with
-    ``user_facing = True`` and the CLI treats them the same way.
-    """
-
-    user_facing = True
 
 
 if __name__ == "__main__":

@@ -83,8 +83,7 @@ class BCCommand:
 def run_bc(cfg: BCCommand, progress: bool = True) -> dict:
     """Train BC into a run directory and evaluate it; returns the summary."""
     import steer.sim  # noqa: F401
-    from steer.agent.bc import train_bc
-    from steer.agent.dsrl import base_policy_fn
+    from steer.agent.bc import base_policy_fn, train_bc
     from steer.agent.evaluate import evaluate_chunked
     from steer.sim.demos import load_demos
 
@@ -319,9 +318,9 @@ class EvalCommand:
 def evaluate(cfg: EvalCommand) -> int:
     """Evaluate a BC or DSRL run on held-out seeds and print success and return."""
     import steer.sim  # noqa: F401
-    from steer.agent.dsrl import LatentPolicyFn, base_policy_fn
+    from steer.agent.bc import base_policy_fn
+    from steer.agent.dsrl import LatentPolicyFn, load_dsrl_policy
     from steer.agent.evaluate import evaluate_chunked
-    from steer.agent.latent_actor import load_dsrl_policy
 
     ckpt = cfg.run / "checkpoints"
     if (ckpt / "dsrl_policy.safetensors").exists():

@@ -8,6 +8,7 @@ with depth 1.
 
 from __future__ import annotations
 
+import atexit
 import os
 import tempfile
 import time
@@ -43,16 +44,32 @@ def endpoint_qos(msg_type: type, latched: bool) -> Qos:
                Policy.History.KeepLast(HISTORY_DEPTH), user_data)
 
 
+_OWN_CONFIG = "STEER_LOOPBACK_CYCLONEDDS_URI"
+"""Environment key that marks ``CYCLONEDDS_URI`` as the loopback config a steer process made."""
+
+
 def use_loopback_config() -> str:
-    """Point Cyclone at a loopback-only config (unless ``CYCLONEDDS_URI`` is set); returns the URI."""
-    if not os.environ.get("CYCLONEDDS_URI"):
-        path = Path(tempfile.gettempdir()) / "steer-cyclonedds-loopback.xml"
-        if not path.exists() or path.read_text() != LOOPBACK_CONFIG:
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(LOOPBACK_CONFIG)
-            tmp.replace(path)
-        os.environ["CYCLONEDDS_URI"] = f"file://{path}"
-    return os.environ["CYCLONEDDS_URI"]
+    """Point Cyclone at a loopback-only config (unless ``CYCLONEDDS_URI`` is set); returns the URI.
+
+    The config is a private temporary file (0600, unpredictable name, removed when this
+    process exits): a file at a fixed path in a shared temp dir could be planted, or swapped
+    for a symlink, by another user. Child processes inherit the URI and reuse the file; one
+    that outlives its creator (the file is gone) makes its own.
+    """
+    uri = os.environ.get("CYCLONEDDS_URI")
+    ours = uri is not None and uri == os.environ.get(_OWN_CONFIG)
+    if not uri or (ours and not Path(uri.removeprefix("file://")).is_file()):
+        fd, path = tempfile.mkstemp(prefix="steer-cyclonedds-", suffix=".xml")
+        with os.fdopen(fd, "w") as f:
+            f.write(LOOPBACK_CONFIG)
+        atexit.register(_remove_config, path)
+        uri = f"file://{path}"
+        os.environ["CYCLONEDDS_URI"] = os.environ[_OWN_CONFIG] = uri
+    return uri
+
+
+def _remove_config(path: str) -> None:
+    Path(path).unlink(missing_ok=True)
 
 
 class DdsPublisher:

@@ -13,7 +13,7 @@ import numpy as np
 
 from steer.robot.config import RobotConfig
 from steer.robot.errors import PolicyRefused
-from steer.robot.spec import PolicySpec, WireError
+from steer.robot.spec import PolicySpec, WireError, base_noise
 
 MIN_OPSET = 17
 
@@ -112,9 +112,11 @@ class OnnxPolicy:
                                 f"but the spec says float32 {['batch'] + expected[1:]}.")
 
     def _probe(self, where: str) -> None:
-        # Declared shapes can lie (symbolic dims); one real call checks what comes out.
+        # Declared shapes can lie (symbolic dims); one real call checks what comes out. It passes zero
+        # noise so that the policy's own noise stream starts at the first real query.
+        zero_noise = np.zeros((self.spec.chunk_len, self.spec.action_dim)) if self.spec.noise_input else None
         try:
-            out = self._run(np.zeros(self.spec.obs_dim, dtype=np.float32))
+            out = self._run(np.zeros(self.spec.obs_dim, dtype=np.float32), zero_noise)
         except PolicyRefused:
             raise
         except Exception as err:  # noqa: BLE001
@@ -151,8 +153,8 @@ class OnnxPolicy:
     def _run(self, obs: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
         feed = {"obs": np.asarray(obs, dtype=np.float32).reshape(1, self.spec.obs_dim)}
         if self.spec.noise_input:
-            if noise is None:
-                noise = self._rng.standard_normal((self.spec.chunk_len, self.spec.action_dim))
+            if noise is None:  # the BC baseline's noise, as in training and evaluation
+                noise = base_noise(self._rng, (self.spec.chunk_len, self.spec.action_dim), self.spec.latent_noise_bound)
             feed["noise"] = np.asarray(noise, dtype=np.float32).reshape(1, self.spec.chunk_len, self.spec.action_dim)
         (action,) = self.session.run(["action"], feed)
         action = np.asarray(action, dtype=np.float64)

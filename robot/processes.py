@@ -142,7 +142,7 @@ def run_node(config: RobotConfig, policy: str, domain_id: int = 0, duration_s: f
         Path(ready_file).write_text(str(time.time()))
     result = node.run(duration_s, _should_stop)
     summary = result.summary() | {"bags": [str(p) for p in (bag.written if bag else [])],
-                                  "mode": node.shield.mode.value}
+                                  "mode": node.shield.mode.value, "watchdog_trips": node.shield.counters.watchdog}
     _write_json(stats, summary)
     t.close()
     return summary

@@ -65,6 +65,8 @@ class SimStats:
     """Joint state published → first command received, per step."""
     step_times_ns: list[int] = field(default_factory=list)
     """Monotonic time of every physics step."""
+    unacked_starts: int = 0
+    """Episode starts whose goal and status the node had not acknowledged when the first joint state went out."""
 
     def summary(self, period_s: float) -> dict[str, Any]:
         """Success rate, latency percentiles (ms), tick jitter and missed deadlines."""
@@ -84,6 +86,7 @@ class SimStats:
             "latency_max_ms": float(lat.max()) if len(lat) else float("nan"),
             "held_steps": int(self.held_steps),
             "steps": int(len(self.step_times_ns)),
+            "unacked_starts": int(self.unacked_starts),
             "results": [asdict(e) for e in self.episodes],
         }
 
@@ -130,6 +133,8 @@ class SimRobot:
         self._safety_sub = transport.subscription(c.topic(c.safety_topic), msg.DiagnosticStatus) \
             if c.safety_topic else None
         self.period_ns = int(c.control_period_s * 1e9)
+        self.reset_ack_budget_s = 0.25 * c.control_period_s
+        """Longest wait, at an episode start, for the node to acknowledge the new goal and status."""
         self.timeout_ns = int(c.command_timeout_ms * 1e6)
         self.stats = SimStats()
         self._command = np.zeros(len(c.command_joints))
@@ -207,12 +212,15 @@ class SimRobot:
         for v, idx in self._vectors:
             self._vector_pubs[v.name].publish(msg.Float64MultiArray(data=[float(obs[i]) for i in idx]))
         if status is not None:
-            # A new episode changes the goal: make sure the node holds the new status and vectors
+            # A new episode changes the goal: the node should hold the new status and vectors
             # before it sees the episode's first joint state (a lost and resent sample would
-            # otherwise arrive after it).
+            # otherwise arrive after it). The wait is bounded so that joint states keep their
+            # cadence through the reset: a robot that goes quiet trips the node's watchdog.
+            end = time.monotonic() + self.reset_ack_budget_s
             for pub in [self._status_pub, *self._vector_pubs.values()]:
-                if pub is not None:
-                    pub.wait_acked(1.0)
+                if pub is not None and not pub.wait_acked(max(0.0, end - time.monotonic())):
+                    self.stats.unacked_starts += 1
+                    break
         state = msg.JointState(header=msg.Header(stamp=msg.stamp_now()), name=list(self.config.joints),
                                position=[float(obs[i]) for i in self._joint_pos],
                                velocity=[float(obs[i]) for i in self._joint_vel])

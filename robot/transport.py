@@ -21,6 +21,10 @@ LOOPBACK_CONFIG = """<?xml version="1.0" encoding="UTF-8" ?>
       <ParticipantIndex>auto</ParticipantIndex>
       <MaxAutoParticipantIndex>40</MaxAutoParticipantIndex>
     </Discovery>
+    <Internal>
+      <!-- Fast heartbeats: a writer waiting for acknowledgements (the robot at an episode start) gets them in ms. -->
+      <HeartbeatInterval min="1ms" minsched="2ms">5ms</HeartbeatInterval>
+    </Internal>
   </Domain>
 </CycloneDDS>
 """

@@ -124,7 +124,7 @@ def test_gated_explorer_chunks_run_the_actor_mean_unless_asked_to_sample(tiny_bc
 
 
 def test_safe_set_fallback_runs_the_baseline_latent_and_the_learner_stores_it(tiny_bc):
-    from steer.agent.latent_env import LatentNoiseEnv
+    from steer.agent.dsrl.latent_env import LatentNoiseEnv
 
     policy, _ = tiny_bc
     torch.set_num_threads(1)

@@ -3,8 +3,8 @@ import torch
 
 import steer.sim  # noqa: F401
 from steer.agent.dsrl import DSRLConfig, train_dsrl
-from steer.agent.dsrl_na import Buffer, prefill_from_demos
-from steer.agent.latent_actor import LatentActor
+from steer.agent.dsrl.latent_actor import LatentActor, LatentActorConfig
+from steer.agent.dsrl.na import ChunkReplay, GaussianLatentActor, prefill_from_demos
 from steer.agent.runlog import MemoryLog
 from steer.sim.demos import load_demos
 
@@ -12,7 +12,7 @@ from steer.sim.demos import load_demos
 def test_demo_prefill_sums_rewards_per_chunk(tiny_bc, tiny_demos):
     policy, _ = tiny_bc
     demos = load_demos(tiny_demos)
-    buf = Buffer(10_000, 10, 8)
+    buf = ChunkReplay(10_000, 10, 8)
     n = prefill_from_demos(buf, policy, demos, reward_offset=1.0)
     expected = sum(-(-len(a) // 4) for a in demos.actions)  # ceil(T / chunk) chunks per episode
     assert n == expected == buf.size
@@ -37,7 +37,26 @@ def test_na_trains_from_prefilled_demos_and_returns_a_bounded_actor(tiny_bc, tin
     assert q and qw and np.all(np.isfinite(q)) and np.all(np.isfinite(qw))
     actor = details["actor"]
     assert isinstance(actor, LatentActor)
-    w = actor(torch.randn(32, 10) * 5)
-    assert torch.all(w.abs() <= cfg.latent_noise_bound)
-    chunks = fn(np.zeros((3, 10), np.float32))
-    assert chunks.shape == (3, 4, 2)
+    # The returned chunk policy decodes the actor's latent for the normalized observation.
+    obs = np.random.default_rng(0).uniform(-0.2, 0.2, (3, 10)).astype(np.float32)
+    with torch.no_grad():
+        o = torch.from_numpy(obs)
+        expected = policy.sample(o, actor(policy.obs_norm.normalize(o)).reshape(3, 4, 2)).numpy()
+    np.testing.assert_allclose(fn(obs), expected, atol=1e-6)
+
+
+def test_gaussian_latent_actor_log_prob_is_the_tanh_squashed_normal():
+    from torch.distributions import Normal, TransformedDistribution
+    from torch.distributions.transforms import TanhTransform
+
+    torch.manual_seed(0)
+    actor = GaussianLatentActor(LatentActorConfig(6, 4, 16, 2, True, 1.5))
+    obs = torch.randn(256, 6)
+    w, logp = actor.sample(obs)
+    h = actor.latent_pi(obs)
+    dist = TransformedDistribution(Normal(actor.mu(h), actor.log_std(h).clamp(-20, 2).exp()), [TanhTransform()])
+    y = (w / 1.5).clamp(-1 + 1e-6, 1 - 1e-6)
+    ref = dist.log_prob(y).sum(-1)
+    keep = y.abs().amax(-1) < 0.99  # away from the edges, where the 1e-6 guard dominates
+    assert keep.sum() > 100
+    torch.testing.assert_close(logp[keep], ref[keep], atol=2e-3, rtol=1e-4)

@@ -115,3 +115,19 @@ def test_ppo_driving_policy_exports_with_bev_and_measurement_inputs(tmp_path):
     m = onnx.load(str(tmp_path / "drive.onnx"))
     assert [i.name for i in m.graph.input] == ["bev", "measurements"]
     assert m.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_exported_onnx_file_gets_the_users_umask_not_0600(runs, tmp_path, umask):
+    """A node running as another user (in the owner's group, say) must be able to read the file."""
+    import os
+    import stat
+
+    old = os.umask(umask)
+    try:
+        out = tmp_path / "p.onnx"
+        export_run(runs[1], out)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask
+    assert [p.name for p in tmp_path.iterdir()] == ["p.onnx"]  # no temporary file left behind

@@ -3,8 +3,8 @@ import numpy as np
 import torch
 
 import steer.sim  # noqa: F401
-from steer.agent.latent_actor import LatentActor, LatentActorConfig
-from steer.agent.latent_env import LatentNoiseEnv
+from steer.agent.dsrl.latent_actor import LatentActor, LatentActorConfig
+from steer.agent.dsrl.latent_env import LatentNoiseEnv
 
 
 def test_latent_action_space_and_clipping(tiny_bc):
@@ -33,8 +33,22 @@ def test_latent_step_executes_a_whole_chunk_and_sums_rewards(tiny_bc):
     np.testing.assert_allclose(env2.decode(obs_raw, np.zeros(8, np.float32)), info["executed_actions"], atol=1e-6)
 
 
-def test_latent_actor_output_is_bounded():
-    actor = LatentActor(LatentActorConfig(10, 8, 32, 2, True, 1.5))
-    w = actor(torch.randn(100, 10) * 1000)
-    assert w.shape == (100, 8)
-    assert torch.all(w.abs() <= 1.5)
+def test_latent_actor_reproduces_sb3_sacs_deterministic_action(tiny_bc):
+    # The exported latent actor is SB3's actor with its weights copied: both must give the same w.
+    from steer.agent.dsrl import DSRLConfig
+    from steer.agent.dsrl.sac import build_sac, latent_actor_from_sb3, make_latent_vec_env
+
+    policy, _ = tiny_bc
+    cfg = DSRLConfig(num_envs=1, latent_noise_bound=2.0, hidden_dim=32, num_layers=2, buffer_size=100)
+    model = build_sac(policy, make_latent_vec_env("steer/PlanarPush-v0", policy, cfg), cfg)
+    with torch.no_grad():  # move the weights off their initialization, so that tanh saturates somewhere
+        for p in model.actor.parameters():
+            p.add_(torch.randn_like(p))
+    actor = latent_actor_from_sb3(model, cfg, policy)
+    assert isinstance(actor, LatentActor) and actor.cfg == LatentActorConfig(10, 8, 32, 2, True, 2.0)
+    obs = np.random.default_rng(0).uniform(-1.2, 1.2, (64, 10)).astype(np.float32)
+    sb3_w, _ = model.predict(obs, deterministic=True)
+    with torch.no_grad():
+        ours = actor(torch.from_numpy(obs)).numpy()
+    np.testing.assert_allclose(ours, sb3_w, atol=1e-5)
+    assert np.abs(ours).max() > 1.5  # the bound 2 is applied, not 1 or the default 1.5

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from test_ppo_helpers import tiny_ppo_config
+from ppo_worlds import tiny_ppo_config
 
 from steer.ops.cli import main
 from steer.ops.drive_cmd import DriveEvalConfig, DriveTrainConfig, DriveTrainError, evaluate, train

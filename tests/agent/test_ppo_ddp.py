@@ -63,7 +63,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         # The whole trainer: one env per rank, one update, a checkpoint written by rank 0 only.
         from steer.agent.ppo import train_ppo
         from steer.agent.runlog import MemoryLog
-        from test_ppo_helpers import tiny_ppo_config
+        from ppo_worlds import tiny_ppo_config
 
         from steer.agent.ppo_config import LagrangianConfig
 

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 import torch
-from test_ppo_helpers import tiny_ppo_config
+from ppo_worlds import tiny_ppo_config
 
 from steer.agent.checkpoint import load_checkpoint
 from steer.agent.ppo import (CHECKPOINT, Batch, PPOConfigError, lagrangian_advantages, load_policy, ppo_update,

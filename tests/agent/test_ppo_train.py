@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_ppo_helpers import short_route_env, tiny_ppo_config
+from ppo_worlds import short_route_env, tiny_ppo_config
 
 from steer.agent.checkpoint import load_checkpoint
 from steer.agent.driving_score import evaluate_routes, heldout_env_config, route_summary
@@ -60,7 +60,7 @@ def test_short_training_raises_route_completion_above_the_untrained_policy(tmp_p
 _CHILD = """
 import sys, torch
 sys.path.insert(0, {tests!r})
-from test_ppo_helpers import tiny_ppo_config
+from ppo_worlds import tiny_ppo_config
 from steer.agent.ppo import train_ppo
 from steer.agent.runlog import MemoryLog
 train_ppo(tiny_ppo_config(total_timesteps=32 * 32 * 40), MemoryLog({ckpt!r}))

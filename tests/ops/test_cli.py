@@ -113,7 +113,7 @@ def test_killed_dsrl_run_resumes_to_the_same_step_count(tiny_bc, tmp_path):
     assert steps == sorted(steps), "metrics went back in time after the resume"
     episodes = [r["charts/episodes"] for r in records if "charts/episodes" in r]
     assert episodes == sorted(episodes)
-    from steer.agent.latent_actor import load_dsrl_policy
+    from steer.agent.dsrl import load_dsrl_policy
 
     actor, base, meta = load_dsrl_policy(tmp_path / "d" / "checkpoints")
     assert meta["env_steps"] == summary["env_steps"]

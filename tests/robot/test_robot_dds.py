@@ -85,3 +85,55 @@ def test_topic_names(topic, expected):
     from steer.robot.dds_transport import dds_topic_name
 
     assert dds_topic_name(topic) == expected
+
+
+_CONFIG_PROBE = """
+import json, os, stat, sys
+from steer.robot.dds_transport import DdsTransport, use_loopback_config
+uri = use_loopback_config()
+path = uri.removeprefix("file://")
+again = use_loopback_config()
+transport = DdsTransport(int(sys.argv[1]))  # Cyclone reads the file and accepts it
+print(json.dumps({"uri": uri, "again": again, "mode": stat.S_IMODE(os.stat(path).st_mode), "text": open(path).read()}))
+"""
+
+
+def test_loopback_config_is_a_private_temp_file_removed_at_exit(dds_env, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from steer.robot.transport import LOOPBACK_CONFIG
+
+    # What another user could plant at the old fixed path: a symlink to a file of ours.
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    (tmp_path / "steer-cyclonedds-loopback.xml").symlink_to(victim)
+    base = {k: v for k, v in os.environ.items() if k not in ("CYCLONEDDS_URI", "STEER_LOOPBACK_CYCLONEDDS_URI")}
+    base["TMPDIR"] = str(tmp_path)
+
+    def probe(**env):
+        out = subprocess.run([sys.executable, "-c", _CONFIG_PROBE, str(dds_env["domain"])], env=base | env,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return json.loads(out.stdout)
+
+    first, second = probe(), probe()
+    for r in (first, second):
+        path = Path(r["uri"].removeprefix("file://"))
+        assert path.parent == tmp_path and path.name.startswith("steer-cyclonedds-")
+        assert r["mode"] == 0o600 and r["text"] == LOOPBACK_CONFIG and r["again"] == r["uri"]
+        assert not path.exists(), "the config must be removed when its process exits"
+    assert first["uri"] != second["uri"]
+    assert victim.read_text() == "keep"
+    # A process that inherited the URI of a config whose creator already exited makes its own ...
+    gone = first["uri"]
+    orphan = probe(CYCLONEDDS_URI=gone, STEER_LOOPBACK_CYCLONEDDS_URI=gone)
+    assert orphan["uri"] != gone and orphan["mode"] == 0o600
+    # ... and a config the user chose is used as it is.
+    mine = tmp_path / "mine.xml"
+    mine.write_text(LOOPBACK_CONFIG)
+    assert probe(CYCLONEDDS_URI=f"file://{mine}")["uri"] == f"file://{mine}"
+    assert mine.exists()

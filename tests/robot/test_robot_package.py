@@ -130,19 +130,72 @@ def test_every_launch_file_is_checked_and_its_usage_line_parses(monkeypatch):
         assert {k: str(vars(cfg)[k]) for k in values} == values, launch_file
 
 
-@pytest.mark.slow
-def test_pip_still_builds_the_wheel_with_the_ament_files(tmp_path):
+def _copy_project(src: Path) -> Path:
+    """The files a build reads, copied to ``src`` (an in-tree build would leave build/ in the checkout)."""
     import shutil
 
-    # Build from a copy: an in-tree build would leave build/ in the checkout.
-    src = tmp_path / "src"
-    src.mkdir()
+    src.mkdir(parents=True)
     for name in ("pyproject.toml", "setup.py", "setup.cfg", "package.xml", "README.md"):
         if (ROOT / name).exists():
             shutil.copy(ROOT / name, src / name)
     for name in ("resource", "launch", "robot", "agent", "sim", "driving", "ops"):
         if (ROOT / name).is_dir():
             shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return src
+
+
+def _colcon() -> str | None:
+    """colcon from $STEER_COLCON, the environment `make test` creates, or PATH."""
+    import os
+    import shutil
+
+    for candidate in (os.environ.get("STEER_COLCON"), str(ROOT / ".venv-colcon" / "bin" / "colcon"),
+                      shutil.which("colcon")):
+        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def test_colcon_build_installs_launch_files_config_and_the_steer_entry_point(tmp_path):
+    import os
+
+    colcon = _colcon()
+    if colcon is None:
+        pytest.skip("colcon is not installed: `make test` installs it into .venv-colcon (pip install colcon-core "
+                    "colcon-ros colcon-python-setup-py catkin_pkg), or set STEER_COLCON")
+    workspace = tmp_path / "ws"
+    _copy_project(workspace / "src" / "steer")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    out = subprocess.run([colcon, "build", "--event-handlers", "console_direct+"], cwd=workspace, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+
+    install = workspace / "install" / "steer"
+    for name in ("policy.launch.py", "sim_robot.launch.py"):
+        assert (install / "share/steer/launch" / name).read_bytes() == (ROOT / "launch" / name).read_bytes()
+    assert (install / "share/steer/config/planar_push.yaml").read_bytes() == \
+        (ROOT / "robot/config/planar_push.yaml").read_bytes()
+    assert (install / "share/steer/package.xml").is_file()
+    assert (install / "share/ament_index/resource_index/packages/steer").is_file()
+    assert (workspace / "install" / "setup.sh").is_file()
+    # Where `ros2 run steer steer` and the launch files look for it (setup.cfg).
+    script = install / "lib" / "steer" / "steer"
+    assert os.access(script, os.X_OK)
+    (site,) = install.glob("lib/python3*/site-packages")
+    run_env = dict(env, PYTHONPATH=str(site))
+    # The entry point runs and imports steer from the workspace's install/, not from this checkout.
+    help_out = subprocess.run([sys.executable, str(script), "robot", "sim", "--help"], env=run_env, capture_output=True,
+                              text=True, timeout=120)
+    assert help_out.returncode == 0, help_out.stderr[-2000:]
+    assert "--domain-id" in help_out.stdout
+    where = subprocess.run([sys.executable, "-c", "import steer.robot.sim_robot as m; print(m.__file__)"],
+                           env=run_env, capture_output=True, text=True, timeout=120)
+    assert Path(where.stdout.strip()).is_relative_to(site), where.stdout + where.stderr
+
+
+@pytest.mark.slow
+def test_pip_still_builds_the_wheel_with_the_ament_files(tmp_path):
+    src = _copy_project(tmp_path / "src")
     out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                           "-w", str(tmp_path), str(src)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]

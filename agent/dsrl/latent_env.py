@@ -17,6 +17,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from steer.agent.bc import base_latents
 from steer.agent.diffusion import DiffusionPolicy
 
 SafeSet = Callable[[np.ndarray, np.ndarray], bool]
@@ -27,8 +28,9 @@ observation keeps the system inside its safe set."""
 class LatentNoiseEnv(gym.Wrapper):
     """Gymnasium wrapper whose action space is the latent noise of ``policy``.
 
-    With a ``safe_set``, a chunk that would leave the safe set is replaced by the baseline's chunk
-    (the frozen policy from w ~ N(0, I)); ``info["executed_w"]`` then holds the latent that ran.
+    With a ``safe_set``, a chunk that would leave the safe set is replaced by the BC baseline's chunk
+    (its noise from :func:`~steer.agent.bc.base_latents`); ``info["executed_w"]`` then holds the latent
+    that ran.
     """
 
     def __init__(self, env: gym.Env, policy: DiffusionPolicy, latent_noise_bound: float = 1.5,
@@ -71,9 +73,8 @@ class LatentNoiseEnv(gym.Wrapper):
         chunk = self.decode(self._raw_obs, w)
         fell_back = False
         if self.safe_set is not None and not self.safe_set(self._raw_obs, chunk):
-            # Outside the safe set: run the baseline's chunk instead (w ~ N(0, I), clipped to the bound).
-            w = np.clip(self._fallback_rng.standard_normal(w.shape), -self.latent_noise_bound,
-                        self.latent_noise_bound).astype(np.float32)
+            # Outside the safe set: run the BC baseline's chunk instead.
+            w = base_latents(self.policy, self._fallback_rng, 1)[0]
             chunk = self.decode(self._raw_obs, w)
             self.fallbacks += 1
             fell_back = True

@@ -7,7 +7,7 @@ therefore learns
 * Q_A(s, a) on executed, normalized action chunks with a SAC-style TD target whose
   next action is the base policy decoded from the actor's next noise, and
 * Q_W(s, w) = Q_A(s, π_dp(s, w)) by regression (``na_distill_steps`` steps per update,
-  on noises drawn from the actor and from N(0, I)),
+  on noises drawn from the actor and from the BC baseline's N(0, I) clipped to ±b),
 
 and the latent actor maximizes Q_W with an entropy bonus. Because Q_A never needs w,
 the replay buffer can be prefilled with demonstration chunks.
@@ -19,20 +19,23 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from steer.agent.bc import base_latents
 from steer.agent.checkpoint import load_checkpoint, save_checkpoint
 from steer.agent.diffusion import DiffusionPolicy
-from steer.agent.latent_actor import LatentActor, LatentActorConfig, mlp
-from steer.agent.latent_env import LatentNoiseEnv
+from steer.agent.dsrl.core import DSRLConfig, EnvWrapper, Progress, make_chunk_gate, make_task_env
+from steer.agent.dsrl.latent_actor import LatentActor, LatentActorConfig, mlp
+from steer.agent.dsrl.latent_env import LatentNoiseEnv, SafeSet
 from steer.agent.runlog import RunLog
 
 
 class QNet(nn.Module):
+    """Q(s, x) as an MLP over [obs, x] (x: an action chunk for Q_A, a scaled latent for Q_W)."""
+
     def __init__(self, in_dim: int, hidden: int, layers: int, layer_norm: bool):
         super().__init__()
         self.body = mlp(in_dim, hidden, layers, layer_norm)
@@ -43,6 +46,8 @@ class QNet(nn.Module):
 
 
 class TwinQ(nn.Module):
+    """Two Q networks; :meth:`min` is the clipped double-Q estimate."""
+
     def __init__(self, in_dim: int, hidden: int, layers: int, layer_norm: bool):
         super().__init__()
         self.q1, self.q2 = QNet(in_dim, hidden, layers, layer_norm), QNet(in_dim, hidden, layers, layer_norm)
@@ -74,13 +79,14 @@ class GaussianLatentActor(LatentActor):
         return y * self.cfg.latent_noise_bound, logp
 
 
-class Buffer:
-    """Replay of latent transitions with the executed (normalized, padded) action chunk."""
+class ChunkReplay:
+    """Replay of executed chunks: normalized obs, the executed (normalized, padded) action chunk, reward, next
+    obs. No latent: Q_A learns on executed actions, so demonstrations fit in as well."""
 
-    def __init__(self, capacity: int, obs_dim: int, noise_dim: int):
+    def __init__(self, capacity: int, obs_dim: int, chunk_dim: int):
         self.capacity, self.size, self.pos = capacity, 0, 0
         self.data = {"obs": np.zeros((capacity, obs_dim), np.float32), "next_obs": np.zeros((capacity, obs_dim), np.float32),
-                     "w": np.zeros((capacity, noise_dim), np.float32), "act": np.zeros((capacity, noise_dim), np.float32),
+                     "act": np.zeros((capacity, chunk_dim), np.float32),
                      "rew": np.zeros(capacity, np.float32), "done": np.zeros(capacity, np.float32)}
 
     def add(self, **row: np.ndarray) -> None:
@@ -100,7 +106,7 @@ def _pad_chunk(executed: np.ndarray, chunk_len: int) -> np.ndarray:
     return executed
 
 
-def prefill_from_demos(buffer: Buffer, policy: DiffusionPolicy, demos, reward_offset: float) -> int:
+def prefill_from_demos(buffer: ChunkReplay, policy: DiffusionPolicy, demos, reward_offset: float) -> int:
     """Add demonstration chunks (every chunk_len steps) as executed-action transitions; returns how many."""
     h = policy.cfg.chunk_len
     n = 0
@@ -115,19 +121,16 @@ def prefill_from_demos(buffer: Buffer, policy: DiffusionPolicy, demos, reward_of
                 r = float(success and end == t_len) - reward_offset * steps
                 buffer.add(obs=policy.obs_norm.normalize(torch.from_numpy(obs[t])).numpy(),
                            next_obs=policy.obs_norm.normalize(torch.from_numpy(obs[end])).numpy(),
-                           w=np.zeros(policy.cfg.noise_dim, np.float32),
                            act=policy.act_norm.normalize(torch.from_numpy(chunk)).numpy().ravel(),
                            rew=r, done=float(success and end == t_len))
                 n += 1
     return n
 
 
-def train_na(policy: DiffusionPolicy, env_id: str, cfg, run: RunLog, resume: bool, progress: bool,
-             progress_cls, env_wrapper=None, safe_set=None) -> tuple[LatentActor, dict[str, Any]]:
+def train_na(policy: DiffusionPolicy, env_id: str, cfg: DSRLConfig, run: RunLog, resume: bool, progress: bool,
+             env_wrapper: EnvWrapper | None = None, safe_set: SafeSet | None = None
+             ) -> tuple[LatentActor, dict[str, Any]]:
     """Train DSRL-NA; returns the deterministic latent actor and details (``progress``, ``gate``)."""
-    from steer.agent.conservative import GatedEnvs
-    from steer.agent.dsrl import TRAIN_SEED_BASE, episode_value, make_task_env
-
     pc = policy.cfg
     acfg = LatentActorConfig(pc.obs_dim, pc.noise_dim, cfg.hidden_dim, cfg.num_layers, cfg.layer_norm,
                              cfg.latent_noise_bound)
@@ -138,7 +141,7 @@ def train_na(policy: DiffusionPolicy, env_id: str, cfg, run: RunLog, resume: boo
     log_alpha = torch.zeros(1, requires_grad=True)
     opt = {"actor": torch.optim.Adam(actor.parameters(), lr=cfg.lr), "q_a": torch.optim.Adam(q_a.parameters(), lr=cfg.lr),
            "q_w": torch.optim.Adam(q_w.parameters(), lr=cfg.lr), "alpha": torch.optim.Adam([log_alpha], lr=cfg.lr)}
-    buf = Buffer(cfg.buffer_size, pc.obs_dim, pc.noise_dim)
+    buf = ChunkReplay(cfg.buffer_size, pc.obs_dim, pc.noise_dim)
     rng = np.random.default_rng(cfg.seed)
     b = cfg.latent_noise_bound
     ckpt_dir = Path(run.checkpoint_dir)
@@ -151,7 +154,7 @@ def train_na(policy: DiffusionPolicy, env_id: str, cfg, run: RunLog, resume: boo
             o.load_state_dict(state[f"opt_{name}"])
         with torch.no_grad():
             log_alpha.copy_(state["log_alpha"])
-        for k in buf.data:
+        for k in buf.data:  # checkpoints of older versions also hold an unused "w" column
             buf.data[k][...] = state["buffer"][k]
         buf.size, buf.pos = int(meta["buffer_size"]), int(meta["buffer_pos"])
         rng.bit_generator.state = meta["rng"]
@@ -163,20 +166,16 @@ def train_na(policy: DiffusionPolicy, env_id: str, cfg, run: RunLog, resume: boo
 
         n = prefill_from_demos(buf, policy, load_demos(Path(cfg.na_prefill_demos)), cfg.reward_offset)
         run.log(0, {"charts/prefilled_transitions": n})
-    prog = progress_cls(cfg, run, policy, env_id, progress, meta.get("env_steps", 0), meta.get("episodes", 0),
-                        meta.get("curve"), meta.get("fallbacks", 0), meta.get("chunks", 0))
+    prog = Progress(cfg, run, policy, env_id, progress, meta)
     envs = [LatentNoiseEnv(make_task_env(env_id, env_wrapper), policy, b, cfg.reward_offset, safe_set,
-                           fallback_seed=cfg.seed * 1_000 + i) for i in range(cfg.num_envs)]
-    seed0 = TRAIN_SEED_BASE + cfg.seed * 100_000 + prog.episodes
+                           fallback_seed=cfg.fallback_seed(i)) for i in range(cfg.num_envs)]
+    seed0 = cfg.train_seed(prog.episodes)
     obs = np.stack([e.reset(seed=seed0 + i)[0] for i, e in enumerate(envs)])
     next_seed = seed0 + len(envs)
     ep_ret = np.zeros(len(envs))
-    warmup_latent = max(1, cfg.warmup_env_steps // pc.chunk_len)
+    warmup_latent = cfg.warmup_latent_steps(pc.chunk_len)
     latent_steps = int(meta.get("latent_steps", 0))
-    gated = GatedEnvs(cfg.conservative, len(envs)) if cfg.conservative.enabled else None
-    if gated is not None and "conservative" in meta:
-        gated.load_state(meta["conservative"])
-    task_ret = np.zeros(len(envs))
+    gate = make_chunk_gate(cfg, policy, meta)
     updates = 0
 
     def update() -> dict[str, float]:
@@ -192,12 +191,12 @@ def train_na(policy: DiffusionPolicy, env_id: str, cfg, run: RunLog, resume: boo
         opt["q_a"].zero_grad()
         loss_q.backward()
         opt["q_a"].step()
-        # Distill Q_W from Q_A on noises from the actor and from the base policy's N(0, I).
+        # Distill Q_W from Q_A on noises from the actor and from the BC baseline.
         k = cfg.na_distill_steps
         with torch.no_grad():
             o_rep = batch["obs"].repeat(k, 1)
             w_actor, _ = actor.sample(o_rep)
-            w_base = torch.randn_like(w_actor).clamp(-b, b)
+            w_base = torch.from_numpy(base_latents(policy, rng, len(o_rep)))
             w_d = torch.where(torch.rand(len(o_rep), 1) < 0.5, w_actor, w_base)
             a_d = policy.sample_normalized(o_rep, w_d.view(-1, pc.chunk_len, pc.action_dim)).flatten(1)
             q_d = q_a.min(o_rep, a_d)
@@ -228,38 +227,24 @@ def train_na(policy: DiffusionPolicy, env_id: str, cfg, run: RunLog, resume: boo
         return LatentActor.forward(actor, o)
 
     while prog.env_steps < cfg.env_steps:
+        warm = latent_steps < warmup_latent
         with torch.no_grad():
-            if latent_steps < warmup_latent:
-                w = np.clip(rng.standard_normal((len(envs), pc.noise_dim)), -b, b).astype(np.float32)
+            if warm:
+                w = base_latents(policy, rng, len(envs))
             else:
                 w = actor.sample(torch.from_numpy(obs))[0].numpy()
-                if gated is not None:
-                    # The conservative gate: chunks it assigns to the baseline run the base policy (w ~ N(0, I));
-                    # with ``explorer_deterministic`` the explorer's chunks run the actor's mean.
-                    explore = gated.explorer_mask()
-                    base = ~explore
-                    if gated.cfg.variant != "monitor" and gated.cfg.explorer_deterministic and explore.any():
-                        w[explore] = actor_mean(torch.from_numpy(obs)).numpy()[explore]
-                    if base.any():
-                        w[base] = np.clip(rng.standard_normal((int(base.sum()), pc.noise_dim)), -b, b)
-        infos, dones, rets = [], np.zeros(len(envs), bool), []
+                if gate is not None:
+                    w = gate.latents(w, lambda: actor_mean(torch.from_numpy(obs)).numpy(), rng)
+        infos, dones, rets, rewards = [], np.zeros(len(envs), bool), [], np.zeros(len(envs))
         for i, env in enumerate(envs):
             nobs, r, term, trunc, info = env.step(w[i])
             act_norm = policy.act_norm.normalize(torch.from_numpy(_pad_chunk(info["executed_actions"], pc.chunk_len)))
-            ran = info.get("executed_w", w[i])  # a safe-set fallback ran the baseline's latent
-            buf.add(obs=obs[i], next_obs=nobs, w=np.asarray(ran) / b, act=act_norm.numpy().ravel(), rew=r, done=float(term))
+            buf.add(obs=obs[i], next_obs=nobs, act=act_norm.numpy().ravel(), rew=r, done=float(term))
             ep_ret[i] += r
+            rewards[i] = r
             infos.append(info)
             dones[i] = term or trunc
             rets.append(float(ep_ret[i]) if dones[i] else None)
-            if gated is not None:
-                gated.on_chunk(i, info)
-                task_ret[i] += r + cfg.reward_offset * info["chunk_steps"]
-                if dones[i]:
-                    gated.on_episode_end(i, episode_value(cfg.conservative, float(task_ret[i]), info),
-                                         prog.env_steps + sum(x["chunk_steps"] for x in infos),
-                                         latent_steps < warmup_latent, run)
-                    task_ret[i] = 0.0
             if dones[i]:
                 ep_ret[i] = 0.0
                 nobs, _ = env.reset(seed=next_seed)
@@ -267,6 +252,8 @@ def train_na(policy: DiffusionPolicy, env_id: str, cfg, run: RunLog, resume: boo
             obs[i] = nobs
         latent_steps += len(envs)
         prog.on_transition(infos, dones, rets)
+        if gate is not None:
+            gate.record(rewards, dones, infos, prog.env_steps, warm, run)
         if latent_steps >= warmup_latent and buf.size >= cfg.batch_size:
             for _ in range(cfg.na_utd * len(envs)):
                 losses = update()
@@ -282,11 +269,11 @@ def train_na(policy: DiffusionPolicy, env_id: str, cfg, run: RunLog, resume: boo
                              "buffer": buf.data, "torch_rng": torch.get_rng_state()},
                             {**prog.state(), "latent_steps": latent_steps, "buffer_size": buf.size,
                              "buffer_pos": buf.pos, "rng": rng.bit_generator.state, "config": asdict(cfg),
-                             **({"conservative": gated.state()} if gated is not None else {})})
+                             **({"conservative": gate.state()} if gate is not None else {})})
     prog.bar.close()
     for e in envs:
         e.close()
     det = LatentActor(acfg)
     det.load_state_dict({k: v for k, v in actor.state_dict().items() if not k.startswith("log_std")})
     det.eval()
-    return det, {"progress": prog, "gate": gated}
+    return det, {"progress": prog, "gate": gate.gated if gate is not None else None}

@@ -1,0 +1,259 @@
+"""What DSRL-SAC and DSRL-NA share: config, seeds, progress, the baseline's latents and the gated chunk step.
+
+Neither algorithm module imports the other; both import this one. The BC baseline's noise
+comes from :func:`steer.agent.bc.base_latents` (w ~ N(0, I) clipped to the policy's
+``latent_noise_bound``, decided in :mod:`steer.robot.spec`): the warm-up, the gate's
+baseline chunks and the safe-set fallback all draw through it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from steer.agent.bc import base_latents
+from steer.agent.conservative import ConservativeConfig, GatedEnvs
+from steer.agent.diffusion import DiffusionPolicy
+from steer.agent.evaluate import EVAL_SEED_BASE, evaluate_chunked
+from steer.agent.runlog import RunLog
+
+# Training episodes use seeds from here up; evaluation curves use their own range.
+TRAIN_SEED_BASE = 10_000
+CURVE_SEED_BASE = EVAL_SEED_BASE + 500_000
+
+
+class DSRLConfigError(ValueError):
+    """DSRL settings that do not fit the policy they steer."""
+
+    user_facing = True
+
+
+@dataclass(frozen=True)
+class DSRLConfig:
+    """DSRL hyperparameters. Defaults are sized for 2 CPU cores; the paper's GPU settings are noted per field."""
+
+    algorithm: Literal["sac", "na"] = "sac"
+    """``sac`` (DSRL-SAC) or ``na`` (DSRL-NA, noise-aliased)."""
+    latent_noise_bound: float = 1.5
+    """b: the learner's latent noise is bounded to [-b, b] (paper: 1.0-2.5, default 1.5); at least the BC
+    policy's own bound, so that the baseline's noise is an action the learner could take."""
+    env_steps: int = 24_000
+    """Budget of task env steps (each latent step executes one chunk)."""
+    reward_offset: float = 1.0
+    """Subtracted from every task reward (official Robomimic setting: 1, i.e. -1 per step until success)."""
+    warmup_env_steps: int = 1_000
+    """Env steps of base-policy rollouts (the BC baseline's noise) before learning starts."""
+    utd: int = 8
+    """Gradient updates per latent step (paper: 20 on a GPU; 4 here learned clearly slower)."""
+    batch_size: int = 256
+    """Minibatch size."""
+    lr: float = 3e-4
+    """Adam learning rate of actor, critics and entropy coefficient."""
+    tau: float = 0.005
+    """Polyak factor of the target critics."""
+    gamma: float = 0.99
+    """Discount per latent step."""
+    hidden_dim: int = 128
+    """Width of actor and critic MLPs (paper: 256 on Robomimic, 128 on Gym tasks)."""
+    num_layers: int = 3
+    """Hidden layers of actor and critic MLPs."""
+    layer_norm: bool = True
+    """Layer norm after every hidden linear layer."""
+    target_entropy: float = 0.0
+    """Target of automatic entropy tuning (official default 0)."""
+    num_envs: int = 4
+    """Task envs stepped together."""
+    buffer_size: int = 100_000
+    """Replay capacity in latent steps."""
+    na_utd: int = 4
+    """DSRL-NA: gradient updates per latent step (each decodes the diffusion policy, so they cost more than
+    SAC's; UTD 4 with 4 distillation steps reached 0.94 in 10k env steps, UTD 1 with 1 never learned)."""
+    na_distill_steps: int = 4
+    """DSRL-NA: regression steps of Q_W onto Q_A per update (official: 10 on a GPU)."""
+    na_prefill_demos: str = ""
+    """DSRL-NA: a dataset folder whose demonstration chunks prefill the replay buffer ('' for none)."""
+    eval_every: int = 2_000
+    """Env steps between evaluations of the deterministic latent actor (learning curve)."""
+    eval_episodes: int = 50
+    """Episodes per learning-curve evaluation."""
+    checkpoint_every: int = 2_000
+    """Env steps between resumable checkpoints."""
+    seed: int = 0
+    """Seed of networks, warm-up noise and training episodes."""
+    conservative: ConservativeConfig = ConservativeConfig()
+    """Conservative exploration gate (issue 6): episodes or chunks fall back to the BC baseline so that
+    training episodes stay near or above its value; off by default."""
+
+    def check_policy(self, policy: DiffusionPolicy) -> None:
+        """Refuse (one sentence) a bound that would put the baseline's noise outside the learner's box."""
+        base = policy.cfg.latent_noise_bound
+        if self.latent_noise_bound < base:
+            raise DSRLConfigError(
+                f"DSRL's latent_noise_bound {self.latent_noise_bound:g} is below the BC policy's {base:g}, so the "
+                f"baseline's noise would leave the learner's box; use --dsrl.latent-noise-bound {base:g} or more.")
+
+    def warmup_latent_steps(self, chunk_len: int) -> int:
+        """Latent steps of warm-up (one latent step executes about ``chunk_len`` env steps)."""
+        return max(1, self.warmup_env_steps // chunk_len)
+
+    def train_seed(self, episodes_done: int) -> int:
+        """Seed of the first training episode after ``episodes_done`` episodes."""
+        return TRAIN_SEED_BASE + self.seed * 100_000 + episodes_done
+
+    def fallback_seed(self, env_index: int) -> int:
+        """Seed of the safe-set fallback noise of training env ``env_index``."""
+        return self.seed * 1_000 + env_index
+
+
+class LatentPolicyFn:
+    """Deterministic latent actor as a chunk policy: obs [B, obs_dim] → chunks [B, H, A]."""
+
+    def __init__(self, policy: DiffusionPolicy, actor_mean: Callable[[torch.Tensor], torch.Tensor]):
+        self.policy, self.actor_mean = policy, actor_mean
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            o = torch.as_tensor(obs, dtype=torch.float32)
+            on = self.policy.obs_norm.normalize(o)
+            w = self.actor_mean(on).reshape(o.shape[0], self.policy.cfg.chunk_len, self.policy.cfg.action_dim)
+            return self.policy.sample(o, w).numpy()
+
+
+EnvWrapper = Callable[[gym.Env], gym.Env]
+
+
+def make_task_env(env_id: str, env_wrapper: EnvWrapper | None = None) -> gym.Env:
+    """The task env, wrapped (e.g. by a safety shield) when a wrapper is given."""
+    env = gym.make(env_id)
+    return env_wrapper(env) if env_wrapper is not None else env
+
+
+def episode_value(cfg: ConservativeConfig, task_return: float, info: dict) -> float:
+    """What the gate scores an episode by: success (Clopper–Pearson) or the task return (Hoeffding)."""
+    return float(bool(info.get("is_success", False))) if cfg.bound == "clopper_pearson" else task_return
+
+
+class ChunkGate:
+    """The conservative gate at chunk level, the same for both algorithms.
+
+    :meth:`latents` decides what runs for every env's next chunk (the learner's latent, its mean, or
+    the BC baseline's noise); :meth:`record` accounts the executed chunks and finished episodes.
+    ``gated`` is the :class:`GatedEnvs` with the per-episode records.
+    """
+
+    def __init__(self, cfg: DSRLConfig, policy: DiffusionPolicy, saved: dict | None = None):
+        self.cfg, self.policy = cfg, policy
+        self.gated = GatedEnvs(cfg.conservative, cfg.num_envs)
+        if saved is not None:
+            self.gated.load_state(saved)
+        self._task_return = np.zeros(cfg.num_envs)
+
+    def latents(self, sampled: np.ndarray, mean: Callable[[], np.ndarray], rng: np.random.Generator) -> np.ndarray:
+        """The latents [num_envs, noise_dim] to run: ``sampled`` (the learner's draw) where the explorer runs
+        (``mean()``, its deterministic action, with ``explorer_deterministic``), the baseline's noise elsewhere."""
+        explore = self.gated.explorer_mask()
+        base = ~explore
+        w = np.array(sampled, dtype=np.float32)
+        ccfg = self.gated.cfg
+        if ccfg.variant != "monitor" and ccfg.explorer_deterministic and explore.any():
+            w[explore] = mean()[explore]
+        if base.any():
+            w[base] = base_latents(self.policy, rng, int(base.sum()))
+        return w
+
+    def record(self, rewards: np.ndarray, dones: np.ndarray, infos: list[dict], env_steps: int, warmup: bool,
+               run: RunLog) -> None:
+        """Account one vector step (``env_steps``: the count after it) and end the finished episodes."""
+        for i, info in enumerate(infos):
+            self.gated.on_chunk(i, info)
+            # The gate scores the task's return: undo the learner's reward offset.
+            self._task_return[i] += rewards[i] + self.cfg.reward_offset * info.get("chunk_steps", 0)
+            if dones[i]:
+                value = episode_value(self.gated.cfg, float(self._task_return[i]), info)
+                self.gated.on_episode_end(i, value, env_steps, warmup, run)
+                self._task_return[i] = 0.0
+
+    def state(self) -> dict:
+        """JSON-able state for checkpoints."""
+        return self.gated.state()
+
+
+def make_chunk_gate(cfg: DSRLConfig, policy: DiffusionPolicy, meta: dict) -> ChunkGate | None:
+    """The gate of a run (restored from a checkpoint's ``meta``), or None when it is off."""
+    if not cfg.conservative.enabled:
+        return None
+    return ChunkGate(cfg, policy, meta.get("conservative"))
+
+
+class Progress:
+    """Shared bookkeeping of both algorithms: env-step budget, episodes, evaluation, metrics."""
+
+    def __init__(self, cfg: DSRLConfig, run: RunLog, policy: DiffusionPolicy, env_id: str, progress: bool,
+                 meta: dict | None = None):
+        meta = meta or {}
+        self.cfg, self.run, self.policy, self.env_id = cfg, run, policy, env_id
+        env_steps = int(meta.get("env_steps", 0))
+        self.env_steps, self.episodes = env_steps, int(meta.get("episodes", 0))
+        # Safe-set fallbacks among executed chunks.
+        self.fallbacks, self.chunks = int(meta.get("fallbacks", 0)), int(meta.get("chunks", 0))
+        self.curve: list[list[float]] = meta.get("curve") or []
+        self.recent_success: deque[float] = deque(maxlen=20)
+        self.recent_return: deque[float] = deque(maxlen=20)
+        self.next_eval = (env_steps // cfg.eval_every + 1) * cfg.eval_every if self.curve else 0
+        self.next_ckpt = (env_steps // cfg.checkpoint_every + 1) * cfg.checkpoint_every
+        self.t0, self.steps0 = time.time(), env_steps
+        self.bar = tqdm(total=cfg.env_steps, initial=env_steps, desc=f"dsrl-{cfg.algorithm}", unit="env-step",
+                        disable=not progress)
+
+    def on_transition(self, infos: list[dict], dones: np.ndarray, ep_returns: list[float | None]) -> None:
+        n = int(sum(i.get("chunk_steps", 0) for i in infos))
+        self.env_steps += n
+        self.bar.update(n)
+        self.chunks += len(infos)
+        self.fallbacks += sum(bool(i.get("latent_fallback", False)) for i in infos)
+        for info, done, ret in zip(infos, dones, ep_returns):
+            if done:
+                self.episodes += 1
+                self.recent_success.append(float(info.get("is_success", False)))
+                if ret is not None:
+                    self.recent_return.append(ret)
+        if any(dones) and self.recent_success:
+            m = {"charts/success_rate": float(np.mean(self.recent_success)), "charts/episodes": self.episodes,
+                 "charts/SPS": (self.env_steps - self.steps0) / max(time.time() - self.t0, 1e-9)}
+            if self.recent_return:
+                m["charts/episodic_return"] = float(np.mean(self.recent_return))
+            if any("latent_fallback" in i for i in infos):
+                m["safety/fallbacks"] = self.fallbacks
+                m["safety/fallback_frac"] = self.fallbacks / max(self.chunks, 1)
+            self.run.log(self.env_steps, m)
+            self.bar.set_postfix(success=f"{m['charts/success_rate']:.2f}")
+
+    def maybe_eval(self, actor_mean: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        if self.env_steps < self.next_eval:
+            return
+        res = evaluate_chunked(self.env_id, LatentPolicyFn(self.policy, actor_mean), self.cfg.eval_episodes,
+                               seed=CURVE_SEED_BASE)
+        self.curve.append([self.env_steps, res.success_rate, res.return_mean])
+        self.run.log(self.env_steps, {"eval/success_rate": res.success_rate, "eval/return_mean": res.return_mean})
+        self.next_eval = (self.env_steps // self.cfg.eval_every + 1) * self.cfg.eval_every
+
+    def due_checkpoint(self) -> bool:
+        if self.env_steps >= self.next_ckpt or self.env_steps >= self.cfg.env_steps:
+            self.next_ckpt = (self.env_steps // self.cfg.checkpoint_every + 1) * self.cfg.checkpoint_every
+            return True
+        return False
+
+    def state(self) -> dict:
+        return {"env_steps": self.env_steps, "episodes": self.episodes, "curve": self.curve,
+                "fallbacks": self.fallbacks, "chunks": self.chunks}
+
+
+__all__ = ["CURVE_SEED_BASE", "TRAIN_SEED_BASE", "ChunkGate", "DSRLConfig", "DSRLConfigError", "EnvWrapper",
+           "LatentPolicyFn", "Progress", "episode_value", "make_chunk_gate", "make_task_env"]
