@@ -423,6 +423,7 @@ def test_a_flood_of_forged_commands_neither_stalls_the_loop_nor_delays_the_estop
     node.spin_once()
     spun_ms = (time.perf_counter() - start) * 1e3
     assert transport.sent[CMD][-1].data == [0.0, 0.0] and node.shield.mode.value == "estopped"
-    assert node.stats.operator_refusals == 2000 and spun_ms < 25.0, spun_ms
+    # Unbounded, the 2000 checks took 1.3 s on an idle machine; bounded, a few ms (200 for a loaded one).
+    assert node.stats.operator_refusals == 2000 and spun_ms < 200.0, spun_ms
     assert len(capsys.readouterr().err.splitlines()) == 1  # one report, not two thousand
     assert MAX_OPERATOR_COMMANDS_PER_SPIN < 20
