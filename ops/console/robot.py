@@ -26,9 +26,6 @@ from steer.robot.config import RobotConfig
 from steer.ops.console import ConsoleError
 from steer.robot.spec import SafetyState, WireError
 
-OPERATOR_COMMAND_TOPIC = "operator_command"
-"""Relative topic of signed operator commands when the robot config names none."""
-
 NO_KEY = "no operator key: cannot release, arm or promote (steer keys init)"
 """What the console says when asked to release, arm or promote without a readable key."""
 
@@ -82,7 +79,7 @@ class RobotView:
     """sha256 of that policy as the node reports it (signed release and arm name it)."""
     promote_error: str = ""
     armed: bool | None = None
-    """Whether a signed arm lets the policy move the robot (None: the node does not say)."""
+    """Whether a signed arm lets the policy move the robot (None: no safety state yet)."""
     operator_refusals: int = 0
     """Operator commands the node refused."""
     last_refusal: str = ""
@@ -145,7 +142,7 @@ class RobotLink:
     @property
     def operator_topic(self) -> str:
         """Topic of the signed operator commands."""
-        return self.config.topic(getattr(self.config, "operator_command_topic", OPERATOR_COMMAND_TOPIC))
+        return self.config.topic(self.config.operator_command_topic)
 
     @property
     def topics(self) -> dict[str, str]:
@@ -234,10 +231,7 @@ class RobotLink:
             v.policy = state.policy or v.policy
             v.policy_sha256 = state.policy_sha256 or v.policy_sha256
             v.promote_error = state.promote_error
-            # Reported by nodes that take signed commands; older nodes leave these unset.
-            v.armed = getattr(state, "armed", None)
-            v.operator_refusals = getattr(state, "operator_refusals", 0)
-            v.last_refusal = getattr(state, "last_refusal", "")
+            v.armed, v.operator_refusals, v.last_refusal = state.armed, state.operator_refusals, state.last_refusal
         now = time.monotonic_ns() if now_ns is None else now_ns
         v.joint_age_s = None if self._joint_ns is None else (now - self._joint_ns) / 1e9
         v.command_age_s = None if self._command_ns is None else (now - self._command_ns) / 1e9

@@ -4,11 +4,8 @@ The robot and the node are child processes (``python -m steer.robot.processes``)
 domain and namespace of this test alone; the console runs headless in the test process,
 and a separate DDS participant here records every command the node sends and every operator
 command the console signs (checked with the robot's own :class:`~steer.robot.keys.CommandVerifier`).
-
-Until the node takes signed commands (``RobotConfig.operator_command_topic``), the node is today's:
-it starts running and leaves the e-stop on the unsigned ``estop_reset``, which the test publishes
-itself after checking the console's signed release and arm on the wire (``_resume``). Once the node
-takes signed commands, the node is given the test's key and the console's own release and arm resume it.
+The node trusts the test operator's key; the fixture arms it, the console's release and arm resume it
+after each e-stop.
 """
 
 import asyncio
@@ -25,17 +22,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "robot"))
 
-from robot_helpers import make_policy  # noqa: E402
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
-
-from steer.robot.config import RobotConfig  # noqa: E402
+from robot_helpers import arm_over_dds, make_policy, operator_key, trusting_keys  # noqa: E402
 
 pytestmark = pytest.mark.slow
 ESTOP_BUDGET_S = 0.050
-OPERATOR_KEY = Ed25519PrivateKey.generate()
-SIGNED_NODE = hasattr(RobotConfig, "operator_command_topic")
-"""True once the node takes signed operator commands (then it needs the console's arm to move)."""
 # Domains 220-229: the robot tests use 10-99, closed-loop evaluation 120-219, benchmarks 230.
 _DOMAINS = {"gw0": (220, 4), "gw1": (224, 4)}
 _counter = itertools.count()
@@ -61,12 +51,8 @@ def sim_and_node(robot_dds, tmp_path, request):
     """A simulated PlanarPush robot driven by a policy that moves the pusher along +y at 4 cm/s
     (or at the speed given by indirect parametrization: a slower pusher takes longer to reach its limit)."""
     policy = make_policy(tmp_path / "drive.onnx", bias=[0.0, getattr(request, "param", 0.04)])
-    from steer.robot.keys import public_key_hex
-
-    robot = {"namespace": robot_dds["namespace"]}
-    if SIGNED_NODE:
-        robot["trusted_operator_keys"] = [public_key_hex(OPERATOR_KEY.public_key())]
-    common = {"domain_id": robot_dds["domain"], "robot": robot, "rt_priority": 10, "status_every_s": 2.0}
+    common = {"domain_id": robot_dds["domain"], "rt_priority": 10, "status_every_s": 2.0,
+              "robot": {"namespace": robot_dds["namespace"], "trusted_operator_keys": trusting_keys()}}
     procs: list[subprocess.Popen] = []
     logs: dict[str, Path] = {}
     state = dict(robot_dds, policy=policy)
@@ -80,6 +66,14 @@ def sim_and_node(robot_dds, tmp_path, request):
             procs.append(subprocess.Popen([sys.executable, "-m", "steer.robot.processes", which,
                                            json.dumps(common | kwargs)], env=robot_dds["env"],
                                           stdout=open(logs[which], "w"), stderr=subprocess.STDOUT))
+            if which == "node":  # the node starts unarmed: the operator arms it before the robot runs
+                from steer.robot.dds_transport import DdsTransport
+
+                transport = DdsTransport(robot_dds["domain"])
+                try:
+                    arm_over_dds(transport, policy, namespace=robot_dds["namespace"])
+                finally:
+                    transport.close()
         state.update(node=procs[0], sim=procs[1])
 
     def stop() -> None:
@@ -113,7 +107,7 @@ class CommandRecorder:
     """Records (receive time, command) of every command on its own DDS participant and thread,
     and, given ``config``, every operator command the console publishes (``operator_log``)."""
 
-    def __init__(self, domain: int, topic: str, config: RobotConfig | None = None):
+    def __init__(self, domain: int, topic: str, config=None):
         from steer.robot import messages as m
         from steer.robot.dds_transport import DdsTransport
 
@@ -121,12 +115,10 @@ class CommandRecorder:
         self.sub = self.transport.subscription(topic, m.Float64MultiArray)
         self.log: list[tuple[int, list[float]]] = []
         self.operator_log: list = []
-        self.operator_sub = self.legacy_reset = None
+        self.operator_sub = None
         if config is not None:
-            operator_topic = config.topic(getattr(config, "operator_command_topic", "operator_command"))
-            self.operator_sub = self.transport.subscription(operator_topic, m.DiagnosticStatus)
-            if not SIGNED_NODE:  # today's node leaves the e-stop on an unsigned reset
-                self.legacy_reset = self.transport.publisher(config.topic(config.estop_reset_topic), m.Bool)
+            self.operator_sub = self.transport.subscription(config.topic(config.operator_command_topic),
+                                                            m.DiagnosticStatus)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -161,21 +153,13 @@ def _verified(messages, command: str, policy_sha256: str, namespace: str):
     from steer.robot.keys import CommandVerifier, public_key_hex
     from steer.robot.spec import OperatorCommand
 
-    verifier = CommandVerifier([public_key_hex(OPERATOR_KEY.public_key())], namespace=namespace)
+    verifier = CommandVerifier([public_key_hex(operator_key().public_key())], namespace=namespace)
     return [verifier.verify(OperatorCommand.from_message(m), command, policy_sha256) for m in messages]
-
-
-async def _arm_a_signed_node(pilot, app) -> None:
-    """A node that takes signed commands starts unarmed: the console arms it (A, y)."""
-    if SIGNED_NODE:
-        assert await _until(pilot, lambda: app.link.view.policy_sha256, 45.0), "no safety state from the node"
-        await pilot.press("A", "y")
 
 
 async def _resume(pilot, app, recorder, robot) -> None:
     """After an e-stop: the console's signed release and arm (each asks), checked on the wire as the
     robot checks them; then the robot moves again."""
-    from steer.robot import messages as m
     from steer.robot.promotion import file_sha256
 
     if type(app.screen).__name__ != "RobotsScreen":
@@ -188,8 +172,6 @@ async def _resume(pilot, app, recorder, robot) -> None:
     sha = file_sha256(robot["policy"])
     assert _verified([release], "release", sha, robot["namespace"])[0].command == "release"
     assert _verified([arm], "arm", sha, robot["namespace"])[0].command == "arm"
-    if recorder.legacy_reset is not None:  # today's node: the unsigned reset the signed commands replace
-        recorder.legacy_reset.publish(m.Bool(True))
     t0 = time.monotonic_ns()
     assert await _until(pilot, lambda: app.link.view.mode == "running" and recorder.moving_since(t0) >= 3, 10.0), \
         "the robot did not move again after release and arm"
@@ -214,7 +196,7 @@ def test_robots_screen_shows_the_robot_and_the_estop_key_stops_it_within_50_ms(s
     config = robot_config(namespace=sim_and_node["namespace"])
     recorder = CommandRecorder(sim_and_node["domain"], config.command_topic, config)
     settings = ConsoleSettings(runs=tmp_path / "runs", robot_config=config, domain_id=sim_and_node["domain"],
-                               operator_key=OPERATOR_KEY)
+                               operator_key=operator_key())
 
     def moving():
         return sum(1 for _, c in recorder.log if any(c)) >= 5
@@ -224,7 +206,6 @@ def test_robots_screen_shows_the_robot_and_the_estop_key_stops_it_within_50_ms(s
         async with app.run_test(size=(80, 24)) as pilot:
             await pilot.press("2")
             screen = app.screen
-            await _arm_a_signed_node(pilot, app)
             if not await _until(pilot, moving, 45.0):
                 # Two processes and their discovery on a loaded 2-core runner: once, in about 1 of 10
                 # full-suite runs, nothing moved for 90 s. Start both again once, and say so.
@@ -313,7 +294,7 @@ def test_estop_keys_stop_the_robot_within_50_ms_over_help_dialogs_and_text_field
     (runs / "dsrl-a" / "config.json").write_text(json.dumps({"kind": "dsrl", "config": {}}))
     (runs / "dsrl-a" / "status.json").write_text(json.dumps({"status": "finished", "kind": "dsrl"}))
     settings = ConsoleSettings(runs=runs, policies=tmp_path / "policies", robot_config=config,
-                               domain_id=sim_and_node["domain"], operator_key=OPERATOR_KEY)
+                               domain_id=sim_and_node["domain"], operator_key=operator_key())
     # (case, screen key, keys that open the dialog, dialog class, the e-stop key)
     cases = [("help", "1", ["question_mark"], "HelpScreen", "e"),
              ("confirm", "2", ["R"], "ConfirmScreen", "e"),
@@ -326,7 +307,6 @@ def test_estop_keys_stop_the_robot_within_50_ms_over_help_dialogs_and_text_field
         app = ConsoleApp(settings)
         async with app.run_test(size=(80, 24)) as pilot:
             await pilot.press("2")
-            await _arm_a_signed_node(pilot, app)
             assert await _until(pilot, lambda: recorder.moving_since(0) >= 5, 60.0), (
                 "the policy node never moved the robot\n" + sim_and_node["diagnosis"]())
             for case, screen_key, open_keys, dialog, key in cases:
