@@ -8,6 +8,7 @@ from pathlib import Path
 
 from steer.ops.console import ConsoleError
 from steer.ops.robot_cmd import check_domain_id
+from steer.robot.errors import RobotError
 
 # As in ROS 2: the domain comes from the environment unless given.
 _ROS_DOMAIN_ID = int(os.environ["ROS_DOMAIN_ID"]) if os.environ.get("ROS_DOMAIN_ID", "").isdigit() else 0
@@ -19,8 +20,10 @@ class ConsoleConfig:
 
     runs: Path = Path("runs")
     """Folder of the run directories to watch."""
-    policies: Path = Path("policies")
-    """Folder of exported ONNX policies; promoted runs are exported here."""
+    policies: Path | None = None
+    """Folder of exported ONNX policies, the robot's policies directory (or a copy kept in sync); promoted
+    runs are exported here and promotions name files relative to it (default: the robot config's
+    policies_dir, else ./policies)."""
     robot: bool = True
     """Connect to a robot's ROS 2 topics over DDS (the Robots screen and the e-stop)."""
     limits: str | None = None
@@ -41,11 +44,19 @@ class ConsoleConfig:
 def console(cfg: ConsoleConfig) -> int:
     """Watch runs, drive robots and promote policies from the terminal (fits 80x24, works over SSH;
     press ? for every key binding)."""
+    from steer.ops.console.app import ConsoleApp
+
+    ConsoleApp(console_settings(cfg)).run()
+    return 0
+
+
+def console_settings(cfg: ConsoleConfig):
+    """The :class:`~steer.ops.console.app.ConsoleSettings` of ``cfg``, every option checked first."""
     if not cfg.refresh_s > 0 or cfg.refresh_s == float("inf"):
         raise ConsoleError(f"--refresh-s must be a positive number of seconds, got {cfg.refresh_s}.")
     check_domain_id(cfg.domain_id)
     try:
-        from steer.ops.console.app import ConsoleApp, ConsoleSettings
+        from steer.ops.console.app import ConsoleSettings
     except ImportError as err:
         raise ConsoleError(f"the console needs {err.name!r}; install steer-rl[console].") from None
     robot_config = None
@@ -58,10 +69,13 @@ def console(cfg: ConsoleConfig) -> int:
         from steer.robot.keys import load_private_key
 
         key = load_private_key(cfg.key)
-    except Exception as err:  # noqa: BLE001 - no key: the console still watches and e-stops
+    except ImportError as err:  # no key: the console still watches and e-stops
+        key_error = f"the operator key needs {err.name!r}"
+    except RobotError as err:
         key_error = str(err)
-    settings = ConsoleSettings(runs=cfg.runs, policies=cfg.policies, robot_config=robot_config,
-                               domain_id=cfg.domain_id, loopback=cfg.loopback, refresh_s=cfg.refresh_s,
-                               operator_key=key, operator_key_error=key_error)
-    ConsoleApp(settings).run()
-    return 0
+    policies = cfg.policies
+    if policies is None:
+        policies = (robot_config.policies_path if robot_config is not None else None) or Path("policies")
+    return ConsoleSettings(runs=cfg.runs, policies=policies, robot_config=robot_config,
+                           domain_id=cfg.domain_id, loopback=cfg.loopback, refresh_s=cfg.refresh_s,
+                           operator_key=key, operator_key_error=key_error)

@@ -57,9 +57,10 @@ def node_status_line(node) -> str:
     """One line about a running policy node (:class:`steer.robot.policy_node.PolicyNode`)."""
     state = node.safety_state()
     episode = state.episode or "-"
+    refused = f" · refused {state.operator_refusals}" if state.operator_refusals else ""
     return (f"policy node: mode {state.mode} · episode {episode} · latency p50 {_median_ms(node.stats.latencies_ns)} "
             f"· watchdog trips {state.watchdog_trips} · commands {node.stats.commands} "
-            f"({node.stats.safe_commands} safe)")
+            f"({node.stats.safe_commands} safe){refused}")
 
 
 class StatusPrinter:

@@ -514,6 +514,25 @@ def test_console_command_rejects_a_bad_refresh_and_domain_id(capsys):
         assert err.endswith("--domain-id must be between 0 and 232, got " + argv[-1] + ".") and "\n" not in err
 
 
+def test_console_options_key_and_policies_folder(tmp_path):
+    import yaml
+
+    from steer.ops.console_cmd import ConsoleConfig, console_settings
+    from steer.robot.config import default_config_path
+    from steer.robot.keys import init_keys
+
+    private, _ = init_keys(tmp_path / "keys")
+    s = console_settings(ConsoleConfig(key=private))
+    assert s.operator_key is not None and s.operator_key_error == "" and s.policies == Path("policies")
+    s = console_settings(ConsoleConfig(key=tmp_path / "missing", robot=False))
+    assert s.operator_key is None and s.operator_key_error.startswith("cannot read the operator key")
+    # Without --policies the robot's own policies directory is the folder promotions name files in.
+    limits = yaml.safe_load(default_config_path().read_text()) | {"policies_dir": "deployed"}
+    (tmp_path / "robot.yaml").write_text(yaml.safe_dump(limits))
+    s = console_settings(ConsoleConfig(key=private, limits=str(tmp_path / "robot.yaml")))
+    assert s.policies == (tmp_path / "deployed").resolve()
+
+
 def test_robot_view_says_nothing_was_heard_until_the_robot_speaks():
     from steer.ops.console.robot import RobotLink
     from steer.ops.console.robot_screen import robot_status_text
