@@ -128,8 +128,10 @@ class PoliciesScreen(Screen):
         return True
 
     def action_activate(self) -> None:
+        if not self._can_sign():
+            return
         f = self.files.get(self.selected or "")
-        if f is None or not self._can_sign():
+        if f is None:
             return
         if f.error:
             self.notify(f"{f.name}: {f.error}", severity="error")
