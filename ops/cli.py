@@ -107,8 +107,12 @@ def main(argv: list[str] | None = None) -> int:
 
     hints = typing.get_type_hints(func)
     config_type = next(v for k, v in hints.items() if k != "return")
+    from steer.ops.options import check_options
+
+    # tyro reports a config's own __post_init__ ValueError (options that contradict each other), exit 2
+    config = tyro.cli(config_type, args=rest, prog=f"steer {name}", description=description)
     try:
-        config = tyro.cli(config_type, args=rest, prog=f"steer {name}", description=description)
+        check_options(config)  # every numeric option in range before the command creates anything
         result = func(config)
     except Exception as err:  # noqa: BLE001 - user-caused errors become one sentence, the rest a traceback
         if not getattr(err, "user_facing", False):  # each package marks its own error classes user_facing = True

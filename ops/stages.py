@@ -62,11 +62,11 @@ class CollectConfig:
 
     out: Path = Path("runs/data/push")
     """Folder that will hold the dataset."""
-    episodes: int = 200
+    episodes: int = field(default=200, metadata={"range": "[1, inf)"})
     """Number of demonstrations."""
     seed: int = 1000
     """Episode i is reset with seed + i; the expert's own randomness is seeded with it too."""
-    mirrored_fraction: float = 0.5
+    mirrored_fraction: float = field(default=0.5, metadata={"range": "[0, 1]"})
     """Share of demonstrations from the operator with the mirrored y axis (the imperfect ones)."""
 
 
