@@ -8,6 +8,7 @@ imports torch and ``steer --help`` answers instantly.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
 import textwrap
@@ -53,6 +54,20 @@ COMMANDS: dict[str, Command] = {
                          "steer robot run --policy policy.onnx --domain-id 7"),
     "console": Command("steer.ops.console_cmd:console", "the operator console (Textual)", "steer console"),
 }
+
+
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+"""Errors of the disk or the file system (not of steer) that a user fixes: full, read-only, not theirs."""
+
+
+def write_error(err: OSError) -> str:
+    """One sentence for a file-system error: what could not be written and what to do."""
+    where = f" {err.filename}" if err.filename else ""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"the disk is full: cannot write{where}; free some space (or choose another folder) and run again."
+    if err.errno == errno.EROFS:
+        return f"cannot write{where}: the file system is read-only; choose a writable folder."
+    return f"cannot write{where}: permission denied; choose a folder you can write to."
 
 
 def _usage() -> str:
@@ -118,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(err, "user_facing", False):  # each package marks its own error classes user_facing = True
             raise
         print(f"steer {name}: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if err.errno not in _WRITE_ERRNOS:
+            raise
+        print(f"steer {name}: {write_error(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"steer {name}: interrupted; the run can continue with --resume.", file=sys.stderr)

@@ -59,7 +59,7 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> dict:
     t0 = time.time()
     data = out / "data"
     if not (data / "done").exists():
-        collect_demos(CollectConfig(out=data, episodes=cfg.demos, seed=1000))
+        collect_demos(CollectConfig(out=data, episodes=cfg.demos, seed=1000, overwrite=True))  # an unfinished one
         (data / "done").write_text("ok\n")
     bc = finished(out / "bc", BCResult) or run_bc(
         BCRunConfig(data=data, name="bc", runs=out, eval_episodes=cfg.eval_episodes, bc=replace(cfg.bc, seed=cfg.seed),
