@@ -129,15 +129,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_options(config)  # every numeric option in range before the command creates anything
         result = func(config)
-    except Exception as err:  # noqa: BLE001 - user-caused errors become one sentence, the rest a traceback
-        if not getattr(err, "user_facing", False):  # each package marks its own error classes user_facing = True
-            raise
-        print(f"steer {name}: {err}", file=sys.stderr)
-        return 2
     except OSError as err:
         if err.errno not in _WRITE_ERRNOS:
             raise
         print(f"steer {name}: {write_error(err)}", file=sys.stderr)
+        return 2
+    except Exception as err:  # noqa: BLE001 - user-caused errors become one sentence, the rest a traceback
+        if not getattr(err, "user_facing", False):  # each package marks its own error classes user_facing = True
+            raise
+        print(f"steer {name}: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"steer {name}: interrupted; the run can continue with --resume.", file=sys.stderr)
