@@ -99,19 +99,23 @@ def read_metrics(path: Path) -> list[dict]:
     return parse_records(path.read_bytes().splitlines())
 
 
-RESUME_MAY_CHANGE = frozenset({"resume", "progress", "max_minutes", "eval_episodes", "eval_routes", "runs", "name"})
-"""Top-level options a resumed run may change: where it is found, how long and how visibly it runs, not
-what it trains."""
+RESUME_MAY_CHANGE = frozenset({
+    "resume", "progress", "max_minutes", "eval_episodes", "eval_routes", "runs", "name",
+    "ppo.total_timesteps", "dsrl.env_steps",  # a resumed run may train to a larger budget
+    "ppo.checkpoint_every", "bc.checkpoint_every", "dsrl.checkpoint_every", "bc.log_every",
+    "ppo.torch_threads", "ppo.device"})
+"""Options (dotted, as in config.json) a resumed run may change: where it is found, how long, how often it
+saves and where it computes; not what it trains."""
 
 
 def config_changes(before: dict[str, Any], after: dict[str, Any], prefix: str = "") -> list[str]:
     """``--flag: old -> new`` for every option that differs between two resolved configs (as JSON)."""
     out = []
     for key in sorted(set(before) | set(after)):
-        if not prefix and key in RESUME_MAY_CHANGE:
+        name = f"{prefix}.{key}" if prefix else key
+        if name in RESUME_MAY_CHANGE:
             continue
         a, b = before.get(key, "<unset>"), after.get(key, "<unset>")
-        name = f"{prefix}.{key}" if prefix else key
         if isinstance(a, dict) and isinstance(b, dict):
             out += config_changes(a, b, name)
         elif a != b:
