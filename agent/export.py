@@ -17,6 +17,7 @@ length, sha256 of the weights, source run) that ``steer.robot`` checks before it
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import warnings
 from pathlib import Path
@@ -26,11 +27,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from steer.agent.checkpoint import CheckpointError, load_checkpoint, sha256_file
+from steer.agent.checkpoint import CheckpointError, load_checkpoint
 from steer.agent.diffusion import DiffusionPolicy
 from steer.agent.dsrl.latent_actor import LatentActor, load_dsrl_policy
-from steer.agent.runlog import policy_checkpoint, policy_kind
-from steer.robot.spec import SPEC_KEY, PolicySpec
+from steer.agent.runlog import policy_kind
+from steer.robot.spec import SPEC_KEY, PolicySpec, graph_sha256
 
 OPSET = 17
 
@@ -78,7 +79,8 @@ def _spec(kind: str, policy: DiffusionPolicy, meta: dict[str, Any], weights_sha2
         latent_noise_bound=cfg.latent_noise_bound)  # the BC policy's own bound, stored with its weights
 
 
-def _to_onnx(module: nn.Module, args: tuple, input_names: list[str], spec: PolicySpec) -> bytes:
+def _to_onnx(module: nn.Module, args: tuple, input_names: list[str], spec: PolicySpec) -> tuple[bytes, PolicySpec]:
+    """The ONNX bytes and the spec they carry (with the graph's weights hash)."""
     import onnx
 
     dynamic = {n: {0: "batch"} for n in [*input_names, "action"]}
@@ -88,11 +90,17 @@ def _to_onnx(module: nn.Module, args: tuple, input_names: list[str], spec: Polic
         torch.onnx.export(module.eval(), args, buf, input_names=input_names, output_names=["action"],
                           dynamic_axes=dynamic, opset_version=OPSET, dynamo=False)
     model = onnx.load_from_string(buf.getvalue())
+    model.producer_name = "steer"
+    # The spec's weights hash is the graph as stored in this file, so a robot recomputes it from the
+    # file alone (steer.robot.spec.graph_sha256); the metadata added next leaves the graph's bytes alone.
+    spec = dataclasses.replace(spec, weights_sha256=graph_sha256(model.SerializeToString()))
     entry = model.metadata_props.add()
     entry.key, entry.value = SPEC_KEY, spec.to_json()
-    model.producer_name = "steer"
     onnx.checker.check_model(model)
-    return model.SerializeToString()
+    blob = model.SerializeToString()
+    if graph_sha256(blob) != spec.weights_sha256:
+        raise ExportError("the exported graph changed while its spec was written; export it again.")
+    return blob, spec
 
 
 class _PPOGraph(nn.Module):
@@ -129,22 +137,22 @@ def export_run(run: Path, out: Path) -> PolicySpec:
     kind = policy_kind(run)
     if kind == "dsrl":
         actor, policy, meta = load_dsrl_policy(ckpt)
-        spec = _spec("dsrl", policy, meta, sha256_file(policy_checkpoint(run, kind)), str(run))
-        blob = _to_onnx(_DSRLGraph(actor, policy), (torch.zeros(1, policy.cfg.obs_dim),), ["obs"], spec)
+        spec = _spec("dsrl", policy, meta, "", str(run))
+        blob, spec = _to_onnx(_DSRLGraph(actor, policy), (torch.zeros(1, policy.cfg.obs_dim),), ["obs"], spec)
     elif kind == "bc":
         policy = load_policy(ckpt)
         _, meta = load_checkpoint(ckpt, "policy")
-        spec = _spec("bc_diffusion", policy, meta, sha256_file(policy_checkpoint(run, kind)), str(run))
+        spec = _spec("bc_diffusion", policy, meta, "", str(run))
         args = (torch.zeros(1, policy.cfg.obs_dim), torch.zeros(1, policy.cfg.chunk_len, policy.cfg.action_dim))
-        blob = _to_onnx(_BCGraph(policy), args, ["obs", "noise"], spec)
+        blob, spec = _to_onnx(_BCGraph(policy), args, ["obs", "noise"], spec)
     elif kind == "ppo":
         from steer.agent.ppo import load_policy as load_ppo
 
         model, ppo_cfg, meta = load_ppo(ckpt)
-        spec = _ppo_spec(ppo_cfg, meta, sha256_file(policy_checkpoint(run, kind)), str(run))
+        spec = _ppo_spec(ppo_cfg, meta, "", str(run))
         c, h, w = spec.bev_shape
         args = (torch.zeros(1, c, h, w, dtype=torch.uint8), torch.zeros(1, spec.obs_dim))
-        blob = _to_onnx(_PPOGraph(model), args, ["bev", "measurements"], spec)
+        blob, spec = _to_onnx(_PPOGraph(model), args, ["bev", "measurements"], spec)
     else:
         raise ExportError(f"{run} holds no policy to export (no checkpoints/policy, dsrl_policy "
                           f"or PPO last checkpoint).")

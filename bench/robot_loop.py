@@ -104,14 +104,24 @@ def _one(kind: str, seconds: float, domain: int, work: Path, limits: str, policy
     from steer.robot.dds_transport import use_loopback_config
 
     env["CYCLONEDDS_URI"] = use_loopback_config()
-    robot = {"limits": limits}
+    # The node starts unarmed and obeys only signed commands: the benchmark is its operator.
+    from steer.robot.config import load_robot_config
+    from steer.robot.keys import init_keys, load_private_key, public_key_hex
+    from steer.robot.promotion import file_sha256
+
     tag = f"{kind}_{time.monotonic_ns()}"
+    key = load_private_key(init_keys(work / f"operator_{tag}")[0])
+    robot = {"limits": limits, "trusted_operator_keys": [public_key_hex(key.public_key())]}
     sim_json, node_json = work / f"sim_{tag}.json", work / f"node_{tag}.json"
     cmd = [sys.executable, "-m", "steer.robot.processes"]
     if kind == "ours":
         responder = subprocess.Popen(cmd + ["node", json.dumps({"robot": robot, "policy": policy, "domain_id": domain,
                                                                  "stats": str(node_json), "rt_priority": rt})],
                                      env=env)
+        from steer.robot.closed_loop import arm_node
+
+        arm_node(load_robot_config(limits), domain, env, key, file_sha256(policy),
+                 alive=lambda: responder.poll() is None)
     else:
         responder = subprocess.Popen([sys.executable, __file__, "--echo", str(domain), str(seconds + 30), str(rt)],
                                      env=env)

@@ -53,6 +53,8 @@ COMMANDS: dict[str, Command] = {
     "robot run": Command("steer.ops.robot_cmd:run", "run an ONNX policy node over ROS 2 topics (DDS)",
                          "steer robot run --policy policy.onnx --domain-id 7"),
     "console": Command("steer.ops.console_cmd:console", "the operator console (Textual)", "steer console"),
+    "keys init": Command("steer.ops.keys_cmd:init", "create the operator key pair that signs release, arm and promote",
+                         "steer keys init --dir ~/.config/steer"),
 }
 
 

@@ -77,17 +77,15 @@ class RobotRunConfig:
     """E-stop topic, std_msgs/Bool, transient-local (default: the YAML's)."""
     safety_topic: str | None = None
     """Safety-state topic, diagnostic_msgs/DiagnosticStatus (default: the YAML's)."""
-    policy_promote_topic: str | None = None
-    """Policy promotions from ``steer console``, diagnostic_msgs/DiagnosticStatus, transient-local
-    (default: the YAML's)."""
+    operator_command_topic: str | None = None
+    """Signed operator commands (release, arm, promote) from ``steer console``,
+    diagnostic_msgs/DiagnosticStatus, volatile (default: the YAML's)."""
     duration_s: float | None = field(default=None, metadata={"range": "(0, inf)"})
     """Stop after this many seconds (default: until interrupted)."""
     bag_dir: str | None = None
     """Record each episode as a ROS 2 MCAP bag in this folder."""
     stats: str | None = None
     """Write the node's timing summary as JSON to this path on exit."""
-    autostart: bool = True
-    """Arm and start as soon as observations arrive (and again after an operator e-stop reset)."""
     trigger: Literal["observation", "timer"] = "observation"
     """Tick on each joint state (robots that publish at the control rate) or on a timer."""
     loopback: bool = True
@@ -121,12 +119,13 @@ def sim(cfg: RobotSimConfig) -> int:
 
 def run(cfg: RobotRunConfig) -> int:
     """Run an ONNX policy as a ROS 2 node: observations by name from the topics, every command
-    through the safety shield, the safety state on /safety_state, episodes recorded as bags."""
+    through the safety shield, the safety state on /safety_state, episodes recorded as bags.
+    The node starts unarmed and moves the robot only after an operator's signed arm."""
     from steer.robot.processes import run_node
 
-    robot = _robot(cfg, policy_promote_topic=cfg.policy_promote_topic)
+    robot = _robot(cfg, operator_command_topic=cfg.operator_command_topic)
     summary = run_node(robot, cfg.policy, domain_id=cfg.domain_id, duration_s=cfg.duration_s, bag_dir=cfg.bag_dir,
-                       stats=cfg.stats, autostart=cfg.autostart, trigger=cfg.trigger, loopback=cfg.loopback,
+                       stats=cfg.stats, trigger=cfg.trigger, loopback=cfg.loopback,
                        transport=cfg.transport, rt_priority=cfg.rt_priority)
     print(json.dumps(summary))
     return 0

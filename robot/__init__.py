@@ -1,13 +1,16 @@
 """steer.robot: run an exported policy on a robot, safely, over ROS 2 topics.
 
-Needs only numpy, pyyaml, onnxruntime and cyclonedds (``pip install 'steer-rl[robot]'``);
+Needs only numpy, pyyaml, onnxruntime, cyclonedds and cryptography (``pip install 'steer-rl[robot]'``);
 never torch. The simulated robot additionally needs the MuJoCo task (``steer.sim``),
 imported only when it runs.
 
 Modules, one concept each:
 
-* ``spec``        the wire contracts (ONNX policy spec, safety state, promotion): one writer and one reader each
-* ``config``      robot config (joints, limits, topics, rates) from a limits YAML
+* ``spec``        the wire contracts (ONNX policy spec, safety state, signed operator commands): one writer and
+  one reader each
+* ``config``      robot config (joints, limits, topics, rates, trusted operator keys) from a limits YAML
+* ``keys``        operator keys, signing and checking of release, arm and promote
+* ``promotion``   promoted policies: only signed files of the policies directory, loaded off the control thread
 * ``shield``      the safety shield and its mode machine; every command passes it
 * ``onnx_policy`` ONNX policy with spec/shape checks and open-loop chunk execution
 * ``messages``    ROS 2 message types (cyclonedds IDL) with RIHS01 type hashes

@@ -22,12 +22,16 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from steer.robot.errors import RobotError
 from steer.robot.sim_robot import DEFAULT_TASK
+
+if TYPE_CHECKING:
+    from steer.robot.config import RobotConfig
+    from steer.robot.spec import SafetyState
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,42 @@ class ClosedLoopResult:
         return {"episodes": self.episodes, "success_rate": self.success_rate, "latency_ms_p99": self.latency_ms_p99}
 
 
+def send_signed_command(transport, config: RobotConfig, key, command: str, policy_sha256: str,
+                        until, args: dict[str, str] | None = None, timeout_s: float = 60.0,
+                        alive=lambda: True) -> SafetyState:
+    """Sign ``command`` with ``key`` and publish it to the node of ``config`` until its safety state
+    satisfies ``until(state)``; returns that state.
+
+    The command topic is volatile, so the command goes out only once the node's reader is matched,
+    and again (freshly signed: a repeat would be refused as replayed) every 2 s until the node
+    shows it took effect. RobotError when ``alive()`` turns false or ``timeout_s`` passes.
+    """
+    from steer.robot import messages as msg
+    from steer.robot.keys import sign_command
+    from steer.robot.spec import SafetyState, WireError
+
+    c = config
+    pub = transport.publisher(c.topic(c.operator_command_topic), msg.DiagnosticStatus)
+    safety = transport.subscription(c.topic(c.safety_topic), msg.DiagnosticStatus)
+    end, sent_at, last = time.monotonic() + timeout_s, None, None
+    while time.monotonic() < end:
+        if not alive():
+            raise RobotError(f"the policy node exited before it took the signed {command}.")
+        if pub.matched() and (sent_at is None or time.monotonic() - sent_at > 2.0):
+            pub.publish(sign_command(key, command, c.namespace, policy_sha256, args).to_message(c.name))
+            sent_at = time.monotonic()
+        transport.wait(0.02)
+        for m, _ in safety.take():
+            try:
+                last = SafetyState.from_message(m)
+            except WireError:
+                continue
+            if sent_at is not None and until(last):
+                return last
+    why = f" (last refusal: {last.last_refusal})" if last is not None and last.last_refusal else ""
+    raise RobotError(f"the policy node did not take the signed {command} within {timeout_s:g} s{why}.")
+
+
 def _pick_domain() -> int:
     # Valid ids for the default port mapping are 0..232; spread by pid so concurrent runs differ.
     return 120 + os.getpid() % 100
@@ -91,7 +131,12 @@ def run_closed_loop(policy: str | Path, episodes: int = 20, seed: int = 0, domai
 
         env["CYCLONEDDS_URI"] = use_loopback_config()
     work = Path(tempfile.mkdtemp(prefix="steer-closed-loop-"))
-    robot = {"limits": limits}
+    # The node obeys only signed commands: this run is its operator, with a key of its own.
+    from steer.robot.keys import init_keys, load_private_key, public_key_hex
+    from steer.robot.promotion import file_sha256
+
+    key = load_private_key(init_keys(work / "operator")[0])
+    robot = {"limits": limits, "trusted_operator_keys": [public_key_hex(key.public_key())]}
     node_kwargs = {"robot": robot, "policy": str(policy), "domain_id": domain_id, "stats": str(work / "node.json"),
                    "bag_dir": str(bag_dir) if bag_dir else None, "rt_priority": rt_priority}
     sim_kwargs = {"robot": robot, "domain_id": domain_id, "task": task, "episodes": episodes, "seed": seed,
@@ -104,9 +149,11 @@ def run_closed_loop(policy: str | Path, episodes: int = 20, seed: int = 0, domai
     # stderr goes to files: a pipe nobody reads could fill up and stall a control loop.
     node_err, sim_err = open(work / "node.err", "w"), open(work / "sim.err", "w")
     node = subprocess.Popen(cmd + ["node", json.dumps(node_kwargs)], env=env, stderr=node_err)
-    sim = subprocess.Popen(cmd + ["sim", json.dumps(sim_kwargs)], env=env, stderr=sim_err)
-    bar = _EpisodeProgress(work / "episodes.jsonl", episodes) if progress else None
+    sim, bar = None, None
     try:
+        arm_node(config, domain_id, env, key, file_sha256(policy), alive=lambda: node.poll() is None)
+        sim = subprocess.Popen(cmd + ["sim", json.dumps(sim_kwargs)], env=env, stderr=sim_err)
+        bar = _EpisodeProgress(work / "episodes.jsonl", episodes) if progress else None
         deadline = time.monotonic() + budget
         while sim.poll() is None:
             if bar is not None:
@@ -121,10 +168,11 @@ def run_closed_loop(policy: str | Path, episodes: int = 20, seed: int = 0, domai
     finally:
         if bar is not None:
             bar.close()
-        for proc in (sim, node):
+        procs = [p for p in (sim, node) if p is not None]
+        for proc in procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        for proc in (sim, node):
+        for proc in procs:
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
@@ -132,7 +180,7 @@ def run_closed_loop(policy: str | Path, episodes: int = 20, seed: int = 0, domai
                 proc.wait()
         node_err.close()
         sim_err.close()
-    if sim.returncode != 0 or not (work / "sim.json").exists():
+    if sim is None or sim.returncode != 0 or not (work / "sim.json").exists():
         raise RobotError(f"the simulated robot failed: {_last_line(work / 'sim.err')} (log: {work / 'sim.err'})")
     if not (work / "node.json").exists():
         raise RobotError(f"the policy node failed: {_last_line(work / 'node.err')} (log: {work / 'node.err'})")
@@ -147,6 +195,25 @@ def run_closed_loop(policy: str | Path, episodes: int = 20, seed: int = 0, domai
         successes=tuple(bool(r["success"]) for r in results),
         final_obs=tuple(tuple(r["final_obs"]) for r in results), bags=tuple(node_summary.get("bags", ())),
         details={"robot": sim_summary, "node": node_summary, "domain_id": domain_id})
+
+
+def arm_node(config, domain_id: int, env: dict[str, str], key, policy_sha256: str, alive=lambda: True) -> None:
+    """Arm a node process over DDS with ``key``'s signed arm (DDS config from ``env``), then leave the domain,
+    so the robot started next sees only the node."""
+    from steer.robot.dds_transport import DdsTransport
+
+    previous = os.environ.get("CYCLONEDDS_URI")
+    if env.get("CYCLONEDDS_URI"):
+        os.environ["CYCLONEDDS_URI"] = env["CYCLONEDDS_URI"]
+    transport = DdsTransport(domain_id)
+    try:
+        send_signed_command(transport, config, key, "arm", policy_sha256, until=lambda s: s.armed, alive=alive)
+    finally:
+        transport.close()
+        if previous is None:
+            os.environ.pop("CYCLONEDDS_URI", None)
+        else:
+            os.environ["CYCLONEDDS_URI"] = previous
 
 
 class _EpisodeProgress:

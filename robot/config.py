@@ -84,18 +84,42 @@ class RobotConfig:
     """Joint-state topic (relative names get the namespace)."""
     estop_topic: str = "estop"
     """E-stop topic, ``std_msgs/Bool`` (true stops and latches)."""
-    estop_reset_topic: str = "estop_reset"
-    """Operator reset of a latched e-stop, ``std_msgs/Bool`` (true resets)."""
+    operator_command_topic: str = "operator_command"
+    """Signed operator commands (release, arm, promote), ``diagnostic_msgs/DiagnosticStatus``; volatile,
+    so a restarted node never re-applies an old one (see :class:`steer.robot.spec.OperatorCommand`)."""
     safety_topic: str = "safety_state"
     """Safety state for the console, ``diagnostic_msgs/DiagnosticStatus``."""
-    policy_promote_topic: str = "policy_promote"
-    """Policy promotions from the console, ``diagnostic_msgs/DiagnosticStatus`` (transient-local)."""
     episode_topic: str = "episode"
     """Episode status of the simulated robot (``diagnostic_msgs/DiagnosticStatus``); empty: none."""
     namespace: str = ""
     """Namespace put in front of relative topic names."""
+    trusted_operator_keys: tuple[str, ...] = ()
+    """Ed25519 public keys (64 hex each, from ``steer keys init``) whose signed release, arm and promote
+    this robot obeys; empty: it obeys none (it still stops on the e-stop)."""
+    policies_dir: str = ""
+    """The only directory promoted policies are read from (empty: promotion is refused); in a YAML, a
+    relative path is relative to the YAML's directory."""
+    max_policy_bytes: int = 64 * 1024 * 1024
+    """Largest policy file a promotion may name (bytes)."""
+    command_max_age_s: float = 30.0
+    """A signed command older (or further in the future) than this is refused as stale (s)."""
 
     def __post_init__(self) -> None:
+        # YAML and JSON give lists; a frozen config holds tuples.
+        keys = self.trusted_operator_keys
+        object.__setattr__(self, "trusted_operator_keys",
+                           (str(keys),) if isinstance(keys, str) else tuple(str(k) for k in keys))
+        for text in self.trusted_operator_keys:
+            hexkey = text.split()[1] if text.startswith("ed25519 ") and len(text.split()) > 1 else text.strip()
+            if len(hexkey) != 64 or any(ch not in "0123456789abcdefABCDEF" for ch in hexkey):
+                raise RobotError(f"trusted_operator_keys entry {text[:80]!r} is not a 64-hex Ed25519 public key; "
+                                 "paste the line `steer keys init` printed.")
+        if not (isinstance(self.max_policy_bytes, int) and self.max_policy_bytes > 0):
+            raise RobotError(f"max_policy_bytes must be a positive number of bytes, not {self.max_policy_bytes!r}; "
+                             "fix the robot config.")
+        if not (isinstance(self.command_max_age_s, (int, float)) and 0 < self.command_max_age_s < float("inf")):
+            raise RobotError(f"command_max_age_s must be a positive number of seconds, not "
+                             f"{self.command_max_age_s!r}; fix the robot config.")
         if self.command_interface not in COMMAND_INTERFACES:
             raise RobotError(f"command_interface must be one of {COMMAND_INTERFACES}, not "
                              f"{self.command_interface!r}; fix the robot config.")
@@ -170,7 +194,7 @@ class RobotConfig:
             if "vectors" in data:
                 data["vectors"] = tuple(VectorSource(name=v["name"], topic=v["topic"], fields=tuple(v["fields"]))
                                         for v in data["vectors"])
-            for key in ("joints", "twist_fields"):
+            for key in ("joints", "twist_fields", "trusted_operator_keys"):
                 if key in data:
                     data[key] = tuple(data[key])
             return cls(**data)
@@ -190,11 +214,20 @@ class RobotConfig:
             raise RobotError(f"robot config {str(path)!r} is not valid YAML ({err}).") from None
         if not isinstance(data, dict):
             raise RobotError(f"robot config {str(path)!r} must be a mapping of config keys.")
+        policies = data.get("policies_dir")
+        if isinstance(policies, str) and policies and not Path(policies).expanduser().is_absolute():
+            # A relative policies directory means one beside the config, wherever the node is started.
+            data["policies_dir"] = str(path.resolve().parent / policies)
         return cls.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain mapping (YAML/JSON-ready) of this config."""
         return dataclasses.asdict(self)
+
+    @property
+    def policies_path(self) -> Path | None:
+        """The policies directory, resolved (None when promotion is off)."""
+        return Path(self.policies_dir).expanduser().resolve() if self.policies_dir else None
 
 
 def default_config_path() -> Path:

@@ -32,20 +32,24 @@ class OnnxPolicy:
     float64 ``[chunk_len, action_dim]`` (PPO: ``[1, action_dim]``).
     """
 
-    def __init__(self, path: str | Path, robot: RobotConfig | None = None, threads: int = 1, seed: int = 0):
+    def __init__(self, path: str | Path, robot: RobotConfig | None = None, threads: int = 1, seed: int = 0,
+                 model_bytes: bytes | None = None):
+        """``model_bytes``: the file's bytes, already read and checked (a promotion); the path then only
+        names the policy, and nothing is read from disk again."""
         import onnxruntime as ort  # imported here so that `steer robot --help` stays instant
 
         self.path = Path(path)
         where = f"policy {str(self.path)!r}"
-        if not self.path.is_file():
+        if model_bytes is None and not self.path.is_file():
             raise PolicyRefused(f"{where} does not exist; export one with `steer export RUN --out policy.onnx`.")
-        self._check_opset(where)
+        self._check_opset(where, model_bytes)
         options = ort.SessionOptions()
         # One thread each: the control loop must not fight the simulator and DDS for cores.
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(self.path) if model_bytes is None else model_bytes, options,
+                                                providers=["CPUExecutionProvider"])
         except Exception as err:  # noqa: BLE001 - onnxruntime raises several private exception types
             first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
             raise PolicyRefused(f"{where} is not a loadable ONNX model ({first}).") from None
@@ -59,13 +63,14 @@ class OnnxPolicy:
         if robot is not None:
             self.check_robot(robot)
 
-    def _check_opset(self, where: str) -> None:
+    def _check_opset(self, where: str, model_bytes: bytes | None = None) -> None:
         try:
             import onnx  # optional on a robot: the opset check needs the protobuf reader
         except ImportError:
             return
         try:
-            model = onnx.load(str(self.path), load_external_data=False)
+            model = (onnx.load(str(self.path), load_external_data=False) if model_bytes is None
+                     else onnx.load_from_string(model_bytes))
         except Exception:  # noqa: BLE001 - protobuf decode errors have no common public base
             raise PolicyRefused(f"{where} is not an ONNX model (it does not parse); export it again.") from None
         opsets = [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")]

@@ -12,13 +12,23 @@ states at the control rate, such as the simulated one) or a timer
 (``trigger="timer"``). Between ticks the node checks the watchdog, so a robot that
 goes silent gets a safe command within the watchdog time plus a quarter period.
 
-A policy promoted on ``<ns>/policy_promote`` (see :mod:`steer.robot.promotion`) is loaded and
-checked on a background thread; the node swaps it in between two ticks, at a chunk boundary
-(or at once when not running), and reports it (or why it was refused) in the safety state.
+Anyone can stop, only an operator can start: any participant may latch the e-stop on
+``<ns>/estop``, but releasing it, arming and promoting a policy take a signed
+:class:`~steer.robot.spec.OperatorCommand` on ``<ns>/operator_command`` (volatile), checked by
+:class:`~steer.robot.keys.CommandVerifier` against the robot config's ``trusted_operator_keys``;
+``release`` and ``arm`` must name the sha256 of the running policy. The node starts unarmed and
+is unarmed again after an e-stop. Refused commands change nothing; they are counted and the last
+reason is in the safety state and on stderr.
+
+A signed ``promote`` names a file in the policies directory (see :mod:`steer.robot.promotion`); it
+is read, checked and loaded on a background thread, and the node swaps it in between two ticks, at
+a chunk boundary (or at once when not running), and reports it (or why it was refused) in the
+safety state.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from typing import Protocol
@@ -29,11 +39,16 @@ from steer.robot import messages as msg
 from steer.robot.bag import EpisodeBagWriter
 from steer.robot.config import RobotConfig
 from steer.robot.errors import RobotError
+from steer.robot.keys import CommandRefused, CommandVerifier
 from steer.robot.onnx_policy import ChunkExecutor, OnnxPolicy
-from steer.robot.promotion import PolicyLoader, file_sha256
+from steer.robot.promotion import PolicyLoader, PromotionRequest, file_sha256
 from steer.robot.shield import Mode, SafetyShield
-from steer.robot.spec import EpisodeStatus, Promotion, SafetyState
+from steer.robot.spec import EpisodeStatus, OperatorCommand, SafetyState
 from steer.robot.transport import Transport
+
+
+MAX_OPERATOR_COMMANDS_PER_SPIN = 8
+"""Operator commands checked per spin (a quarter period at most); more are refused unchecked."""
 
 
 class Clock(Protocol):
@@ -123,13 +138,16 @@ class NodeStats:
     """Promoted policies swapped in."""
     refusals: int = 0
     """Promoted policies refused (the running policy kept commanding)."""
+    operator_refusals: int = 0
+    """Operator commands refused (unsigned, untrusted, stale, replayed, foreign, other policy)."""
 
     def summary(self) -> dict[str, float]:
         """p50/p99 latency (ms), tick jitter p99 (ms) and counts."""
         lat = np.asarray(self.latencies_ns, dtype=float) / 1e6
         out = {"ticks": float(len(self.tick_times_ns)), "commands": float(self.commands),
                "safe_commands": float(self.safe_commands), "queries": float(self.queries),
-               "promotions": float(self.promotions), "refusals": float(self.refusals)}
+               "promotions": float(self.promotions), "refusals": float(self.refusals),
+               "operator_refusals": float(self.operator_refusals)}
         if len(lat):
             out |= {"latency_p50_ms": float(np.percentile(lat, 50)), "latency_p99_ms": float(np.percentile(lat, 99)),
                     "latency_max_ms": float(lat.max())}
@@ -140,13 +158,13 @@ class PolicyNode:
     """Transport-agnostic policy node; ``spin_once`` does one round of work."""
 
     def __init__(self, config: RobotConfig, policy: OnnxPolicy, transport: Transport,
-                 bag: EpisodeBagWriter | None = None, autostart: bool = True, trigger: str = "observation",
+                 bag: EpisodeBagWriter | None = None, trigger: str = "observation",
                  clock: Clock | None = None):
         if trigger not in ("observation", "timer"):
             raise ValueError("trigger must be 'observation' or 'timer'")
         policy.check_robot(config)
         self.config, self.policy, self.transport, self.bag = config, policy, transport, bag
-        self.autostart, self.trigger = autostart, trigger
+        self.trigger = trigger
         self.clock = SystemClock() if clock is None else clock
         self.shield = SafetyShield(config)
         self.executor = ChunkExecutor(policy)
@@ -160,12 +178,14 @@ class PolicyNode:
         self._vector_subs = {v.name: transport.subscription(c.topic(v.topic), msg.Float64MultiArray)
                              for v in c.vectors}
         self._estop_sub = transport.subscription(c.topic(c.estop_topic), msg.Bool, latched=True)
-        self._reset_sub = transport.subscription(c.topic(c.estop_reset_topic), msg.Bool)
+        # Volatile: a restarted node never sees (and so never re-applies) an old command.
+        self._operator_sub = transport.subscription(c.topic(c.operator_command_topic), msg.DiagnosticStatus)
+        self.verifier = CommandVerifier(c.trusted_operator_keys, c.namespace, c.command_max_age_s,
+                                        clock=lambda: self.clock.time_ns() / 1e9)
+        self.last_refusal = ""
+        self._last_refusal_report_ns = -(1 << 62)
         self._episode_sub = (transport.subscription(c.topic(c.episode_topic), msg.DiagnosticStatus)
                              if c.episode_topic else None)
-        # Latched like the e-stop: a node that starts after the console promoted still gets it.
-        self._promote_sub = transport.subscription(c.topic(c.policy_promote_topic), msg.DiagnosticStatus,
-                                                   latched=True)
         self.loader = PolicyLoader(config)
         self.policy_path = policy.path.resolve()
         self.policy_sha256 = file_sha256(policy.path)
@@ -188,28 +208,68 @@ class PolicyNode:
             # Robots without an episode topic get one bag for the whole run.
             self.bag.start_episode(0)
 
-    # -- promotion ---------------------------------------------------------------
-    def _handle_promotion(self, m: msg.DiagnosticStatus, now_ns: int) -> None:
+    # -- operator commands -------------------------------------------------------
+    def _handle_operator_command(self, m: msg.DiagnosticStatus, now_ns: int) -> None:
+        """Release, arm or promote, if signed by a trusted operator for this robot and policy; else report it."""
         try:
-            promotion = Promotion.from_message(m)
-        except RobotError as err:
-            self._refuse(str(err), now_ns)
-            return
-        wanted = (promotion.policy, promotion.sha256)
-        requested = self.loader.requested
-        if requested is not None and wanted == (requested.policy, requested.sha256):
+            cmd = OperatorCommand.from_message(m)
+            handlers = {"release": self._release, "arm": self._arm, "promote": self._promote}
+            if cmd.command not in handlers:
+                raise CommandRefused(f"operator command {cmd.command[:40]!r} refused: this node takes "
+                                     f"{', '.join(handlers)}.")
+            # release and arm name the policy that runs now; promote names the new file (checked on loading).
+            self.verifier.verify(cmd, cmd.command, None if cmd.command == "promote" else self.policy_sha256)
+            handlers[cmd.command](cmd, now_ns)
+        except RobotError as err:  # WireError (malformed) or CommandRefused
+            self._refuse_command(str(err), now_ns)
+
+    def _refuse_command(self, reason: str, now_ns: int) -> None:
+        self.last_refusal = reason
+        self.stats.operator_refusals += 1
+        # A flood of bad commands must not flood stderr, the safety topic or the bag: at most ten
+        # reports a second; the count and the last reason still reach the next safety state.
+        if now_ns - self._last_refusal_report_ns >= 100_000_000:
+            self._last_refusal_report_ns = now_ns
+            print(f"policy node: {reason}", file=sys.stderr, flush=True)
+            self._publish_safety(now_ns, force=True, record=True)
+
+    def _release(self, cmd: OperatorCommand, now_ns: int) -> None:
+        """Clear a latched e-stop; the robot still needs a signed arm to move."""
+        if self._estop_pressed:
+            raise CommandRefused("release refused: the e-stop still reads pressed; release the button first.")
+        if self.shield.mode == Mode.ESTOPPED:
+            self.shield.reset_estop(now_ns)
+            self.executor.reset()
+            self._publish_safety(now_ns, force=True, record=True)
+
+    def _arm(self, cmd: OperatorCommand, now_ns: int) -> None:
+        """Let the policy command the robot: it starts on the next fresh observation."""
+        if self.shield.mode == Mode.ESTOPPED:
+            raise CommandRefused("arm refused: the e-stop is latched; send a signed release first.")
+        if self.shield.mode in (Mode.IDLE, Mode.STOPPED):
+            self.shield.arm(now_ns)
+            self.executor.reset()
+            self._publish_safety(now_ns, force=True, record=True)
+
+    def _promote(self, cmd: OperatorCommand, now_ns: int) -> None:
+        name = cmd.args.get("policy", "")
+        if not name:
+            raise CommandRefused("promote refused: the command names no policy (args.policy).")
+        request = PromotionRequest(name, cmd.policy_sha256.lower())
+        if self.loader.requested == request:
             return  # already loading exactly these bytes
         if self.promote_error:
             self.promote_error = ""  # a new request: the last refusal no longer describes it
             self._publish_safety(now_ns, force=True)
-        if wanted == (self.policy_path, self.policy_sha256):
+        if request.sha256 == self.policy_sha256:
             self.loader.cancel()  # the newest request wins, and it asks for what already runs
             return
-        self.loader.submit(promotion)
+        self.loader.submit(request)
 
     def _refuse(self, reason: str, now_ns: int) -> None:
         self.promote_error = reason
         self.stats.refusals += 1
+        print(f"policy node: {reason}", file=sys.stderr, flush=True)
         self._publish_safety(now_ns, force=True, record=True)
 
     def _swap_policy(self) -> None:
@@ -223,16 +283,16 @@ class PolicyNode:
         if running and not self.executor.at_boundary and self.loader.loaded():
             return  # the chunk in progress finishes open loop, as in training
         now = self.clock.monotonic_ns()
-        promotion, policy, error = self.loader.take()
+        request, policy, error = self.loader.take()
         if policy is None:
             self._refuse(error, now)  # the running policy keeps commanding
             return
         # The shield is left alone: its rate limit smooths the step between the two policies.
-        self.policy, self.policy_path = policy, promotion.policy
+        self.policy, self.policy_path = policy, policy.path
         self.executor = ChunkExecutor(policy)
         self.order = policy.command_order(self.config)
         self.assembler.obs_names = policy.spec.obs_names
-        self.policy_sha256 = promotion.sha256
+        self.policy_sha256 = request.sha256
         self.promote_error = ""
         self.stats.promotions += 1
         self._publish_safety(now, force=True, record=True)  # the bag shows which policy ran when
@@ -241,17 +301,17 @@ class PolicyNode:
     def _handle_inputs(self) -> list[int]:
         """Consume every pending message; returns receive times of new joint states."""
         now = self.clock.monotonic_ns()
-        for m, _ in self._promote_sub.take():
-            self._handle_promotion(m, now)
-        for m, _ in self._estop_sub.take():
+        for m, _ in self._estop_sub.take():  # before any command: a press in the same batch wins
             self._estop_pressed = bool(m.data)
             if m.data:
                 self.shield.estop("e-stop pressed", now)
                 self._publish_command(self.shield.filter(None, now, None).command, now, safe=True)
-        for m, _ in self._reset_sub.take():
-            if m.data and not self._estop_pressed:
-                self.shield.reset_estop(now)
-                self.executor.reset()
+        for i, (m, _) in enumerate(self._operator_sub.take()):
+            if i < MAX_OPERATOR_COMMANDS_PER_SPIN:
+                self._handle_operator_command(m, now)
+            else:  # each check costs a signature verification: a flood must not stall the control loop
+                self._refuse_command(f"operator command refused: more than {MAX_OPERATOR_COMMANDS_PER_SPIN} "
+                                     "arrived at once.", now)
         if self._episode_sub is not None:
             for m, _ in self._episode_sub.take():
                 try:
@@ -318,7 +378,9 @@ class PolicyNode:
         """The shield's state and the node's (watchdog, episode, policy, promotion)."""
         return replace(self.shield.state(), watchdog_tripped=self._stale, episode=self._episode or "",
                        command_subscribers=self._command_subscribers, policy=str(self.policy_path),
-                       policy_sha256=self.policy_sha256, promote_error=self.promote_error)
+                       policy_sha256=self.policy_sha256, promote_error=self.promote_error,
+                       armed=self.shield.mode in (Mode.ARMED, Mode.RUNNING),
+                       operator_refusals=self.stats.operator_refusals, last_refusal=self.last_refusal)
 
     def safety_message(self) -> msg.DiagnosticStatus:
         """The safety state as a DiagnosticStatus."""
@@ -346,8 +408,7 @@ class PolicyNode:
         now = self.clock.monotonic_ns()
         obs_time = self.assembler.joint_time_ns
         obs = self.assembler.vector()
-        if self.shield.mode == Mode.IDLE and self.autostart and obs is not None and not self._estop_pressed:
-            self.shield.arm(now)
+        if self.shield.mode == Mode.ARMED and obs is not None:  # a signed arm, and something to act on
             self.shield.start(now)
             self.executor.reset()
         fresh = obs_time is not None and now - obs_time <= self.shield.watchdog_ns

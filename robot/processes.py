@@ -120,10 +120,13 @@ def run_sim(config: RobotConfig, domain_id: int = 0, task: str = "steer/PlanarPu
 
 
 def run_node(config: RobotConfig, policy: str, domain_id: int = 0, duration_s: float | None = None,
-             bag_dir: str | None = None, stats: str | None = None, autostart: bool = True,
+             bag_dir: str | None = None, stats: str | None = None,
              trigger: str = "observation", loopback: bool = True, transport: str = "dds",
              ready_file: str | None = None, rt_priority: int = 0) -> dict[str, Any]:
-    """Run the policy node on an ONNX policy; returns (and writes to ``stats``) its timing summary."""
+    """Run the policy node on an ONNX policy; returns (and writes to ``stats``) its timing summary.
+
+    The node starts unarmed: it commands the robot only after a signed ``arm`` (see
+    :func:`steer.robot.closed_loop.send_operator_command`)."""
     from steer.robot.bag import EpisodeBagWriter
     from steer.robot.onnx_policy import OnnxPolicy
     from steer.robot.policy_node import PolicyNode
@@ -133,7 +136,7 @@ def run_node(config: RobotConfig, policy: str, domain_id: int = 0, duration_s: f
     set_realtime_priority(rt_priority)  # before the transport: its threads inherit the policy
     t = _transport(transport, domain_id, loopback)
     bag = EpisodeBagWriter(bag_dir) if bag_dir else None
-    node = PolicyNode(config, onnx_policy, t, bag=bag, autostart=autostart, trigger=trigger)
+    node = PolicyNode(config, onnx_policy, t, bag=bag, trigger=trigger)
     _quiet_garbage_collector()
     if ready_file:
         Path(ready_file).write_text(str(time.time()))

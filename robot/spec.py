@@ -8,8 +8,6 @@ with one :class:`WireError` sentence.
   (written by ``steer export``, read by the robot runtime and the console).
 * :class:`SafetyState`: the node's ``diagnostic_msgs/DiagnosticStatus`` on the safety topic
   (written by the policy node, read by the console and the simulated robot).
-* :class:`Promotion`: the operator's ``DiagnosticStatus`` on the promotion topic (written by the
-  console, read by the node).
 * :class:`EpisodeStatus`: the simulated robot's episode events (written by the simulated robot,
   read by the node).
 * :class:`OperatorCommand`: a signed operator command (release, arm, promote, adapt_start) on
@@ -39,11 +37,11 @@ The bound travels with the policy: the BC run's config and the ONNX spec both ca
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
@@ -67,6 +65,53 @@ def base_noise(rng: np.random.Generator, shape: tuple[int, ...], bound: float) -
 
 class WireError(RobotError):
     """A spec or message that breaks its wire contract (one sentence, says what to do)."""
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise WireError("the ONNX file is truncated or not an ONNX model; export it again.")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
+
+
+def graph_sha256(model_bytes: bytes) -> str:
+    """sha256 of the serialized graph (``ModelProto.graph``: nodes, weights, inputs, outputs) in ONNX bytes.
+
+    What :attr:`PolicySpec.weights_sha256` holds. It covers everything that decides what the policy
+    computes and nothing of the metadata, so the spec can carry it; reading it needs neither
+    ``onnx`` nor ``protobuf``, only a walk over the model's top-level protobuf fields.
+    """
+    graphs, pos = [], 0
+    data = memoryview(model_bytes).tobytes() if not isinstance(model_bytes, bytes) else model_bytes
+    while pos < len(data):
+        key, pos = _varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            _, pos = _varint(data, pos)
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        elif wire == 2:
+            length, pos = _varint(data, pos)
+            if pos + length > len(data):
+                raise WireError("the ONNX file is truncated or not an ONNX model; export it again.")
+            if number == 7:  # ModelProto.graph
+                graphs.append(data[pos:pos + length])
+            pos += length
+        else:
+            raise WireError("the ONNX file is not an ONNX model (bad protobuf field); export it again.")
+        if pos > len(data):
+            raise WireError("the ONNX file is truncated or not an ONNX model; export it again.")
+    if len(graphs) != 1:
+        raise WireError(f"the ONNX file holds {len(graphs)} graphs, not one; export it again.")
+    return hashlib.sha256(graphs[0]).hexdigest()
 
 
 # -- the ONNX policy spec ------------------------------------------------------------------
@@ -106,7 +151,8 @@ class PolicySpec:
     action_high: tuple[float, ...]
     """Upper bound of each action element."""
     weights_sha256: str = ""
-    """sha256 of the weights the graph was made from."""
+    """sha256 of the ONNX graph (its nodes and weights) stored in the file: :func:`graph_sha256` of the
+    file's bytes, so a reader recomputes it from the file alone."""
     source_run: str = ""
     """Run directory the policy came from."""
     normalization: Mapping[str, Any] = field(default_factory=dict)
@@ -281,6 +327,12 @@ class SafetyState:
     """sha256 of that file."""
     promote_error: str = ""
     """Why the last promotion was refused (empty when none was)."""
+    armed: bool = False
+    """True while a signed arm lets the policy command the robot (a node starts unarmed)."""
+    operator_refusals: int = 0
+    """Operator commands refused (unsigned, untrusted, stale, replayed, for another robot or policy)."""
+    last_refusal: str = ""
+    """The last refusal's one sentence (never anything about files on the robot)."""
 
     @property
     def level(self) -> int:
@@ -305,42 +357,6 @@ class SafetyState:
         if "mode" not in values:
             raise WireError("the safety state has no 'mode'; it was not sent by a steer policy node.")
         return cls(**_decode_values(cls, values, "safety state"))
-
-
-@dataclass(frozen=True)
-class Promotion:
-    """The operator's request to make a policy file the node's active policy.
-
-    Fields travel as KeyValues of the same name; fields with a default are optional on the
-    wire, so a field added later (e.g. a signature) needs only a line here.
-    """
-
-    policy: Path
-    """Absolute path of the ONNX file on the robot."""
-    sha256: str
-    """sha256 of the file as the operator checked it."""
-    source_run: str = ""
-    """Run the policy was exported from (informational)."""
-
-    def to_message(self, robot: str):
-        """The request as ``diagnostic_msgs/DiagnosticStatus`` to robot ``robot``."""
-        return _status(_DIAG_OK, f"{robot}/promote", "promote", robot, _encode_values(self))
-
-    @classmethod
-    def from_message(cls, message: Any) -> Promotion:
-        """Parse a promotion; :class:`WireError` (one sentence) when a field is missing or the path is relative."""
-        values = _values_of(message)
-        required = [f.name for f in dataclasses.fields(cls)
-                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-        missing = [k for k in required if not values.get(k)]
-        if missing:
-            raise WireError(f"the promotion lacks {missing}; send 'policy' (absolute path) and 'sha256'.")
-        if not Path(values["policy"]).is_absolute():
-            raise WireError(f"the promotion names the relative path {values['policy']!r}; "
-                            "send the policy's absolute path.")
-        fields = _decode_values(cls, values, "promotion")
-        return dataclasses.replace(cls(**fields), policy=fields["policy"].resolve(),
-                                   sha256=fields["sha256"].strip().lower())
 
 
 @dataclass(frozen=True)

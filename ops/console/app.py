@@ -46,6 +46,8 @@ class ConsoleSettings:
     steer: tuple[str, ...] = STEER
     exporter: object | None = None
     """``f(run, out) -> spec`` used by promote (default: ``steer export``'s)."""
+    operator_key: object | None = None
+    """The operator's Ed25519 private key that signs release, arm and promote (None: e-stop only)."""
 
 
 class HelpScreen(ModalScreen[None]):
@@ -125,7 +127,7 @@ class ConsoleApp(App):
         s = self.settings
         if self.link is None and s.robot_config is not None:
             try:
-                self.link = RobotLink(s.robot_config, s.domain_id, s.loopback)
+                self.link = RobotLink(s.robot_config, s.domain_id, s.loopback, key=s.operator_key)
             except Exception as err:  # noqa: BLE001 - DDS errors are shown, the runs screen still works
                 self.link_error = f"cannot connect to DDS domain {s.domain_id}: {err}"
         if self.link is not None:
@@ -144,7 +146,7 @@ class ConsoleApp(App):
             s.robot_config = load_robot_config()
         config = s.robot_config.replace(namespace=parts[1] if len(parts) == 2 else "")
         try:
-            link = RobotLink(config, int(parts[0]), s.loopback)
+            link = RobotLink(config, int(parts[0]), s.loopback, key=s.operator_key)
         except Exception as err:  # noqa: BLE001 - DDS errors become one sentence
             raise ConsoleError(f"cannot join DDS domain {parts[0]} ({err}).") from None
         old, self.link = self.link, link

@@ -16,6 +16,7 @@ from steer.ops.console.dialogs import ConfirmScreen, PickRunScreen
 from steer.ops.console.policies import PolicyFile, check_on_robot, promote_run, scan_policies, sha256_file
 from steer.ops.console.text import short_path
 from steer.ops.run import checkpoints, scan_runs
+from steer.robot.errors import RobotError
 from steer.robot.spec import SPEC_FORMAT
 
 
@@ -158,7 +159,11 @@ class PoliciesScreen(Screen):
             self.notify(f"exported {path.name}; no robot connected to promote it to", severity="warning")
             self.action_rescan()
             return
-        app.link.promote(path, sha256, run or "")
+        try:
+            app.link.promote(path, sha256, run or "")
+        except RobotError as err:
+            self.notify(str(err), severity="error")
+            return
         app.promoted = Path(path)
         self.notify(f"promoted {path.name}")
         self.action_rescan()

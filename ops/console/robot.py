@@ -1,14 +1,14 @@
 """The console's connection to a robot's ROS 2 topics, without a terminal.
 
 :class:`RobotLink` subscribes to the joint states, the commands and the safety state
-of one robot (as configured by its limits YAML), publishes the latched e-stop, the
-e-stop reset and policy promotions, and folds what arrives into a :class:`RobotView`.
+of one robot (as configured by its limits YAML), publishes the latched e-stop and the
+operator's signed commands, and folds what arrives into a :class:`RobotView`.
 
-Policy promotion (:class:`steer.robot.spec.Promotion` on ``<ns>/policy_promote``, reliable +
-transient-local like the e-stop, so a node that starts later still gets it): the node loads
-and checks the file off its control thread, swaps it in between two control ticks at a chunk
-boundary, and reports ``policy`` and ``policy_sha256`` (or ``promote_error``) in its safety
-state (:class:`steer.robot.spec.SafetyState`).
+Release, arm and promote are :class:`steer.robot.spec.OperatorCommand` messages signed with the
+operator's key on ``<ns>/operator_command`` (volatile); without a key the link still e-stops.
+A promotion names the file in the robot's policies directory; the node loads and checks it off its
+control thread, swaps it in between two control ticks at a chunk boundary, and reports ``policy``
+and ``policy_sha256`` (or ``promote_error``) in its safety state (:class:`steer.robot.spec.SafetyState`).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from pathlib import Path
 
 from steer.robot import messages as msg
 from steer.robot.config import RobotConfig
-from steer.robot.spec import Promotion, SafetyState, WireError
+from steer.robot.errors import RobotError
+from steer.robot.spec import SafetyState, WireError
 
-PROMOTE_TOPIC = RobotConfig.policy_promote_topic
-"""Default relative topic of policy promotions (the robot config's ``policy_promote_topic`` decides)."""
+NO_KEY = "no operator key: cannot release, arm or promote (steer keys init)"
 
 SILENT_AFTER_S = 0.5
 """No joint state for this long: the robot is shown as silent."""
@@ -72,6 +72,8 @@ class RobotView:
     latency_max_ms: float | None = None
     policy: str = ""
     """Active policy as the node reports it (empty: not reported)."""
+    policy_sha256: str = ""
+    """sha256 of that policy, as the node reports it (signed release and arm name it)."""
     promote_error: str = ""
     safety_age_s: float | None = None
 
@@ -84,8 +86,11 @@ class RobotView:
 class RobotLink:
     """Topics of one robot, read and written from the console's thread."""
 
-    def __init__(self, config: RobotConfig, domain_id: int = 0, loopback: bool = True, transport=None):
+    def __init__(self, config: RobotConfig, domain_id: int = 0, loopback: bool = True, transport=None,
+                 key=None):
+        """``key``: the operator's Ed25519 private key (None: this link can only e-stop)."""
         self.config = config
+        self.key = key
         self.domain_id = domain_id
         if transport is None:
             from steer.robot.dds_transport import DdsTransport, use_loopback_config
@@ -99,8 +104,7 @@ class RobotLink:
         self._command_sub = transport.subscription(c.command_topic, msg.Float64MultiArray)
         self._safety_sub = transport.subscription(c.topic(c.safety_topic), msg.DiagnosticStatus)
         self._estop_pub = transport.publisher(c.topic(c.estop_topic), msg.Bool, latched=True)
-        self._reset_pub = transport.publisher(c.topic(c.estop_reset_topic), msg.Bool)
-        self._promote_pub = transport.publisher(c.topic(c.policy_promote_topic), msg.DiagnosticStatus, latched=True)
+        self._operator_pub = transport.publisher(c.topic(c.operator_command_topic), msg.DiagnosticStatus)
         self.view = RobotView(connected=True)
         self._joint_ns: int | None = None
         self._command_ns: int | None = None
@@ -116,7 +120,7 @@ class RobotLink:
         c = self.config
         return {"joint states": c.topic(c.joint_state_topic), "commands": c.command_topic,
                 "safety": c.topic(c.safety_topic), "e-stop": c.topic(c.estop_topic),
-                "reset": c.topic(c.estop_reset_topic), "promote": c.topic(c.policy_promote_topic)}
+                "operator": c.topic(c.operator_command_topic)}
 
     # -- out -----------------------------------------------------------------------
     def estop(self) -> int:
@@ -125,19 +129,31 @@ class RobotLink:
         self.estop_sent_ns = time.monotonic_ns()
         return self.estop_sent_ns
 
-    def reset(self, ack_timeout_s: float = 0.5) -> None:
-        """Release the e-stop and ask the node to leave it (the operator confirmed).
+    def _signed(self, command: str, policy_sha256: str, args: dict[str, str] | None = None) -> None:
+        from steer.robot.keys import sign_command
 
-        The node refuses a reset while the e-stop still reads pressed, so the release goes
-        first and is acknowledged before the reset is sent.
+        if self.key is None:
+            raise RobotError(NO_KEY)
+        cmd = sign_command(self.key, command, self.config.namespace, policy_sha256, args)
+        self._operator_pub.publish(cmd.to_message(self.config.name))
+
+    def reset(self, ack_timeout_s: float = 0.5) -> None:
+        """Let go of the e-stop, then a signed release and a signed arm (the operator confirmed).
+
+        The node refuses a release while the e-stop still reads pressed, so letting go goes
+        first and is acknowledged before the signed commands are sent.
         """
+        if self.key is None:
+            raise RobotError(NO_KEY)
         self._estop_pub.publish(msg.Bool(False))
         self._estop_pub.wait_acked(ack_timeout_s)
-        self._reset_pub.publish(msg.Bool(True))
+        self._signed("release", self.view.policy_sha256)
+        self._signed("arm", self.view.policy_sha256)
 
-    def promote(self, policy: Path, sha256: str, source_run: str = "") -> None:
-        """Ask the node to make ``policy`` its active policy (latched)."""
-        self._promote_pub.publish(Promotion(Path(policy).resolve(), sha256, source_run).to_message(self.config.name))
+    def promote(self, policy: Path, sha256: str, source_run: str = "") -> None:  # noqa: ARG002
+        """Ask the node, with a signed promote, to make ``policy`` (by its name in the robot's policies
+        directory) its active policy."""
+        self._signed("promote", sha256, {"policy": Path(policy).name})
 
     # -- in ------------------------------------------------------------------------
     def poll(self, now_ns: int | None = None) -> RobotView:
@@ -171,6 +187,7 @@ class RobotLink:
             v.estop_latched, v.watchdog_tripped = state.estop_latched, state.watchdog_tripped
             v.interventions = state.interventions
             v.policy = state.policy or v.policy
+            v.policy_sha256 = state.policy_sha256 or v.policy_sha256
             v.promote_error = state.promote_error
         now = time.monotonic_ns() if now_ns is None else now_ns
         v.joint_age_s = None if self._joint_ns is None else (now - self._joint_ns) / 1e9

@@ -15,6 +15,7 @@ from steer.ops.console import ConsoleError
 from steer.ops.console.dialogs import ConfirmScreen, ConnectScreen
 from steer.ops.console.robot import RobotView
 from steer.ops.console.text import fmt
+from steer.robot.errors import RobotError
 
 
 def robot_status_text(view: RobotView, topics_ok: bool = True) -> str:
@@ -120,8 +121,12 @@ class RobotsScreen(Screen):
 
         def confirmed(yes: bool | None) -> None:
             if yes and self.app.link is not None:
-                self.app.link.reset()
-                self.notify("e-stop released and reset sent")
+                try:
+                    self.app.link.reset()
+                except RobotError as err:
+                    self.notify(str(err), severity="error")
+                    return
+                self.notify("signed release and arm sent")
 
         self.app.push_screen(ConfirmScreen("Reset the e-stop? The policy may start moving the robot again."),
                              confirmed)

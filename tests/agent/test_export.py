@@ -47,6 +47,12 @@ def test_onnx_matches_torch_on_1000_observations(runs, kind, tmp_path):
     assert stored.kind == ("bc_diffusion" if kind == "bc" else "dsrl")
     assert stored.chunk_len == 4 and stored.obs_dim == 10 and stored.action_dim == 2
     assert len(stored.weights_sha256) == 64 and stored.source_run == str(run)
+    # The robot recomputes the weights hash from the file alone, without onnx: it is the stored graph's.
+    import hashlib
+
+    from steer.robot.spec import graph_sha256
+    assert graph_sha256(out.read_bytes()) == stored.weights_sha256
+    assert stored.weights_sha256 == hashlib.sha256(model.graph.SerializeToString()).hexdigest()
 
 
 def test_exported_dsrl_policy_runs_in_the_robot_runtime(runs, tmp_path):

@@ -19,7 +19,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "robot"))
 
-from robot_helpers import MemoryTransport, make_policy  # noqa: E402
+from robot_helpers import MemoryTransport, make_policy, operator_key  # noqa: E402
 
 from steer.ops.console.jobs import RunJobs, resume_argv  # noqa: E402
 from steer.ops.run import MetricTail, checkpoints, config_lines, read_run, run_status, scan_runs, sps_of  # noqa: E402
@@ -339,7 +339,7 @@ async def test_policies_screen_lists_specs_and_promotes(tmp_path, monkeypatch):
         return {}
 
     transport = MemoryTransport()
-    link = RobotLink(_robot_config(), transport=transport)
+    link = RobotLink(_robot_config(), transport=transport, key=operator_key())
     app = ConsoleApp(_settings(runs, policies=policies, robot_config=_robot_config(), exporter=exporter), link=link)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("3")
@@ -353,22 +353,25 @@ async def test_policies_screen_lists_specs_and_promotes(tmp_path, monkeypatch):
         await pilot.press("a", "y")
         await app.workers.wait_for_complete()
         await pilot.pause()
-        assert "/policy_promote" not in transport.sent
+        assert "/operator_command" not in transport.sent
         table.move_cursor(row=table.get_row_index(str(policies / "good.onnx")))
         await pilot.press("a", "y")
-        assert await _until(pilot, lambda: "/policy_promote" in transport.sent)
-        (sent,) = transport.sent["/policy_promote"]
-        values = {kv.key: kv.value for kv in sent.values}
-        assert values["policy"] == str((policies / "good.onnx").resolve()) and len(values["sha256"]) == 64
+        assert await _until(pilot, lambda: "/operator_command" in transport.sent)
+        (sent,) = transport.sent["/operator_command"]
+        from steer.robot.promotion import file_sha256
+        from steer.robot.spec import OperatorCommand
+
+        cmd = OperatorCommand.from_message(sent)  # signed; the node checks the signature
+        assert cmd.command == "promote" and cmd.args == {"policy": "good.onnx"} and cmd.signature
+        assert cmd.policy_sha256 == file_sha256(policies / "good.onnx")
         # Promote a run: pick it, confirm; it is exported next to the others and sent.
         await pilot.press("p")
         await pilot.press("enter")  # the only run with checkpoints
         await pilot.press("y")
-        assert await _until(pilot, lambda: len(transport.sent.get("/policy_promote", [])) == 2)
-        values = {kv.key: kv.value for kv in transport.sent["/policy_promote"][-1].values}
-        promoted = Path(values["policy"])
-        assert promoted.parent == policies.resolve() and promoted.name.startswith("dsrl-push-")
-        assert values["source_run"] == "dsrl-push" and table.row_count == 4
+        assert await _until(pilot, lambda: len(transport.sent.get("/operator_command", [])) == 2)
+        cmd = OperatorCommand.from_message(transport.sent["/operator_command"][-1])
+        promoted = policies.resolve() / cmd.args["policy"]
+        assert promoted.is_file() and promoted.name.startswith("dsrl-push-") and table.row_count == 4
         assert "waiting for the node" in str(screen.query_one("#active").render())
         # The node confirms through its safety state.
         from steer.robot import messages as m

@@ -19,7 +19,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "robot"))
 
-from robot_helpers import make_policy  # noqa: E402
+from robot_helpers import arm_over_dds, make_policy, operator_key, trusting_keys  # noqa: E402
 
 pytestmark = pytest.mark.slow
 ESTOP_BUDGET_S = 0.050
@@ -47,7 +47,8 @@ def robot_dds(tmp_path_factory):
 def sim_and_node(robot_dds, tmp_path):
     """A simulated PlanarPush robot driven by a policy that moves the pusher along +y at 4 cm/s."""
     policy = make_policy(tmp_path / "drive.onnx", bias=[0.0, 0.04])
-    common = {"domain_id": robot_dds["domain"], "robot": {"namespace": robot_dds["namespace"]}, "rt_priority": 10}
+    common = {"domain_id": robot_dds["domain"], "rt_priority": 10,
+              "robot": {"namespace": robot_dds["namespace"], "trusted_operator_keys": trusting_keys()}}
     procs: list[subprocess.Popen] = []
     logs: dict[str, Path] = {}
     state = dict(robot_dds)
@@ -61,6 +62,14 @@ def sim_and_node(robot_dds, tmp_path):
             procs.append(subprocess.Popen([sys.executable, "-m", "steer.robot.processes", which,
                                            json.dumps(common | kwargs)], env=robot_dds["env"],
                                           stdout=open(logs[which], "w"), stderr=subprocess.STDOUT))
+            if which == "node":  # the node starts unarmed: the operator arms it before the robot runs
+                from steer.robot.dds_transport import DdsTransport
+
+                transport = DdsTransport(robot_dds["domain"])
+                try:
+                    arm_over_dds(transport, policy, namespace=robot_dds["namespace"])
+                finally:
+                    transport.close()
         state.update(node=procs[0], sim=procs[1])
 
     def stop() -> None:
@@ -133,7 +142,8 @@ def test_robots_screen_shows_the_robot_and_the_estop_key_stops_it_within_50_ms(s
 
     config = robot_config(namespace=sim_and_node["namespace"])
     recorder = CommandRecorder(sim_and_node["domain"], config.command_topic)
-    settings = ConsoleSettings(runs=tmp_path / "runs", robot_config=config, domain_id=sim_and_node["domain"])
+    settings = ConsoleSettings(runs=tmp_path / "runs", robot_config=config, domain_id=sim_and_node["domain"],
+                               operator_key=operator_key())
 
     def moving():
         return sum(1 for _, c in recorder.log if any(c)) >= 5

@@ -30,7 +30,7 @@ def make_policy(path, *, kind="dsrl", obs_names=PUSH_OBS, action_names=PUSH_ACTI
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from steer.robot.spec import SPEC_KEY, PolicySpec
+    from steer.robot.spec import SPEC_KEY, PolicySpec, graph_sha256
 
     obs_dim = len(obs_names) if obs_dim is None else obs_dim
     action_dim = len(action_names) if action_dim is None else action_dim
@@ -72,7 +72,7 @@ def make_policy(path, *, kind="dsrl", obs_names=PUSH_OBS, action_names=PUSH_ACTI
                           action_low=(-bound,) * action_dim, action_high=(bound,) * action_dim,
                           normalization={"obs_min": [-1.0] * obs_dim, "obs_max": [1.0] * obs_dim,
                                          "action_min": [-bound] * action_dim, "action_max": [bound] * action_dim},
-                          weights_sha256="0" * 64, source_run="tests").to_dict()
+                          weights_sha256=graph_sha256(model.SerializeToString()), source_run="tests").to_dict()
         spec.update(spec_overrides or {})  # written as a dict: overrides may break the contract on purpose
     if spec is not False:
         helper.set_model_props(model, {SPEC_KEY: spec if isinstance(spec, str) else json.dumps(spec)})
@@ -90,6 +90,8 @@ class RobotProcesses:
         import subprocess
 
         kwargs.setdefault("domain_id", self.dds["domain"])
+        if which == "node":  # the node obeys the test operator (see arm_over_dds)
+            kwargs.setdefault("robot", {}).setdefault("trusted_operator_keys", trusting_keys())
         # As on a robot: the control loops run under SCHED_FIFO where allowed (else a warning),
         # so other tests on the same cores cannot push them past their deadlines.
         kwargs.setdefault("rt_priority", 10)
@@ -189,3 +191,53 @@ class MemoryTransport:
 
     def close(self):
         pass
+
+
+def operator_key(seed: int = 1):
+    """A fixed Ed25519 operator key (seed 1: the key the test robot configs trust)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.from_private_bytes(bytes([seed]) * 32)
+
+
+def trusting(config, *keys):
+    """``config`` trusting the given operator keys (default: :func:`operator_key`)."""
+    from steer.robot.keys import public_key_hex
+
+    keys = keys or (operator_key(),)
+    return config.replace(trusted_operator_keys=tuple(public_key_hex(k.public_key()) for k in keys))
+
+
+def signed(command, policy_sha256, clock=None, namespace="", key=None, args=None, now=None):
+    """A signed operator command as the message the console publishes (time from a FakeClock if given)."""
+    from steer.robot.keys import sign_command
+
+    if now is None and clock is not None:
+        now = clock.time_ns() / 1e9
+    return sign_command(key or operator_key(), command, namespace, policy_sha256, args, now=now).to_message("robot")
+
+
+def arm(transport, node, clock=None):
+    """Publish a signed arm for ``node``'s running policy on the in-memory transport."""
+    from steer.robot import messages as m
+
+    transport.publisher("/operator_command", m.DiagnosticStatus).publish(
+        signed("arm", node.policy_sha256, clock or node.clock, node.config.namespace))
+
+
+def trusting_keys(*keys):
+    """The 64-hex public keys of ``keys`` (default: :func:`operator_key`), for a robot config."""
+    from steer.robot.keys import public_key_hex
+
+    return [public_key_hex(k.public_key()) for k in (keys or (operator_key(),))]
+
+
+def arm_over_dds(transport, policy, namespace="", timeout_s=60.0):
+    """Arm a node process over DDS with the test operator's signed arm; returns its safety state once armed."""
+    from steer.robot.closed_loop import send_signed_command
+    from steer.robot.config import load_robot_config
+    from steer.robot.promotion import file_sha256
+
+    config = load_robot_config().replace(namespace=namespace)
+    return send_signed_command(transport, config, operator_key(), "arm", file_sha256(policy),
+                               until=lambda s: s.armed, timeout_s=timeout_s)

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from robot_helpers import make_policy, push_gain
+from robot_helpers import arm_over_dds, make_policy, push_gain, signed
 
 pytestmark = pytest.mark.slow
 PERIOD = 0.05  # the PlanarPush robot runs at 20 Hz
@@ -27,7 +27,7 @@ def listener(dds_env):
             "js": transport.subscription("/joint_states", m.JointState),
             "safety": transport.subscription("/safety_state", m.DiagnosticStatus)}
     pubs = {"estop": transport.publisher("/estop", m.Bool, latched=True),
-            "reset": transport.publisher("/estop_reset", m.Bool)}
+            "operator": transport.publisher("/operator_command", m.DiagnosticStatus)}
     log = {k: [] for k in subs}
 
     def pump(seconds):
@@ -37,7 +37,7 @@ def listener(dds_env):
             for k, sub in subs.items():
                 log[k].extend((recv, msg) for msg, recv in sub.take())
 
-    return {"pump": pump, "log": log, "pubs": pubs, "m": m}
+    return {"pump": pump, "log": log, "pubs": pubs, "m": m, "transport": transport}
 
 
 def _wait_for_commands(listener, timeout=40.0):
@@ -50,9 +50,10 @@ def _wait_for_commands(listener, timeout=40.0):
     pytest.fail("the policy node never sent a non-zero command")
 
 
-def _drive(robot_processes, tmp_path, velocity=0.05):
+def _drive(robot_processes, listener, tmp_path, velocity=0.05):
     policy = make_policy(tmp_path / "drive.onnx", bias=[velocity, 0.0])
     node = robot_processes.start("node", policy=str(policy), stats=str(tmp_path / "node.json"))
+    arm_over_dds(listener["transport"], policy)  # the node starts unarmed
     sim = robot_processes.start("sim", episodes=1, seed=3, wait_for_node_s=40.0, task_kwargs=LONG_EPISODE,
                                 results=str(tmp_path / "sim.json"))
     return node, sim
@@ -111,7 +112,7 @@ def test_closed_loop_matches_in_process_and_bags_are_readable(dds_env, tmp_path)
 def test_estop_stops_within_one_period_latches_and_killing_the_robot_stops_commands(
         robot_processes, listener, tmp_path):
     m, log, pump = listener["m"], listener["log"], listener["pump"]
-    node, sim = _drive(robot_processes, tmp_path)
+    node, sim = _drive(robot_processes, listener, tmp_path)
     _wait_for_commands(listener)
 
     # E-stop: the first zero command comes within one period, and no motion command after it.
@@ -133,9 +134,15 @@ def test_estop_stops_within_one_period_latches_and_killing_the_robot_stops_comma
     assert all(not any(c.data) for t, c in log["cmd"] if t > t_release)
     latest = dict((kv.key, kv.value) for kv in log["safety"][-1][1].values)
     assert latest["mode"] == "estopped" and latest["estop_latched"] == "true"
-    # Only the operator's explicit reset brings the commands back.
+    # Only the operator's signed release and arm bring the commands back.
+    from steer.robot.promotion import file_sha256
+
+    sha = file_sha256(tmp_path / "drive.onnx")
     t_reset = time.monotonic_ns()
-    listener["pubs"]["reset"].publish(m.Bool(True))
+    listener["pubs"]["operator"].publish(signed("release", sha))
+    pump(0.6)
+    assert all(not any(c.data) for t, c in log["cmd"] if t > t_reset)
+    listener["pubs"]["operator"].publish(signed("arm", sha))
     pump(0.6)
     assert any(any(c.data) for t, c in log["cmd"] if t > t_reset)
 
@@ -157,7 +164,7 @@ def test_estop_stops_within_one_period_latches_and_killing_the_robot_stops_comma
 
 def test_killing_the_node_makes_the_robot_hold_within_its_timeout(robot_processes, listener, tmp_path):
     log, pump = listener["log"], listener["pump"]
-    node, sim = _drive(robot_processes, tmp_path, velocity=0.05)
+    node, sim = _drive(robot_processes, listener, tmp_path, velocity=0.05)
     _wait_for_commands(listener)
     pump(0.5)
     speeds = [abs(s.velocity[0]) for _, s in log["js"][-5:]]

@@ -7,7 +7,7 @@ with nothing to read, so watchdog and timer figures are exact and nothing sleeps
 import numpy as np
 import pytest
 
-from robot_helpers import FakeClock, MemoryTransport
+from robot_helpers import FakeClock, MemoryTransport, arm, signed, trusting
 from steer.robot import messages as m
 from steer.robot.config import load_robot_config
 from steer.robot.onnx_policy import OnnxPolicy
@@ -17,11 +17,15 @@ ROBOT = load_robot_config()
 CMD = "/pusher_velocity_controller/commands"
 
 
-def _node(policy_factory, config=ROBOT, trigger="observation", bag=None, **kwargs):
+def _node(policy_factory, config=ROBOT, trigger="observation", bag=None, armed=True, **kwargs):
+    """A node on the fake clock whose config trusts the test operator key; ``armed``: a signed arm is queued."""
     clock = FakeClock()
     transport = MemoryTransport(clock)
+    config = trusting(config)
     node = PolicyNode(config, OnnxPolicy(policy_factory(**kwargs), robot=config), transport, bag=bag,
                       trigger=trigger, clock=clock)
+    if armed:
+        arm(transport, node)
     return node, transport, clock
 
 
@@ -84,20 +88,34 @@ def test_estop_latches_until_reset(policy_factory):
     _observe(transport)
     node.spin_once()
     assert transport.sent[CMD][-1].data == [0.0, 0.0] and node.shield.mode.value == "estopped"
-    transport.publisher("/estop_reset", m.Bool).publish(m.Bool(True))
+    # A signed release clears the latch but does not move the robot: that takes a signed arm too.
+    command = transport.publisher("/operator_command", m.DiagnosticStatus)
+    command.publish(signed("release", node.policy_sha256, clock))
+    clock.advance(0.05)
+    _observe(transport)
+    node.spin_once()
+    assert node.shield.mode.value == "idle" and not node.safety_state().armed
+    clock.advance(0.05)
+    _observe(transport)
+    node.spin_once()
+    assert transport.sent[CMD][-1].data == [0.0, 0.0]
+    command.publish(signed("arm", node.policy_sha256, clock))
     clock.advance(0.05)
     _observe(transport)
     node.spin_once()
     assert np.allclose(transport.sent[CMD][-1].data, [0.1, 0.1]) and node.shield.mode.value == "running"
+    assert node.safety_state().armed and node.stats.operator_refusals == 0
 
 
-def test_reset_is_ignored_while_the_button_is_pressed(policy_factory):
-    node, transport, _ = _node(policy_factory, bias=[0.1, 0.1])
+def test_release_is_refused_while_the_button_is_pressed(policy_factory):
+    node, transport, clock = _node(policy_factory, bias=[0.1, 0.1])
     transport.publisher("/estop", m.Bool).publish(m.Bool(True))
-    transport.publisher("/estop_reset", m.Bool).publish(m.Bool(True))
+    transport.publisher("/operator_command", m.DiagnosticStatus).publish(signed("release", node.policy_sha256, clock))
     _observe(transport)
     node.spin_once()
     assert node.shield.mode.value == "estopped"
+    assert node.safety_state().last_refusal == ("release refused: the e-stop still reads pressed; release the "
+                                                "button first.")
 
 
 def test_new_episode_restarts_the_chunk(policy_factory):
@@ -161,7 +179,7 @@ def test_robot_without_episode_topic_gets_one_bag(policy_factory, tmp_path):
             if conn.topic == "/safety_state":
                 modes.append(dict((kv.key, kv.value) for kv in reader.deserialize(raw, conn.msgtype).values)["mode"])
     assert counts["/joint_states"] == 3 and counts["/goal"] == 3 and counts[CMD] == 4
-    assert modes == ["running", "estopped"]
+    assert modes == ["armed", "running", "estopped"]
 
 
 def test_nan_in_an_observation_gives_the_safe_command(policy_factory):

@@ -1,6 +1,7 @@
-"""Policy promotion: the node loads a promoted policy off its control thread and swaps it in at a chunk
-boundary; a file that fails the runtime's checks, or whose bytes changed, is refused and the old policy
-keeps commanding. Unit tests on the in-memory transport, one over rclpy stand-ins, one across processes."""
+"""Policy promotion: a signed promote names a file in the robot's policies directory; the node loads it off
+its control thread and swaps it in at a chunk boundary; a file that fails the runtime's checks, or whose
+bytes are not the signed ones, is refused and the old policy keeps commanding. Unit tests on the in-memory
+transport, one over rclpy stand-ins, one across processes."""
 
 import json
 import sys
@@ -11,15 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from robot_helpers import PUSH_ACTIONS, PUSH_OBS, MemoryTransport, make_policy
+from robot_helpers import PUSH_ACTIONS, PUSH_OBS, MemoryTransport, arm_over_dds, make_policy, signed, trusting
 from steer.robot import messages as m
 from steer.robot.config import load_robot_config
 from steer.robot.onnx_policy import OnnxPolicy
 from steer.robot.policy_node import PolicyNode
 from steer.robot.promotion import file_sha256
-from steer.robot.spec import Promotion, SafetyState
+from steer.robot.promotion import NOT_AVAILABLE
+from steer.robot.spec import SafetyState
 
-ROBOT = load_robot_config()
+ROBOT = trusting(load_robot_config())
 CMD = "/pusher_velocity_controller/commands"
 PERIOD = ROBOT.control_period_s
 OLD, NEW = [0.1, 0.0], [0.0, 0.1]
@@ -50,15 +52,18 @@ def make_wide_policy(path, bias, hidden=150_000, chunk_len=4):
             "action_names": list(PUSH_ACTIONS), "obs_dim": len(PUSH_OBS), "action_dim": len(PUSH_ACTIONS),
             "chunk_len": chunk_len, "noise_input": False, "control_rate_hz": ROBOT.control_rate_hz,
             "action_low": [-0.3, -0.3], "action_high": [0.3, 0.3], "source_run": "tests"}
+    from steer.robot.spec import graph_sha256
+
+    spec["weights_sha256"] = graph_sha256(model.SerializeToString())
     helper.set_model_props(model, {"steer.spec": json.dumps(spec)})
     onnx.save(model, str(path))
     return Path(path)
 
 
-def promotion(path, sha256=None, source_run="tests"):
-    """The message the console publishes (see steer.ops.console.robot.RobotLink.promote)."""
+def promotion(path, sha256=None, **kwargs):
+    """The signed promote an operator publishes: the file's name in the policies directory and its sha256."""
     path = Path(path)
-    return Promotion(path.resolve(), sha256 or file_sha256(path), source_run).to_message("planar_push")
+    return signed("promote", sha256 or file_sha256(path), args={"policy": path.name}, **kwargs)
 
 
 def same(command, expected):
@@ -77,12 +82,14 @@ class Drive:
 
     def __init__(self, policy_path, bag=None):
         self.transport = MemoryTransport()
-        self.node = PolicyNode(ROBOT, OnnxPolicy(policy_path, robot=ROBOT), self.transport, bag=bag)
+        robot = ROBOT.replace(policies_dir=str(Path(policy_path).parent))
+        self.node = PolicyNode(robot, OnnxPolicy(policy_path, robot=robot), self.transport, bag=bag)
         self.durations_ns, self.ready_at_start, self.commands = [], [], []
         self.sent_at = []
         self._goal = self.transport.publisher("/goal", m.Float64MultiArray)
         self._joints = self.transport.publisher("/joint_states", m.JointState)
-        self._promote = self.transport.publisher("/policy_promote", m.DiagnosticStatus, latched=True)
+        self._promote = self.transport.publisher("/operator_command", m.DiagnosticStatus)
+        self._promote.publish(signed("arm", self.node.policy_sha256))
         tick = self.node.tick
 
         def timed_tick(recv_ns):
@@ -128,7 +135,7 @@ def test_promoted_policy_takes_over_at_the_next_chunk_boundary_without_a_late_ti
             drive.step()
         assert all(same(c, OLD) for c in drive.commands) and drive.node.stats.queries == 2
         promoted_at = len(drive.commands)
-        drive.promote(promotion(new, source_run="runs/new"))
+        drive.promote(promotion(new))
         for _ in range(40):
             drive.step()
             if sum(same(c, NEW) for c in drive.commands) >= 6:
@@ -155,7 +162,7 @@ def test_promoted_policy_takes_over_at_the_next_chunk_boundary_without_a_late_ti
     state = drive.safety()
     assert state["policy"] == str(new.resolve()) and state["policy_sha256"] == file_sha256(new)
     assert state["promote_error"] == "" and state["mode"] == "running"
-    assert drive.node.policy.path == new and drive.node.loader.pending is None
+    assert drive.node.policy.path == new.resolve() and drive.node.loader.pending is None
 
 
 def test_a_policy_for_other_joints_is_refused_and_the_old_one_keeps_commanding(tmp_path):
@@ -202,19 +209,23 @@ def test_a_file_that_changed_since_it_was_checked_is_refused(tmp_path):
         for _ in range(8):
             drive.step()
         error = drive.safety()["promote_error"]
-        # Fields missing or a relative path: refused at once, with one sentence each.
-        drive.promote(m.DiagnosticStatus(values=[m.KeyValue("policy", "new.onnx"), m.KeyValue("sha256", "ab")]))
+        # The old unsigned form (absolute path and hash) and a signed promote without a file name are
+        # refused at once, before anything is read.
+        drive.promote(m.DiagnosticStatus(values=[m.KeyValue("policy", str(checked)), m.KeyValue("sha256", "ab")]))
         drive.step()
-        relative = drive.safety()["promote_error"]
-        drive.promote(m.DiagnosticStatus(values=[m.KeyValue("policy", str(checked))]))
+        unsigned = drive.node.safety_state().last_refusal
+        drive.promote(signed("promote", sha_checked))
         drive.step()
-        missing = drive.safety()["promote_error"]
+        nameless = drive.node.safety_state().last_refusal
     finally:
         drive.close()
     assert len(drive.commands) == 11 and all(same(c, OLD) for c in drive.commands)
-    assert "changed since it was checked" in error and sha_checked[:12] in error
-    assert "relative path 'new.onnx'" in relative and "lacks ['sha256']" in missing
-    assert drive.node.stats.refusals == 3 and drive.safety()["policy"] == str(old.resolve())
+    # What differs is not said, nor any digit of either hash.
+    assert error == NOT_AVAILABLE and sha_checked[:6] not in error and file_sha256(checked)[:6] not in error
+    assert unsigned == "malformed operator command: it needs command, timestamp, nonce and signature."
+    assert nameless == "promote refused: the command names no policy (args.policy)."
+    assert drive.node.stats.refusals == 1 and drive.node.stats.operator_refusals == 2
+    assert drive.safety()["policy"] == str(old.resolve())
 
 
 def test_a_promotion_while_estopped_is_taken_at_once_and_a_repeat_is_ignored(tmp_path):
@@ -258,7 +269,7 @@ def test_the_newest_promotion_wins_even_when_it_names_the_running_policy(tmp_pat
             drive.step()
     finally:
         drive.close()
-    assert drive.node.stats.promotions == 1 and drive.node.policy.path == other
+    assert drive.node.stats.promotions == 1 and drive.node.policy.path == other.resolve()
     assert not any(same(c, NEW) for c in drive.commands) and same(drive.commands[-1], [-0.1, 0.0])
 
 
@@ -328,22 +339,24 @@ def _stub_rclpy(monkeypatch):
     return created
 
 
-def test_the_rclpy_transport_carries_the_latched_promotion(monkeypatch, tmp_path):
+def test_the_rclpy_transport_carries_the_volatile_signed_promotion(monkeypatch, tmp_path):
     from steer.robot.rclpy_transport import RclpyTransport, to_ros
 
     created = _stub_rclpy(monkeypatch)
     old = make_policy(tmp_path / "old.onnx", bias=OLD)
     new = make_policy(tmp_path / "new.onnx", bias=NEW)
-    node = PolicyNode(ROBOT, OnnxPolicy(old, robot=ROBOT), RclpyTransport())
+    robot = ROBOT.replace(policies_dir=str(tmp_path))
+    node = PolicyNode(robot, OnnxPolicy(old, robot=robot), RclpyTransport())
     try:
         (ros_node,) = created
-        _, callback, qos = ros_node.subscriptions["/policy_promote"]
-        assert (qos.durability, qos.reliability, qos.depth) == ("transient_local", "reliable", 1)
+        _, callback, qos = ros_node.subscriptions["/operator_command"]
+        # Volatile: a restarted node never gets an old command again.
+        assert (qos.durability, qos.reliability) == ("volatile", "reliable")
         callback(to_ros(promotion(new), resolve=lambda name: types.SimpleNamespace))
         end = time.monotonic() + 10
         while node.stats.promotions == 0 and time.monotonic() < end:
             node.spin_once()
-        assert node.policy.path == new
+        assert node.policy.path == new.resolve()
         published = ros_node.publishers["/safety_state"].sent[-1]
         assert {kv.key: kv.value for kv in published.values}["policy"] == str(new.resolve())
     finally:
@@ -359,7 +372,7 @@ def test_a_promotion_over_dds_is_reported_active_by_the_node(robot_processes, dd
     transport = DdsTransport(dds_env["domain"])
     commands = transport.subscription(CMD, m.Float64MultiArray)
     safety = transport.subscription("/safety_state", m.DiagnosticStatus)
-    promote = transport.publisher("/policy_promote", m.DiagnosticStatus, latched=True)
+    promote = transport.publisher("/operator_command", m.DiagnosticStatus)
     log = {"cmd": [], "safety": []}
 
     def pump(seconds, until=lambda: False):
@@ -370,14 +383,16 @@ def test_a_promotion_over_dds_is_reported_active_by_the_node(robot_processes, dd
             log["safety"].extend((recv, safety_values(s)) for s, recv in safety.take())
         return until()
 
-    node = robot_processes.start("node", policy=str(old), stats=str(tmp_path / "node.json"))
+    node = robot_processes.start("node", policy=str(old), stats=str(tmp_path / "node.json"),
+                                 robot={"policies_dir": str(tmp_path)})
+    arm_over_dds(transport, old)
     robot_processes.start("sim", episodes=1, seed=3, wait_for_node_s=40.0, task_kwargs={"max_steps": 100_000})
     assert pump(60.0, lambda: sum(same(c, [0.04, 0.0]) for _, c in log["cmd"]) >= 5), \
         "the node never drove the robot with the old policy"
     assert log["safety"][-1][1]["policy"] == str(old.resolve())
 
     t_sent = time.monotonic_ns()
-    promote.publish(promotion(new, source_run="runs/new"))
+    promote.publish(promotion(new))
 
     def active():
         return any(v.get("policy") == str(new.resolve()) for _, v in log["safety"])

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from robot_helpers import make_policy, push_gain
+from robot_helpers import arm_over_dds, make_policy, push_gain
 
 pytestmark = pytest.mark.slow
 PERIOD = 0.05  # the PlanarPush robot runs at 20 Hz
@@ -29,6 +29,7 @@ def test_joint_states_flow_through_episode_resets_without_watchdog_trips(robot_p
 
     policy = make_policy(tmp_path / "push.onnx", gain=push_gain(3.0, 2.0), chunk_len=4)
     node = robot_processes.start("node", policy=str(policy), stats=str(tmp_path / "node.json"))
+    arm_over_dds(transport, policy)  # the node starts unarmed
     # 20-step episodes (1 s each) so that a short run spans many resets.
     sim = robot_processes.start("sim", episodes=0, seed=11, wait_for_node_s=40.0, task_kwargs={"max_steps": 20},
                                 results=str(tmp_path / "sim.json"))

@@ -2,13 +2,12 @@
 
 import dataclasses
 import json
-from pathlib import Path
 
 import pytest
 
 from steer.robot import messages as m
-from steer.robot.spec import (DEFAULT_LATENT_NOISE_BOUND, SPEC_KEY, EpisodeStatus, PolicySpec, Promotion,
-                              SafetyState, WireError)
+from steer.robot.spec import (DEFAULT_LATENT_NOISE_BOUND, SPEC_KEY, EpisodeStatus, PolicySpec, SafetyState,
+                              WireError)
 
 PPO = PolicySpec(kind="ppo", task="steer/Drive-v0", obs_names=("speed", "limit"), action_names=("steer", "accel"),
                  obs_dim=2, action_dim=2, chunk_len=1, noise_input=False, control_rate_hz=10.0,
@@ -97,35 +96,44 @@ def test_a_bad_safety_state_is_one_sentence():
     assert SafetyState.from_message(m.DiagnosticStatus(values=[m.KeyValue("mode", "idle")])) == SafetyState("idle")
 
 
-def test_promotion_round_trips_and_normalizes_the_hash(tmp_path):
-    promotion = Promotion(tmp_path.resolve() / "p.onnx", "ef" * 32, "runs/dsrl")
-    message = m.deserialize(m.DiagnosticStatus, m.serialize(promotion.to_message("arm")))
-    assert Promotion.from_message(message) == promotion
-    assert (message.name, message.message) == ("arm/promote", "promote")
-    shouted = m.DiagnosticStatus(values=[m.KeyValue("policy", str(tmp_path / "p.onnx")),
-                                         m.KeyValue("sha256", " " + "EF" * 32 + "\n")])
-    assert Promotion.from_message(shouted).sha256 == "ef" * 32
+def test_the_safety_state_carries_the_operator_fields():
+    state = SafetyState("idle", armed=False, operator_refusals=3,
+                        last_refusal="arm refused: not signed by a key this robot trusts.")
+    message = m.deserialize(m.DiagnosticStatus, m.serialize(state.to_message("arm")))
+    assert SafetyState.from_message(message) == state
+    assert {kv.key: kv.value for kv in message.values}["operator_refusals"] == "3"
 
 
-def test_a_bad_promotion_is_one_sentence():
-    with pytest.raises(WireError) as err:
-        Promotion.from_message(m.DiagnosticStatus(values=[m.KeyValue("policy", "/p/x.onnx")]))
-    assert "lacks ['sha256']" in _one_sentence(err)
-    with pytest.raises(WireError) as err:
-        Promotion.from_message(m.DiagnosticStatus(values=[m.KeyValue("policy", "x.onnx"), m.KeyValue("sha256", "ab")]))
-    assert "relative path 'x.onnx'" in _one_sentence(err)
-
-
-def test_a_field_added_to_the_promotion_travels_and_older_readers_ignore_it():
+def test_a_field_added_to_a_message_travels_and_older_readers_ignore_it():
     @dataclasses.dataclass(frozen=True)
-    class SignedPromotion(Promotion):
-        signature: str = ""
-        timestamp_ns: int = 0
+    class LaterStatus(EpisodeStatus):
+        reward: float = 0.0
 
-    signed = SignedPromotion(Path("/p/x.onnx"), "ab" * 32, "", signature="c2ln", timestamp_ns=17)
-    message = signed.to_message("arm")
-    assert SignedPromotion.from_message(message) == signed
-    assert Promotion.from_message(message) == Promotion(Path("/p/x.onnx"), "ab" * 32, "")
+    later = LaterStatus("end", "2", reward=1.5)
+    message = later.to_message("arm")
+    assert LaterStatus.from_message(message) == later
+    assert EpisodeStatus.from_message(message) == EpisodeStatus("end", "2")
+
+
+def test_graph_hash_is_the_stored_graph_and_a_broken_file_is_one_sentence(tmp_path):
+    import hashlib
+
+    import onnx
+
+    from robot_helpers import make_policy
+    from steer.robot.spec import graph_sha256
+
+    path = make_policy(tmp_path / "p.onnx")
+    data = path.read_bytes()
+    assert graph_sha256(data) == hashlib.sha256(onnx.load(str(path)).graph.SerializeToString()).hexdigest()
+    # The metadata is not part of it: a spec can carry the hash of its own graph.
+    model = onnx.load(str(path))
+    model.metadata_props[0].value = "{}"
+    assert graph_sha256(model.SerializeToString()) == graph_sha256(data)
+    for broken in (data[: len(data) // 2], b"\xff" * 40, b""):
+        with pytest.raises(WireError) as err:
+            graph_sha256(broken)
+        _one_sentence(err)
 
 
 def test_episode_status_round_trips_and_a_bare_one_reads_defaults():
