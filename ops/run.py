@@ -145,6 +145,12 @@ class Run:
             raise RunError(f"cannot resume {self.path}: no such run directory.")
         cfg = {"kind": kind, "config": to_jsonable(config), "git_revision": git_revision(),
                "command": sys.argv, "host": socket.gethostname(), "started": time.time()}
+        if resume:
+            status, pid = read_json(self.path / STATUS), read_json(self.path / STATUS).get("pid")
+            if (status.get("status") == "running" and status.get("host", socket.gethostname()) == socket.gethostname()
+                    and isinstance(pid, int) and pid != os.getpid() and pid_alive(pid)):
+                raise RunError(f"{self.path} is still running (pid {status.get('pid')} on this host); stop it "
+                               "before resuming.")
         if resume and (self.path / CONFIG).exists():
             before = read_json(self.path / CONFIG)
             changed = config_changes(before.get("config", {}), cfg["config"])

@@ -184,3 +184,24 @@ def test_a_killed_run_reads_stale_and_its_status_carries_pid_host_and_heartbeat(
     assert runmod.read_json(tmp_path / "live" / "status.json")["time"] > first
     live.close("finished")
     assert runmod.read_run(tmp_path / "live").status == "finished"
+
+
+def test_resuming_a_run_whose_process_is_alive_is_refused_and_touches_nothing(tmp_path):
+    from steer.ops.run import Run, RunError
+
+    run = Run(tmp_path / "r", {"x": 1}, kind="bc", tensorboard=False)
+    run.close("failed")
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        status = tmp_path / "r" / "status.json"
+        status.write_text(status.read_text().replace('"failed"', '"running"').replace(
+            f'"pid": {os.getpid()}', f'"pid": {sleeper.pid}'))
+        before = {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir() if p.is_file()}
+        with pytest.raises(RunError, match=f"still running \\(pid {sleeper.pid}"):
+            Run(tmp_path / "r", {"x": 1}, kind="bc", resume=True, tensorboard=False)
+        assert {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir() if p.is_file()} == before
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # Once that process is gone the run is stale, and resuming it works.
+    Run(tmp_path / "r", {"x": 1}, kind="bc", resume=True, tensorboard=False).close("finished")
