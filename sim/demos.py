@@ -11,8 +11,10 @@ Nothing is downloaded: ``MINARI_DATASETS_PATH`` points at the run's own folder.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +107,10 @@ def collect_demos(env_id: str, expert, episodes: int, seed: int, out_dir: Path,
         succ.append(successes[-1])
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # h5py does not survive a full disk mid-write (errors in its destructors, then a crash): check first.
+    need = 2 * sum(o.nbytes + a.nbytes for o, a in zip(demos_obs, demos_act)) + 16_384 * episodes + (1 << 20)
+    if shutil.disk_usage(out_dir).free < need:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out_dir))
     with _datasets_root(out_dir), warnings.catch_warnings():
         # Minari nags about optional metadata (author e-mail, code link) that a local dataset does not need.
         warnings.simplefilter("ignore", UserWarning)

@@ -167,3 +167,14 @@ def test_a_read_only_run_folder_is_one_sentence(tmp_path, tiny_demos):
     proc = _in_own_mount("ro", runs, ["bc", "--data", tiny_demos, "--runs", runs, "--bc.steps", "2"])
     line = one_sentence(proc)
     assert line.startswith(f"steer bc: cannot write {runs}") and "read-only" in line
+
+
+def test_collect_onto_a_full_disk_is_one_sentence_not_a_crash(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    proc = _in_own_mount("size=64k", data, ["collect", "--out", data / "d", "--episodes", "3"])
+    assert proc.returncode == 2, proc.stderr[-2000:]  # h5py itself crashes (SIGSEGV) on a disk that fills mid-write
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1].split("\r")[-1]
+    assert last == (f"steer collect: the disk is full: cannot write {data / 'd'}; free some space (or choose "
+                    "another folder) and run again.")
