@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,33 +29,33 @@ from steer.robot.spec import DEFAULT_LATENT_NOISE_BOUND, base_noise
 class BCConfig:
     """Behaviour-cloning hyperparameters."""
 
-    steps: int = 6000
+    steps: int = field(default=6000, metadata={"range": "[1, inf)"})
     """Gradient steps."""
-    batch_size: int = 256
+    batch_size: int = field(default=256, metadata={"range": "[1, inf)"})
     """Samples per gradient step."""
-    lr: float = 1e-3
+    lr: float = field(default=1e-3, metadata={"range": "(0, inf)"})
     """Peak learning rate of AdamW (cosine decay to 1 % of it)."""
     weight_decay: float = 1e-6
     """AdamW weight decay."""
-    ema_decay: float = 0.995
+    ema_decay: float = field(default=0.995, metadata={"range": "[0, 1)"})
     """Decay of the exponential moving average of the weights (warmed up over the first steps)."""
-    chunk_len: int = 4
+    chunk_len: int = field(default=4, metadata={"range": "[1, inf)"})
     """Actions per chunk."""
-    hidden_dim: int = 256
+    hidden_dim: int = field(default=256, metadata={"range": "[1, inf)"})
     """Width of the denoiser."""
-    num_blocks: int = 3
+    num_blocks: int = field(default=3, metadata={"range": "[1, inf)"})
     """Residual blocks of the denoiser."""
-    train_diffusion_steps: int = 20
+    train_diffusion_steps: int = field(default=20, metadata={"range": "[1, inf)"})
     """Diffusion steps T in training."""
-    ddim_steps: int = 5
+    ddim_steps: int = field(default=5, metadata={"range": "[1, inf)"})
     """DDIM steps at sampling time."""
-    latent_noise_bound: float = DEFAULT_LATENT_NOISE_BOUND
+    latent_noise_bound: float = field(default=DEFAULT_LATENT_NOISE_BOUND, metadata={"range": "(0, inf)"})
     """The policy's initial noise is N(0, I) clipped to ±this; stored with the policy and its export."""
     seed: int = 0
     """Seed of weights init and minibatch sampling."""
-    log_every: int = 100
+    log_every: int = field(default=100, metadata={"range": "[1, inf)"})
     """Log the loss every this many steps."""
-    checkpoint_every: int = 1000
+    checkpoint_every: int = field(default=1000, metadata={"range": "[1, inf)"})
     """Save a resumable checkpoint every this many steps."""
 
     def __post_init__(self) -> None:

@@ -50,16 +50,16 @@ class ConservativeConfig:
     """``off``: no gate; ``monitor``: never gates, only logs the safety metrics; ``epsmix``: explorer for a
     whole episode with probability ρ; ``stepmix``: explorer per chunk with probability ρ; ``budget``: explorer
     episodes while the cumulative margin over (1 − α)·V_b stays positive."""
-    alpha: float = 0.2
+    alpha: float = field(default=0.2, metadata={"range": "[0, 1]"})
     """α: each episode's value must stay ≥ (1 − α)·V(baseline)."""
-    delta: float = 0.05
+    delta: float = field(default=0.05, metadata={"range": "(0, 1)"})
     """δ: the guarantee holds with probability ≥ 1 − δ (split over the three confidence bounds)."""
     bound: Literal["clopper_pearson", "hoeffding"] = "clopper_pearson"
     """Confidence bounds: ``clopper_pearson`` for 0/1 episode values (success), ``hoeffding`` for returns in
     [value_min, value_max]."""
-    value_min: float = 0.0
+    value_min: float = field(default=0.0, metadata={"range": "(-inf, inf)"})
     """Lowest possible episode value (the task return; PlanarPush: 0, failure)."""
-    value_max: float = 1.0
+    value_max: float = field(default=1.0, metadata={"range": "(-inf, inf)"})
     """Highest possible episode value (PlanarPush: 1, success)."""
     min_baseline_episodes: int = 10
     """Episodes run with the baseline before the explorer may run at all."""
@@ -67,9 +67,9 @@ class ConservativeConfig:
     """Every n-th episode runs the baseline, so its estimate stays fresh while ρ is 1 (0: never)."""
     baseline_window: int = 0
     """Baseline episodes used for its bounds, most recent first (0: all of them)."""
-    explorer_window: int = 30
+    explorer_window: int = field(default=30, metadata={"range": "[1, inf)"})
     """Explorer (or, for StepMix, mixed) episodes used for its lower bound, most recent first."""
-    metrics_window: int = 50
+    metrics_window: int = field(default=50, metadata={"range": "[1, inf)"})
     """Episodes per logged window of safety metrics."""
     explorer_deterministic: bool = True
     """Gated variants only: explorer chunks run the learner's deterministic action (its mean), so the

@@ -11,16 +11,16 @@ from steer.driving.env import DriveEnvConfig
 class NetConfig:
     """Sizes of the actor-critic (CaRL's network, scaled down for a CPU)."""
 
-    cnn_channels: tuple[int, ...] = (16, 32, 32)
+    cnn_channels: tuple[int, ...] = field(default=(16, 32, 32), metadata={"range": "[1, inf)"})
     """Output channels of the BEV convolutions; the first has a 4x4 kernel with stride 4, the rest 3x3
     with stride 2 (CaRL: a deeper ResNet-style stack over 256 x 256)."""
-    bev_features: int = 256
+    bev_features: int = field(default=256, metadata={"range": "[1, inf)"})
     """Width of the linear layer after the convolutions."""
-    measurement_features: int = 64
+    measurement_features: int = field(default=64, metadata={"range": "[1, inf)"})
     """Width of the measurement MLP."""
-    hidden: int = 256
+    hidden: int = field(default=256, metadata={"range": "[1, inf)"})
     """Width of the joint layer shared by the policy and value heads."""
-    value_hidden: int = 128
+    value_hidden: int = field(default=128, metadata={"range": "[1, inf)"})
     """Width of the value head's hidden layer (it also takes the value-only inputs)."""
 
 
@@ -47,7 +47,7 @@ class LagrangianConfig:
     """Step size of the multiplier's (projected) gradient ascent."""
     lambda_init: float = 0.0
     """λ at the start of the run."""
-    cost_gamma: float = 0.99
+    cost_gamma: float = field(default=0.99, metadata={"range": "[0, 1]"})
     """Discount of the cost returns."""
     cost_infractions: tuple[str, ...] = COST_INFRACTIONS
     """Infraction flags that each cost 1 on the step they happen."""
@@ -65,25 +65,25 @@ class PPOConfig:
 
     seed: int = 0
     """Seed of the networks, the sampling and the episodes (rank r adds r)."""
-    total_timesteps: int = 2_000_000
+    total_timesteps: int = field(default=2_000_000, metadata={"range": "[1, inf)"})
     """Environment steps to train for, all ranks together."""
-    num_envs: int = 64
+    num_envs: int = field(default=64, metadata={"range": "[1, inf)"})
     """Parallel driving episodes, all ranks together (CaRL: 128 per GPU)."""
-    num_steps: int = 64
+    num_steps: int = field(default=64, metadata={"range": "[1, inf)"})
     """Steps per env in one rollout (CaRL: 512)."""
-    minibatch_size: int = 1024
+    minibatch_size: int = field(default=1024, metadata={"range": "[1, inf)"})
     """Samples per gradient step, all ranks together (CaRL: 16,384)."""
-    update_epochs: int = 3
+    update_epochs: int = field(default=3, metadata={"range": "[1, inf)"})
     """Passes over each rollout."""
-    learning_rate: float = 2.5e-4
+    learning_rate: float = field(default=2.5e-4, metadata={"range": "(0, inf)"})
     """Adam step size at the start."""
     anneal_lr: bool = True
     """Decay the step size linearly to 0 over the run."""
-    gamma: float = 0.99
+    gamma: float = field(default=0.99, metadata={"range": "[0, 1]"})
     """Discount."""
-    gae_lambda: float = 0.95
+    gae_lambda: float = field(default=0.95, metadata={"range": "[0, 1]"})
     """GAE lambda."""
-    clip_coef: float = 0.1
+    clip_coef: float = field(default=0.1, metadata={"range": "(0, inf)"})
     """PPO ratio clip."""
     clip_vloss: bool = True
     """Clip the value update around the rollout's values with ``clip_coef``."""
@@ -93,11 +93,11 @@ class PPOConfig:
     """Entropy bonus weight."""
     vf_coef: float = 0.5
     """Value loss weight."""
-    max_grad_norm: float = 0.5
+    max_grad_norm: float = field(default=0.5, metadata={"range": "(0, inf)"})
     """Global gradient-norm clip."""
-    adam_eps: float = 1e-5
+    adam_eps: float = field(default=1e-5, metadata={"range": "(0, inf)"})
     """Adam epsilon (CleanRL's value)."""
-    checkpoint_every: int = 10
+    checkpoint_every: int = field(default=10, metadata={"range": "[1, inf)"})
     """Write the ``last`` checkpoint every this many updates (and at the end)."""
     torch_threads: int = 1
     """CPU threads for torch per rank; 0 leaves torch's default. One thread avoids the stalls of

@@ -8,7 +8,7 @@ envs are rendered together with flat index arithmetic.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -27,9 +27,9 @@ speed_limit 255 * limit / 30 m/s on the road; shoulder 255 within 1.5 m outside 
 class BevConfig:
     """Size and resolution of the BEV raster."""
 
-    size: int = 64
+    size: int = field(default=64, metadata={"range": "[1, inf)"})
     """Width and height, pixels (CaRL: 256)."""
-    pixels_per_meter: float = 1.0
+    pixels_per_meter: float = field(default=1.0, metadata={"range": "(0, inf)"})
     """Resolution (CaRL: 2)."""
     ego_from_bottom: int = 24
     """Rows between the ego and the bottom edge (CaRL: 100 of 256)."""

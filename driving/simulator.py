@@ -34,7 +34,7 @@ class SimConfig:
 
     seed: int = 0
     """Seed of the world (towns and route pool); episodes draw from the reset seed."""
-    n_towns: int = 4
+    n_towns: int = field(default=4, metadata={"range": "[1, inf)"})
     """Number of generated towns; each env runs one, drawn with its route at reset."""
     town: TownConfig = field(default_factory=TownConfig)
     """Town generator parameters."""
@@ -48,7 +48,7 @@ class SimConfig:
     """Traffic vehicles per env."""
     spawn_radius: float = 120.0
     """Traffic spawns within this distance of the ego's start when slots allow, metres."""
-    dt: float = 0.1
+    dt: float = field(default=0.1, metadata={"range": "(0, inf)"})
     """Step, seconds."""
     wheelbase: float = 2.9
     """Ego wheelbase, metres (centre of gravity in the middle)."""

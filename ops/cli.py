@@ -8,6 +8,7 @@ imports torch and ``steer --help`` answers instantly.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
 import textwrap
@@ -55,6 +56,20 @@ COMMANDS: dict[str, Command] = {
     "keys init": Command("steer.ops.keys_cmd:init", "create the operator key pair that signs release, arm and promote",
                          "steer keys init --dir ~/.config/steer"),
 }
+
+
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+"""Errors of the disk or the file system (not of steer) that a user fixes: full, read-only, not theirs."""
+
+
+def write_error(err: OSError) -> str:
+    """One sentence for a file-system error: what could not be written and what to do."""
+    where = f" {err.filename}" if err.filename else ""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"the disk is full: cannot write{where}; free some space (or choose another folder) and run again."
+    if err.errno == errno.EROFS:
+        return f"cannot write{where}: the file system is read-only; choose a writable folder."
+    return f"cannot write{where}: permission denied; choose a folder you can write to."
 
 
 def _usage() -> str:
@@ -109,9 +124,18 @@ def main(argv: list[str] | None = None) -> int:
 
     hints = typing.get_type_hints(func)
     config_type = next(v for k, v in hints.items() if k != "return")
+    from steer.ops.options import check_options
+
+    # tyro reports a config's own __post_init__ ValueError (options that contradict each other), exit 2
+    config = tyro.cli(config_type, args=rest, prog=f"steer {name}", description=description)
     try:
-        config = tyro.cli(config_type, args=rest, prog=f"steer {name}", description=description)
+        check_options(config)  # every numeric option in range before the command creates anything
         result = func(config)
+    except OSError as err:
+        if err.errno not in _WRITE_ERRNOS:
+            raise
+        print(f"steer {name}: {write_error(err)}", file=sys.stderr)
+        return 2
     except Exception as err:  # noqa: BLE001 - user-caused errors become one sentence, the rest a traceback
         if not getattr(err, "user_facing", False):  # each package marks its own error classes user_facing = True
             raise

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from steer.ops.console import ConsoleError
@@ -30,11 +30,11 @@ class ConsoleConfig:
     """Robot config YAML with joints, limits and topics (default: the packaged PlanarPush one)."""
     namespace: str | None = None
     """Namespace in front of the robot's relative topic names (default: the YAML's)."""
-    domain_id: int = _ROS_DOMAIN_ID
+    domain_id: int = field(default=_ROS_DOMAIN_ID, metadata={"range": "[0, 232]"})
     """DDS domain id (default: $ROS_DOMAIN_ID, else 0)."""
     loopback: bool = True
     """Keep DDS traffic on loopback (ignored when CYCLONEDDS_URI is set); false to reach a robot on the network."""
-    refresh_s: float = 1.0
+    refresh_s: float = field(default=1.0, metadata={"range": "(0, inf)"})
     """Seconds between rescans of the runs and redraws of the plots."""
     key: Path = Path("~/.config/steer/operator_ed25519")
     """The operator's private key (``steer keys init``) that signs release, arm and promote; without a

@@ -12,7 +12,7 @@ and an interrupted DSRL run continues from its last checkpoint. The stages are
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from steer.agent.bc import BCConfig
@@ -33,7 +33,7 @@ class DemoConfig:
     """Skip finished stages of an existing --out and continue an interrupted DSRL run."""
     seed: int = 0
     """Seed of BC, DSRL and the policy noise; demos use seeds from 1000, evaluation from 1,000,000."""
-    demos: int = 400
+    demos: int = field(default=400, metadata={"range": "[1, inf)"})
     """Scripted demonstrations to collect (half of them from the mirrored operator)."""
     eval_episodes: int = 100
     """Held-out evaluation episodes for BC and for DSRL."""
@@ -59,7 +59,7 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> dict:
     t0 = time.time()
     data = out / "data"
     if not (data / "done").exists():
-        collect_demos(CollectConfig(out=data, episodes=cfg.demos, seed=1000))
+        collect_demos(CollectConfig(out=data, episodes=cfg.demos, seed=1000, overwrite=True))  # an unfinished one
         (data / "done").write_text("ok\n")
     bc = finished(out / "bc", BCResult) or run_bc(
         BCRunConfig(data=data, name="bc", runs=out, eval_episodes=cfg.eval_episodes, bc=replace(cfg.bc, seed=cfg.seed),

@@ -30,9 +30,9 @@ class DriveViewConfig:
     """Folder for the PNG frames and the GIF (created if missing)."""
     seed: int = 0
     """Seed of the town and of the episode."""
-    town_size: int = 3
+    town_size: int = field(default=3, metadata={"range": "[1, inf)"})
     """Junctions per side of the generated town."""
-    steps: int = 300
+    steps: int = field(default=300, metadata={"range": "[1, inf)"})
     """Most steps to render (the episode may end earlier)."""
     policy: str = "expert"
     """Who drives: "expert" (the scripted driver) or a run directory of `steer drive train` (its
@@ -41,11 +41,11 @@ class DriveViewConfig:
     """Write every frame as a PNG."""
     gif: bool = True
     """Write the episode as ``episode.gif``."""
-    bev_size: int = 128
+    bev_size: int = field(default=128, metadata={"range": "[1, inf)"})
     """BEV width and height, pixels."""
-    pixels_per_meter: float = 2.0
+    pixels_per_meter: float = field(default=2.0, metadata={"range": "(0, inf)"})
     """BEV resolution."""
-    scale: int = 3
+    scale: int = field(default=3, metadata={"range": "[1, inf)"})
     """Upscaling of the saved pictures."""
 
 
@@ -206,9 +206,9 @@ class DriveEvalConfig:
 
     run: Annotated[Path, tyro.conf.Positional]
     """Run directory made by ``steer drive train``."""
-    routes: int = 100
+    routes: int = field(default=100, metadata={"range": "[1, inf)"})
     """Held-out routes to drive, each once."""
-    towns: int = 4
+    towns: int = field(default=4, metadata={"range": "[1, inf)"})
     """Generated towns the held-out routes are spread over."""
     world_seed: int = 1_000_003
     """Seed of the held-out towns and routes (training uses the run's own world seed)."""

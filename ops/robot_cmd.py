@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 # As in ROS 2: the domain comes from the environment unless given.
@@ -40,13 +40,13 @@ def check_domain_id(domain_id: int) -> int:
 class RobotSimConfig:
     """Options of ``steer robot sim``."""
 
-    domain_id: int = _ROS_DOMAIN_ID
+    domain_id: int = field(default=_ROS_DOMAIN_ID, metadata={"range": "[0, 232]"})
     """DDS domain id (default: $ROS_DOMAIN_ID, else 0)."""
     task: str = "steer/PlanarPush-v0"
     """Gymnasium id of the MuJoCo task to simulate."""
     limits: str | None = None
     """Robot config YAML with joints, limits, topics and rates (default: the packaged PlanarPush one)."""
-    rate_hz: float | None = None
+    rate_hz: float | None = field(default=None, metadata={"range": "(0, inf)"})
     """Control rate (Hz); must match the task's (default: the YAML's)."""
     namespace: str | None = None
     """Namespace in front of relative topic names (e.g. ``robot1``; default: the YAML's)."""
@@ -62,7 +62,7 @@ class RobotSimConfig:
     """Episodes to run; 0 runs until interrupted."""
     seed: int = 0
     """Seed of the first episode; episode k uses seed + k."""
-    duration_s: float | None = None
+    duration_s: float | None = field(default=None, metadata={"range": "(0, inf)"})
     """Stop after this many seconds (default: no limit)."""
     wait_for_node_s: float = 0.0
     """Wait up to this long for a policy node before the first episode."""
@@ -72,7 +72,7 @@ class RobotSimConfig:
     """Keep DDS traffic on loopback (ignored when CYCLONEDDS_URI is set)."""
     transport: Literal["dds", "rclpy"] = "dds"
     """``dds`` (Cyclone DDS, no ROS install needed) or ``rclpy`` (on a robot with ROS 2)."""
-    rt_priority: int = 0
+    rt_priority: int = field(default=0, metadata={"range": "[0, 99]"})
     """SCHED_FIFO priority (1-99) for the control loop and its DDS threads; 0: normal scheduling."""
     status_every_s: float = 5.0
     """Print a one-line status to stderr every this many seconds (0: never)."""
@@ -84,11 +84,11 @@ class RobotRunConfig:
 
     policy: str
     """ONNX policy exported by ``steer export``."""
-    domain_id: int = _ROS_DOMAIN_ID
+    domain_id: int = field(default=_ROS_DOMAIN_ID, metadata={"range": "[0, 232]"})
     """DDS domain id (default: $ROS_DOMAIN_ID, else 0)."""
     limits: str | None = None
     """Robot config YAML with joints, limits, topics and rates (default: the packaged PlanarPush one)."""
-    rate_hz: float | None = None
+    rate_hz: float | None = field(default=None, metadata={"range": "(0, inf)"})
     """Control rate (Hz); must match the policy's (default: the YAML's)."""
     namespace: str | None = None
     """Namespace in front of relative topic names (e.g. ``robot1``; default: the YAML's)."""
@@ -103,7 +103,7 @@ class RobotRunConfig:
     operator_command_topic: str | None = None
     """Signed operator commands (release, arm, promote) from ``steer console``,
     diagnostic_msgs/DiagnosticStatus, volatile (default: the YAML's)."""
-    duration_s: float | None = None
+    duration_s: float | None = field(default=None, metadata={"range": "(0, inf)"})
     """Stop after this many seconds (default: until interrupted)."""
     bag_dir: str | None = None
     """Record each episode as a ROS 2 MCAP bag in this folder."""
@@ -115,7 +115,7 @@ class RobotRunConfig:
     """Keep DDS traffic on loopback (ignored when CYCLONEDDS_URI is set)."""
     transport: Literal["dds", "rclpy"] = "dds"
     """``dds`` (Cyclone DDS, no ROS install needed) or ``rclpy`` (on a robot with ROS 2)."""
-    rt_priority: int = 0
+    rt_priority: int = field(default=0, metadata={"range": "[0, 99]"})
     """SCHED_FIFO priority (1-99) for the control loop and its DDS threads; 0: normal scheduling."""
     status_every_s: float = 5.0
     """Print a one-line status to stderr every this many seconds (0: never)."""

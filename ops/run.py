@@ -6,7 +6,8 @@ Layout:
     tb/              TensorBoard events of the same scalars
     checkpoints/     safetensors + JSON, written atomically by the trainers
     summary.json     written once at the end
-    status.json      running / finished / failed, with the run kind and the pid (for the console)
+    status.json      running / finished / failed, with the run kind, pid, host and a heartbeat time;
+                     readers show a ``running`` run whose process is gone as ``stale``
 
 :class:`Run` writes a run directory (it implements the trainers' ``RunLog`` protocol); the
 readers below are the only code that reads one: :func:`read_metrics` (whole file),
@@ -98,8 +99,40 @@ def read_metrics(path: Path) -> list[dict]:
     return parse_records(path.read_bytes().splitlines())
 
 
+RESUME_MAY_CHANGE = frozenset({
+    "resume", "progress", "max_minutes", "eval_episodes", "eval_routes", "runs", "name",
+    "ppo.total_timesteps", "dsrl.env_steps",  # a resumed run may train to a larger budget
+    "ppo.checkpoint_every", "bc.checkpoint_every", "dsrl.checkpoint_every", "bc.log_every",
+    "ppo.torch_threads", "ppo.device"})
+"""Options (dotted, as in config.json) a resumed run may change: where it is found, how long, how often it
+saves and where it computes; not what it trains."""
+
+
+def config_changes(before: dict[str, Any], after: dict[str, Any], prefix: str = "") -> list[str]:
+    """``--flag: old -> new`` for every option that differs between two resolved configs (as JSON)."""
+    out = []
+    for key in sorted(set(before) | set(after)):
+        name = f"{prefix}.{key}" if prefix else key
+        if name in RESUME_MAY_CHANGE:
+            continue
+        a, b = before.get(key, "<unset>"), after.get(key, "<unset>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_changes(a, b, name)
+        elif a != b:
+            out.append(f"--{name.replace('_', '-')} {json.dumps(a)} -> {json.dumps(b)}")
+    return out
+
+
+HEARTBEAT_S = 30.0
+"""A running run rewrites status.json (its heartbeat) at least this often while it logs metrics."""
+
+
 class Run:
-    """One run directory; implements the trainers' ``RunLog`` protocol."""
+    """One run directory; implements the trainers' ``RunLog`` protocol.
+
+    status.json carries the writer's pid and host and a heartbeat time, so that a reader can tell a
+    run whose process died (``stale``, see :func:`run_status`) from one that is running.
+    """
 
     def __init__(self, path: Path, config: Any, kind: str, resume: bool = False, tensorboard: bool = True):
         self.path = Path(path)
@@ -110,11 +143,23 @@ class Run:
             raise RunError(f"run {self.path} already exists; pass --resume to continue it or choose another --name.")
         if resume and not self.path.exists():
             raise RunError(f"cannot resume {self.path}: no such run directory.")
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         cfg = {"kind": kind, "config": to_jsonable(config), "git_revision": git_revision(),
                "command": sys.argv, "host": socket.gethostname(), "started": time.time()}
+        if resume:
+            status, pid = read_json(self.path / STATUS), read_json(self.path / STATUS).get("pid")
+            if (status.get("status") == "running" and status.get("host", socket.gethostname()) == socket.gethostname()
+                    and isinstance(pid, int) and pid != os.getpid() and pid_alive(pid)):
+                raise RunError(f"{self.path} is still running (pid {status.get('pid')} on this host); stop it "
+                               "before resuming.")
         if resume and (self.path / CONFIG).exists():
-            cfg["resumed_from"] = read_json(self.path / CONFIG).get("started")
+            before = read_json(self.path / CONFIG)
+            changed = config_changes(before.get("config", {}), cfg["config"])
+            if changed:  # refused before anything in the directory is touched
+                raise RunError(f"cannot resume {self.path} with a different config ({'; '.join(changed[:6])}"
+                               f"{'; …' if len(changed) > 6 else ''}); resume with the run's own options or "
+                               "start a new --name.")
+            cfg["resumed_from"] = before.get("started")
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.path / CONFIG, cfg)
         if resume:
             self._rewrite_metrics(read_metrics(self.metrics_path))
@@ -138,13 +183,17 @@ class Run:
     def log(self, step: int, metrics: dict[str, float]) -> None:
         record = {"step": int(step), "time": round(time.time(), 3), **{k: float(v) for k, v in metrics.items()}}
         self._metrics.write(json.dumps(record) + "\n")
+        if record["time"] - self._heartbeat >= HEARTBEAT_S:
+            self.set_status("running")
         if self._tb is not None:
             for k, v in metrics.items():
                 self._tb.add_scalar(k, float(v), int(step))
 
     def set_status(self, status: str, **extra: Any) -> None:
-        atomic_write_json(self.path / STATUS,
-                          {"status": status, "kind": self.kind, "pid": os.getpid(), "time": time.time(), **extra})
+        """Write status.json: the status, and who writes it (pid, host) and when (the heartbeat readers age)."""
+        self._heartbeat = time.time()
+        atomic_write_json(self.path / STATUS, {"status": status, "kind": self.kind, "pid": os.getpid(),
+                                               "host": socket.gethostname(), "time": self._heartbeat, **extra})
 
     def finish(self, summary: dict[str, Any]) -> None:
         """Write summary.json and mark the run finished."""
@@ -346,6 +395,7 @@ def run_status(status: dict[str, Any], host: str | None, updated: float | None, 
     if said != "running":
         return "stale" if said else "failed"
     pid = status.get("pid")
+    host = status.get("host") or host  # the writer's own host; config.json's for older runs
     if host in (None, "", socket.gethostname()) and isinstance(pid, int) and not pid_alive(pid):
         return "stale"
     last = max((t for t in (updated, status.get("time")) if isinstance(t, (int, float))), default=None)

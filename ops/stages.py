@@ -62,12 +62,14 @@ class CollectConfig:
 
     out: Path = Path("runs/data/push")
     """Folder that will hold the dataset."""
-    episodes: int = 200
+    episodes: int = field(default=200, metadata={"range": "[1, inf)"})
     """Number of demonstrations."""
     seed: int = 1000
     """Episode i is reset with seed + i; the expert's own randomness is seeded with it too."""
-    mirrored_fraction: float = 0.5
+    mirrored_fraction: float = field(default=0.5, metadata={"range": "[0, 1]"})
     """Share of demonstrations from the operator with the mirrored y axis (the imperfect ones)."""
+    overwrite: bool = False
+    """Replace the dataset already in ``out`` (without it, a folder that holds files is refused)."""
 
 
 @dataclass(frozen=True)
@@ -86,10 +88,12 @@ def collect_demos(cfg: CollectConfig) -> CollectResult:
     from steer.sim.demos import collect_demos as collect
     from steer.sim.expert import PushExpert, PushExpertConfig
 
-    if cfg.episodes < 1:
-        raise RunError(f"--episodes must be at least 1, got {cfg.episodes}.")
-    if not 0.0 <= cfg.mirrored_fraction <= 1.0:
-        raise RunError(f"--mirrored-fraction must be in [0, 1], got {cfg.mirrored_fraction}.")
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise RunError(f"--out {out} is a file, not a folder; choose another --out.")
+    if out.is_dir() and any(out.iterdir()) and not cfg.overwrite:  # checked before minutes of rollouts
+        raise RunError(f"{out} already holds files (a dataset?); pass --overwrite to replace its dataset or "
+                       "choose another --out.")
     expert = PushExpert(PushExpertConfig(mirrored_fraction=cfg.mirrored_fraction), seed=cfg.seed)
     demos = collect(DEFAULT_TASK, expert, cfg.episodes, cfg.seed, cfg.out)
     return CollectResult(cfg.out, cfg.episodes, int(demos.num_steps), float(demos.successes.mean()))

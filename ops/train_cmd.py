@@ -6,7 +6,7 @@ The stages themselves are :mod:`steer.ops.stages`.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated
 
@@ -47,7 +47,7 @@ class EvalCommand:
 
     run: Annotated[Path, tyro.conf.Positional]
     """Run directory (BC or DSRL)."""
-    episodes: int = 100
+    episodes: int = field(default=100, metadata={"range": "[1, inf)"})
     """Evaluation episodes."""
     seed: int = 1_000_000
     """Seed of the first episode; training never uses seeds this high."""

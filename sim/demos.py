@@ -11,7 +11,10 @@ Nothing is downloaded: ``MINARI_DATASETS_PATH`` points at the run's own folder.
 from __future__ import annotations
 
 import contextlib
+import errno
+import json
 import os
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +107,10 @@ def collect_demos(env_id: str, expert, episodes: int, seed: int, out_dir: Path,
         succ.append(successes[-1])
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # h5py does not survive a full disk mid-write (errors in its destructors, then a crash): check first.
+    need = 2 * sum(o.nbytes + a.nbytes for o, a in zip(demos_obs, demos_act)) + 16_384 * episodes + (1 << 20)
+    if shutil.disk_usage(out_dir).free < need:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out_dir))
     with _datasets_root(out_dir), warnings.catch_warnings():
         # Minari nags about optional metadata (author e-mail, code link) that a local dataset does not need.
         warnings.simplefilter("ignore", UserWarning)
@@ -118,6 +125,28 @@ def collect_demos(env_id: str, expert, episodes: int, seed: int, out_dir: Path,
     return Demos(demos_obs, demos_act, np.asarray(succ), env_id)
 
 
+def check_env_spec(path: Path) -> None:
+    """Refuse a dataset in ``path`` whose metadata names anything but one of steer's registered tasks.
+
+    Reads the metadata JSON only: loading the dataset (or making its env) would import whatever
+    module an ``entry_point`` or a ``module:Env`` id names.
+    """
+    own = {k: v for k, v in gym.registry.items() if k.startswith("steer/")}
+    for meta in sorted(Path(path).glob("*/*/data/metadata.json")):
+        try:
+            spec = json.loads(json.loads(meta.read_text()).get("env_spec") or "null")
+        except (OSError, ValueError, AttributeError):
+            raise DatasetError(f"{meta} is not readable JSON; the dataset is damaged, collect it again.") from None
+        if spec is None:
+            continue  # no env recorded: the loader trains for the default task
+        env_id = spec.get("id") if isinstance(spec, dict) else None
+        reg = own.get(env_id) if isinstance(env_id, str) else None
+        if (reg is None or spec.get("entry_point") != reg.entry_point or spec.get("additional_wrappers")
+                or spec.get("vector_entry_point") not in (None, reg.vector_entry_point)):
+            raise DatasetError(f"the dataset in {path} names the environment {env_id!r}, which is not one of "
+                               f"steer's registered tasks ({', '.join(sorted(own))}); it was not loaded.")
+
+
 def load_demos(path: Path) -> Demos:
     """Load demonstrations written by :func:`collect_demos` from the folder ``path``."""
     import minari
@@ -125,23 +154,25 @@ def load_demos(path: Path) -> Demos:
     path = Path(path)
     if not path.is_dir():
         raise DatasetError(f"no dataset folder at {path}; create one with `steer collect --out {path}`.")
+    check_env_spec(path)
     with _datasets_root(path):
+        obs, act, succ = [], [], []
         try:
             ids = [i for i in minari.list_local_datasets() if i.startswith("steer/") and i.endswith("-expert-v0")]
             if len(ids) > 1:
                 raise DatasetError(f"{path} holds several steer datasets ({', '.join(sorted(ids))}); keep one "
                                    "per folder.")
             dataset = minari.load_dataset(ids[0] if ids else DATASET_ID)
+            for ep in dataset.iterate_episodes():  # a truncated file fails here, not at load_dataset
+                obs.append(np.asarray(ep.observations, np.float32))
+                act.append(np.asarray(ep.actions, np.float32))
+                succ.append(bool(np.asarray(ep.infos["is_success"])[-1]))
+            env_id = dataset.spec.env_spec.id if dataset.spec.env_spec is not None else ""
         except DatasetError:
             raise
-        except Exception as err:  # minari raises several types for a missing/corrupt dataset
-            raise DatasetError(f"{path} holds no readable steer dataset ({type(err).__name__}: {err}).") from err
-        obs, act, succ = [], [], []
-        for ep in dataset.iterate_episodes():
-            obs.append(np.asarray(ep.observations, np.float32))
-            act.append(np.asarray(ep.actions, np.float32))
-            succ.append(bool(np.asarray(ep.infos["is_success"])[-1]))
-        env_id = dataset.spec.env_spec.id if dataset.spec.env_spec is not None else ""
+        except Exception as err:  # minari and h5py raise several types for a missing, truncated or corrupt file
+            reason = " ".join(f"{type(err).__name__}: {err}".split())[:200]
+            raise DatasetError(f"{path} holds no readable steer dataset ({reason}); collect it again.") from err
     if not act:
         raise DatasetError(f"the dataset in {path} has no episodes.")
     return Demos(obs, act, np.asarray(succ), env_id)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Literal
 
 import gymnasium as gym
@@ -41,49 +41,49 @@ class DSRLConfig:
 
     algorithm: Literal["sac", "na"] = "sac"
     """``sac`` (DSRL-SAC) or ``na`` (DSRL-NA, noise-aliased)."""
-    latent_noise_bound: float = 1.5
+    latent_noise_bound: float = field(default=1.5, metadata={"range": "(0, inf)"})
     """b: the learner's latent noise is bounded to [-b, b] (paper: 1.0-2.5, default 1.5); at least the BC
     policy's own bound, so that the baseline's noise is an action the learner could take."""
-    env_steps: int = 24_000
+    env_steps: int = field(default=24_000, metadata={"range": "[1, inf)"})
     """Budget of task env steps (each latent step executes one chunk)."""
-    reward_offset: float = 1.0
+    reward_offset: float = field(default=1.0, metadata={"range": "(-inf, inf)"})
     """Subtracted from every task reward (official Robomimic setting: 1, i.e. -1 per step until success)."""
     warmup_env_steps: int = 1_000
     """Env steps of base-policy rollouts (the BC baseline's noise) before learning starts."""
-    utd: int = 8
+    utd: int = field(default=8, metadata={"range": "[1, inf)"})
     """Gradient updates per latent step (paper: 20 on a GPU; 4 here learned clearly slower)."""
-    batch_size: int = 256
+    batch_size: int = field(default=256, metadata={"range": "[1, inf)"})
     """Minibatch size."""
-    lr: float = 3e-4
+    lr: float = field(default=3e-4, metadata={"range": "(0, inf)"})
     """Adam learning rate of actor, critics and entropy coefficient."""
-    tau: float = 0.005
+    tau: float = field(default=0.005, metadata={"range": "(0, 1]"})
     """Polyak factor of the target critics."""
-    gamma: float = 0.99
+    gamma: float = field(default=0.99, metadata={"range": "[0, 1]"})
     """Discount per latent step."""
-    hidden_dim: int = 128
+    hidden_dim: int = field(default=128, metadata={"range": "[1, inf)"})
     """Width of actor and critic MLPs (paper: 256 on Robomimic, 128 on Gym tasks)."""
-    num_layers: int = 3
+    num_layers: int = field(default=3, metadata={"range": "[1, inf)"})
     """Hidden layers of actor and critic MLPs."""
     layer_norm: bool = True
     """Layer norm after every hidden linear layer."""
-    target_entropy: float = 0.0
+    target_entropy: float = field(default=0.0, metadata={"range": "(-inf, inf)"})
     """Target of automatic entropy tuning (official default 0)."""
-    num_envs: int = 4
+    num_envs: int = field(default=4, metadata={"range": "[1, inf)"})
     """Task envs stepped together."""
-    buffer_size: int = 100_000
+    buffer_size: int = field(default=100_000, metadata={"range": "[1, inf)"})
     """Replay capacity in latent steps."""
-    na_utd: int = 4
+    na_utd: int = field(default=4, metadata={"range": "[1, inf)"})
     """DSRL-NA: gradient updates per latent step (each decodes the diffusion policy, so they cost more than
     SAC's; UTD 4 with 4 distillation steps reached 0.94 in 10k env steps, UTD 1 with 1 never learned)."""
     na_distill_steps: int = 4
     """DSRL-NA: regression steps of Q_W onto Q_A per update (official: 10 on a GPU)."""
     na_prefill_demos: str = ""
     """DSRL-NA: a dataset folder whose demonstration chunks prefill the replay buffer ('' for none)."""
-    eval_every: int = 2_000
+    eval_every: int = field(default=2_000, metadata={"range": "[1, inf)"})
     """Env steps between evaluations of the deterministic latent actor (learning curve)."""
     eval_episodes: int = 50
     """Episodes per learning-curve evaluation."""
-    checkpoint_every: int = 2_000
+    checkpoint_every: int = field(default=2_000, metadata={"range": "[1, inf)"})
     """Env steps between resumable checkpoints."""
     seed: int = 0
     """Seed of networks, warm-up noise and training episodes."""
