@@ -99,6 +99,7 @@ class SafetyShield:
         self.last_reason = "started"
         self.counters = _Counters()
         self._previous: np.ndarray | None = None
+        self._previous_ns: int | None = None  # when _previous was decided: rate limits are per second
         self._last_position: np.ndarray | None = None
 
     @property
@@ -172,6 +173,10 @@ class SafetyShield:
         message) makes the command the safe one.
         """
         self.counters.ticks += 1
+        # Rate limits are per second of measured time, never per tick: ticks faster than the control
+        # rate get proportionally smaller steps; a late tick gets at most one period's step.
+        elapsed = self.dt if self._previous_ns is None else min(self.dt, max(0.0, (now_ns - self._previous_ns) / 1e9))
+        self._previous_ns = now_ns
         position = None if position is None else np.asarray(position, dtype=np.float64)
         if position is not None and np.all(np.isfinite(position)):
             self._last_position = position
@@ -201,9 +206,9 @@ class SafetyShield:
         interface = self.config.command_interface
         previous = self._previous if self._previous is not None else self.safe_command(position, "hold")
         if interface == "position":
-            step = self.velocity_max * self.dt  # a position target may move at most vmax per tick
+            step = self.velocity_max * elapsed  # a position target may move at most vmax per second
         else:
-            step = self.rate_max * self.dt
+            step = self.rate_max * elapsed
         limited = np.clip(cmd, previous - step, previous + step)
         if not np.array_equal(limited, cmd):
             reasons.append("rate limit")

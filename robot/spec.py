@@ -281,6 +281,12 @@ class SafetyState:
     """sha256 of that file."""
     promote_error: str = ""
     """Why the last promotion was refused (empty when none was)."""
+    rejected_messages: int = 0
+    """Received messages the node dropped: over the size bounds, malformed, or stamped in the future."""
+    bag_error: str = ""
+    """Why the node cannot write its bags (empty while it can); it keeps commanding either way."""
+    bag_dropped: int = 0
+    """Messages left out of the bags (the writer fell behind or failed)."""
 
     @property
     def level(self) -> int:
