@@ -37,6 +37,10 @@ class Mode(enum.Enum):
     ESTOPPED = "estopped"
 
 
+TICK_JITTER = 0.05
+"""A tick at most this fraction of a period early still gets a full period's rate-limit step."""
+
+
 class ModeError(Exception):
     """A mode transition that the state machine does not allow."""
 
@@ -174,8 +178,14 @@ class SafetyShield:
         """
         self.counters.ticks += 1
         # Rate limits are per second of measured time, never per tick: ticks faster than the control
-        # rate get proportionally smaller steps; a late tick gets at most one period's step.
-        elapsed = self.dt if self._previous_ns is None else min(self.dt, max(0.0, (now_ns - self._previous_ns) / 1e9))
+        # rate get proportionally smaller steps; a late tick gets at most one period's step. A tick
+        # early by less than TICK_JITTER of a period counts as on time (a jittery robot's trajectory
+        # stays the one of its fixed-rate simulation), so the slope stays within 1/(1 - TICK_JITTER)
+        # of its limit at any tick rate.
+        elapsed = self.dt
+        if self._previous_ns is not None:
+            elapsed = max(0.0, (now_ns - self._previous_ns) / 1e9)
+            elapsed = self.dt if elapsed >= (1.0 - TICK_JITTER) * self.dt else elapsed
         self._previous_ns = now_ns
         position = None if position is None else np.asarray(position, dtype=np.float64)
         if position is not None and np.all(np.isfinite(position)):
