@@ -26,7 +26,7 @@ from steer.robot import messages
 from steer.robot.transport import LOOPBACK_CONFIG
 
 HISTORY_DEPTH = 10
-MAX_SAMPLE_BYTES = 256 * 1024
+MAX_SAMPLE_BYTES = 64 * 1024
 """Received samples larger than this (serialized) are dropped undecoded; robot messages are a few kB."""
 
 try:  # the binding's raw take: serialized bytes, so oversize samples are never decoded

@@ -494,17 +494,15 @@ class PolicyNode:
             layout=msg.MultiArrayLayout(dim=[msg.MultiArrayDimension("joints", len(values), len(values))]),
             data=values)
 
-    def _publish_command(self, command: np.ndarray, now_ns: int, safe: bool, decided_ns: int | None = None) -> None:
+    def _publish_command(self, command: np.ndarray, now_ns: int, safe: bool) -> None:
         out = self.command_message(command)
         self._command_pub.publish(out)
+        # The next command's rate limit counts from when this one went out, not from when it was decided.
+        self.shield.mark_sent(self.clock.monotonic_ns())
         self._last_command_ns = now_ns
         self.stats.commands += 1
         self.stats.safe_commands += int(safe)
-        # The bag stamps a command with when the shield decided it (``decided_ns``, monotonic), so a
-        # reader can check its rate limits against the times the shield used.
-        behind = 0 if decided_ns is None else max(0, self.clock.monotonic_ns() - decided_ns)
-        if self.bag is not None:
-            self.bag.record(self.config.command_topic, out, self.clock.time_ns() - behind)
+        self._record(self.config.command_topic, out)
 
     def safety_state(self) -> SafetyState:
         """The shield's state and the node's (watchdog, episode, policy, promotion)."""
@@ -562,7 +560,7 @@ class PolicyNode:
         out = self.shield.filter(proposal, now, obs_time if obs is not None else None, position, effort,
                                  observation_ok=finite)
         if self.shield.mode != Mode.IDLE and self.shield.mode != Mode.ARMED:
-            self._publish_command(out.command, self.clock.monotonic_ns(), safe=not out.from_policy, decided_ns=now)
+            self._publish_command(out.command, self.clock.monotonic_ns(), safe=not out.from_policy)
         if recv_ns is not None and out.from_policy:
             self.stats.latencies_ns.append(self._last_command_ns - recv_ns)
         self.stats.tick_times_ns.append(now)

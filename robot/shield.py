@@ -145,6 +145,11 @@ class SafetyShield:
         if self.mode == Mode.ESTOPPED:
             self._enter(Mode.IDLE, "e-stop reset by operator", now_ns)
 
+    def mark_sent(self, now_ns: int) -> None:
+        """Tell the shield when its last command left (monotonic ns): the next rate limit counts from then."""
+        if self._previous_ns is None or now_ns > self._previous_ns:
+            self._previous_ns = now_ns
+
     # -- commands ------------------------------------------------------------------
     def safe_command(self, position: np.ndarray | None = None, action: str | None = None) -> np.ndarray:
         """The command that keeps the robot still (``hold``) or zero (``zero``)."""
