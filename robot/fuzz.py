@@ -69,9 +69,9 @@ class _Generator:
     def number(self, stopping: bool) -> float:
         r = self.rng
         pick = r.random()
-        if pick < 0.1:
+        if pick < (0.1 if stopping else 0.03):
             return r.choice([float("nan"), float("inf"), -float("inf")])
-        if pick < 0.15:
+        if pick < (0.15 if stopping else 0.05):
             return r.choice([1e308, -1e308, 5e-324, 0.0, -0.0])
         return r.uniform(-2.0, 2.0)
 
@@ -86,7 +86,7 @@ class _Generator:
             return out.tolist()
         if effort and not stopping:
             # Efforts anyone could use to stop the robot are kept for the last part of the run.
-            return [self.rng.choice([float("nan"), self.rng.uniform(-self.effort_max, self.effort_max)])
+            return [float("nan") if self.rng.random() < 0.03 else self.rng.uniform(-self.effort_max, self.effort_max)
                     for _ in range(n)]
         return [self.number(stopping) for _ in range(n)]
 
@@ -115,7 +115,7 @@ class _Generator:
             stamp = msg.stamp_of(now)
         elif pick < 0.4:
             stamp = msg.stamp_of(now + r.randint(1, 10**12))  # in the future
-        elif pick < 0.5:
+        elif pick < 0.45:
             stamp = msg.stamp_of(max(0, now - r.randint(1, 10**11)))  # old
         elif pick < 0.55:
             stamp = msg.Time(sec=r.randint(-2**31, 2**31 - 1), nanosec=r.randint(0, 2**32 - 1))
