@@ -86,6 +86,12 @@ class EpisodeBagWriter:
         """Messages left out of the bags (queue full, or the episode's bag could not be written)."""
         return self._dropped_full + self._dropped_failed
 
+    def flush(self, timeout_s: float = CLOSE_TIMEOUT_S) -> bool:
+        """Wait until the writer handled everything queued so far (tests; never in a control loop)."""
+        done = threading.Event()
+        threading.Thread(target=lambda: (self._queue.join(), done.set()), daemon=True).start()
+        return done.wait(timeout_s)
+
     def close(self) -> list[Path]:
         """Write every remaining bag and wait (at most ``CLOSE_TIMEOUT_S``) for the writer."""
         if not self._closed:
@@ -124,36 +130,39 @@ class EpisodeBagWriter:
 
         while True:
             item = self._queue.get()
-            if item[0] == "stop":
-                finish()
-                return
-            if item[0] == "start":
-                finish()
-                index = item[1]
-                continue
-            if index is None or failed:
-                self._dropped_failed += 1
-                continue
-            _, topic, msg, time_ns = item
             try:
-                if writer is None:
-                    self.out_dir.mkdir(parents=True, exist_ok=True)
-                    path = self.out_dir / f"{self.prefix}_{index:04d}"
-                    if path.exists():
-                        path = self.out_dir / f"{self.prefix}_{index:04d}_{time_ns}"
-                    writer = self._open_writer(path)
-                    writer.open()
-                if topic not in connections:
-                    connections[topic] = writer.add_connection(topic, messages.ros_name(type(msg)),
-                                                               typestore=self._store)
-                writer.write(connections[topic], time_ns, messages.serialize(msg))
-            except Exception as err:  # noqa: BLE001 - the disk refused: say so, drop this episode's rest
-                self._fail(err)
-                self._dropped_failed += 1
-                failed = True
-                if writer is not None:
-                    try:
-                        writer.close()
-                    except Exception:  # noqa: BLE001
-                        pass
-                    writer = None
+                if item[0] == "stop":
+                    finish()
+                    return
+                if item[0] == "start":
+                    finish()
+                    index = item[1]
+                    continue
+                if index is None or failed:
+                    self._dropped_failed += 1
+                    continue
+                _, topic, msg, time_ns = item
+                try:
+                    if writer is None:
+                        self.out_dir.mkdir(parents=True, exist_ok=True)
+                        path = self.out_dir / f"{self.prefix}_{index:04d}"
+                        if path.exists():
+                            path = self.out_dir / f"{self.prefix}_{index:04d}_{time_ns}"
+                        writer = self._open_writer(path)
+                        writer.open()
+                    if topic not in connections:
+                        connections[topic] = writer.add_connection(topic, messages.ros_name(type(msg)),
+                                                                   typestore=self._store)
+                    writer.write(connections[topic], time_ns, messages.serialize(msg))
+                except Exception as err:  # noqa: BLE001 - the disk refused: say so, drop this episode's rest
+                    self._fail(err)
+                    self._dropped_failed += 1
+                    failed = True
+                    if writer is not None:
+                        try:
+                            writer.close()
+                        except Exception:  # noqa: BLE001
+                            pass
+                        writer = None
+            finally:
+                self._queue.task_done()
