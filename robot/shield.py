@@ -6,7 +6,8 @@ Every command the policy proposes goes through :meth:`SafetyShield.filter`, whic
 * trips on a stale or missing observation (watchdog) and sends hold or zero, per config;
 * replaces a non-finite or wrongly shaped command by the safe command (NaN/Inf guard);
 * stops the robot (mode STOPPED) when a measured effort exceeds its bound;
-* limits the rate of change of the command, keeps the joints inside their position
+* limits the rate of change of the command per second of measured time (faster ticks get
+  smaller steps), keeps the joints inside their position
   bounds, and clips to the velocity / effort box, in that order, so the box wins.
 
 The e-stop latches: only :meth:`SafetyShield.reset_estop`, an explicit operator action,
