@@ -67,6 +67,9 @@ MAX_SEQUENCE = 1024
 """Most elements of any list in a received message (names, values, array data)."""
 MAX_TEXT = 4096
 """Longest string in a received message."""
+MAX_BYTES = {"DiagnosticStatus": 8 * 1024, "Bool": 1024}
+"""Largest serialized message the node decodes, by type (others: the transport's bound, 64 KiB):
+operator and episode messages are small, and decoding many key-values is slow."""
 MAX_STAMP_AHEAD_NS = 500_000_000
 """A joint state stamped further than this ahead of the node's wall clock is refused."""
 
@@ -143,6 +146,9 @@ class _BoundedTransport:
 
     def subscription(self, topic: str, msg_type: type, latched: bool = False):
         sub = self.inner.subscription(topic, msg_type, latched=latched)
+        limit = MAX_BYTES.get(msg_type.__name__)
+        if limit and hasattr(sub, "max_sample_bytes"):  # a transport that can drop before decoding
+            sub.max_sample_bytes = min(sub.max_sample_bytes or limit, limit)
         self.counters._subs.append(sub)
         return _BoundedSubscription(sub, self.counters)
 

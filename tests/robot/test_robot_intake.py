@@ -188,3 +188,24 @@ def test_a_full_disk_is_reported_and_the_next_episode_tries_again(tmp_path, capf
     bag.record("/goal", m.Float64MultiArray(data=[1.0]), 2_000)
     assert bag.close() == [tmp_path / "bags" / "episode_0001"] and bag.error == ""
     assert capfd.readouterr().err.count("No space left on device") == 1
+
+
+def test_dds_drops_oversize_samples_before_decoding_them(dds_env):
+    import time
+
+    from steer.robot.dds_transport import MAX_SAMPLE_BYTES, DdsTransport
+
+    transport = DdsTransport(dds_env["domain"])
+    try:
+        sub = transport.subscription("/intake_test", m.Float64MultiArray)
+        pub = transport.publisher("/intake_test", m.Float64MultiArray)
+        big = MAX_SAMPLE_BYTES // 8 + 1  # one float64 over the bound
+        for data in ([1.0, 2.0], [0.0] * big, [3.0]):
+            pub.publish(m.Float64MultiArray(data=data))
+        got, deadline = [], time.monotonic() + 5
+        while (len(got) < 2 or sub.oversize < 1) and time.monotonic() < deadline:
+            transport.wait(0.05)
+            got += [s.data for s, _ in sub.take()]
+        assert got == [[1.0, 2.0], [3.0]] and sub.oversize == 1
+    finally:
+        transport.close()
