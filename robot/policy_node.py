@@ -503,12 +503,16 @@ class PolicyNode:
     def _publish_command(self, command: np.ndarray, now_ns: int, safe: bool) -> None:
         out = self.command_message(command)
         self._command_pub.publish(out)
-        # The next command's rate limit counts from when this one went out, not from when it was decided.
-        self.shield.mark_sent(self.clock.monotonic_ns())
+        # The next command's rate limit counts from when this one went out, not from when it was decided;
+        # the bag gets the same instant (read before anything else can delay it), so a reader of the bag
+        # sees the slopes the shield allowed.
+        sent_ns, sent_wall_ns = self.clock.monotonic_ns(), self.clock.time_ns()
+        self.shield.mark_sent(sent_ns)
         self._last_command_ns = now_ns
         self.stats.commands += 1
         self.stats.safe_commands += int(safe)
-        self._record(self.config.command_topic, out)
+        if self.bag is not None:
+            self.bag.record(self.config.command_topic, out, sent_wall_ns)
 
     def safety_state(self) -> SafetyState:
         """The shield's state and the node's (watchdog, episode, policy, promotion)."""
