@@ -12,8 +12,9 @@ publish joint states at the control rate, such as the simulated one) or a timer
 (``trigger="timer"``). Between ticks the node checks the watchdog, so a robot that
 goes silent gets a safe command within the watchdog time plus a quarter period.
 
-Hostile traffic cannot crash or stall the node: received messages over the size bounds
-(:data:`MAX_SEQUENCE`, :data:`MAX_TEXT`) are dropped and counted, only configured joints are
+Hostile traffic cannot crash the node or grow its memory: received messages over the size
+bounds (:data:`MAX_BYTES` before decoding where the transport allows, :data:`MAX_SEQUENCE`,
+:data:`MAX_TEXT`) are dropped and counted in ``rejected_messages``, only configured joints are
 kept, each observed joint must be fresh (a joint state for other joints refreshes nothing),
 malformed fields are refused, and bags are written by a background thread with a bounded queue.
 
