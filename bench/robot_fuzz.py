@@ -54,7 +54,11 @@ def main() -> int:
           f"({details['fuzz_seconds']:.0f} s, {figures['messages'] / details['fuzz_seconds']:.0f} msg/s)")
     for key, value in figures.items():
         print(f"{key:<34}{value:>12.3f}")
-    details["node_stderr_tail"] = details["node_stderr_tail"][-500:]
+    stderr = details.pop("node_stderr_tail")
+    if figures["crashes"]:
+        print(stderr, file=sys.stderr)
+    details["node_stats"]["bags"] = len(details["node_stats"].get("bags", []))  # a count, not temp paths
+    details["state_changes"] = details["state_changes"][:20]  # the first few (mode, policy sha256, armed)
     out = {"figures": figures,
            "details": details | {"goal": "crashes == 0, out_of_limit == 0, max_slope_ratio <= 1.053, "
                                          "unauthenticated_state_changes == 0"},
