@@ -325,6 +325,7 @@ class PolicyNode:
         self._episode: str | None = None
         self._last_tick_ns: int | None = None
         self._next_observed_tick_ns: int | None = None  # earliest time a joint state may tick again
+        self._pending_recv_ns: int | None = None  # a joint state not yet acted on (it came before its tick)
         self._bag_error = ""
         self._intake_error_reported = False
         self._last_command_ns = 0
@@ -588,7 +589,11 @@ class PolicyNode:
     def spin_once(self, timeout_s: float | None = None) -> None:
         """Wait for input (at most a quarter period), then do whatever is due."""
         quarter = self.period_ns / 4e9
-        self.transport.wait(quarter if timeout_s is None else min(timeout_s, quarter))
+        wait = quarter if timeout_s is None else min(timeout_s, quarter)
+        if self._pending_recv_ns is not None and self._next_observed_tick_ns is not None:
+            # A joint state waits for its tick: wake up when it is due.
+            wait = min(wait, max(0.0, (self._next_observed_tick_ns - self.clock.monotonic_ns()) / 1e9))
+        self.transport.wait(wait)
         try:
             arrivals = self._handle_inputs()
         except Exception as err:  # noqa: BLE001 - no received message may stop the node; it keeps commanding
@@ -601,14 +606,18 @@ class PolicyNode:
         if self.shield.mode != Mode.RUNNING:
             self._swap_policy()  # a node that is not ticking still takes (and reports) a promotion
         now = self.clock.monotonic_ns()
-        if self.trigger == "observation" and arrivals:
+        if self.trigger == "observation":
             # One tick per joint state, at most at the control rate on average (see tick): a burst
-            # is merged into the ticks that are due, so traffic cannot run the policy faster.
-            # Only ticks on joint states count: a watchdog tick just before a late joint state
-            # must not swallow it.
+            # is merged into the ticks that are due, and a joint state that comes early is acted on
+            # when its tick is due, so traffic cannot run the policy faster and none is left without
+            # a tick. Only ticks on joint states count: a watchdog tick just before a late joint
+            # state must not swallow it.
+            if arrivals:
+                self._pending_recv_ns = arrivals[-1]
             due = self._next_observed_tick_ns
-            if due is None or now >= due:
-                self.tick(arrivals[-1])
+            if self._pending_recv_ns is not None and (due is None or now >= due):
+                recv, self._pending_recv_ns = self._pending_recv_ns, None
+                self.tick(recv)
                 return
         if self.trigger == "timer" and (self._last_tick_ns is None or now - self._last_tick_ns >= self.period_ns):
             self.tick(arrivals[-1] if arrivals else None)

@@ -209,3 +209,19 @@ def test_dds_drops_oversize_samples_before_decoding_them(dds_env):
         assert got == [[1.0, 2.0], [3.0]] and sub.oversize == 1
     finally:
         transport.close()
+
+
+def test_a_joint_state_before_its_tick_is_acted_on_when_the_tick_is_due(policy_factory):
+    node, transport, clock = _node(policy_factory, bias=[0.1, 0.1])
+    _goal(transport)
+    _joints(transport)
+    node.spin_once()
+    clock.advance(0.005)
+    _joints(transport)  # 5 ms later: the next tick is due 12.5 ms after the first
+    node.spin_once()
+    assert len(node.stats.tick_times_ns) == 1
+    for _ in range(3):
+        node.spin_once()  # nothing new arrives: the waiting joint state still gets its tick
+    ticks = np.diff(node.stats.tick_times_ns) / 1e6
+    assert len(ticks) == 1 and ticks[0] == pytest.approx(12.5)
+    assert node.stats.latencies_ns[-1] == pytest.approx(7.5e6)  # it waited 7.5 ms for its tick
