@@ -50,8 +50,8 @@ def _limits_yaml(work: Path) -> str:
     return str(path)
 
 
-def _policy(work: Path) -> str:
-    """A linear chunked policy (chunk 4) in the steer.policy/1 format, at 100 Hz."""
+def _policy(work: Path, rate_hz: float = RATE_HZ) -> str:
+    """A linear chunked policy (chunk 4) in the steer.policy/1 format, at ``rate_hz`` (100 Hz)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
     from steer.robot.spec import SPEC_KEY, PolicySpec
@@ -71,7 +71,7 @@ def _policy(work: Path) -> str:
     model.ir_version = 8
     spec = PolicySpec(kind="dsrl", task="steer/PlanarPush-v0", obs_names=tuple(names),
                       action_names=("pusher_x", "pusher_y"), obs_dim=10, action_dim=2, chunk_len=4, noise_input=False,
-                      control_rate_hz=RATE_HZ, action_low=(-0.3, -0.3), action_high=(0.3, 0.3), source_run="bench")
+                      control_rate_hz=rate_hz, action_low=(-0.3, -0.3), action_high=(0.3, 0.3), source_run="bench")
     helper.set_model_props(model, {SPEC_KEY: spec.to_json()})
     path = work / "bench_policy.onnx"
     onnx.save(model, str(path))

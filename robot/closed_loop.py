@@ -68,13 +68,14 @@ class ClosedLoopResult:
 
 def send_signed_command(transport, config: RobotConfig, key, command: str, policy_sha256: str,
                         until, args: dict[str, str] | None = None, timeout_s: float = 60.0,
-                        alive=lambda: True) -> SafetyState:
+                        alive=lambda: True, on_send=lambda cmd: None) -> SafetyState:
     """Sign ``command`` with ``key`` and publish it to the node of ``config`` until its safety state
     satisfies ``until(state)``; returns that state.
 
     The command topic is volatile, so the command goes out only once the node's reader is matched,
     and again (freshly signed: a repeat would be refused as replayed) every 2 s until the node
     shows it took effect. RobotError when ``alive()`` turns false or ``timeout_s`` passes.
+    ``on_send(cmd)`` sees each signed command as it goes out.
     """
     from steer.robot import messages as msg
     from steer.robot.keys import sign_command
@@ -88,7 +89,9 @@ def send_signed_command(transport, config: RobotConfig, key, command: str, polic
         if not alive():
             raise RobotError(f"the policy node exited before it took the signed {command}.")
         if pub.matched() and (sent_at is None or time.monotonic() - sent_at > 2.0):
-            pub.publish(sign_command(key, command, c.namespace, policy_sha256, args).to_message(c.name))
+            cmd = sign_command(key, command, c.namespace, policy_sha256, args)
+            pub.publish(cmd.to_message(c.name))
+            on_send(cmd)
             sent_at = time.monotonic()
         transport.wait(0.02)
         for m, _ in safety.take():

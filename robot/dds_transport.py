@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cyclonedds.core import InstanceState, ReadCondition, SampleState, ViewState, WaitSet
+from cyclonedds.core import DDSException, InstanceState, ReadCondition, SampleState, ViewState, WaitSet
 from cyclonedds.domain import DomainParticipant
 from cyclonedds.pub import DataWriter
 from cyclonedds.qos import Policy, Qos
@@ -27,6 +27,13 @@ from steer.robot import messages
 from steer.robot.transport import LOOPBACK_CONFIG
 
 HISTORY_DEPTH = 10
+MAX_SAMPLE_BYTES = 64 * 1024
+"""Received samples larger than this (serialized) are dropped undecoded; robot messages are a few kB."""
+
+try:  # the binding's raw take: serialized bytes, so oversize samples are never decoded
+    from cyclonedds._clayer import ddspy_take as _raw_take
+except ImportError:  # pragma: no cover - another binding version: decode everything, the node still bounds sizes
+    _raw_take = None
 
 
 def dds_topic_name(topic: str) -> str:
@@ -111,10 +118,19 @@ class DdsPublisher:
 
 
 class DdsSubscription:
-    """A ROS 2 subscription on a DDS data reader; invalid samples (a writer leaving) are dropped."""
+    """A ROS 2 subscription on a DDS data reader; invalid samples (a writer leaving) are dropped.
 
-    def __init__(self, participant: DomainParticipant, waitset: WaitSet, topic: str, msg_type: type, latched: bool):
+    Samples whose serialized size exceeds ``max_sample_bytes`` are dropped before they are
+    deserialized (counted in ``oversize``): a hostile participant cannot make this process
+    decode arbitrarily large messages.
+    """
+
+    def __init__(self, participant: DomainParticipant, waitset: WaitSet, topic: str, msg_type: type, latched: bool,
+                 max_sample_bytes: int = 0):
         self.topic = topic
+        self.max_sample_bytes = max_sample_bytes
+        self.oversize = 0
+        self._msg_type = msg_type
         qos = endpoint_qos(msg_type, latched)
         self._topic = Topic(participant, dds_topic_name(topic), msg_type, qos=qos)
         self._reader = DataReader(participant, self._topic, qos=qos)
@@ -124,9 +140,22 @@ class DdsSubscription:
     def take(self) -> list[tuple[Any, int]]:
         """Messages received since the last call, with the (monotonic) time they were taken."""
         now = time.monotonic_ns()
-        samples = self._reader.take(N=64)
-        # A writer that exits delivers an invalid sample (no data): filter it.
-        return [(s, now) for s in samples if getattr(getattr(s, "sample_info", None), "valid_data", False)]
+        if not self.max_sample_bytes or _raw_take is None:
+            samples = self._reader.take(N=64)
+            # A writer that exits delivers an invalid sample (no data): filter it.
+            return [(s, now) for s in samples if getattr(getattr(s, "sample_info", None), "valid_data", False)]
+        raw = _raw_take(self._reader._ref, SampleState.Any | ViewState.Any | InstanceState.Any, 64)
+        if isinstance(raw, int):
+            raise DDSException(raw, f"Occurred while taking data on {self.topic}")
+        out = []
+        for data, info in raw:
+            if not info.valid_data:
+                continue  # a writer that exits delivers an invalid sample (no data)
+            if len(data) > self.max_sample_bytes:
+                self.oversize += 1
+                continue
+            out.append((self._msg_type.deserialize(data), now))
+        return out
 
     def matched(self) -> int:
         """Number of matched publishers."""
@@ -145,8 +174,9 @@ class DdsSubscription:
 class DdsTransport:
     """The :class:`~steer.robot.transport.Transport` over one Cyclone DDS participant."""
 
-    def __init__(self, domain_id: int = 0):
+    def __init__(self, domain_id: int = 0, max_sample_bytes: int = MAX_SAMPLE_BYTES):
         self.domain_id = domain_id
+        self.max_sample_bytes = max_sample_bytes
         self.participant = DomainParticipant(domain_id)
         self._waitset = WaitSet(self.participant)
         self._endpoints: list[Any] = []
@@ -159,7 +189,7 @@ class DdsTransport:
 
     def subscription(self, topic: str, msg_type: type, latched: bool = False) -> DdsSubscription:
         """A subscription with ROS 2 default QoS, or transient-local when ``latched``."""
-        sub = DdsSubscription(self.participant, self._waitset, topic, msg_type, latched)
+        sub = DdsSubscription(self.participant, self._waitset, topic, msg_type, latched, self.max_sample_bytes)
         self._endpoints.append(sub)
         return sub
 

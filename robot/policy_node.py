@@ -7,8 +7,8 @@ every command through the :class:`~steer.robot.shield.SafetyShield`, publishes i
 state as ``diagnostic_msgs/DiagnosticStatus``.
 
 Ticks follow the joint states (``trigger="observation"``: one tick per joint-state
-message, merging bursts closer than a quarter period; for robots that publish joint
-states at the control rate, such as the simulated one) or a timer
+message, at most at the control rate on average however fast they come; for robots that
+publish joint states at the control rate, such as the simulated one) or a timer
 (``trigger="timer"``). Between ticks the node checks the watchdog, so a robot that
 goes silent gets a safe command within the watchdog time plus a quarter period.
 
@@ -24,10 +24,17 @@ A signed ``promote`` names a file in the policies directory (see :mod:`steer.rob
 is read, checked and loaded on a background thread, and the node swaps it in between two ticks, at
 a chunk boundary (or at once when not running), and reports it (or why it was refused) in the
 safety state.
+
+Hostile traffic cannot crash the node or grow its memory: received messages over the size
+bounds (:data:`MAX_BYTES` before decoding where the transport allows, :data:`MAX_SEQUENCE`,
+:data:`MAX_TEXT`) are dropped and counted in ``rejected_messages``, only configured joints are
+kept, each observed joint must be fresh (a joint state for other joints refreshes nothing),
+malformed fields are refused, and bags are written by a background thread with a bounded queue.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -71,31 +78,159 @@ class SystemClock:
         return time.time_ns()
 
 
+MAX_SEQUENCE = 1024
+"""Most elements of any list in a received message (names, values, array data)."""
+MAX_TEXT = 4096
+"""Longest string in a received message."""
+MAX_BYTES = {"DiagnosticStatus": 8 * 1024, "Bool": 1024}
+"""Largest serialized message the node decodes, by type (others: the transport's bound, 64 KiB):
+operator and episode messages are small, and decoding many key-values is slow."""
+MAX_STAMP_AHEAD_NS = 500_000_000
+"""A joint state stamped further than this ahead of the node's wall clock is refused."""
+
+
+def message_within_bounds(m, depth: int = 0) -> bool:
+    """Whether every list and string in a message is within :data:`MAX_SEQUENCE` / :data:`MAX_TEXT`.
+
+    Walks the message's fields (nested messages too); lists of numbers are only measured.
+    """
+    if depth > 8 or not dataclasses.is_dataclass(m):
+        return depth <= 8
+    for f in dataclasses.fields(m):
+        value = getattr(m, f.name, None)
+        if isinstance(value, str):
+            if len(value) > MAX_TEXT:
+                return False
+        elif isinstance(value, (list, tuple)):
+            if len(value) > MAX_SEQUENCE:
+                return False
+            if value and isinstance(value[0], str):
+                if any(not isinstance(v, str) or len(v) > MAX_TEXT for v in value):
+                    return False
+            elif value and dataclasses.is_dataclass(value[0]):
+                if not all(message_within_bounds(v, depth + 1) for v in value):
+                    return False
+        elif dataclasses.is_dataclass(value) and not message_within_bounds(value, depth + 1):
+            return False
+    return True
+
+
+class IntakeCounters:
+    """Received messages the node refused, by why (published in the safety state as ``rejected_messages``)."""
+
+    def __init__(self):
+        self.oversize = 0
+        self.malformed = 0
+        self.stale_or_future = 0
+        self._subs: list = []
+
+    def total(self) -> int:
+        """Every refused message, including those the transport dropped before decoding them."""
+        dropped = sum(getattr(s, "oversize", 0) for s in self._subs)
+        return self.oversize + self.malformed + self.stale_or_future + dropped
+
+
+class _BoundedSubscription:
+    """A subscription whose ``take`` drops (and counts) messages over the size bounds."""
+
+    def __init__(self, inner, counters: IntakeCounters):
+        self.inner, self.counters = inner, counters
+
+    def take(self) -> list:
+        out = []
+        for m, recv in self.inner.take():
+            try:
+                ok = message_within_bounds(m)
+            except Exception:  # noqa: BLE001 - a message a check cannot even walk is malformed
+                ok = False
+            if ok:
+                out.append((m, recv))
+            else:
+                self.counters.oversize += 1
+        return out
+
+    def matched(self) -> int:
+        return self.inner.matched()
+
+
+class _BoundedTransport:
+    """The node's view of its transport: every subscription is size-bounded."""
+
+    def __init__(self, inner, counters: IntakeCounters):
+        self.inner, self.counters = inner, counters
+
+    def subscription(self, topic: str, msg_type: type, latched: bool = False):
+        sub = self.inner.subscription(topic, msg_type, latched=latched)
+        limit = MAX_BYTES.get(msg_type.__name__)
+        if limit and hasattr(sub, "max_sample_bytes"):  # a transport that can drop before decoding
+            sub.max_sample_bytes = min(sub.max_sample_bytes or limit, limit)
+        self.counters._subs.append(sub)
+        return _BoundedSubscription(sub, self.counters)
+
+    def publisher(self, topic: str, msg_type: type, latched: bool = False):
+        return self.inner.publisher(topic, msg_type, latched=latched)
+
+
 class ObservationAssembler:
-    """Builds the policy's observation vector, by name, from the latest messages."""
+    """Builds the policy's observation vector, by name, from the latest messages.
+
+    Only the joints the robot config names are kept (memory stays bounded whatever names arrive),
+    each with the time it was last observed: the observation is as old as its oldest observed joint,
+    so joint states for other joints never make stale positions look fresh.
+    """
 
     def __init__(self, config: RobotConfig, obs_names: tuple[str, ...]):
         self.config = config
-        self.obs_names = obs_names
-        self._joint = {}  # joint name -> (pos, vel, eff)
+        self._known = frozenset(config.joints)
+        self._joint: dict[str, tuple[float, float, float]] = {}  # joint name -> (pos, vel, eff)
+        self._joint_ns: dict[str, int] = {}  # joint name -> monotonic time it was observed
         self._vectors: dict[str, np.ndarray] = {}
-        self.joint_time_ns: int | None = None
         self._vector_fields = {v.name: v.fields for v in config.vectors}
+        self.obs_names = obs_names
 
-    def update_joints(self, state: msg.JointState, recv_ns: int) -> None:
-        """Take the joint positions, velocities and efforts of a JointState."""
+    @property
+    def obs_names(self) -> tuple[str, ...]:
+        """Observation names of the policy, in its order."""
+        return self._obs_names
+
+    @obs_names.setter
+    def obs_names(self, names: tuple[str, ...]) -> None:
+        self._obs_names = tuple(names)
+        observed = {n.rpartition(".")[0] for n in self._obs_names} & self._known
+        # The commanded joints' positions feed the shield: they must be fresh too.
+        self.observed_joints = tuple(sorted(observed | set(self.config.command_joint_names)))
+
+    @property
+    def joint_time_ns(self) -> int | None:
+        """When the oldest observed joint was last observed (None while one has never been)."""
+        times = [self._joint_ns.get(j) for j in self.observed_joints]
+        return None if not times or None in times else min(times)
+
+    def update_joints(self, state: msg.JointState, recv_ns: int, observed_ns: int | None = None) -> bool:
+        """Take the positions, velocities and efforts of a JointState's known joints.
+
+        ``observed_ns`` (monotonic) is when the values were measured, from the header stamp;
+        default: ``recv_ns``. False (nothing taken) when the message is malformed: a position,
+        velocity or effort list that is neither empty nor one value per name.
+        """
         n = len(state.name)
-
-        def get(values, i):
-            return float(values[i]) if len(values) == n else float("nan")
-
+        columns = []
+        for values in (state.position, state.velocity, state.effort):
+            if len(values) not in (0, n):
+                return False
+            columns.append(values)
+        when = recv_ns if observed_ns is None else min(recv_ns, observed_ns)
         for i, name in enumerate(state.name):
-            self._joint[name] = (get(state.position, i), get(state.velocity, i), get(state.effort, i))
-        self.joint_time_ns = recv_ns
+            if name not in self._known:
+                continue  # only configured joints are kept: unknown names cannot grow memory
+            self._joint[name] = tuple(_as_float(col[i]) if col else float("nan") for col in columns)
+            self._joint_ns[name] = when
+        return True
 
     def update_vector(self, source: str, data: msg.Float64MultiArray) -> None:
-        """Take the elements of a vector source (e.g. the goal)."""
-        self._vectors[source] = np.asarray(data.data, dtype=np.float64)
+        """Take the elements of a vector source (e.g. the goal); only the configured fields are kept."""
+        wanted = len(self._vector_fields.get(source, ()))
+        self._vectors[source] = np.array([_as_float(x) for x in list(data.data)[:wanted]], dtype=np.float64)
 
     def joint_values(self, joints: tuple[str, ...], kind: int) -> np.ndarray:
         """Latest position (0), velocity (1) or effort (2) of some joints (NaN where unknown)."""
@@ -118,6 +253,14 @@ class ObservationAssembler:
             else:
                 return None
         return out
+
+
+def _as_float(x) -> float:
+    """A received number as a float; anything that is not one becomes NaN (the shield then holds)."""
+    try:
+        return float(x)
+    except (TypeError, ValueError, OverflowError):
+        return float("nan")
 
 
 @dataclass
@@ -174,6 +317,9 @@ class PolicyNode:
         self.period_ns = int(config.control_period_s * 1e9)
         self.joints = config.command_joint_names
         c = config
+        # Every subscription drops (and counts) messages over the size bounds before the node reads them.
+        self.intake = IntakeCounters()
+        transport = _BoundedTransport(self.transport, self.intake)
         self._joint_sub = transport.subscription(c.topic(c.joint_state_topic), msg.JointState)
         self._vector_subs = {v.name: transport.subscription(c.topic(v.topic), msg.Float64MultiArray)
                              for v in c.vectors}
@@ -197,7 +343,10 @@ class PolicyNode:
         self._estop_pressed = False
         self._episode: str | None = None
         self._last_tick_ns: int | None = None
-        self._last_observed_tick_ns: int | None = None  # last tick that acted on a new joint state
+        self._next_observed_tick_ns: int | None = None  # earliest time a joint state may tick again
+        self._pending_recv_ns: int | None = None  # a joint state not yet acted on (it came before its tick)
+        self._bag_error = ""
+        self._intake_error_reported = False
         self._last_command_ns = 0
         self._last_safety_ns = 0
         self._stale = False
@@ -314,30 +463,76 @@ class PolicyNode:
                                      "arrived at once.", now)
         if self._episode_sub is not None:
             for m, _ in self._episode_sub.take():
-                try:
-                    status = EpisodeStatus.from_message(m)
-                except RobotError:
-                    continue  # not an episode event this node understands
-                episode = status.episode
-                if status.event == "connect":
-                    continue  # the robot's discovery handshake, not an episode
-                if episode and episode != self._episode:
-                    self._episode = episode
-                    self.executor.reset()
-                    if self.bag is not None:
-                        self.bag.start_episode(int(episode))
+                self._take_episode(m)
         for name, sub in self._vector_subs.items():
             for m, _ in sub.take():
-                self.assembler.update_vector(name, m)
+                try:
+                    self.assembler.update_vector(name, m)
+                except Exception:  # noqa: BLE001 - a malformed message never stops the node
+                    self.intake.malformed += 1
+                    continue
                 self._record(self.config.topic(next(v.topic for v in self.config.vectors if v.name == name)), m)
         arrivals = []
         for m, recv in self._joint_sub.take():
-            if not m.name:
-                continue  # no joints: the robot's discovery handshake, nothing to act on
-            self.assembler.update_joints(m, recv)
-            self._record(self.config.topic(self.config.joint_state_topic), m)
-            arrivals.append(recv)
+            if self._take_joint_state(m, recv):
+                arrivals.append(recv)
         return arrivals
+
+    def _take_episode(self, m: msg.DiagnosticStatus) -> None:
+        try:
+            status = EpisodeStatus.from_message(m)
+        except RobotError:
+            self.intake.malformed += 1
+            return  # not an episode event this node understands
+        episode = status.episode
+        if status.event == "connect":
+            return  # the robot's discovery handshake, not an episode
+        if not episode or episode == self._episode:
+            return
+        if not (episode.isascii() and episode.isdigit() and len(episode) <= 9):
+            self.intake.malformed += 1  # an episode is a small non-negative integer
+            return
+        self._episode = episode
+        self.executor.reset()
+        if self.bag is not None:
+            self.bag.start_episode(int(episode))
+
+    def _take_joint_state(self, m: msg.JointState, recv: int) -> bool:
+        """Take one joint state; True when it brought fresh values of a known joint."""
+        if not m.name:
+            return False  # no joints: the robot's discovery handshake, nothing to act on
+        observed = self._stamp_time(m, recv)
+        if observed is None:
+            self.intake.stale_or_future += 1
+            return False
+        try:
+            ok = self.assembler.update_joints(m, recv, observed)
+        except Exception:  # noqa: BLE001 - a malformed message never stops the node
+            ok = False
+        if not ok:
+            self.intake.malformed += 1
+            return False
+        self._record(self.config.topic(self.config.joint_state_topic), m)
+        return True
+
+    def _stamp_time(self, m: msg.JointState, recv: int) -> int | None:
+        """Monotonic time the values were measured: the header stamp where it is set, else ``recv``.
+
+        None for a stamp that cannot be right (nanoseconds out of range, or further ahead of this
+        node's wall clock than :data:`MAX_STAMP_AHEAD_NS`). A stamp older than the receive time
+        makes the values that much older (the watchdog sees it); this assumes robot and node
+        clocks agree, as ROS stamps do.
+        """
+        stamp = m.header.stamp
+        sec, nanosec = int(stamp.sec), int(stamp.nanosec)
+        if sec == 0 and nanosec == 0:
+            return recv  # unstamped
+        if not 0 <= nanosec < 1_000_000_000:
+            return None
+        age = self.clock.time_ns() - msg.stamp_to_ns(stamp)  # how long ago (wall) the values were measured
+        if age < -MAX_STAMP_AHEAD_NS:
+            return None
+        return min(recv, self.clock.monotonic_ns() - max(0, age))
 
     def _record(self, topic: str, m) -> None:
         if self.bag is not None:
@@ -369,10 +564,16 @@ class PolicyNode:
     def _publish_command(self, command: np.ndarray, now_ns: int, safe: bool) -> None:
         out = self.command_message(command)
         self._command_pub.publish(out)
+        # The next command's rate limit counts from when this one went out, not from when it was decided;
+        # the bag gets the same instant (read before anything else can delay it), so a reader of the bag
+        # sees the slopes the shield allowed.
+        sent_ns, sent_wall_ns = self.clock.monotonic_ns(), self.clock.time_ns()
+        self.shield.mark_sent(sent_ns)
         self._last_command_ns = now_ns
         self.stats.commands += 1
         self.stats.safe_commands += int(safe)
-        self._record(self.config.command_topic, out)
+        if self.bag is not None:
+            self.bag.record(self.config.command_topic, out, sent_wall_ns)
 
     def safety_state(self) -> SafetyState:
         """The shield's state and the node's (watchdog, episode, policy, promotion)."""
@@ -380,7 +581,9 @@ class PolicyNode:
                        command_subscribers=self._command_subscribers, policy=str(self.policy_path),
                        policy_sha256=self.policy_sha256, promote_error=self.promote_error,
                        armed=self.shield.mode in (Mode.ARMED, Mode.RUNNING),
-                       operator_refusals=self.stats.operator_refusals, last_refusal=self.last_refusal)
+                       operator_refusals=self.stats.operator_refusals, last_refusal=self.last_refusal,
+                       rejected_messages=self.intake.total(), bag_error=self._bag_error,
+                       bag_dropped=0 if self.bag is None else self.bag.dropped)
 
     def safety_message(self) -> msg.DiagnosticStatus:
         """The safety state as a DiagnosticStatus."""
@@ -393,6 +596,9 @@ class PolicyNode:
             # Tells the robot at once that its command reader is known here (see SimRobot.wait_for_node).
             self._command_subscribers, self._safety_listeners, force = subscribers, listeners, True
         changed = len(self.shield.counters.events) != self._events_seen
+        bag_error = "" if self.bag is None else self.bag.error
+        if bag_error != self._bag_error:
+            self._bag_error, force = bag_error, True  # the writer thread already said so on stderr
         if force or changed or now_ns - self._last_safety_ns > 1_000_000_000:
             m = self.safety_message()
             self._safety_pub.publish(m)
@@ -432,26 +638,46 @@ class PolicyNode:
         self.stats.tick_times_ns.append(now)
         self._last_tick_ns = now
         if recv_ns is not None:
-            self._last_observed_tick_ns = now
+            # Joint states tick at most at the control rate on average (a burst cannot drive the
+            # policy faster), yet a late one still ticks a quarter period after the last tick.
+            due = self._next_observed_tick_ns
+            self._next_observed_tick_ns = max(now + self.period_ns // 4,
+                                              now if due is None else due + self.period_ns)
         self._publish_safety(now)
         return out.command
 
     def spin_once(self, timeout_s: float | None = None) -> None:
         """Wait for input (at most a quarter period), then do whatever is due."""
         quarter = self.period_ns / 4e9
-        self.transport.wait(quarter if timeout_s is None else min(timeout_s, quarter))
-        arrivals = self._handle_inputs()
+        wait = quarter if timeout_s is None else min(timeout_s, quarter)
+        if self._pending_recv_ns is not None and self._next_observed_tick_ns is not None:
+            # A joint state waits for its tick: wake up when it is due.
+            wait = min(wait, max(0.0, (self._next_observed_tick_ns - self.clock.monotonic_ns()) / 1e9))
+        self.transport.wait(wait)
+        try:
+            arrivals = self._handle_inputs()
+        except Exception as err:  # noqa: BLE001 - no received message may stop the node; it keeps commanding
+            self.intake.malformed += 1
+            if not self._intake_error_reported:
+                self._intake_error_reported = True
+                print(f"policy node: a received message could not be handled ({type(err).__name__}: {err}); "
+                      "it was dropped and counted in rejected_messages.", file=sys.stderr)
+            arrivals = []
         if self.shield.mode != Mode.RUNNING:
             self._swap_policy()  # a node that is not ticking still takes (and reports) a promotion
         now = self.clock.monotonic_ns()
-        if self.trigger == "observation" and arrivals:
-            # One tick per joint state; a burst (closer than a quarter period) is merged into one
-            # tick, so a robot that publishes too fast cannot run the policy at many times its rate.
-            # Only ticks on joint states count: a watchdog tick just before a late joint state
-            # must not swallow it.
-            last = self._last_observed_tick_ns
-            if last is None or now - last >= 0.25 * self.period_ns:
-                self.tick(arrivals[-1])
+        if self.trigger == "observation":
+            # One tick per joint state, at most at the control rate on average (see tick): a burst
+            # is merged into the ticks that are due, and a joint state that comes early is acted on
+            # when its tick is due, so traffic cannot run the policy faster and none is left without
+            # a tick. Only ticks on joint states count: a watchdog tick just before a late joint
+            # state must not swallow it.
+            if arrivals:
+                self._pending_recv_ns = arrivals[-1]
+            due = self._next_observed_tick_ns
+            if self._pending_recv_ns is not None and (due is None or now >= due):
+                recv, self._pending_recv_ns = self._pending_recv_ns, None
+                self.tick(recv)
                 return
         if self.trigger == "timer" and (self._last_tick_ns is None or now - self._last_tick_ns >= self.period_ns):
             self.tick(arrivals[-1] if arrivals else None)

@@ -189,8 +189,11 @@ def run_node(config: RobotConfig, policy: str, domain_id: int = 0, duration_s: f
     if ready_file:
         Path(ready_file).write_text(str(time.time()))
     result = node.run(duration_s, StatusPrinter(lambda: node_status_line(node), status_every_s))
+    state = node.safety_state()
     summary = result.summary() | {"bags": [str(p) for p in (bag.written if bag else [])],
-                                  "mode": node.shield.mode.value, "watchdog_trips": node.shield.counters.watchdog}
+                                  "mode": node.shield.mode.value, "watchdog_trips": node.shield.counters.watchdog,
+                                  "rejected_messages": state.rejected_messages,
+                                  "bag_dropped": state.bag_dropped, "bag_error": state.bag_error}
     _write_json(stats, summary)
     t.close()
     return summary

@@ -6,7 +6,8 @@ Every command the policy proposes goes through :meth:`SafetyShield.filter`, whic
 * trips on a stale or missing observation (watchdog) and sends hold or zero, per config;
 * replaces a non-finite or wrongly shaped command by the safe command (NaN/Inf guard);
 * stops the robot (mode STOPPED) when a measured effort exceeds its bound;
-* limits the rate of change of the command, keeps the joints inside their position
+* limits the rate of change of the command per second of measured time (faster ticks get
+  smaller steps), keeps the joints inside their position
   bounds, and clips to the velocity / effort box, in that order, so the box wins.
 
 The e-stop latches: only :meth:`SafetyShield.reset_estop`, an explicit operator action,
@@ -35,6 +36,10 @@ class Mode(enum.Enum):
     RUNNING = "running"
     STOPPED = "stopped"
     ESTOPPED = "estopped"
+
+
+TICK_JITTER = 0.05
+"""A tick at most this fraction of a period early still gets a full period's rate-limit step."""
 
 
 class ModeError(Exception):
@@ -99,6 +104,7 @@ class SafetyShield:
         self.last_reason = "started"
         self.counters = _Counters()
         self._previous: np.ndarray | None = None
+        self._previous_ns: int | None = None  # when _previous was decided: rate limits are per second
         self._last_position: np.ndarray | None = None
 
     @property
@@ -140,6 +146,11 @@ class SafetyShield:
         if self.mode == Mode.ESTOPPED:
             self._enter(Mode.IDLE, "e-stop reset by operator", now_ns)
 
+    def mark_sent(self, now_ns: int) -> None:
+        """Tell the shield when its last command left (monotonic ns): the next rate limit counts from then."""
+        if self._previous_ns is None or now_ns > self._previous_ns:
+            self._previous_ns = now_ns
+
     # -- commands ------------------------------------------------------------------
     def safe_command(self, position: np.ndarray | None = None, action: str | None = None) -> np.ndarray:
         """The command that keeps the robot still (``hold``) or zero (``zero``)."""
@@ -172,6 +183,16 @@ class SafetyShield:
         message) makes the command the safe one.
         """
         self.counters.ticks += 1
+        # Rate limits are per second of measured time, never per tick: ticks faster than the control
+        # rate get proportionally smaller steps; a late tick gets at most one period's step. A tick
+        # early by less than TICK_JITTER of a period counts as on time (a jittery robot's trajectory
+        # stays the one of its fixed-rate simulation), so the slope stays within 1/(1 - TICK_JITTER)
+        # of its limit at any tick rate.
+        elapsed = self.dt
+        if self._previous_ns is not None:
+            elapsed = max(0.0, (now_ns - self._previous_ns) / 1e9)
+            elapsed = self.dt if elapsed >= (1.0 - TICK_JITTER) * self.dt else elapsed
+        self._previous_ns = now_ns
         position = None if position is None else np.asarray(position, dtype=np.float64)
         if position is not None and np.all(np.isfinite(position)):
             self._last_position = position
@@ -201,9 +222,9 @@ class SafetyShield:
         interface = self.config.command_interface
         previous = self._previous if self._previous is not None else self.safe_command(position, "hold")
         if interface == "position":
-            step = self.velocity_max * self.dt  # a position target may move at most vmax per tick
+            step = self.velocity_max * elapsed  # a position target may move at most vmax per second
         else:
-            step = self.rate_max * self.dt
+            step = self.rate_max * elapsed
         limited = np.clip(cmd, previous - step, previous + step)
         if not np.array_equal(limited, cmd):
             reasons.append("rate limit")

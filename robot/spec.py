@@ -333,6 +333,12 @@ class SafetyState:
     """Operator commands refused (unsigned, untrusted, stale, replayed, for another robot or policy)."""
     last_refusal: str = ""
     """The last refusal's one sentence (never anything about files on the robot)."""
+    rejected_messages: int = 0
+    """Received messages the node dropped: over the size bounds, malformed, or stamped in the future."""
+    bag_error: str = ""
+    """Why the node cannot write its bags (empty while it can); it keeps commanding either way."""
+    bag_dropped: int = 0
+    """Messages left out of the bags (the writer fell behind or failed)."""
 
     @property
     def level(self) -> int:

@@ -167,7 +167,7 @@ def test_robot_without_episode_topic_gets_one_bag(policy_factory, tmp_path):
     for _ in range(3):
         _observe(transport)
         node.spin_once()
-        clock.advance(0.03)
+        clock.advance(0.05)
     transport.publisher("/estop", m.Bool).publish(m.Bool(True))
     node.spin_once()
     assert bag.close() == [tmp_path / "bags" / "episode_0000"]
@@ -221,11 +221,13 @@ def test_twist_needs_a_field_per_joint():
 
 
 def test_a_joint_state_right_after_a_watchdog_tick_still_gets_its_command(policy_factory):
-    node, transport, _ = _node(policy_factory, bias=[0.1, 0.1])
+    node, transport, clock = _node(policy_factory, bias=[0.1, 0.1])
     _observe(transport)
     node.spin_once()
     while transport.sent[CMD][-1].data != [0.0, 0.0]:  # the robot is silent: the watchdog holds
         node.spin_once()
-    _observe(transport)  # a late joint state, a few ms after the watchdog tick
+    clock.advance(0.005)
+    _observe(transport)  # a late joint state, 5 ms after the watchdog tick
     node.spin_once()
-    assert np.allclose(transport.sent[CMD][-1].data, [0.1, 0.1]) and node.stats.queries == 2
+    # It ticks and queries; the command leaves the hold at the rate limit (12/s for 5 ms).
+    assert np.allclose(transport.sent[CMD][-1].data, [0.06, 0.06]) and node.stats.queries == 2

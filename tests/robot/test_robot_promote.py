@@ -184,8 +184,12 @@ def test_a_policy_for_other_joints_is_refused_and_the_old_one_keeps_commanding(t
         # A refusal changes nothing that runs: it is reported without waiting for the chunk (16 ticks) to end.
         assert reported is not None and reported < 8, reported
         # The refusal is in the bag too, with the policy that kept running.
-        recorded = [m.deserialize(m.DiagnosticStatus, data) for topic, _, _, data in bag._episode.records
-                    if topic == "/safety_state"]
+        from rosbags.highlevel import AnyReader
+
+        (written,) = bag.close()
+        with AnyReader([written]) as reader:
+            recorded = [reader.deserialize(raw, c.msgtype) for c, _, raw in reader.messages()
+                        if c.topic == "/safety_state"]
         assert any(safety_values(s)["promote_error"] and safety_values(s)["policy"] == str(old.resolve())
                    for s in recorded)
     finally:
