@@ -20,7 +20,7 @@ DEFAULT_TASK = "steer/PlanarPush-v0"
 
 @dataclass(frozen=True)
 class CollectConfig:
-    """Record scripted-expert demonstrations of PlanarPush as a Minari dataset."""
+    """Record scripted-expert demonstrations of a task as a Minari dataset."""
 
     out: Path = Path("runs/data/push")
     """Folder that will hold the dataset."""
@@ -29,21 +29,25 @@ class CollectConfig:
     seed: int = 1000
     """Episode i is reset with seed + i; the expert's own randomness is seeded with it too."""
     mirrored_fraction: float = 0.5
-    """Share of demonstrations from the operator with the mirrored y axis (the imperfect ones)."""
+    """Share of demonstrations from the imperfect operator (PlanarPush: mirrored y axis; Lift, Can: grasp offset)."""
+    task: str = DEFAULT_TASK
+    """Task to demonstrate (steer/PlanarPush-v0, steer/Lift-v0 or steer/Can-v0)."""
 
 
 def collect(cfg: CollectConfig) -> int:
     """Record scripted-expert demonstrations as a Minari dataset."""
     import steer.sim  # noqa: F401  (registers the task)
     from steer.sim.demos import collect_demos
-    from steer.sim.expert import PushExpert, PushExpertConfig
+    from steer.sim.expert import EXPERT_TASKS, make_expert
 
+    if cfg.task not in EXPERT_TASKS:
+        raise RunError(f"--task {cfg.task} has no scripted expert; choose one of {', '.join(EXPERT_TASKS)}.")
     if cfg.episodes < 1:
         raise RunError(f"--episodes must be at least 1, got {cfg.episodes}.")
     if not 0.0 <= cfg.mirrored_fraction <= 1.0:
         raise RunError(f"--mirrored-fraction must be in [0, 1], got {cfg.mirrored_fraction}.")
-    expert = PushExpert(PushExpertConfig(mirrored_fraction=cfg.mirrored_fraction), seed=cfg.seed)
-    demos = collect_demos(DEFAULT_TASK, expert, cfg.episodes, cfg.seed, cfg.out)
+    expert = make_expert(cfg.task, cfg.seed, cfg.mirrored_fraction)
+    demos = collect_demos(cfg.task, expert, cfg.episodes, cfg.seed, cfg.out)
     print(f"wrote {cfg.episodes} demonstrations ({demos.num_steps} steps, "
           f"{demos.successes.mean():.0%} successful) to {cfg.out}")
     return 0
@@ -142,6 +146,8 @@ class DSRLCommand:
     (EpsMix, unless ``--dsrl.conservative.variant`` names another; ``monitor`` measures without gating) are on."""
     robot_config: Path | None = None
     """Limits YAML of the shield (default: the packaged PlanarPush robot config)."""
+    preset: bool = True
+    """Fill the DSRL settings left at their defaults from the BC run's task preset (agent/presets.py)."""
     dsrl: DSRLConfig = DSRLConfig()
     """DSRL hyperparameters."""
 
@@ -241,6 +247,10 @@ def run_dsrl(cfg: DSRLCommand, progress: bool = True) -> dict:
 
     cfg = cfg.resolved()
     policy, meta = _load_bc(cfg.policy)
+    if cfg.preset:
+        from steer.agent.presets import apply_dsrl_preset
+
+        cfg = replace(cfg, dsrl=apply_dsrl_preset(cfg.dsrl, meta["task"]))
     torch.set_num_threads(1)
     # Shield and safe set are checked before the run directory exists: a bad setting leaves nothing behind.
     wrapper = shielded_env_wrapper(cfg.robot_config) if cfg.shield else None
