@@ -72,3 +72,12 @@ def test_collect_a_careful_demonstration_of_the_registered_task(tmp_path):
     env = gym.make("steer/Can-v0")
     assert env.unwrapped.target_xy == pytest.approx([0.1975, 0.4025])
     env.close()
+
+
+def test_collect_names_the_tasks_it_can_demonstrate(tmp_path):
+    from steer.ops.run import RunError
+    from steer.ops.train_cmd import CollectConfig, collect
+
+    with pytest.raises(RunError, match="steer/Can-v0"):
+        collect(CollectConfig(task="steer/Bogus-v0", out=tmp_path))
+    assert not any(tmp_path.iterdir())
