@@ -1,10 +1,8 @@
 """The DSRL paper's own setting: robosuite Lift (Panda), BC diffusion policy, then DSRL-SAC.
 
-Needs the ``lift`` extra in its own environment, because robosuite 1.5 pins MuJoCo 3.3.7
-(the rest of steer runs on the newest MuJoCo)::
+robosuite is part of the ``all`` extra (``make install``)::
 
-    python -m venv .venv-lift && .venv-lift/bin/pip install torch==2.13.0 -e ".[train,lift]"
-    .venv-lift/bin/python bench/lift.py --demos 200 --env-steps 10000
+    .venv/bin/python bench/lift.py --demos 200 --env-steps 10000
 
 Steps: scripted demonstrations (a careful operator and one whose grasp is offset by a
 calibration error), a BC diffusion policy, its success with w ~ N(0, I), DSRL-SAC for
@@ -42,7 +40,7 @@ def main() -> int:
     try:
         import robosuite  # noqa: F401
     except ImportError:
-        print("robosuite is not installed: install the `lift` extra in its own environment (see --help).")
+        print("robosuite is not installed: run `make install` (it is in the `all` extra).")
         return 2
     import numpy as np
     import torch

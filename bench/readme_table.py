@@ -20,7 +20,7 @@ SHOWN = {
     "ppo_throughput": ("PPO end-to-end SPS, ours vs stable-baselines3 PPO", None),
     "carl_reward_scaling": ("CaRL vs Roach reward at small and large minibatch", None),
     "conservative": ("DSRL with and without the conservative gate", None),
-    "lift": ("robosuite Lift (optional extra): demos, BC with w ~ N(0, I), DSRL-SAC, 1 seed", None),
+    "lift": ("robosuite Lift: demos, BC with w ~ N(0, I), DSRL-SAC, 1 seed", None),
 }
 
 

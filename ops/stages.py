@@ -58,7 +58,7 @@ def _summary(result: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class CollectConfig:
-    """Record scripted-expert demonstrations of PlanarPush as a Minari dataset."""
+    """Record scripted-expert demonstrations of a task as a Minari dataset."""
 
     out: Path = Path("runs/data/push")
     """Folder that will hold the dataset."""
@@ -67,7 +67,9 @@ class CollectConfig:
     seed: int = 1000
     """Episode i is reset with seed + i; the expert's own randomness is seeded with it too."""
     mirrored_fraction: float = field(default=0.5, metadata={"range": "[0, 1]"})
-    """Share of demonstrations from the operator with the mirrored y axis (the imperfect ones)."""
+    """Share of demonstrations from the imperfect operator (PlanarPush: mirrored y axis; Lift, Can: grasp offset)."""
+    task: str = DEFAULT_TASK
+    """Task to demonstrate (steer/PlanarPush-v0, steer/Lift-v0 or steer/Can-v0)."""
     overwrite: bool = False
     """Replace the dataset already in ``out`` (without it, a folder that holds files is refused)."""
 
@@ -86,16 +88,18 @@ def collect_demos(cfg: CollectConfig) -> CollectResult:
     """Record scripted-expert demonstrations as a Minari dataset in ``cfg.out``."""
     import steer.sim  # noqa: F401  (registers the task)
     from steer.sim.demos import collect_demos as collect
-    from steer.sim.expert import PushExpert, PushExpertConfig
+    from steer.sim.expert import EXPERT_TASKS, make_expert
 
+    if cfg.task not in EXPERT_TASKS:
+        raise RunError(f"--task {cfg.task} has no scripted expert; choose one of {', '.join(EXPERT_TASKS)}.")
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise RunError(f"--out {out} is a file, not a folder; choose another --out.")
     if out.is_dir() and any(out.iterdir()) and not cfg.overwrite:  # checked before minutes of rollouts
         raise RunError(f"{out} already holds files (a dataset?); pass --overwrite to replace its dataset or "
                        "choose another --out.")
-    expert = PushExpert(PushExpertConfig(mirrored_fraction=cfg.mirrored_fraction), seed=cfg.seed)
-    demos = collect(DEFAULT_TASK, expert, cfg.episodes, cfg.seed, cfg.out)
+    expert = make_expert(cfg.task, cfg.seed, cfg.mirrored_fraction)
+    demos = collect(cfg.task, expert, cfg.episodes, cfg.seed, cfg.out)
     return CollectResult(cfg.out, cfg.episodes, int(demos.num_steps), float(demos.successes.mean()))
 
 
@@ -290,6 +294,8 @@ class DSRLRunConfig:
     (EpsMix, unless ``--dsrl.conservative.variant`` names another; ``monitor`` measures without gating) are on."""
     robot_config: Path | None = None
     """Limits YAML of the shield (default: the packaged PlanarPush robot config)."""
+    preset: bool = True
+    """Fill the DSRL settings left at their defaults from the BC run's task preset (agent/presets.py)."""
     dsrl: DSRLConfig = DSRLConfig()
     """DSRL hyperparameters."""
 
@@ -361,6 +367,10 @@ def run_dsrl(cfg: DSRLRunConfig, progress: bool = True) -> DSRLResult:
 
     cfg = cfg.resolved()
     policy, meta = load_bc_run(cfg.policy)
+    if cfg.preset:
+        from steer.agent.presets import apply_dsrl_preset
+
+        cfg = replace(cfg, dsrl=apply_dsrl_preset(cfg.dsrl, meta["task"]))
     torch.set_num_threads(1)
     # Shield and safe set are checked before the run directory exists: a bad setting leaves nothing behind.
     wrapper = shielded_env_wrapper(cfg.robot_config) if cfg.shield else None

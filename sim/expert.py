@@ -78,3 +78,25 @@ class PushExpert:
         if n > cfg.max_speed:
             v = v * (cfg.max_speed / n)
         return v.astype(np.float32)
+
+
+def make_expert(env_id: str, seed: int, flawed_fraction: float = 0.5):
+    """The scripted expert of a task, with ``flawed_fraction`` of its episodes from the imperfect operator.
+
+    PlanarPush: the mirrored operator; Lift and Can: the grasp with a calibration offset.
+    """
+    if env_id == "steer/PlanarPush-v0":
+        return PushExpert(PushExpertConfig(mirrored_fraction=flawed_fraction), seed=seed)
+    if env_id == "steer/Lift-v0":
+        from steer.sim.robosuite_lift import LiftExpert
+
+        return LiftExpert(p_offset=flawed_fraction, seed=seed)
+    if env_id == "steer/Can-v0":
+        from steer.sim.robosuite_can import CanExpert
+
+        return CanExpert(p_offset=flawed_fraction, seed=seed)
+    raise ValueError(f"no scripted expert for {env_id}; tasks with one: {', '.join(EXPERT_TASKS)}.")
+
+
+EXPERT_TASKS = ("steer/PlanarPush-v0", "steer/Lift-v0", "steer/Can-v0")
+"""Tasks that :func:`make_expert` knows."""
