@@ -160,8 +160,10 @@ class CommandVerifier:
             raise CommandRefused(f"{command} refused: the command names another policy than the one here.")
         now = self.clock()
         if abs(now - cmd.timestamp) > self.max_age_s:
-            raise CommandRefused(f"{command} refused: the command is stale (signed {now - cmd.timestamp:.0f} s "
-                                 f"from now; the window is {self.max_age_s:g} s); check both clocks.")
+            when = (f"{now - cmd.timestamp:.0f} s ago" if now >= cmd.timestamp
+                    else f"{cmd.timestamp - now:.0f} s in the future")
+            raise CommandRefused(f"{command} refused: the command is stale (signed {when}; the window is "
+                                 f"{self.max_age_s:g} s); check both clocks.")
         self._expire(now)
         if cmd.nonce in self._seen:
             raise CommandRefused(f"{command} refused: replayed (this command was already used).")

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from robot_helpers import FakeClock, MemoryTransport
+from robot_helpers import FakeClock, MemoryTransport, arm, trusting
 from steer.robot import messages as m
 from steer.robot.config import load_robot_config
 from steer.robot.onnx_policy import OnnxPolicy
@@ -20,9 +20,12 @@ JOINTS = ("pusher_x", "pusher_y", "puck_x", "puck_y")
 
 
 def _node(policy_factory, bag=None, **kwargs):
+    """A node on the fake clock, with the test operator's signed arm queued (a node starts unarmed)."""
     clock = FakeClock()
     transport = MemoryTransport(clock)
-    node = PolicyNode(ROBOT, OnnxPolicy(policy_factory(**kwargs), robot=ROBOT), transport, bag=bag, clock=clock)
+    config = trusting(ROBOT)
+    node = PolicyNode(config, OnnxPolicy(policy_factory(**kwargs), robot=config), transport, bag=bag, clock=clock)
+    arm(transport, node)
     return node, transport, clock
 
 
