@@ -263,12 +263,16 @@ def run_fuzz(policy: str | Path, work: str | Path, domain_id: int, messages: int
     bag_dir, stats_file, ready = work / "bags", work / "node_stats.json", work / "node_ready"
     for p in (stats_file, ready):
         p.unlink(missing_ok=True)
+    # The node's stderr goes to a file: a pipe read only at the end fills up (refusals are logged) and
+    # would block the node on a write.
+    node_err_path = work / "node.err"
+    node_err = open(node_err_path, "w")
     node = subprocess.Popen(
         [python, "-m", "steer.robot.processes", "node",
          json.dumps({"robot": {"limits": str(limits)}, "policy": str(policy), "domain_id": domain_id,
                      "bag_dir": str(bag_dir), "stats": str(stats_file), "ready_file": str(ready),
                      "rt_priority": rt_priority})],
-        env=env, stderr=subprocess.PIPE, text=True)
+        env=env, stderr=node_err)
     rng = random.Random(seed)
     gen = _Generator(config, rng, Path(policy).resolve())
     gen.policy_sha256 = file_sha256(policy)
@@ -305,7 +309,7 @@ def run_fuzz(policy: str | Path, work: str | Path, domain_id: int, messages: int
         deadline = time.monotonic() + 60
         while not (ready.exists() and joint_pub.matched() and cmd_sub.matched()):
             if node.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the node did not start: {node.stderr.read() if node.poll() is not None else ''}")
+                raise RuntimeError(f"the node did not start: {node_err_path.read_text()[-2000:]}")
             time.sleep(0.05)
         # The operator arms the node (signed); the fuzz later replays this very message.
         signed = []
@@ -365,13 +369,14 @@ def run_fuzz(policy: str | Path, work: str | Path, domain_id: int, messages: int
         except subprocess.TimeoutExpired:
             node.kill()
             node.wait()
-        stderr = node.stderr.read()
         drain()
     finally:
         if node.poll() is None:
             node.kill()
             node.wait()
         transport.close()
+    node_err.close()
+    stderr = node_err_path.read_text(errors="replace")
     stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
     received = np.array(commands[commands_before:], dtype=float) if commands else np.zeros((0, len(vmax)))
     out_of_limit = int(sum(1 for c in received if c.shape != vmax.shape or not np.all(np.isfinite(c))
