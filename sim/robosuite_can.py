@@ -112,14 +112,6 @@ class CanExpert(ScriptedOperator):
         self._i_can = [idx["can_pos_x"], idx["can_pos_y"], idx["can_pos_z"]]
         super().__init__(noise_std=noise_std, gain=gain, seed=seed)
 
-    def _draw_mode(self, rng: np.random.Generator) -> str:
-        mode = "offset" if rng.random() < self.p_offset else "careful"
-        self.offset = np.zeros(3)
-        if mode == "offset":
-            sign = self.offset_sign if self.offset_sign is not None else (1 if rng.random() < 0.5 else -1)
-            self.offset[self.offset_axis] = self.offset_m * float(np.sign(sign))
-        return mode
-
     def _begin(self) -> None:
         self.phase = self.APPROACH
         self.grasp_target = None

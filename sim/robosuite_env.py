@@ -191,8 +191,8 @@ def _quat_to_rotvec(q):
 class ScriptedOperator:
     """Base of the scripted experts: per-episode hidden mode, seeding, and the hand servo.
 
-    A subclass implements ``_draw_mode(rng)`` (returns the mode name and sets its per-episode
-    state) and ``act(obs)``, which picks a hand target and a gripper command and returns
+    The episode's hidden mode is the grasp offset of :meth:`_draw_mode` (a subclass may override
+    it: it returns the mode name and sets its per-episode state). A subclass implements ``act(obs)``, which picks a hand target and a gripper command and returns
     ``self.servo(...)``. Call ``start_episode()``, ``begin_episode(seed)`` or ``reset(rng)``
     before each episode.
     """
@@ -221,7 +221,15 @@ class ScriptedOperator:
         return self.mode
 
     def _draw_mode(self, rng: np.random.Generator) -> str:
-        raise NotImplementedError
+        """The grasp-offset operator both tasks use: with probability ``p_offset`` a calibration error
+        shifts the grasp point by ``offset_m`` along ``offset_axis`` (sign ``offset_sign``, or random
+        when None); the subclass sets those attributes before calling ``__init__``."""
+        mode = "offset" if rng.random() < self.p_offset else "careful"
+        self.offset = np.zeros(3)
+        if mode == "offset":
+            sign = self.offset_sign if self.offset_sign is not None else (1 if rng.random() < 0.5 else -1)
+            self.offset[self.offset_axis] = self.offset_m * float(np.sign(sign))
+        return mode
 
     def _begin(self) -> None:
         """Per-episode state of the subclass (phase, targets)."""
