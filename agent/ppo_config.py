@@ -9,7 +9,7 @@ from steer.driving.env import DriveEnvConfig
 
 @dataclass(frozen=True)
 class NetConfig:
-    """Sizes of the actor-critic (CaRL's network, scaled down for a CPU)."""
+    """Sizes of the actor-critic (CaRL's network scaled down for a CPU, or an MLP over the vector observation)."""
 
     cnn_channels: tuple[int, ...] = (16, 32, 32)
     """Output channels of the BEV convolutions; the first has a 4x4 kernel with stride 4, the rest 3x3
@@ -17,7 +17,10 @@ class NetConfig:
     bev_features: int = 256
     """Width of the linear layer after the convolutions."""
     measurement_features: int = 64
-    """Width of the measurement MLP."""
+    """Width of the measurement MLP (beside the BEV encoder)."""
+    vector_layers: tuple[int, ...] = (256,)
+    """Widths of the MLP over the flat inputs when there is no BEV (the vector observation); the joint
+    layer of width ``hidden`` follows it."""
     hidden: int = 256
     """Width of the joint layer shared by the policy and value heads."""
     value_hidden: int = 128
@@ -106,8 +109,11 @@ class PPOConfig:
     """``auto`` (CUDA when available), ``cpu`` or ``cuda``."""
     net: NetConfig = field(default_factory=NetConfig)
     """Network sizes."""
+    env_id: str = "steer/Drive-v0"
+    """Gymnasium id of the env; the trainer makes it with ``gym.make_vec(env_id, num_envs,
+    vectorization_mode="vector_entry_point", config=env)``."""
     env: DriveEnvConfig = field(default_factory=DriveEnvConfig)
-    """Driving envs (reward, towns, traffic, BEV)."""
+    """Driving envs (reward, observation, towns, traffic)."""
     lagrangian: LagrangianConfig = field(default_factory=LagrangianConfig)
     """Optional PPO-Lag cost on infractions."""
 

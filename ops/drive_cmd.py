@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,111 +14,23 @@ from typing import Annotated
 import tyro
 
 from steer.agent.ppo_config import PPOConfig
+from steer.ops.drive_stages import EXPERT, DriveStageError, DriveViewConfig, HeldOut, evaluate_drivers, load_ppo_run
+from steer.ops.drive_stages import save_episode, view_episode
 
 
-class DriveViewError(Exception):
-    """A ``steer drive view`` option the user set cannot work."""
-
-    user_facing = True
-
-
-@dataclass(frozen=True)
-class DriveViewConfig:
-    """Options of ``steer drive view``."""
-
-    out: str = "runs/drive_view"
-    """Folder for the PNG frames and the GIF (created if missing)."""
-    seed: int = 0
-    """Seed of the town and of the episode."""
-    town_size: int = 3
-    """Junctions per side of the generated town."""
-    steps: int = 300
-    """Most steps to render (the episode may end earlier)."""
-    policy: str = "expert"
-    """Who drives: "expert" (the scripted driver) or a run directory of `steer drive train` (its
-    deterministic policy, in the env config it was trained with; the picture is then its own BEV)."""
-    frames: bool = True
-    """Write every frame as a PNG."""
-    gif: bool = True
-    """Write the episode as ``episode.gif``."""
-    bev_size: int = 128
-    """BEV width and height, pixels."""
-    pixels_per_meter: float = 2.0
-    """BEV resolution."""
-    scale: int = 3
-    """Upscaling of the saved pictures."""
+DriveViewError = DriveStageError
+"""A ``steer drive view`` option the user set cannot work."""
 
 
 def view(cfg: DriveViewConfig) -> int:
-    """Render one episode of the embedded driving simulator to PNG frames and a GIF."""
-    ckpt = os.path.join(cfg.policy, "checkpoints")
-    if cfg.policy != "expert" and not os.path.exists(os.path.join(ckpt, "last.safetensors")):
+    """Render one episode of the embedded driving simulator to PNG frames and a GIF, and say how it ended."""
+    if cfg.policy != EXPERT and not os.path.exists(os.path.join(cfg.policy, "checkpoints", "last.safetensors")):
         raise DriveViewError(f"--policy must be 'expert' or a run directory of `steer drive train`; "
                              f"{cfg.policy!r} has no checkpoints/last.safetensors.")
-    if cfg.steps <= 0 or cfg.town_size < 2 or cfg.bev_size < 16:
-        raise DriveViewError("steps must be positive, town-size at least 2 and bev-size at least 16.")
-    import numpy as np
-    from PIL import Image
-    from tqdm import tqdm
-
-    from steer.driving.bev import BevConfig, bev_to_rgb
-    from steer.driving.env import DriveEnvConfig, DriveVectorEnv
-    from steer.driving.expert import ExpertDriver
-    from steer.driving.simulator import SimConfig
-    from steer.driving.town import TownConfig
-
-    try:
-        os.makedirs(cfg.out, exist_ok=True)
-    except OSError as err:
-        raise DriveViewError(f"cannot create the output folder {cfg.out!r} ({err.strerror}).") from err
-    ego_row = int(cfg.bev_size * 0.39)
-    env_cfg = DriveEnvConfig(
-        sim=SimConfig(seed=cfg.seed, n_towns=1, routes_per_town=16, town=TownConfig(nx=cfg.town_size, ny=cfg.town_size)),
-        bev=BevConfig(size=cfg.bev_size, pixels_per_meter=cfg.pixels_per_meter, ego_from_bottom=ego_row),
-    )
-    model = None
-    if cfg.policy != "expert":
-        import dataclasses
-
-        import torch
-
-        from steer.agent.ppo import load_policy, obs_to_torch
-
-        model, ppo_cfg, _ = load_policy(ckpt)
-        # The policy sees the BEV it was trained on; only the town and seed come from this command.
-        env_cfg = dataclasses.replace(ppo_cfg.env, sim=dataclasses.replace(env_cfg.sim))
-        ego_row = env_cfg.bev.ego_from_bottom
-        ego_px = (max(2, int(4.5 * env_cfg.bev.pixels_per_meter)), max(1, int(2.0 * env_cfg.bev.pixels_per_meter)))
-    env = DriveVectorEnv(1, env_cfg, autoreset=False)
-    obs, _ = env.reset(seed=cfg.seed)
-    expert = ExpertDriver(env.sim) if model is None else None
-
-    def act():
-        if model is None:
-            return expert.act()
-        bev, meas, _ = obs_to_torch(obs)
-        with torch.no_grad():
-            return model.act(bev, meas, deterministic=True).numpy()
-
-    pictures = []
-    if model is None:
-        ego_px = (max(2, int(4.5 * cfg.pixels_per_meter)), max(1, int(2.0 * cfg.pixels_per_meter)))
-    info = {}
-    for k in tqdm(range(cfg.steps), desc="drive view", unit="step"):
-        img = bev_to_rgb(obs["bev"][0], ego_row, ego_px)
-        pic = Image.fromarray(img).resize((img.shape[1] * cfg.scale, img.shape[0] * cfg.scale), Image.NEAREST)
-        pictures.append(pic)
-        if cfg.frames:
-            pic.save(os.path.join(cfg.out, f"frame_{k:04d}.png"))
-        obs, _, term, trunc, info = env.step(act())
-        if term[0] or trunc[0]:
-            break
-    if cfg.gif and pictures:
-        pictures[0].save(os.path.join(cfg.out, "episode.gif"), save_all=True, append_images=pictures[1:],
-                         duration=100, loop=0)
-    done = "finished" if info.get("finished", [False])[0] else "stopped"
-    print(f"{len(pictures)} frames in {cfg.out}; route completion "
-          f"{100 * float(info['route_completion'][0]) if info else 0:.1f} % ({done}).")
+    ep = view_episode(cfg)
+    save_episode(ep, cfg.out, cfg.frames, cfg.gif, cfg.scale)
+    print(f"{len(ep.pictures)} frames in {cfg.out}; route completion {100 * ep.route_completion:.1f} %; "
+          f"ended by: {ep.ended_by}.")
     return 0
 
 
@@ -170,8 +83,10 @@ def train(cfg: DriveTrainConfig) -> int:
 
     if cfg.eval_routes < 0 or cfg.max_minutes < 0:
         raise DriveTrainError("eval-routes and max-minutes must not be negative.")
+    from steer.driving.simulator import INFRACTIONS
+
     rank, world = setup_distributed()
-    check_config(cfg.ppo, world)
+    check_config(cfg.ppo, world, INFRACTIONS)
     path = cfg.runs / cfg.name
     if cfg.resume and not (path / "checkpoints" / "last.safetensors").exists():
         raise DriveTrainError(f"cannot resume {path}: it has no checkpoint yet; start it without --resume.")
@@ -188,7 +103,7 @@ def train(cfg: DriveTrainConfig) -> int:
     summary = {"global_step": res.global_step, "updates": res.updates, "sps": res.sps, "world_size": world,
                "train_episodes": res.episodes}
     if cfg.eval_routes:
-        table, result = _evaluate_model(res.model.cpu().eval(), cfg.ppo, cfg.eval_routes, 1_000_003, 4, 0, False)
+        table, result = evaluate_drivers(cfg.ppo, HeldOut(routes=cfg.eval_routes), res.model.cpu().eval(), expert=False)
         summary["eval"] = result["policy"]
         print(table)
     run.finish(summary)
@@ -200,8 +115,10 @@ def train(cfg: DriveTrainConfig) -> int:
 class DriveEvalConfig:
     """Options of ``steer drive eval``."""
 
-    run: Annotated[Path, tyro.conf.Positional]
-    """Run directory made by ``steer drive train``."""
+    run: Annotated[Path | None, tyro.conf.Positional] = None
+    """Run directory made by ``steer drive train`` (not needed with ``--driver expert``)."""
+    driver: str = "policy"
+    """``policy`` (the run's, with mean actions) or ``expert`` (the scripted driver alone)."""
     routes: int = 100
     """Held-out routes to drive, each once."""
     towns: int = 4
@@ -210,54 +127,34 @@ class DriveEvalConfig:
     """Seed of the held-out towns and routes (training uses the run's own world seed)."""
     seed: int = 0
     """Seed of traffic and light phases."""
+    town_size: int | None = None
+    """Junctions per side of the held-out towns (default: the training towns' size)."""
+    traffic: int | None = None
+    """Traffic vehicles around each route (default: the training's)."""
     expert: bool = True
     """Also drive the routes with the scripted expert, as a reference column."""
 
 
-def _evaluate_model(model, ppo: PPOConfig, routes: int, world_seed: int, towns: int, seed: int, expert: bool):
-    import torch
-
-    from steer.agent.driving_score import evaluate_routes, format_table, heldout_env_config, route_summary
-    from steer.agent.ppo import obs_to_torch
-    from steer.driving.expert import ExpertDriver
-
-    if world_seed == ppo.env.sim.seed:
-        raise DriveTrainError(f"world-seed {world_seed} is the training world; choose another for held-out routes.")
-    env_cfg = heldout_env_config(ppo.env, n_routes=routes, seed=world_seed, n_towns=towns)
-    torch.set_num_threads(max(1, ppo.torch_threads))
-
-    def act(obs):
-        bev, meas, _ = obs_to_torch(obs)
-        return model.act(bev, meas, deterministic=True).numpy()
-
-    results = {"policy": route_summary(evaluate_routes(act, env_cfg, routes, seed=seed))}
-    if expert:
-        def expert_for(env):  # the expert reads the simulator state of the env it drives
-            driver = ExpertDriver(env.sim)
-            return lambda obs: driver.act()
-
-        results["expert"] = route_summary(evaluate_routes(None, env_cfg, routes, seed=seed, bind=expert_for))
-    return format_table(results), results
-
-
 def evaluate(cfg: DriveEvalConfig) -> int:
-    """Evaluate a trained driving policy on held-out routes in held-out towns with mean (deterministic)
-    actions; print route completion, infractions by type and per km, and the driving score."""
-    from steer.agent.checkpoint import CheckpointError, atomic_write_json
-    from steer.agent.ppo import load_policy
+    """Evaluate a trained driving policy (or the scripted expert) on held-out routes in held-out towns
+    with mean (deterministic) actions; print route completion, infractions by type and per km, and the
+    driving score."""
+    from steer.agent.checkpoint import atomic_write_json
 
-    if cfg.routes <= 0 or cfg.towns <= 0:
-        raise DriveTrainError("routes and towns must be positive.")
-    ckpt = cfg.run / "checkpoints"
-    if not (ckpt / "last.safetensors").exists():
-        raise DriveTrainError(f"{cfg.run} holds no driving policy; pass a run directory made by `steer drive train`.")
-    try:
-        model, ppo, meta = load_policy(ckpt)
-    except (CheckpointError, KeyError) as err:
-        raise DriveTrainError(f"the checkpoint in {ckpt} cannot be read ({err}); train the run again.") from err
-    table, results = _evaluate_model(model, ppo, cfg.routes, cfg.world_seed, cfg.towns, cfg.seed, cfg.expert)
+    if cfg.driver not in ("policy", EXPERT):
+        raise DriveTrainError(f"--driver must be 'policy' or 'expert', not {cfg.driver!r}.")
+    held = HeldOut(cfg.routes, cfg.towns, cfg.world_seed, cfg.seed, cfg.town_size, cfg.traffic)
+    if cfg.driver == EXPERT:
+        table, results = evaluate_drivers(PPOConfig(), held, None, expert=True)
+        print(f"scripted expert, {cfg.routes} held-out routes in {cfg.towns} towns:")
+        print(table)
+        return 0
+    if cfg.run is None:
+        raise DriveTrainError("pass a run directory made by `steer drive train`, or --driver expert.")
+    model, ppo, meta = load_ppo_run(cfg.run)
+    table, results = evaluate_drivers(ppo, held, model, cfg.expert)
     print(f"{cfg.run} after {meta['global_step']} steps, {cfg.routes} held-out routes in {cfg.towns} towns:")
     print(table)
-    atomic_write_json(cfg.run / "eval.json", {"global_step": meta["global_step"], "routes": cfg.routes,
-                                             "towns": cfg.towns, "world_seed": cfg.world_seed, **results})
+    atomic_write_json(cfg.run / "eval.json", {"global_step": meta["global_step"], **dataclasses.asdict(held),
+                                             **results})
     return 0
