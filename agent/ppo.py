@@ -328,16 +328,23 @@ class TrainResult:
     model: CarlActorCritic
     lagrange: float | None = None
     """PPO-Lag's multiplier at the end (None without the Lagrangian)."""
+    seconds: float = 0.0
+    """Wall-clock seconds of this call's training."""
+    cpu_seconds: float = 0.0
+    """CPU seconds this process spent in them (all its threads)."""
 
 
 def train_ppo(cfg: PPOConfig, run: RunLog, resume: bool = False, progress: bool = False,
-              max_updates: int | None = None, time_limit_s: float | None = None) -> TrainResult:
+              max_updates: int | None = None, time_limit_s: float | None = None,
+              on_update: typing.Callable[[int, float, nn.Module], None] | None = None) -> TrainResult:
     """Train a CaRL PPO driving policy; writes metrics to ``run`` and checkpoints to ``run.checkpoint_dir``.
 
     ``resume`` continues from the ``last`` checkpoint (model, optimizer, schedule, step, random
     state). ``max_updates`` stops early after that many updates in this call and ``time_limit_s``
     after the first update that ends past that many seconds (a checkpoint is written either way);
-    the learning-rate schedule still follows ``cfg.total_timesteps``.
+    the learning-rate schedule still follows ``cfg.total_timesteps``. ``on_update(global_step,
+    seconds, model)`` is called on rank 0 after each update (e.g. to keep snapshots for a learning
+    curve; its time counts in the run's).
     """
     rank, world = setup_distributed()
     check_config(cfg, world)
@@ -393,7 +400,7 @@ def train_ppo(cfg: PPOConfig, run: RunLog, resume: bool = False, progress: bool 
 
         bar = tqdm(total=cfg.total_timesteps, initial=global_step, unit="step", desc="ppo", smoothing=0.1)
     last_update = cfg.num_updates if max_updates is None else min(cfg.num_updates, start_update - 1 + max_updates)
-    t_start, steps_start, update = time.time(), global_step, start_update - 1
+    t_start, cpu_start, steps_start, update = time.time(), time.process_time(), global_step, start_update - 1
     episodes: dict[str, float] = {}
     for update in range(start_update, last_update + 1):
         if cfg.anneal_lr:
@@ -451,8 +458,12 @@ def train_ppo(cfg: PPOConfig, run: RunLog, resume: bool = False, progress: bool 
         var_y = np.var(y_true)
         episodes = tracker.summary(reduce=_all_sum)
         sps = (global_step - steps_start) / max(time.time() - t_start, 1e-9)
+        # Steps per CPU-second of this process: what the SPS would be on an otherwise idle core.
+        sps_cpu = (global_step - steps_start) / max(time.process_time() - cpu_start, 1e-9)
         if rank == 0:
-            metrics = {"charts/learning_rate": optimizer.param_groups[0]["lr"], "charts/SPS": sps, **stats, **lag_stats,
+            metrics = {"charts/learning_rate": optimizer.param_groups[0]["lr"], "charts/SPS": sps,
+                       "charts/SPS_per_cpu": sps_cpu, "charts/minutes": (time.time() - t_start) / 60.0,
+                       **stats, **lag_stats,
                        "losses/explained_variance": float("nan") if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y,
                        **{f"charts/{k}" if "/" not in k else k: v for k, v in episodes.items()}}
             run.log(global_step, metrics)
@@ -473,9 +484,12 @@ def train_ppo(cfg: PPOConfig, run: RunLog, resume: bool = False, progress: bool 
                                  **({"lagrange": lagrange} if lagrange is not None else {})})
             if world > 1:
                 dist.barrier()
+        if on_update is not None and rank == 0:
+            on_update(global_step, time.time() - t_start, model)
         if out_of_time:
             break
     if bar is not None:
         bar.close()
     sps = (global_step - steps_start) / max(time.time() - t_start, 1e-9)
-    return TrainResult(global_step, update, sps, episodes, model, lagrange)
+    return TrainResult(global_step, update, sps, episodes, model, lagrange, time.time() - t_start,
+                       time.process_time() - cpu_start)

@@ -26,7 +26,7 @@ def ours(n: int, bev: bool, seconds: float = 1.5) -> tuple[float, float]:
     """(env-steps/s, share of time in the rasterizer) with random-ish actions and auto-reset."""
     from steer.driving.env import DriveEnvConfig, DriveVectorEnv
 
-    env = DriveVectorEnv(n, DriveEnvConfig(observe_bev=bev))
+    env = DriveVectorEnv(n, DriveEnvConfig(obs="bev" if bev else "none"))
     env.reset(seed=0)
     rng = np.random.default_rng(0)
     a = np.stack([rng.uniform(-0.1, 0.1, n), rng.uniform(0.0, 0.6, n)], 1).astype(np.float32)

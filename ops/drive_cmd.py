@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -15,7 +15,7 @@ import tyro
 
 from steer.agent.ppo_config import PPOConfig
 from steer.ops.drive_stages import EXPERT, DriveStageError, DriveViewConfig, HeldOut, evaluate_drivers, load_ppo_run
-from steer.ops.drive_stages import save_episode, view_episode
+from steer.ops.drive_stages import DriveTrainConfig, save_episode, train_driving_local, view_episode
 
 
 DriveViewError = DriveStageError
@@ -34,80 +34,25 @@ def view(cfg: DriveViewConfig) -> int:
     return 0
 
 
-class DriveTrainError(Exception):
-    """A ``steer drive train`` or ``steer drive eval`` option the user set cannot work."""
-
-    user_facing = True
-
-
-@dataclass(frozen=True)
-class DriveTrainConfig:
-    """Options of ``steer drive train``."""
-
-    name: str = "carl"
-    """Run name: the run directory is ``<runs>/<name>``."""
-    runs: Path = Path("runs")
-    """Folder of the run directories."""
-    resume: bool = False
-    """Continue the run from its last checkpoint."""
-    max_minutes: float = 60.0
-    """Stop (with a checkpoint) after the first update past this many minutes; 0 trains to
-    ``ppo.total_timesteps``."""
-    eval_routes: int = 100
-    """Held-out routes (in towns never trained on) driven with mean actions at the end; 0 skips."""
-    progress: bool = True
-    """Show a progress bar."""
-    ppo: PPOConfig = field(default_factory=PPOConfig)
-    """PPO, network and driving-env settings."""
-
-
-class _RankLog:
-    """The run-log of ranks other than 0: they share the checkpoint folder and write no metrics."""
-
-    def __init__(self, checkpoint_dir: Path):
-        self.checkpoint_dir = checkpoint_dir
-
-    def log(self, step: int, metrics: dict[str, float]) -> None:
-        pass
+DriveTrainError = DriveStageError
+"""A ``steer drive train`` or ``steer drive eval`` option the user set cannot work."""
 
 
 def train(cfg: DriveTrainConfig) -> int:
     """Train a CaRL PPO driving policy on the embedded simulator (route-completion reward by default).
 
-    Runs on all local cores in one process, or under ``torchrun --nproc_per_node N $(which steer) drive
-    train ...`` with DistributedDataParallel (each process drives its own envs). Writes metrics,
-    TensorBoard events and checkpoints to the run directory, then evaluates on held-out routes.
+    Runs in ``--processes`` local processes (two by default: DistributedDataParallel over gloo, each
+    process drives its share of the envs), or under ``torchrun --nproc_per_node N $(which steer) drive
+    train ...`` across machines. Writes metrics, TensorBoard events,
+    checkpoints and ``report.png`` (held-out route completion and driving score against minutes and
+    env steps) to the run directory, then evaluates on held-out routes.
     """
-    from steer.agent.ppo import check_config, setup_distributed, train_ppo
-    from steer.ops.run import Run
-
-    if cfg.eval_routes < 0 or cfg.max_minutes < 0:
-        raise DriveTrainError("eval-routes and max-minutes must not be negative.")
-    from steer.driving.simulator import INFRACTIONS
-
-    rank, world = setup_distributed()
-    check_config(cfg.ppo, world, INFRACTIONS)
-    path = cfg.runs / cfg.name
-    if cfg.resume and not (path / "checkpoints" / "last.safetensors").exists():
-        raise DriveTrainError(f"cannot resume {path}: it has no checkpoint yet; start it without --resume.")
-    run = Run(path, cfg, kind="ppo", resume=cfg.resume) if rank == 0 else _RankLog(path / "checkpoints")
-    try:
-        res = train_ppo(cfg.ppo, run, resume=cfg.resume, progress=cfg.progress and rank == 0,
-                        time_limit_s=cfg.max_minutes * 60.0 if cfg.max_minutes > 0 else None)
-    except BaseException:
-        if rank == 0:
-            run.close("failed")
-        raise
-    if rank != 0:
+    out = train_driving_local(cfg)
+    if out is None:  # ranks other than 0
         return 0
-    summary = {"global_step": res.global_step, "updates": res.updates, "sps": res.sps, "world_size": world,
-               "train_episodes": res.episodes}
-    if cfg.eval_routes:
-        table, result = evaluate_drivers(cfg.ppo, HeldOut(routes=cfg.eval_routes), res.model.cpu().eval(), expert=False)
-        summary["eval"] = result["policy"]
-        print(table)
-    run.finish(summary)
-    print(f"trained {res.global_step} steps at {res.sps:.0f} steps/s; run in {path}")
+    if out.table:
+        print(out.table)
+    print(f"trained {out.global_step} steps at {out.sps:.0f} steps/s; run in {out.path}")
     return 0
 
 

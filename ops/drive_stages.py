@@ -206,3 +206,159 @@ def evaluate_drivers(ppo: PPOConfig, held: HeldOut, model=None, expert: bool = T
         expert_cfg = dataclasses.replace(env_cfg, obs="none")  # the expert needs no observation
         results[EXPERT] = route_summary(evaluate_routes(None, expert_cfg, held.routes, seed=held.seed, bind=expert_for))
     return format_table(results), results
+
+
+@dataclass(frozen=True)
+class DriveTrainConfig:
+    """Options of ``steer drive train``."""
+
+    name: str = "carl"
+    """Run name: the run directory is ``<runs>/<name>``."""
+    runs: Path = Path("runs")
+    """Folder of the run directories."""
+    resume: bool = False
+    """Continue the run from its last checkpoint."""
+    max_minutes: float = 30.0
+    """Stop (with a checkpoint) after the first update past this many minutes; 0 trains to
+    ``ppo.total_timesteps``."""
+    eval_routes: int = 100
+    """Held-out routes (in towns never trained on) driven with mean actions at the end; 0 skips."""
+    curve_every_minutes: float = 3.0
+    """Keep a copy of the policy this often; after training each copy drives the held-out routes, which
+    gives the learning curve of ``report.png`` (0: only the final policy)."""
+    processes: int = 2
+    """Training processes on this machine (DistributedDataParallel over gloo; each steps its share of the
+    envs, so the simulator and the updates use that many cores). Ignored under ``torchrun``."""
+    progress: bool = True
+    """Show a progress bar."""
+    ppo: PPOConfig = dataclasses.field(default_factory=PPOConfig)
+    """PPO, network and driving-env settings."""
+
+
+class _RankLog:
+    """The run-log of ranks other than 0: they share the checkpoint folder and write no metrics."""
+
+    def __init__(self, checkpoint_dir: Path):
+        self.checkpoint_dir = checkpoint_dir
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        pass
+
+
+def _check_train(cfg: DriveTrainConfig, world: int = 1) -> None:
+    """One-sentence errors for options that cannot work, before any process or run directory is made."""
+    from steer.agent.ppo import check_config
+    from steer.driving.simulator import INFRACTIONS
+
+    if cfg.eval_routes < 0 or cfg.max_minutes < 0 or cfg.curve_every_minutes < 0 or cfg.processes < 1:
+        raise DriveStageError("eval-routes, max-minutes and curve-every-minutes must not be negative, and "
+                              "processes must be at least 1.")
+    check_config(cfg.ppo, world, INFRACTIONS)
+    path = cfg.runs / cfg.name
+    if cfg.resume and not (path / "checkpoints" / "last.safetensors").exists():
+        raise DriveStageError(f"cannot resume {path}: it has no checkpoint yet; start it without --resume.")
+
+
+@dataclass
+class DriveTrainResult:
+    """What :func:`train_driving` did (rank 0)."""
+
+    path: Path
+    global_step: int
+    sps: float
+    summary: dict
+    """What ``summary.json`` holds."""
+    table: str = ""
+    """Held-out evaluation table of the final policy ("" when skipped)."""
+
+
+def train_driving(cfg: DriveTrainConfig) -> DriveTrainResult | None:
+    """Train, then drive the kept policy copies on held-out routes (learning curve, ``report.png``) and
+    evaluate the final policy; returns None on ranks other than 0."""
+    import copy
+
+    from steer.agent.ppo import check_config, setup_distributed, train_ppo
+    from steer.driving.simulator import INFRACTIONS
+    from steer.ops.report import drive_report
+    from steer.ops.run import Run
+
+    _check_train(cfg)
+    rank, world = setup_distributed()
+    check_config(cfg.ppo, world, INFRACTIONS)
+    path = cfg.runs / cfg.name
+    run = Run(path, cfg, kind="ppo", resume=cfg.resume) if rank == 0 else _RankLog(path / "checkpoints")
+    copies: list[tuple[int, float, dict]] = []
+
+    def keep(step: int, seconds: float, model) -> None:
+        if cfg.eval_routes and cfg.curve_every_minutes > 0 and (
+                not copies or seconds - copies[-1][1] >= 60.0 * cfg.curve_every_minutes):
+            copies.append((step, seconds, copy.deepcopy(model.state_dict())))
+
+    try:
+        res = train_ppo(cfg.ppo, run, resume=cfg.resume, progress=cfg.progress and rank == 0,
+                        time_limit_s=cfg.max_minutes * 60.0 if cfg.max_minutes > 0 else None, on_update=keep)
+    except BaseException:
+        if rank == 0:
+            run.close("failed")
+        raise
+    if rank != 0:
+        return None
+    summary = {"global_step": res.global_step, "updates": res.updates, "sps": res.sps,
+               "sps_per_cpu": res.sps * res.seconds / max(res.cpu_seconds, 1e-9),
+               "minutes": res.seconds / 60.0, "world_size": world, "train_episodes": res.episodes}
+    table = ""
+    if cfg.eval_routes:
+        if not copies or copies[-1][0] != res.global_step:
+            copies.append((res.global_step, res.seconds, res.model.state_dict()))
+        model = copy.deepcopy(res.model).cpu().eval()
+        for step, seconds, state in copies:
+            model.load_state_dict(state)
+            table, result = evaluate_drivers(cfg.ppo, HeldOut(routes=cfg.eval_routes), model, expert=False)
+            s = result["policy"]
+            run.log(step, {"eval/route_completion": s["route_completion"], "eval/driving_score": s["driving_score"],
+                           "eval/minutes": seconds / 60.0})
+        summary["eval"] = s
+        summary["curve"] = [{"step": st, "minutes": sec / 60.0} for st, sec, _ in copies]
+        drive_report(path, path / "report.png", title=f"PPO driving ({cfg.ppo.env.obs} observation)")
+    run.finish(summary)
+    return DriveTrainResult(path, res.global_step, res.sps, summary, table)
+
+
+def _rank_main(rank: int, world: int, port: int, cfg: DriveTrainConfig, result_file: str) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    try:
+        out = train_driving(cfg)
+        if rank == 0:
+            import pickle
+
+            with open(result_file, "wb") as f:
+                pickle.dump(out, f)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def train_driving_local(cfg: DriveTrainConfig) -> DriveTrainResult | None:
+    """:func:`train_driving` in ``cfg.processes`` processes on this machine (one when already under
+    ``torchrun`` or when ``processes`` is 1); returns rank 0's result."""
+    if cfg.processes == 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return train_driving(cfg)
+    import pickle
+    import socket
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    _check_train(cfg, cfg.processes)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        result_file = os.path.join(tmp, "result.pkl")
+        mp.start_processes(_rank_main, args=(cfg.processes, port, cfg, result_file), nprocs=cfg.processes,
+                           join=True, start_method="spawn")
+        with open(result_file, "rb") as f:
+            return pickle.load(f)
