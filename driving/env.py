@@ -176,7 +176,8 @@ class DriveVectorEnv(VectorEnv):
             vgap = lgap = np.full(self.num_envs, np.inf)
         st = RewardState(res.progress_pct, res.outside_route_lanes, sim.v, res.speed_limit, res.ttc_violation,
                          res.comfort_violations, res.lateral, res.lane_width, res.heading_error,
-                         np.abs(actions[:, 0] - prev_steer), vgap, lgap, res.terminated, coll_red)
+                         np.abs(actions[:, 0] - prev_steer), vgap, lgap, res.terminated, coll_red,
+                         100.0 * (1.0 - res.route_completion))
         reward = carl_reward(st, cfg.carl) if cfg.reward == "carl" else roach_reward(st, cfg.roach)
         terminated = res.terminated.copy()
         truncated = res.finished.copy()
