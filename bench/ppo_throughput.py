@@ -6,7 +6,9 @@ Two settings, each with the same network, env and PPO settings for both trainers
   128-unit value layer; rollout 16, minibatch 1,024, 3 epochs, one torch thread; 64, 256 and 1,024
   envs. Figures ``sps.ours.<n>``, ``sps.sb3.<n>``, ``speedup.<n>``.
 * ``vector`` (the CPU default): the MLP over the structured observation with the trainer's default
-  envs, rollout, minibatch, epochs and torch threads. Figures ``sps.vector.ours``,
+  envs, rollout, minibatch and epochs. Ours runs as `steer drive train` does (two local processes,
+  DistributedDataParallel, one torch thread each); SB3 runs in one process with two torch threads.
+  Figures ``sps.vector.ours``,
   ``sps.vector.sb3``, ``speedup.vector``, and steps per CPU-second of each (``cpu_sps.vector.*``:
   what the figure would be on idle cores, since the machine is shared).
 
@@ -61,9 +63,27 @@ def ours(n: int | None, setting: str = "bev") -> tuple[float, float]:
     from steer.agent.ppo import train_ppo
     from steer.agent.runlog import MemoryLog
 
-    updates = VECTOR_UPDATES if setting == "vector" else UPDATES
-    res = train_ppo(ppo_config(n, setting), MemoryLog(), max_updates=updates)
+    if setting == "vector":
+        return ours_vector()
+    res = train_ppo(ppo_config(n, setting), MemoryLog(), max_updates=UPDATES)
     return res.sps, res.sps * res.seconds / max(res.cpu_seconds, 1e-9)
+
+
+def ours_vector() -> tuple[float, float]:
+    """`steer drive train`'s own SPS with its defaults (two processes) over ``VECTOR_UPDATES`` updates; the
+    per-CPU figure is env steps per CPU-second over both processes."""
+    import dataclasses
+    import tempfile
+    from pathlib import Path
+
+    from steer.ops.drive_stages import DriveTrainConfig, train_driving_local
+
+    cfg = ppo_config(None, "vector")
+    cfg = dataclasses.replace(cfg, total_timesteps=VECTOR_UPDATES * cfg.batch_size)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = train_driving_local(DriveTrainConfig(name="tp", runs=Path(tmp), max_minutes=0, eval_routes=0,
+                                                   progress=False, ppo=cfg))
+    return out.sps, out.summary["sps_per_cpu"]
 
 
 def _sb3_classes():
@@ -138,7 +158,7 @@ def sb3(n: int | None, setting: str = "bev") -> tuple[float, float]:
 
     cfg = ppo_config(n, setting)
     n = cfg.num_envs
-    torch.set_num_threads(cfg.torch_threads)
+    torch.set_num_threads(2 if setting == "vector" else cfg.torch_threads)
     torch.manual_seed(0)
     adapter, features = _sb3_classes()
     venv = adapter(DriveVectorEnv(n, cfg.env))

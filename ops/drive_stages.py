@@ -304,7 +304,8 @@ def train_driving(cfg: DriveTrainConfig) -> DriveTrainResult | None:
     if rank != 0:
         return None
     summary = {"global_step": res.global_step, "updates": res.updates, "sps": res.sps,
-               "sps_per_cpu": res.sps * res.seconds / max(res.cpu_seconds, 1e-9),
+               # Env steps per CPU-second over all processes (rank 0's CPU time stands for each rank's).
+               "sps_per_cpu": res.sps * res.seconds / max(res.cpu_seconds * world, 1e-9),
                "minutes": res.seconds / 60.0, "world_size": world, "train_episodes": res.episodes}
     table = ""
     if cfg.eval_routes:

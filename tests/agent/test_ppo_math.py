@@ -161,3 +161,23 @@ def test_episode_stats_count_only_finished_episodes_and_rate_per_km():
     table = format_table({"policy": s})
     assert "route completion %" in table and "75.0" in table
     assert summarize({"episodes": 0})["episodes"] == 0
+
+
+def test_vector_network_is_an_mlp_whose_actor_ignores_the_value_only_inputs():
+    shapes = {"measurements": (4,), "value_inputs": (4,), "vector": (30,)}
+    net = NetConfig(vector_layers=(32,), hidden=16, value_hidden=8)
+    torch.manual_seed(0)
+    model = CarlActorCritic(shapes, 2, net)
+    assert model.bev is None and model.flat_keys == ("measurements", "vector")
+    assert not any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    # Parameters: MLP 34->32, joint 32->16, policy 16->4, value (16+4)->8->1.
+    assert sum(p.numel() for p in model.parameters()) == (34 * 32 + 32) + (32 * 16 + 16) + (16 * 4 + 4) + (
+        20 * 8 + 8) + (8 + 1)
+    g = torch.Generator().manual_seed(1)
+    obs = {k: torch.randn(5, s[0], generator=g) for k, s in shapes.items()}
+    x, logp, ent, value = model(obs)
+    assert x.shape == (5, 2) and logp.shape == ent.shape == value.shape == (5,)
+    other = {**obs, "value_inputs": obs["value_inputs"] + 3.0}
+    torch.testing.assert_close(model.act(obs), model.act(other))  # the actor never sees them ...
+    assert not torch.allclose(model(obs, x)[3], model(other, x)[3])  # ... the critic does
+    assert not torch.allclose(model.act(obs), model.act({**obs, "vector": obs["vector"] + 1.0}))
