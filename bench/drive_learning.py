@@ -16,7 +16,8 @@ the expert's. Writes ``bench/results/drive_learning.json`` and ``bench/results/d
 
 Knobs (environment): ``DRIVE_SEEDS`` (3), ``DRIVE_SETTINGS`` ("vector,bev"), ``DRIVE_MINUTES``
 (30), ``DRIVE_STEPS`` (0: no step limit), ``DRIVE_CURVE_MINUTES`` (3), ``DRIVE_PARALLEL`` (runs at
-once, 1), ``DRIVE_RUNS`` (run directories, a temporary folder).
+once, 1), ``DRIVE_PROCESSES`` (training processes per run; 0: the trainer's default, 2),
+``DRIVE_BEV_SEEDS`` (as many as ``DRIVE_SEEDS``), ``DRIVE_RUNS`` (run directories, a temporary folder).
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ MINUTES = float(os.environ.get("DRIVE_MINUTES", "30"))
 STEPS = int(os.environ.get("DRIVE_STEPS", "0"))
 CURVE_MINUTES = float(os.environ.get("DRIVE_CURVE_MINUTES", "3"))
 PARALLEL = int(os.environ.get("DRIVE_PARALLEL", "1"))
+PROCESSES = int(os.environ.get("DRIVE_PROCESSES", "0"))
+"""Training processes per run (0: the trainer's default)."""
+BEV_SEEDS = int(os.environ.get("DRIVE_BEV_SEEDS", str(SEEDS)))
 
 
 def train_config(setting: str, seed: int, runs: Path):
@@ -50,20 +54,21 @@ def train_config(setting: str, seed: int, runs: Path):
     if STEPS:
         ppo = dataclasses.replace(ppo, total_timesteps=STEPS)
     return DriveTrainConfig(name=f"{setting}-seed{seed}", runs=runs, max_minutes=MINUTES,
-                            curve_every_minutes=CURVE_MINUTES, progress=False, ppo=ppo)
+                            curve_every_minutes=CURVE_MINUTES, progress=False, ppo=ppo,
+                            processes=PROCESSES or base.processes)
 
 
 def one_run(setting: str, seed: int, runs: str) -> dict:
     """Train one seed of one setting; its held-out curve and final figures."""
     import torch
 
-    from steer.ops.drive_stages import train_driving
+    from steer.ops.drive_stages import train_driving_local
     from steer.ops.run import read_metrics
 
     cfg = train_config(setting, seed, Path(runs))
     torch.set_num_threads(max(1, cfg.ppo.torch_threads))
     load_before = os.getloadavg()[0]
-    out = train_driving(cfg)
+    out = train_driving_local(cfg)
     curve = [{"step": r["step"], "minutes": r["eval/minutes"], "rc": r["eval/route_completion"],
               "ds": r["eval/driving_score"]}
              for r in read_metrics(out.path / "metrics.jsonl") if "eval/route_completion" in r]
@@ -128,7 +133,7 @@ def main() -> int:
     from ppo_throughput import machine
 
     runs = os.environ.get("DRIVE_RUNS") or tempfile.mkdtemp(prefix="drive_learning_")
-    jobs = [(s, seed) for seed in range(SEEDS) for s in SETTINGS]
+    jobs = [(s, seed) for seed in range(SEEDS) for s in SETTINGS if s != "bev" or seed < BEV_SEEDS]
     if PARALLEL > 1:
         with ProcessPoolExecutor(PARALLEL) as pool:
             records = list(pool.map(one_run, *zip(*jobs), [runs] * len(jobs)))
@@ -153,6 +158,7 @@ def main() -> int:
     out = {"figures": figures,
            "details": {"records": records, "seeds": SEEDS, "settings": SETTINGS, "max_minutes": MINUTES,
                        "max_steps": STEPS, "curve_every_minutes": CURVE_MINUTES, "parallel_runs": PARALLEL,
+                       "processes_per_run": PROCESSES or "default", "bev_seeds": BEV_SEEDS,
                        "heldout": "100 routes, 4 towns from world seed 1000003, traffic and lights as in training",
                        "load_average_at_end": os.getloadavg()},
            "machine": machine(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
