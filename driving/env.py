@@ -103,6 +103,7 @@ class DriveVectorEnv(VectorEnv):
         self.sim = sim if sim is not None else DrivingSim(num_envs, config.sim, world=_cached_world(config.sim))
         self.bev = BevRenderer(self.sim, config.bev) if config.obs in ("bev", "both") else None
         self.vector = VectorObservation(self.sim, config.vector) if config.obs in ("vector", "both") else None
+        self._painter = None  # a BEV drawn for render() alone when the observation has none
         obs = {}
         fields: dict[str, list[str]] = {}
         if self.vector is not None:
@@ -206,9 +207,11 @@ class DriveVectorEnv(VectorEnv):
         return obs, reward.astype(np.float32), terminated, truncated, infos
 
     def render(self):
-        """RGB picture of env 0's BEV (None without BEV)."""
+        """RGB picture of env 0's BEV (drawn for the picture alone when the observation has none)."""
         if self.bev is None:
-            return None
+            if self._painter is None:
+                self._painter = BevRenderer(self.sim, self.config.bev)
+            return bev_to_rgb(self._painter.render(np.array([0]))[0], self.config.bev.ego_from_bottom)
         return bev_to_rgb(self.bev.render(np.array([0]))[0], self.config.bev.ego_from_bottom)
 
 
