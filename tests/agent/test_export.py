@@ -80,8 +80,9 @@ def test_ppo_driving_policy_exports_with_bev_and_measurement_inputs(tmp_path):
     from steer.agent.ppo_config import PPOConfig
     from steer.driving import DriveVectorEnv
 
-    cfg = PPOConfig()
-    cfg = dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, obs="bev"))
+    from steer.driving import DriveEnvConfig, SimConfig
+
+    cfg = PPOConfig(env=DriveEnvConfig(sim=SimConfig(n_towns=1, routes_per_town=2), obs="bev"))
     env = DriveVectorEnv(1, cfg.env)
     torch.manual_seed(0)
     model = make_model(env.single_observation_space, cfg.net)

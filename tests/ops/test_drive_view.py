@@ -5,14 +5,15 @@ import torch
 from steer.agent.checkpoint import save_checkpoint
 from steer.agent.ppo_config import PPOConfig
 from steer.agent.ppo import make_model, policy_meta
-from steer.driving import DriveVectorEnv
+from steer.driving import DriveEnvConfig, DriveVectorEnv, SimConfig
 from steer.driving.simulator import INFRACTIONS
 from steer.ops.drive_cmd import DriveViewConfig, DriveViewError, view
 from steer.ops.drive_stages import ended_by, view_episode
 
 
 def test_view_drives_with_a_trained_ppo_policy(tmp_path, capsys):
-    cfg = PPOConfig()
+    # A one-town world to build the policy's spaces quickly; the view drives in its own town.
+    cfg = PPOConfig(env=DriveEnvConfig(sim=SimConfig(n_towns=1, routes_per_town=2)))
     env = DriveVectorEnv(1, cfg.env)
     torch.manual_seed(0)
     model = make_model(env.single_observation_space, cfg.net)
