@@ -146,3 +146,9 @@ def test_vector_ppo_policy_exports_one_obs_input_and_drives_the_same_routes_as_t
     np.testing.assert_array_equal(a["length"], b["length"])
     for k in ("collision_vehicle", "off_road", "red_light", "route_deviation", "timeout", "blocked"):
         np.testing.assert_array_equal(a[k], b[k])
+    # The robot-side runtime (numpy + onnxruntime only) loads it and gives the same action.
+    from steer.robot.onnx_policy import OnnxPolicy
+
+    obs, _ = env.reset(seed=2)
+    got = OnnxPolicy(tmp_path / "drive.onnx")(ppo_flat_obs(model, obs)[0])
+    np.testing.assert_allclose(got, torch_act(obs), atol=1e-5)
