@@ -15,7 +15,8 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 SHOWN = {
     "dsrl": ("DSRL on PlanarPush: env steps to 0.9 success and final success (median over seeds)", None),
     "driving_sim": ("Driving simulator env-steps/s, ours vs highway-env and libsumo",
-                    ["sps.ours.1024.no_bev", "sps.ours.1024.vector", "sps.ours.1024.bev", "cpu_sps.ours.1024.vector",
+                    ["sps.ours.1024.no_bev", "sps.ours.1024.vector", "sps.ours.1024.bev", "cpu_sps.ours.1024.no_bev",
+                     "cpu_sps.ours.1024.vector",
                      "cpu_sps.ours.1024.bev", "sps.ours.64.bev", "sps.highway_env.racetrack", "sps.libsumo",
                      "raster_share"]),
     "export": ("Policy latency at batch 1: onnxruntime vs torch eager", None),
