@@ -81,7 +81,7 @@ def one_run(setting: str, seed: int, runs: str) -> dict:
             "infractions_per_km": ev["infractions/total_per_km"], "sps": out.sps,
             "sps_per_cpu": out.summary["sps_per_cpu"], "steps": out.global_step, "minutes": out.summary["minutes"],
             "minutes_to_0.9": hit["minutes"] if hit else None, "steps_to_0.9": hit["step"] if hit else None,
-            "curve": curve, "load_average": [load_before, os.getloadavg()[0]], "run": str(out.path)}
+            "curve": curve, "load_average": [load_before, os.getloadavg()[0]], "run": out.path.name}
 
 
 def expert_row() -> dict:
