@@ -5,9 +5,12 @@
   spec's ``latent_noise_bound``) when its caller gives none.
 * DSRL policy: input ``obs`` only. The graph is the latent actor's deterministic mean
   composed with the unrolled DDIM sampler and the action unnormalization.
-* PPO driving policy: inputs ``bev`` (uint8 [B, C, H, W], as the simulator renders it)
-  and ``measurements`` [B, M]; output ``action`` [B, 2] = [steer, accel] in [-1, 1],
-  the Beta mean (the value head and its value-only inputs stay behind).
+* PPO driving policy: output ``action`` [B, 2] = [steer, accel] in [-1, 1], the Beta
+  mean (the value head and its value-only inputs stay behind). Inputs: with the vector
+  observation, one float input ``obs`` [B, obs_dim], the env's flat observation keys
+  concatenated in the order of the spec's ``obs_keys`` (``obs_names`` names every
+  entry); with the BEV, ``bev`` (uint8 [B, C, H, W], as the simulator renders it) and
+  ``measurements`` [B, M].
 
 Output ``action`` is float32 [B, H, A] in the task's units. Normalization is baked
 into the graph; ``metadata_props[SPEC_KEY]`` holds the :class:`~steer.robot.spec.PolicySpec`
@@ -104,26 +107,51 @@ def _to_onnx(module: nn.Module, args: tuple, input_names: list[str], spec: Polic
 
 
 class _PPOGraph(nn.Module):
+    """BEV policy: (bev, measurements) -> Beta-mean action."""
+
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
     def forward(self, bev: torch.Tensor, measurements: torch.Tensor) -> torch.Tensor:
-        from steer.agent.ppo_nets import beta_mean
-
-        alpha, beta = self.model.distribution(self.model.features(bev, measurements))
-        return 2.0 * beta_mean(alpha, beta) - 1.0
+        return _beta_mean_action(self.model, {"bev": bev, "measurements": measurements})
 
 
-def _ppo_spec(cfg, meta: dict[str, Any], weights_sha256: str, source_run: str) -> PolicySpec:
-    from steer.driving import BEV_CHANNELS, MEASUREMENTS
+class _PPOVectorGraph(nn.Module):
+    """Vector policy: one flat ``obs`` (the flat keys concatenated) -> Beta-mean action."""
 
-    # One policy step is one step of the simulator the run trained in (its saved config's dt).
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.widths = [model.shapes[k][0] for k in model.flat_keys]
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return _beta_mean_action(self.model, dict(zip(self.model.flat_keys, obs.split(self.widths, dim=-1))))
+
+
+def _beta_mean_action(model: nn.Module, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+    from steer.agent.ppo_nets import beta_mean
+
+    alpha, beta = model.distribution(model.features(obs))
+    return 2.0 * beta_mean(alpha, beta) - 1.0
+
+
+def ppo_flat_obs(model: nn.Module, obs: dict[str, np.ndarray]) -> np.ndarray:
+    """The exported vector policy's ``obs`` input from a driving-env observation (keys in ``obs_keys`` order)."""
+    return np.concatenate([np.asarray(obs[k], np.float32) for k in model.flat_keys], axis=-1)
+
+
+def _ppo_spec(model: nn.Module, meta: dict[str, Any], weights_sha256: str, source_run: str) -> PolicySpec:
+    # One policy step is one step of the simulator the run trained in (its env's control rate, from dt).
+    fields = meta.get("obs_fields", {})
+    keys = tuple(model.flat_keys)
+    names = tuple(n for k in keys for n in fields.get(k, [f"{k}{i}" for i in range(model.shapes[k][0])]))
+    bev = "bev" in model.shapes
     return PolicySpec(
-        kind="ppo", task="steer/Drive-v0", obs_names=tuple(MEASUREMENTS), action_names=("steer", "accel"),
-        obs_dim=len(MEASUREMENTS), action_dim=2, chunk_len=1, noise_input=False,
-        control_rate_hz=1.0 / float(cfg.env.sim.dt), action_low=(-1.0, -1.0), action_high=(1.0, 1.0),
-        bev_shape=tuple(meta["bev_shape"]), bev_channels=tuple(BEV_CHANNELS),
+        kind="ppo", task=meta["ppo_config"].get("env_id", "steer/Drive-v0"), obs_names=names, obs_keys=keys,
+        action_names=("steer", "accel"), obs_dim=len(names), action_dim=2, chunk_len=1, noise_input=False,
+        control_rate_hz=float(meta["control_rate_hz"]), action_low=(-1.0, -1.0), action_high=(1.0, 1.0),
+        bev_shape=tuple(model.shapes["bev"]) if bev else (), bev_channels=tuple(fields.get("bev", [])) if bev else (),
         weights_sha256=weights_sha256, source_run=source_run)
 
 
@@ -148,11 +176,13 @@ def export_run(run: Path, out: Path) -> PolicySpec:
     elif kind == "ppo":
         from steer.agent.ppo import load_policy as load_ppo
 
-        model, ppo_cfg, meta = load_ppo(ckpt)
-        spec = _ppo_spec(ppo_cfg, meta, "", str(run))
-        c, h, w = spec.bev_shape
-        args = (torch.zeros(1, c, h, w, dtype=torch.uint8), torch.zeros(1, spec.obs_dim))
-        blob, spec = _to_onnx(_PPOGraph(model), args, ["bev", "measurements"], spec)
+        model, _, meta = load_ppo(ckpt)
+        spec = _ppo_spec(model, meta, "", str(run))
+        if "bev" in model.shapes:
+            args = (torch.zeros(1, *model.shapes["bev"], dtype=torch.uint8), torch.zeros(1, spec.obs_dim))
+            blob, spec = _to_onnx(_PPOGraph(model), args, ["bev", "measurements"], spec)
+        else:
+            blob, spec = _to_onnx(_PPOVectorGraph(model), (torch.zeros(1, spec.obs_dim),), ["obs"], spec)
     else:
         raise ExportError(f"{run} holds no policy to export (no checkpoints/policy, dsrl_policy "
                           f"or PPO last checkpoint).")
@@ -176,7 +206,7 @@ def torch_policy(run: Path):
         from steer.agent.ppo import load_policy as load_ppo
 
         model, _, meta = load_ppo(ckpt)
-        return _PPOGraph(model).eval(), meta
+        return (_PPOGraph(model) if "bev" in model.shapes else _PPOVectorGraph(model)).eval(), meta
     raise CheckpointError(f"{run} holds no policy.")
 
 
@@ -187,8 +217,13 @@ def parity(run: Path, onnx_path: Path, samples: int = 1000, seed: int = 0) -> fl
     graph, policy = torch_policy(run)
     rng = np.random.default_rng(seed)
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    if isinstance(graph, _PPOVectorGraph):
+        obs = rng.uniform(-1.5, 1.5, (samples, sess.get_inputs()[0].shape[1])).astype(np.float32)
+        with torch.no_grad():
+            ref = graph(torch.from_numpy(obs)).numpy()
+        return float(np.max(np.abs(ref - sess.run(["action"], {"obs": obs})[0])))
     if isinstance(graph, _PPOGraph):
-        c, h, w = policy["bev_shape"]
+        c, h, w = graph.model.shapes["bev"]
         bev = rng.integers(0, 256, (min(samples, 200), c, h, w), dtype=np.uint8)
         meas = rng.uniform(-1, 2, (len(bev), sess.get_inputs()[1].shape[1])).astype(np.float32)
         with torch.no_grad():

@@ -6,7 +6,11 @@ policy loss, clipped value loss and an entropy bonus over minibatches. The same 
 DistributedDataParallel (gloo on CPU, NCCL on GPU), advantage statistics and episode counts are
 summed over ranks, so N ranks train as one process on the combined batch would.
 
-Read top to bottom: :func:`gae`, :func:`ppo_update`, :class:`~steer.agent.driving_score.EpisodeStats`, :func:`train_ppo`.
+The trainer sees the driving env only through the gymnasium API: its Dict observation space (the
+network is built from it), its infos, and ``env.metadata`` (``infractions``, ``episode_metrics``,
+``distance_info``, which name the info keys that :class:`EpisodeStats` summarizes).
+
+Read top to bottom: :func:`gae`, :func:`ppo_update`, :class:`EpisodeStats`, :func:`train_ppo`.
 """
 
 from __future__ import annotations
@@ -24,12 +28,9 @@ import torch.distributed as dist
 from torch import nn
 
 from steer.agent.checkpoint import load_checkpoint, save_checkpoint
-from steer.agent.driving_score import EpisodeStats
 from steer.agent.ppo_config import NetConfig, PPOConfig
-from steer.agent.ppo_nets import CarlActorCritic
+from steer.agent.ppo_nets import CarlActorCritic, obs_shapes
 from steer.agent.runlog import RunLog, to_jsonable
-from steer.driving.env import MEASUREMENTS, VALUE_INPUTS, DriveVectorEnv
-from steer.driving.simulator import INFRACTIONS
 
 CHECKPOINT = "last"
 """Name of the checkpoint a run keeps (overwritten atomically)."""
@@ -66,9 +67,8 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, last_v
 class Batch(NamedTuple):
     """One rollout, flattened to [B, ...] (what :func:`ppo_update` trains on)."""
 
-    bev: torch.Tensor
-    measurements: torch.Tensor
-    value_inputs: torch.Tensor
+    obs: dict[str, torch.Tensor]
+    """Observation tensors by key (the env's Dict space)."""
     x: torch.Tensor
     """Beta samples in [0, 1] (actions are 2 x - 1)."""
     logprob: torch.Tensor
@@ -81,7 +81,15 @@ class Batch(NamedTuple):
     cost_values: torch.Tensor | None = None
 
     def take(self, idx: torch.Tensor, device: torch.device | str = "cpu") -> "Batch":
-        return Batch(*(None if t is None else t[idx].to(device, non_blocking=True) for t in self))
+        """Rows ``idx`` of every field, on ``device``."""
+        def pick(t):
+            if t is None:
+                return None
+            if isinstance(t, dict):
+                return {k: v[idx].to(device, non_blocking=True) for k, v in t.items()}
+            return t[idx].to(device, non_blocking=True)
+
+        return Batch(*(pick(t) for t in self))
 
 
 def _world() -> int:
@@ -136,7 +144,7 @@ def ppo_update(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch,
     clipfracs, stats = [], {}
     for idx in minibatches:
         mb = batch.take(idx, device)
-        _, newlogprob, entropy, newvalue = model(mb.bev, mb.measurements, mb.value_inputs, mb.x)
+        _, newlogprob, entropy, newvalue = model(mb.obs, mb.x)
         cost_v_loss = None
         if lagrange is not None:
             newvalue, newcost = newvalue[:, 0], newvalue[:, 1]
@@ -181,12 +189,16 @@ def minibatch_indices(n: int, minibatch: int, epochs: int, generator: torch.Gene
 
 
 # ---------------------------------------------------------------------------- model and checkpoints
-def make_model(env: DriveVectorEnv, net: NetConfig, cost_head: bool = False) -> CarlActorCritic:
-    """The actor-critic for ``env``'s observation space (with PPO-Lag's cost head when asked)."""
-    space = env.single_observation_space
-    if "bev" not in space.spaces:
-        raise PPOConfigError("the CaRL network needs the BEV; leave env.observe_bev on.")
-    return CarlActorCritic(tuple(space["bev"].shape), len(MEASUREMENTS), len(VALUE_INPUTS), 2, net, cost_head)
+def make_env(num_envs: int, cfg: PPOConfig):
+    """``num_envs`` envs of ``cfg.env_id`` as one native vector env (gymnasium's vector entry point)."""
+    import gymnasium as gym
+
+    return gym.make_vec(cfg.env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", config=cfg.env)
+
+
+def make_model(space, net: NetConfig, cost_head: bool = False) -> CarlActorCritic:
+    """The actor-critic for a Dict observation ``space`` (an env's ``single_observation_space``)."""
+    return CarlActorCritic(obs_shapes(space), 2, net, cost_head)
 
 
 def config_from_dict(cls: type, data: dict[str, Any]):
@@ -209,16 +221,22 @@ def load_policy(checkpoint_dir: Path, name: str = CHECKPOINT) -> tuple[CarlActor
     """(model in eval mode, the run's PPOConfig, checkpoint meta) from a trainer's checkpoint."""
     state, meta = load_checkpoint(Path(checkpoint_dir), name)
     cfg = config_from_dict(PPOConfig, meta["ppo_config"])
-    model = CarlActorCritic(tuple(meta["bev_shape"]), len(MEASUREMENTS), len(VALUE_INPUTS), 2, cfg.net,
-                            cost_head=cfg.lagrangian.enabled)
+    shapes = {k: tuple(v) for k, v in meta["obs_shapes"].items()}
+    model = CarlActorCritic(shapes, 2, cfg.net, cost_head=cfg.lagrangian.enabled)
     model.load_state_dict(state["model"])
     return model.eval(), cfg, meta
 
 
-def obs_to_torch(obs: dict[str, np.ndarray], device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
-    """(bev, measurements, value_inputs) tensors of a vector-env observation."""
-    return (torch.from_numpy(obs["bev"]).to(device), torch.from_numpy(obs["measurements"]).to(device),
-            torch.from_numpy(obs["value_inputs"]).to(device))
+def policy_meta(env, cfg: PPOConfig) -> dict[str, Any]:
+    """What a checkpoint records to rebuild, run and export the policy without the env: the observation
+    shapes and field names, the control rate (from the simulator's step) and the config."""
+    return {"obs_shapes": obs_shapes(env.single_observation_space), "obs_fields": env.metadata.get("obs_fields", {}),
+            "control_rate_hz": float(env.metadata.get("control_rate_hz", 0.0)), "ppo_config": to_jsonable(cfg)}
+
+
+def obs_to_torch(obs: dict[str, np.ndarray], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """Tensors of a vector-env observation, by key."""
+    return {k: torch.from_numpy(v).to(device) for k, v in obs.items()}
 
 
 # ---------------------------------------------------------------------------- distributed
@@ -234,18 +252,60 @@ def setup_distributed() -> tuple[int, int]:
 
 
 # ---------------------------------------------------------------------------- training
-def check_config(cfg: PPOConfig, world: int = 1) -> None:
+def check_config(cfg: PPOConfig, world: int = 1, infractions: typing.Sequence[str] | None = None) -> None:
     """Raise :class:`PPOConfigError` when the batch does not split over ranks and minibatches, or PPO-Lag
-    names an infraction the simulator does not report."""
+    names an infraction that is not among ``infractions`` (the env's ``metadata["infractions"]``)."""
     if cfg.num_envs % world or cfg.minibatch_size % world:
         raise PPOConfigError(f"num_envs ({cfg.num_envs}) and minibatch_size ({cfg.minibatch_size}) must divide "
                              f"by the number of processes ({world}).")
-    unknown = [k for k in cfg.lagrangian.cost_infractions if k not in INFRACTIONS]
+    unknown = [k for k in cfg.lagrangian.cost_infractions if infractions is not None and k not in infractions]
     if cfg.lagrangian.enabled and unknown:
-        raise PPOConfigError(f"unknown cost infractions {unknown}; choose from {', '.join(INFRACTIONS)}.")
+        raise PPOConfigError(f"unknown cost infractions {unknown}; choose from {', '.join(infractions)}.")
     if cfg.batch_size % cfg.minibatch_size:
         raise PPOConfigError(f"the rollout (num_envs x num_steps = {cfg.batch_size}) must split into minibatches "
                              f"of {cfg.minibatch_size}.")
+
+
+class EpisodeStats:
+    """Sums over finished episodes from an env's infos (reducible over ranks): return, length, the
+    env's ``episode_metrics`` (means per episode) and its ``infractions`` (per episode and per km of
+    the ``distance_info`` key)."""
+
+    def __init__(self, metadata: dict[str, Any]):
+        self.metrics = tuple(metadata.get("episode_metrics", ()))
+        self.infractions = tuple(metadata.get("infractions", ()))
+        self.distance = metadata.get("distance_info")
+        self.keys = ("episodes", "episode_return", "episode_length", *self.metrics, *self.infractions,
+                     *((self.distance,) if self.distance else ()))
+        self.sums = np.zeros(len(self.keys))
+
+    def add(self, infos: dict[str, np.ndarray], done: np.ndarray) -> None:
+        """Count the episodes that ``done`` marks (infos describe their last step)."""
+        if done.any():
+            self.sums += [done.sum()] + [np.asarray(infos[k], np.float64)[done].sum() for k in self.keys[1:]]
+
+    def summary(self, reduce: typing.Callable | None = None) -> dict[str, float]:
+        """Means per episode and infractions per km; ``reduce`` sums a tensor over ranks (DDP)."""
+        sums = self.sums
+        if reduce is not None:
+            sums = reduce(torch.from_numpy(sums.copy())).numpy()
+        s = dict(zip(self.keys, sums))
+        n = float(s["episodes"])
+        out = {"episodes": n}
+        if n == 0:
+            return out
+        out.update({"episodic_return": s["episode_return"] / n, "episodic_length": s["episode_length"] / n})
+        out.update({k: s[k] / n for k in self.metrics})
+        km = max(float(s[self.distance]) / 1000.0, 1e-9) if self.distance else None
+        if km is not None:
+            out["km_driven"] = km
+        for k in self.infractions:
+            out[f"infractions/{k}"] = s[k] / n
+            if km is not None:
+                out[f"infractions/{k}_per_km"] = s[k] / km
+        if km is not None and self.infractions:
+            out["infractions/total_per_km"] = sum(s[k] for k in self.infractions) / km
+        return out
 
 
 @dataclasses.dataclass
@@ -256,20 +316,27 @@ class TrainResult:
     updates: int
     sps: float
     episodes: dict[str, float]
-    """Episode statistics of the last rollouts (see :class:`~steer.agent.driving_score.EpisodeStats`)."""
+    """Episode statistics of the last rollouts (see :class:`EpisodeStats`)."""
     model: CarlActorCritic
     lagrange: float | None = None
     """PPO-Lag's multiplier at the end (None without the Lagrangian)."""
+    seconds: float = 0.0
+    """Wall-clock seconds of this call's training."""
+    cpu_seconds: float = 0.0
+    """CPU seconds this process spent in them (all its threads)."""
 
 
 def train_ppo(cfg: PPOConfig, run: RunLog, resume: bool = False, progress: bool = False,
-              max_updates: int | None = None, time_limit_s: float | None = None) -> TrainResult:
+              max_updates: int | None = None, time_limit_s: float | None = None,
+              on_update: typing.Callable[[int, float, nn.Module], None] | None = None) -> TrainResult:
     """Train a CaRL PPO driving policy; writes metrics to ``run`` and checkpoints to ``run.checkpoint_dir``.
 
     ``resume`` continues from the ``last`` checkpoint (model, optimizer, schedule, step, random
     state). ``max_updates`` stops early after that many updates in this call and ``time_limit_s``
     after the first update that ends past that many seconds (a checkpoint is written either way);
-    the learning-rate schedule still follows ``cfg.total_timesteps``.
+    the learning-rate schedule still follows ``cfg.total_timesteps``. ``on_update(global_step,
+    seconds, model)`` is called on rank 0 after each update (e.g. to keep snapshots for a learning
+    curve; its time counts in the run's).
     """
     rank, world = setup_distributed()
     check_config(cfg, world)
@@ -284,9 +351,11 @@ def train_ppo(cfg: PPOConfig, run: RunLog, resume: bool = False, progress: bool 
         torch.cuda.set_device(device)
     n_local, mb_local = cfg.num_envs // world, cfg.minibatch_size // world
     torch.manual_seed(cfg.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
-    envs = DriveVectorEnv(n_local, cfg.env)
+    envs = make_env(n_local, cfg)
+    check_config(cfg, world, envs.metadata.get("infractions"))
+    space = envs.single_observation_space
     lag = cfg.lagrangian
-    model = make_model(envs, cfg.net, cost_head=lag.enabled).to(device)
+    model = make_model(space, cfg.net, cost_head=lag.enabled).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, eps=cfg.adam_eps)
     start_update, global_step = 1, 0
     lagrange = lag.lambda_init if lag.enabled else None
@@ -310,22 +379,20 @@ def train_ppo(cfg: PPOConfig, run: RunLog, resume: bool = False, progress: bool 
     next_obs, _ = envs.reset(seed=cfg.seed + 1000 * rank + 7919 * (start_update - 1))
 
     T, N = cfg.num_steps, n_local
-    space = envs.single_observation_space
-    bev_buf = torch.zeros((T, N) + space["bev"].shape, dtype=torch.uint8)
-    meas_buf = torch.zeros((T, N, len(MEASUREMENTS)))
-    vin_buf = torch.zeros((T, N, len(VALUE_INPUTS)))
+    obs_buf = {k: torch.zeros((T, N) + s.shape, dtype=torch.from_numpy(np.zeros(0, s.dtype)).dtype)
+               for k, s in space.spaces.items()}
     x_buf = torch.zeros((T, N, 2))
     logp_buf, rew_buf, done_buf, val_buf = (torch.zeros((T, N)) for _ in range(4))
     cost_buf, cval_buf = torch.zeros((T, N)), torch.zeros((T, N))
     ep_cost = np.zeros(N)
-    tracker = EpisodeStats()
+    tracker = EpisodeStats(envs.metadata)
     bar = None
     if progress and rank == 0:
         from tqdm import tqdm
 
         bar = tqdm(total=cfg.total_timesteps, initial=global_step, unit="step", desc="ppo", smoothing=0.1)
     last_update = cfg.num_updates if max_updates is None else min(cfg.num_updates, start_update - 1 + max_updates)
-    t_start, steps_start, update = time.time(), global_step, start_update - 1
+    t_start, cpu_start, steps_start, update = time.time(), time.process_time(), global_step, start_update - 1
     episodes: dict[str, float] = {}
     for update in range(start_update, last_update + 1):
         if cfg.anneal_lr:
@@ -334,10 +401,11 @@ def train_ppo(cfg: PPOConfig, run: RunLog, resume: bool = False, progress: bool 
         model.eval()
         cost_sum, cost_episodes = 0.0, 0.0
         for t in range(T):
-            bev, meas, vin = obs_to_torch(next_obs)
-            bev_buf[t], meas_buf[t], vin_buf[t] = bev, meas, vin
+            obs_t = obs_to_torch(next_obs)
+            for k, v in obs_t.items():
+                obs_buf[k][t] = v
             with torch.no_grad():
-                x, logp, _, value = model(bev.to(device), meas.to(device), vin.to(device))
+                x, logp, _, value = model({k: v.to(device) for k, v in obs_t.items()})
             if lagrange is not None:
                 value, cval_buf[t] = value[:, 0], value[:, 1].cpu()
             x_buf[t], logp_buf[t], val_buf[t] = x.cpu(), logp.cpu(), value.cpu()
@@ -355,8 +423,7 @@ def train_ppo(cfg: PPOConfig, run: RunLog, resume: bool = False, progress: bool 
             tracker.add(infos, done)
         global_step += cfg.batch_size
         with torch.no_grad():
-            bev, meas, vin = obs_to_torch(next_obs, device)
-            last_value = model(bev, meas, vin)[3].cpu()
+            last_value = model(obs_to_torch(next_obs, device))[3].cpu()
         lag_stats: dict[str, float] = {}
         if lagrange is not None:
             last_value, last_cost = last_value[:, 0], last_value[:, 1]
@@ -371,8 +438,7 @@ def train_ppo(cfg: PPOConfig, run: RunLog, resume: bool = False, progress: bool 
         else:
             cadv = cret = torch.zeros_like(rew_buf)
         adv, ret = gae(rew_buf, val_buf, done_buf, last_value, cfg.gamma, cfg.gae_lambda)
-        batch = Batch(bev_buf.reshape((-1,) + bev_buf.shape[2:]), meas_buf.reshape(T * N, -1),
-                      vin_buf.reshape(T * N, -1), x_buf.reshape(T * N, -1), logp_buf.reshape(-1),
+        batch = Batch({k: v.reshape((T * N,) + v.shape[2:]) for k, v in obs_buf.items()}, x_buf.reshape(T * N, -1), logp_buf.reshape(-1),
                       adv.reshape(-1), ret.reshape(-1), val_buf.reshape(-1),
                       cadv.reshape(-1), cret.reshape(-1), cval_buf.reshape(-1))
         # ---- learn
@@ -384,8 +450,12 @@ def train_ppo(cfg: PPOConfig, run: RunLog, resume: bool = False, progress: bool 
         var_y = np.var(y_true)
         episodes = tracker.summary(reduce=_all_sum)
         sps = (global_step - steps_start) / max(time.time() - t_start, 1e-9)
+        # Steps per CPU-second of this process: what the SPS would be on an otherwise idle core.
+        sps_cpu = (global_step - steps_start) / max(time.process_time() - cpu_start, 1e-9)
         if rank == 0:
-            metrics = {"charts/learning_rate": optimizer.param_groups[0]["lr"], "charts/SPS": sps, **stats, **lag_stats,
+            metrics = {"charts/learning_rate": optimizer.param_groups[0]["lr"], "charts/SPS": sps,
+                       "charts/SPS_per_cpu": sps_cpu, "charts/minutes": (time.time() - t_start) / 60.0,
+                       **stats, **lag_stats,
                        "losses/explained_variance": float("nan") if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y,
                        **{f"charts/{k}" if "/" not in k else k: v for k, v in episodes.items()}}
             run.log(global_step, metrics)
@@ -394,7 +464,7 @@ def train_ppo(cfg: PPOConfig, run: RunLog, resume: bool = False, progress: bool 
                 if episodes.get("episodes", 0):
                     bar.set_postfix(rc=f"{episodes['route_completion']:.2f}", ds=f"{episodes['driving_score']:.2f}")
         if episodes.get("episodes", 0):
-            tracker = EpisodeStats()
+            tracker = EpisodeStats(envs.metadata)
         out_of_time = time_limit_s is not None and time.time() - t_start > time_limit_s
         if world > 1:  # every rank stops at the same update
             out_of_time = bool(_all_sum(torch.tensor(float(out_of_time))).item())
@@ -402,14 +472,16 @@ def train_ppo(cfg: PPOConfig, run: RunLog, resume: bool = False, progress: bool 
             if rank == 0:
                 save_checkpoint(Path(run.checkpoint_dir), CHECKPOINT,
                                 {"model": model.state_dict(), "optimizer": optimizer.state_dict()},
-                                {"update": update, "global_step": global_step, "bev_shape": list(space["bev"].shape),
-                                 "ppo_config": to_jsonable(cfg), "world_size": world,
+                                {"update": update, "global_step": global_step, **policy_meta(envs, cfg), "world_size": world,
                                  **({"lagrange": lagrange} if lagrange is not None else {})})
             if world > 1:
                 dist.barrier()
+        if on_update is not None and rank == 0:
+            on_update(global_step, time.time() - t_start, model)
         if out_of_time:
             break
     if bar is not None:
         bar.close()
     sps = (global_step - steps_start) / max(time.time() - t_start, 1e-9)
-    return TrainResult(global_step, update, sps, episodes, model, lagrange)
+    return TrainResult(global_step, update, sps, episodes, model, lagrange, time.time() - t_start,
+                       time.process_time() - cpu_start)

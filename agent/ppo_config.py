@@ -9,7 +9,7 @@ from steer.driving.env import DriveEnvConfig
 
 @dataclass(frozen=True)
 class NetConfig:
-    """Sizes of the actor-critic (CaRL's network, scaled down for a CPU)."""
+    """Sizes of the actor-critic (CaRL's network scaled down for a CPU, or an MLP over the vector observation)."""
 
     cnn_channels: tuple[int, ...] = field(default=(16, 32, 32), metadata={"range": "[1, inf)"})
     """Output channels of the BEV convolutions; the first has a 4x4 kernel with stride 4, the rest 3x3
@@ -17,7 +17,10 @@ class NetConfig:
     bev_features: int = field(default=256, metadata={"range": "[1, inf)"})
     """Width of the linear layer after the convolutions."""
     measurement_features: int = field(default=64, metadata={"range": "[1, inf)"})
-    """Width of the measurement MLP."""
+    """Width of the measurement MLP (beside the BEV encoder)."""
+    vector_layers: tuple[int, ...] = (256,)
+    """Widths of the MLP over the flat inputs when there is no BEV (the vector observation); the joint
+    layer of width ``hidden`` follows it."""
     hidden: int = field(default=256, metadata={"range": "[1, inf)"})
     """Width of the joint layer shared by the policy and value heads."""
     value_hidden: int = field(default=128, metadata={"range": "[1, inf)"})
@@ -55,32 +58,36 @@ class LagrangianConfig:
 
 @dataclass(frozen=True)
 class PPOConfig:
-    """PPO as CaRL configures it, with the sample counts sized for a 2-core CPU.
+    """PPO as CaRL configures it, with the sample counts sized for a 2-core CPU and the vector observation.
 
     CaRL's 300M-sample run: 128 envs, rollout 512, minibatch 16,384, 3 epochs, lr 2.5e-4 with linear
     decay, gamma 0.99, lambda 0.95, clip 0.1, entropy 0.01, value 0.5, value clipping, grad norm 0.5.
+    Here: 256 envs, rollout 64, minibatch 4,096, lr 5e-4 and gamma 0.995 (a stop at a red light costs
+    up to 30 s of waiting: with 0.99 the progress after it is worth too little to learn stopping from
+    a few million samples).
     Counts here are global: under ``torchrun`` each rank runs ``num_envs / world`` envs and trains on
     ``minibatch_size / world`` samples of each minibatch.
     """
 
     seed: int = 0
     """Seed of the networks, the sampling and the episodes (rank r adds r)."""
-    total_timesteps: int = field(default=2_000_000, metadata={"range": "[1, inf)"})
-    """Environment steps to train for, all ranks together."""
-    num_envs: int = field(default=64, metadata={"range": "[1, inf)"})
+    total_timesteps: int = field(default=40_000_000, metadata={"range": "[1, inf)"})
+    """Environment steps to train for, all ranks together (the learning rate decays over them; `steer
+    drive train` stops at its time limit first)."""
+    num_envs: int = field(default=256, metadata={"range": "[1, inf)"})
     """Parallel driving episodes, all ranks together (CaRL: 128 per GPU)."""
     num_steps: int = field(default=64, metadata={"range": "[1, inf)"})
     """Steps per env in one rollout (CaRL: 512)."""
-    minibatch_size: int = field(default=1024, metadata={"range": "[1, inf)"})
+    minibatch_size: int = field(default=4096, metadata={"range": "[1, inf)"})
     """Samples per gradient step, all ranks together (CaRL: 16,384)."""
     update_epochs: int = field(default=3, metadata={"range": "[1, inf)"})
     """Passes over each rollout."""
-    learning_rate: float = field(default=2.5e-4, metadata={"range": "(0, inf)"})
-    """Adam step size at the start."""
+    learning_rate: float = field(default=5e-4, metadata={"range": "(0, inf)"})
+    """Adam step size at the start (CaRL: 2.5e-4)."""
     anneal_lr: bool = True
     """Decay the step size linearly to 0 over the run."""
-    gamma: float = field(default=0.99, metadata={"range": "[0, 1]"})
-    """Discount."""
+    gamma: float = field(default=0.995, metadata={"range": "[0, 1]"})
+    """Discount (CaRL: 0.99)."""
     gae_lambda: float = field(default=0.95, metadata={"range": "[0, 1]"})
     """GAE lambda."""
     clip_coef: float = field(default=0.1, metadata={"range": "(0, inf)"})
@@ -106,8 +113,11 @@ class PPOConfig:
     """``auto`` (CUDA when available), ``cpu`` or ``cuda``."""
     net: NetConfig = field(default_factory=NetConfig)
     """Network sizes."""
+    env_id: str = "steer/Drive-v0"
+    """Gymnasium id of the env; the trainer makes it with ``gym.make_vec(env_id, num_envs,
+    vectorization_mode="vector_entry_point", config=env)``."""
     env: DriveEnvConfig = field(default_factory=DriveEnvConfig)
-    """Driving envs (reward, towns, traffic, BEV)."""
+    """Driving envs (reward, observation, towns, traffic)."""
     lagrangian: LagrangianConfig = field(default_factory=LagrangianConfig)
     """Optional PPO-Lag cost on infractions."""
 

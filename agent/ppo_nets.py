@@ -1,5 +1,10 @@
-"""The CaRL actor-critic: a CNN over the BEV, an MLP over the measurements, a Beta policy head and a
-value head that alone also sees the privileged value-only inputs.
+"""The CaRL actor-critic over a Dict observation: a CNN over the BEV (when the observation has one),
+an MLP over the flat inputs (the structured ``vector`` and the ``measurements``), a Beta policy
+head and a value head that alone also sees the privileged ``value_inputs``.
+
+Which encoder runs follows the observation space alone (:func:`obs_shapes`): with a ``bev`` the
+flat inputs go through the small measurement MLP (CaRL's network); without one, through the wider
+``vector_layers`` MLP (the CPU setting).
 
 The Beta distribution lives on [0, 1]; actions in [-1, 1] are ``2 x - 1``. Its log-probability and
 entropy are written out here (lgamma / digamma) so that they can be checked against
@@ -76,28 +81,54 @@ class BevEncoder(nn.Module):
         return self.fc(self.convs(x))
 
 
+VALUE_ONLY = "value_inputs"
+"""Observation key the critic alone sees."""
+
+
+def obs_shapes(space) -> dict[str, tuple[int, ...]]:
+    """{key: shape} of a gymnasium Dict observation space, in its order (what the network is built from)."""
+    return {k: tuple(int(d) for d in s.shape) for k, s in space.spaces.items()}
+
+
+def mlp(sizes: tuple[int, ...]) -> nn.Sequential:
+    """Linear + ReLU layers through ``sizes`` (input width first)."""
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [layer_init(nn.Linear(a, b)), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
 class CarlActorCritic(nn.Module):
-    """Actor-critic over ``bev``, ``measurements`` and (critic only) ``value_inputs``.
+    """Actor-critic over a Dict observation: ``bev`` [C, H, W] (optional), flat 1-D inputs, and
+    (critic only) ``value_inputs``.
 
     :meth:`forward` is the one training call (DistributedDataParallel only wraps ``forward``): given
     the Beta sample ``x`` in [0, 1] it returns its log-probability, the entropy and the value; without
     ``x`` it draws one.
     """
 
-    def __init__(self, bev_shape: tuple[int, int, int], n_measurements: int, n_value_inputs: int,
-                 action_dim: int = 2, cfg: NetConfig = NetConfig(), cost_head: bool = False):
+    def __init__(self, shapes: dict[str, tuple[int, ...]], action_dim: int = 2, cfg: NetConfig = NetConfig(),
+                 cost_head: bool = False):
         super().__init__()
-        c, h, w = bev_shape
-        if h != w:
-            raise ValueError(f"the BEV must be square, got {h} x {w}.")
         self.cfg = cfg
         self.action_dim = action_dim
-        self.bev = BevEncoder(c, h, cfg)
-        self.measurements = nn.Sequential(layer_init(nn.Linear(n_measurements, cfg.measurement_features)), nn.ReLU(),
-                                          layer_init(nn.Linear(cfg.measurement_features, cfg.measurement_features)),
-                                          nn.ReLU())
-        self.joint = nn.Sequential(layer_init(nn.Linear(cfg.bev_features + cfg.measurement_features, cfg.hidden)),
-                                   nn.ReLU())
+        self.shapes = dict(shapes)
+        self.flat_keys = tuple(k for k, s in shapes.items() if len(s) == 1 and k != VALUE_ONLY)
+        n_value_inputs = shapes[VALUE_ONLY][0] if VALUE_ONLY in shapes else 0
+        n_flat = sum(shapes[k][0] for k in self.flat_keys)
+        self.bev = None
+        bev_out = 0
+        if "bev" in shapes:
+            c, h, w = shapes["bev"]
+            if h != w:
+                raise ValueError(f"the BEV must be square, got {h} x {w}.")
+            self.bev = BevEncoder(c, h, cfg)
+            bev_out = cfg.bev_features
+            widths = (n_flat, cfg.measurement_features, cfg.measurement_features)
+        else:
+            widths = (n_flat, *cfg.vector_layers)
+        self.flat = mlp(widths)
+        self.joint = nn.Sequential(layer_init(nn.Linear(bev_out + widths[-1], cfg.hidden)), nn.ReLU())
         # Small last-layer gains: a near-uniform Beta and a near-zero value at the start (CleanRL).
         self.policy_head = layer_init(nn.Linear(cfg.hidden, 2 * action_dim), std=0.01)
         self.value_head = nn.Sequential(layer_init(nn.Linear(cfg.hidden + n_value_inputs, cfg.value_hidden)), nn.ReLU(),
@@ -107,13 +138,17 @@ class CarlActorCritic(nn.Module):
                                         nn.ReLU(), layer_init(nn.Linear(cfg.value_hidden, 1), std=1.0))
                           if cost_head else None)
 
-    def features(self, bev: torch.Tensor, measurements: torch.Tensor) -> torch.Tensor:
+    def features(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Joint features of the actor and the critic."""
-        return self.joint(torch.cat([self.bev(bev), self.measurements(measurements)], dim=-1))
+        flat = obs[self.flat_keys[0]] if len(self.flat_keys) == 1 else torch.cat([obs[k] for k in self.flat_keys], -1)
+        h = self.flat(flat)
+        if self.bev is not None:
+            h = torch.cat([self.bev(obs["bev"]), h], dim=-1)
+        return self.joint(h)
 
-    def value_from(self, feat: torch.Tensor, value_inputs: torch.Tensor) -> torch.Tensor:
+    def value_from(self, feat: torch.Tensor, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         """[B] values, or [B, 2] (value, cost value) with a cost head."""
-        inp = torch.cat([feat, value_inputs], dim=-1)
+        inp = torch.cat([feat, obs[VALUE_ONLY]], dim=-1) if VALUE_ONLY in self.shapes else feat
         if self.cost_head is None:
             return self.value_head(inp).squeeze(-1)
         return torch.cat([self.value_head(inp), self.cost_head(inp)], dim=-1)
@@ -122,22 +157,21 @@ class CarlActorCritic(nn.Module):
         """(α, β) of the Beta policy, each [B, action_dim]."""
         return beta_params(self.policy_head(feat))
 
-    def forward(self, bev: torch.Tensor, measurements: torch.Tensor, value_inputs: torch.Tensor,
-                x: torch.Tensor | None = None):
+    def forward(self, obs: dict[str, torch.Tensor], x: torch.Tensor | None = None):
         """(x, log_prob [B], entropy [B], value [B] or [B, 2] with a cost head); ``x`` is drawn from the
         policy when None."""
-        feat = self.features(bev, measurements)
+        feat = self.features(obs)
         alpha, beta = self.distribution(feat)
         if x is None:
             x = sample_beta(alpha, beta)
         logp = beta_log_prob(x, alpha, beta).sum(-1)
         ent = beta_entropy(alpha, beta).sum(-1)
-        return x, logp, ent, self.value_from(feat, value_inputs)
+        return x, logp, ent, self.value_from(feat, obs)
 
     @torch.no_grad()
-    def act(self, bev: torch.Tensor, measurements: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+    def act(self, obs: dict[str, torch.Tensor], deterministic: bool = True) -> torch.Tensor:
         """Actions in [-1, 1] [B, action_dim]: the Beta mean when ``deterministic``, else a sample."""
-        alpha, beta = self.distribution(self.features(bev, measurements))
+        alpha, beta = self.distribution(self.features(obs))
         x = beta_mean(alpha, beta) if deterministic else sample_beta(alpha, beta)
         return 2.0 * x - 1.0
 

@@ -35,7 +35,8 @@ def env_config(reward: str):
 
     sim = SimConfig(seed=11, n_towns=2, routes_per_town=64, town=TownConfig(nx=3, ny=3), route_min_length=60.0,
                     route_max_length=150.0, n_npcs=4, timeout_base_s=15.0)
-    return DriveEnvConfig(sim=sim, bev=BevConfig(size=32, pixels_per_meter=0.5, ego_from_bottom=12), reward=reward)
+    return DriveEnvConfig(sim=sim, bev=BevConfig(size=32, pixels_per_meter=0.5, ego_from_bottom=12), reward=reward,
+                          obs="bev")
 
 
 def ppo_config(reward: str, size: str, seed: int):
@@ -51,9 +52,10 @@ def one_run(reward: str, size: str, seed: int) -> dict:
     """Train one configuration and evaluate it on held-out routes (always with the CaRL metrics)."""
     import torch
 
-    from steer.agent.driving_score import evaluate_routes, heldout_env_config, route_summary
     from steer.agent.ppo import obs_to_torch, train_ppo
     from steer.agent.runlog import MemoryLog
+    from steer.driving.evaluation import evaluate_routes, heldout_env_config
+    from steer.driving.score import route_summary
 
     cfg = ppo_config(reward, size, seed)
     t0 = time.time()
@@ -61,8 +63,7 @@ def one_run(reward: str, size: str, seed: int) -> dict:
     model = res.model.eval()
 
     def act(obs):
-        bev, meas, _ = obs_to_torch(obs)
-        return model.act(bev, meas).numpy()
+        return model.act(obs_to_torch(obs)).numpy()
 
     held = heldout_env_config(cfg.env, n_routes=ROUTES, seed=2_000_003, n_towns=2)
     with torch.no_grad():

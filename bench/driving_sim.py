@@ -1,7 +1,9 @@
 """Benchmark: env-steps/s of our driving simulator vs highway-env and libsumo (2-core CPU).
 
-Ours at 1, 64, 256 and 1,024 envs with the BEV off and on (CPU default 64 x 64 at 1 px/m), the
-share of step time spent rasterizing, highway-env racetrack and intersection, and libsumo with a
+Ours at 1, 64, 256 and 1,024 envs with no observation, the vector observation and the BEV (CPU
+default 64 x 64 at 1 px/m, rendered by two threads), the share of step time spent rasterizing, env
+steps per CPU-second of the process (``cpu_sps.*``; the machine is shared, so wall-clock figures
+depend on its load, recorded beside them), highway-env racetrack and intersection, and libsumo with a
 controlled ego on the bundled ``cross`` network (in a subprocess: one libsumo per process). The
 peers run interleaved with ours over several repeats; figures are medians. Writes
 ``bench/results/driving_sim.json``.
@@ -22,11 +24,13 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def ours(n: int, bev: bool, seconds: float = 1.5) -> tuple[float, float]:
-    """(env-steps/s, share of time in the rasterizer) with random-ish actions and auto-reset."""
+def ours(n: int, obs: str, seconds: float = 1.5) -> tuple[float, float, float]:
+    """(env-steps/s, share of time in the rasterizer, env-steps per CPU-second) with random-ish actions
+    and auto-reset."""
     from steer.driving.env import DriveEnvConfig, DriveVectorEnv
 
-    env = DriveVectorEnv(n, DriveEnvConfig(observe_bev=bev))
+    bev = obs == "bev"
+    env = DriveVectorEnv(n, DriveEnvConfig(obs=obs))
     env.reset(seed=0)
     rng = np.random.default_rng(0)
     a = np.stack([rng.uniform(-0.1, 0.1, n), rng.uniform(0.0, 0.6, n)], 1).astype(np.float32)
@@ -44,12 +48,12 @@ def ours(n: int, bev: bool, seconds: float = 1.5) -> tuple[float, float]:
             return out
 
         env.bev.render = timed
-    steps, t0 = 0, time.perf_counter()
+    steps, t0, c0 = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - t0 < seconds or steps < 3:
         env.step(a)
         steps += 1
     dt = time.perf_counter() - t0
-    return steps * n / dt, raster / dt
+    return steps * n / dt, raster / dt, steps * n / (time.process_time() - c0)
 
 
 def highway(name: str, seconds: float = 3.0) -> float:
@@ -93,38 +97,51 @@ def libsumo_sps(seconds: float = 3.0) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def main(repeats: int = 3) -> dict:
-    """Run the comparison and write the results file."""
+def main(repeats: int = 3, peers: bool = True) -> dict:
+    """Run the comparison and write the results file (without ``peers``, their last figures are kept)."""
     sizes = (1, 64, 256, 1024)
     runs: dict[str, list[float]] = {}
     share: list[float] = []
+    loads = [os.getloadavg()[0]]
 
     def add(k, v):
         runs.setdefault(k, []).append(float(v))
 
     for rep in range(repeats):
         for n in sizes:
-            for bev in (False, True):
-                sps, rs = ours(n, bev)
-                add(f"sps.ours.{n}.{'bev' if bev else 'no_bev'}", sps)
-                if bev and n == 1024:
+            for obs in ("none", "vector", "bev"):
+                sps, rs, cpu_sps = ours(n, obs)
+                key = {"none": "no_bev"}.get(obs, obs)
+                add(f"sps.ours.{n}.{key}", sps)
+                add(f"cpu_sps.ours.{n}.{key}", cpu_sps)
+                if obs == "bev" and n == 1024:
                     share.append(rs)
-        for name in ("racetrack", "intersection"):
+        loads.append(os.getloadavg()[0])
+        for name in ("racetrack", "intersection") if peers else ():
             try:
                 add(f"sps.highway_env.{name}", highway(name))
             except Exception as err:  # noqa: BLE001 - a missing peer is reported, not fatal
                 print(f"highway-env {name} failed: {err}", file=sys.stderr)
         try:
-            add("sps.libsumo", libsumo_sps())
+            if peers:
+                add("sps.libsumo", libsumo_sps())
         except Exception as err:  # noqa: BLE001
             print(f"libsumo failed: {err}", file=sys.stderr)
         print(f"repeat {rep + 1}/{repeats} done", file=sys.stderr)
     figures = {k: float(np.median(v)) for k, v in runs.items()}
     figures["raster_share"] = float(np.median(share))
+    if not peers:
+        try:
+            with open(os.path.join(HERE, "results", "driving_sim.json")) as f:
+                old = json.load(f)["figures"]
+            figures.update({k: v for k, v in old.items() if k.startswith(("sps.highway_env", "sps.libsumo"))})
+        except (OSError, KeyError, ValueError):
+            pass
     result = {
         "figures": figures,
         "details": {"runs": runs, "raster_share_runs": share, "repeats": repeats,
-                    "bev": "64x64 at 1 px/m, 8 channels", "npcs_per_env": 7,
+                    "bev": "64x64 at 1 px/m, 8 channels, 2 render threads", "npcs_per_env": 7,
+                    "load_average_1min": loads, "peers_measured_in_this_run": peers,
                     "note": "ours: numpy, one process; highway-env default configs; libsumo on 'cross' with 7 "
                             "vehicles, the scripted driver and our measurement in the loop"},
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "gpu": None},
@@ -147,4 +164,4 @@ def main(repeats: int = 3) -> dict:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 3)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 3, peers="--ours-only" not in sys.argv)

@@ -14,10 +14,20 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 # What each benchmark compares, and which figures the README shows (all figures stay in the JSON).
 SHOWN = {
     "dsrl": ("DSRL on PlanarPush: env steps to 0.9 success and final success (median over seeds)", None),
-    "driving_sim": ("Driving simulator env-steps/s, ours vs highway-env and libsumo", None),
+    "driving_sim": ("Driving simulator env-steps/s, ours vs highway-env and libsumo",
+                    ["sps.ours.1024.no_bev", "sps.ours.1024.vector", "sps.ours.1024.bev", "cpu_sps.ours.1024.no_bev",
+                     "cpu_sps.ours.1024.vector",
+                     "cpu_sps.ours.1024.bev", "sps.ours.64.bev", "sps.highway_env.racetrack", "sps.libsumo",
+                     "raster_share"]),
     "export": ("Policy latency at batch 1: onnxruntime vs torch eager", None),
     "robot_loop": ("Robot loop over DDS across processes, 100 Hz", None),
-    "ppo_throughput": ("PPO end-to-end SPS, ours vs stable-baselines3 PPO", None),
+    "ppo_throughput": ("PPO end-to-end SPS, ours vs stable-baselines3 PPO (vector: 2 processes vs SB3 on 2 threads)",
+                       ["sps.vector.ours", "sps.vector.sb3", "speedup.vector", "cpu_sps.vector.ours",
+                        "cpu_sps.vector.sb3", "sps.ours.1024", "sps.sb3.1024", "speedup.1024"]),
+    "drive_learning": ("steer drive train defaults: 100 held-out routes in unseen towns (median of seeds)",
+                       ["rc.vector", "ds.vector", "minutes_to_0.9.vector", "steps_to_0.9.vector", "sps.vector",
+                        "sps_per_cpu.vector", "red_light_per_km.vector", "collision_per_km.vector", "rc.bev",
+                        "ds.bev", "rc.expert", "ds.expert"]),
     "carl_reward_scaling": ("CaRL vs Roach reward at small and large minibatch", None),
     "conservative": ("DSRL with and without the conservative gate", None),
     "lift": ("robosuite Lift: demos, BC with w ~ N(0, I), DSRL-SAC, 1 seed", None),
@@ -44,7 +54,7 @@ def table() -> str:
         figures = doc["figures"]
         machine = doc.get("machine", {})
         label = f"[{name}](bench/{name}.py): {title} ({machine.get('cores', '?')} cores, {doc.get('date', '')[:10]})"
-        for i, (k, v) in enumerate(figures.items() if keys is None else ((k, figures[k]) for k in keys)):
+        for i, (k, v) in enumerate(figures.items() if keys is None else ((k, figures.get(k)) for k in keys if k in figures)):
             rows.append(f"| {label if i == 0 else ''} | `{k}` | {fmt(v)} |")
     return "\n".join(rows)
 

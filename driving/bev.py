@@ -35,6 +35,9 @@ class BevConfig:
     """Rows between the ego and the bottom edge (CaRL: 100 of 256)."""
     route_ahead_m: float = 80.0
     """Length of route drawn ahead of the ego, metres."""
+    threads: int = 2
+    """Threads that render disjoint sets of envs (numpy releases the GIL in the heavy loops); 1 renders
+    in the caller's thread."""
 
 
 class BevRenderer:
@@ -48,8 +51,9 @@ class BevRenderer:
         rows, cols = np.mgrid[0:h, 0:w]
         self.fwd = ((h - cfg.ego_from_bottom - rows - 0.5) / ppm).ravel()
         self.left = ((w / 2.0 - cols - 0.5) / ppm).ravel()
-        self.fwd_g = (self.fwd / m.grid_res).astype(np.float32)
-        self.left_g = (self.left / m.grid_res).astype(np.float32)
+        # Pixel offsets in raster cells along the ego's forward axis (per row) and left axis (per column).
+        self.fwd_rows = ((h - cfg.ego_from_bottom - np.arange(h) - 0.5) / ppm / m.grid_res).astype(np.float32)
+        self.left_cols = ((w / 2.0 - np.arange(w) - 0.5) / ppm / m.grid_res).astype(np.float32)
         # Farthest pixel from the ego: nothing beyond it needs drawing.
         self.view_radius = float(np.hypot(np.abs(self.fwd).max(), np.abs(self.left).max())) + 3.0
         self.static32 = np.ascontiguousarray(m.static_layers).view(np.uint32)[..., 0]
@@ -57,8 +61,12 @@ class BevRenderer:
         towns = m.n_towns
         counts = np.bincount(m.stopline_town, minlength=towns) if len(m.stopline_town) else np.zeros(towns, int)
         s_max = max(1, int(counts.max()))
-        self.sl_xy = np.full((towns, s_max, 2), 1e9)
+        self.sl_xy = np.full((towns, s_max, 2), 1e6)  # padding far outside any view (and int32-safe)
         self.sl_light = np.full((towns, s_max), -1, np.int64)
+        # Each town's lights once, and each stop-line point's position among them: light states are
+        # computed per light, then gathered per point.
+        self.town_lights: list[np.ndarray] = []
+        self.sl_light_pos = np.zeros((towns, s_max), np.int64)
         for t in range(towns):
             sel = np.flatnonzero(m.stopline_town == t)
             # Connectors leaving one lane share its stop line: draw each point once.
@@ -67,6 +75,14 @@ class BevRenderer:
             sel = sel[np.sort(first)]
             self.sl_xy[t, : len(sel)] = m.stopline_pts[sel]
             self.sl_light[t, : len(sel)] = m.stopline_light[sel]
+            lights, pos = np.unique(self.sl_light[t], return_inverse=True)
+            self.town_lights.append(lights)
+            self.sl_light_pos[t] = pos.ravel()
+        l_max = max(len(x) for x in self.town_lights)
+        self.town_light_ids = np.full((towns, l_max), -1, np.int64)
+        for t, lights in enumerate(self.town_lights):
+            self.town_light_ids[t, : len(lights)] = lights
+        self._pool = None
         # Sample points inside a unit box, spaced at most half a pixel.
         step = 0.5 / ppm
         gl = np.linspace(-0.5, 0.5, max(2, int(np.ceil(sim.cfg.vehicle_length / step)) + 1))
@@ -83,35 +99,47 @@ class BevRenderer:
 
     def render(self, idx: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
         """BEV uint8 [n, C, H, W] of envs ``idx`` (all when None)."""
+        idx = np.arange(self.sim.num_envs) if idx is None else np.asarray(idx, np.int64)
+        if out is None:
+            out = np.empty((len(idx),) + self.shape, np.uint8)
+        parts = self.cfg.threads if len(idx) >= 64 else 1
+        if parts <= 1:
+            self._render(idx, out)
+            return out
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(parts, thread_name_prefix="bev")
+        bounds = np.linspace(0, len(idx), parts + 1).astype(int)
+        jobs = [self._pool.submit(self._render, idx[a:b], out[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+        for j in jobs:
+            j.result()
+        return out
+
+    def _render(self, idx: np.ndarray, out: np.ndarray) -> None:
         sim, cfg, m = self.sim, self.cfg, self.sim.map
-        idx = np.arange(sim.num_envs) if idx is None else np.asarray(idx, np.int64)
         n = len(idx)
         c_n, h, w = self.shape
-        if out is None:
-            out = np.empty((n, c_n, h, w), np.uint8)
         ex, ey, eyaw = sim.x[idx], sim.y[idx], sim.yaw[idx]
-        # Raster cell coordinates of every pixel, in float32 and grid units to keep the pass cheap.
+        # Raster cell of every pixel: per-env origin + per-row term + per-column term (float32, grid units).
         town_i = sim.town[idx]
         _, gh, gw = m.sdf.shape
-        c = np.cos(eyaw).astype(np.float32)[:, None]
-        s = np.sin(eyaw).astype(np.float32)[:, None]
-        gx = ((ex - m.grid_origin[town_i, 0]) / m.grid_res).astype(np.float32)[:, None]
-        gy = ((ey - m.grid_origin[town_i, 1]) / m.grid_res).astype(np.float32)[:, None]
-        fx = c * self.fwd_g
-        fx -= s * self.left_g
-        fx += gx
-        fy = s * self.fwd_g
-        fy += c * self.left_g
-        fy += gy
-        ix = fx.astype(np.int32)
-        iy = fy.astype(np.int32)
+        c = np.cos(eyaw).astype(np.float32)
+        s = np.sin(eyaw).astype(np.float32)
+        gx = ((ex - m.grid_origin[town_i, 0]) / m.grid_res).astype(np.float32)
+        gy = ((ey - m.grid_origin[town_i, 1]) / m.grid_res).astype(np.float32)
+        rx = gx[:, None] + c[:, None] * self.fwd_rows
+        ry = gy[:, None] + s[:, None] * self.fwd_rows
+        cx = -s[:, None] * self.left_cols
+        cy = c[:, None] * self.left_cols
+        ix = np.add(rx[:, :, None], cx[:, None, :]).astype(np.int32)
+        iy = np.add(ry[:, :, None], cy[:, None, :]).astype(np.int32)
         np.clip(ix, 0, gw - 1, out=ix)
         np.clip(iy, 0, gh - 1, out=iy)
         iy *= gw
         iy += ix
-        flat_idx = iy.astype(np.int64)
-        flat_idx += (town_i * (gh * gw))[:, None]
-        packed = self.static32.reshape(-1)[flat_idx]
+        iy += (town_i * (gh * gw)).astype(np.int32)[:, None, None]
+        packed = np.take(self.static32.reshape(-1), iy)
         layers = packed.view(np.uint8).reshape(n, h, w, 4)
         out[:, 0] = layers[..., 0]
         out[:, 2] = layers[..., 1]
@@ -120,22 +148,27 @@ class BevRenderer:
         out[:, 1] = 0
         out[:, 3:6] = 0
         flat = out.reshape(-1)
-        base = np.arange(n) * (c_n * h * w)
+        itype = np.int32 if flat.size < 2**31 else np.int64
+        base = np.arange(n, dtype=itype) * (c_n * h * w)
+        ppm = np.float32(cfg.pixels_per_meter)
+        c0, s0 = c[:, None], s[:, None]
 
-        def scatter(channel: int, px, py, value, env_rows):
-            # px, py world points [n, P]; value scalar or [n, P].
-            dx, dy = px - ex[env_rows][:, None], py - ey[env_rows][:, None]
-            cc, ss = np.cos(eyaw[env_rows])[:, None], np.sin(eyaw[env_rows])[:, None]
-            f = dx * cc + dy * ss
-            lft = -dx * ss + dy * cc
-            row = np.floor(h - cfg.ego_from_bottom - f * cfg.pixels_per_meter).astype(np.int64)
-            col = np.floor(w / 2.0 - lft * cfg.pixels_per_meter).astype(np.int64)
+        def scatter(channel: int, px, py, value):
+            # px, py world points [n, P]; value scalar or [n, P]; float32 from the ego on.
+            dx = (px - ex[:, None]).astype(np.float32)
+            dy = (py - ey[:, None]).astype(np.float32)
+            f = dx * c0 + dy * s0
+            lft = dy * c0 - dx * s0
+            row = np.floor(np.float32(h - cfg.ego_from_bottom) - f * ppm).astype(itype)
+            col = np.floor(np.float32(w / 2.0) - lft * ppm).astype(itype)
             ok = (row >= 0) & (row < h) & (col >= 0) & (col < w)
-            fi = base[env_rows][:, None] + channel * h * w + row * w + col
+            row *= w
+            row += col
+            row += base[:, None] + channel * h * w
+            fi = row
             vals = np.broadcast_to(value, fi.shape)
             flat[fi[ok]] = vals[ok]
 
-        rows_all = np.arange(n)
         # Route ahead, lane-wide: points along the route shifted sideways.
         pool = sim.pool
         r = sim.route[idx]
@@ -151,7 +184,7 @@ class BevRenderer:
         o = self.route_offsets
         rx = (p[..., 0][..., None] + nx[..., None] * o).reshape(n, -1)
         ry = (p[..., 1][..., None] + ny[..., None] * o).reshape(n, -1)
-        scatter(1, rx, ry, np.uint8(255), rows_all)
+        scatter(1, rx, ry, np.uint8(255))
 
         # Vehicles: sample points of each box, value encodes speed.
         vx, vy, vyaw = sim.nx[idx], sim.ny[idx], sim.nyaw[idx]
@@ -163,16 +196,17 @@ class BevRenderer:
         by = (vy[..., None] + su * lu + cu * lv).reshape(n, -1)
         val = (100 + 155 * np.minimum(sim.n_v[idx] / 15.0, 1.0)).astype(np.uint8)
         val = np.repeat(val, len(self.box_u), axis=1)
-        scatter(3, bx, by, val, rows_all)
+        scatter(3, bx, by, val)
 
-        # Lights and stop lines.
-        sx, sy = self.sl_xy[sim.town[idx], :, 0], self.sl_xy[sim.town[idx], :, 1]
-        lid = self.sl_light[sim.town[idx]]
-        st = self._light_states(idx, lid)
+        # Lights and stop lines: one state per light of the town, gathered per stop-line point.
+        town = sim.town[idx]
+        sx, sy = self.sl_xy[town, :, 0], self.sl_xy[town, :, 1]
+        st_light = self._light_states(idx, self.town_light_ids[town])
+        st = np.take_along_axis(st_light, self.sl_light_pos[town], axis=1)
+        st = np.where(self.sl_light[town] >= 0, st, -1)
         lval = np.select([st == LIGHT_GREEN, st == LIGHT_YELLOW, st == LIGHT_RED], [80, 170, 255], 0).astype(np.uint8)
-        scatter(4, sx, sy, lval, rows_all)
-        scatter(5, sx, sy, np.uint8(255), rows_all)
-        return out
+        scatter(4, sx, sy, lval)
+        scatter(5, sx, sy, np.uint8(255))
 
     def _light_states(self, idx, light):
         sim, m = self.sim, self.sim.map

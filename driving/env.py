@@ -1,9 +1,11 @@
 """Gymnasium interfaces: the native :class:`DriveVectorEnv` and the single :class:`DriveEnv` (``steer/Drive-v0``).
 
-Observation (Dict): ``bev`` uint8 [C, H, W] (see :data:`~steer.driving.bev.BEV_CHANNELS`),
-``measurements`` float32 [M] (see :data:`MEASUREMENTS`), ``value_inputs`` float32 [K] (see
-:data:`VALUE_INPUTS`; privileged, meant for the critic only). Action: float32 [2] = [steer, accel]
-in [-1, 1]. Reward: ``"carl"`` (default) or ``"roach"``.
+Observation (Dict), chosen by :attr:`DriveEnvConfig.obs`: ``vector`` float32 [D] (the structured
+observation of :mod:`steer.driving.observation`), ``bev`` uint8 [C, H, W] (see
+:data:`~steer.driving.bev.BEV_CHANNELS`), or both; always ``measurements`` float32 [M] (see
+:data:`MEASUREMENTS`) and ``value_inputs`` float32 [K] (see :data:`VALUE_INPUTS`; privileged, meant
+for the critic only). ``env.metadata["obs_fields"]`` names every entry of each 1-D key and the BEV's
+channels. Action: float32 [2] = [steer, accel] in [-1, 1]. Reward: ``"carl"`` (default) or ``"roach"``.
 
 The vector env resets finished sub-envs in the same step (gymnasium's SAME_STEP autoreset): the
 returned observation of such an env is the first of its new episode, ``infos["_final_obs"]`` marks
@@ -11,7 +13,10 @@ those envs and ``infos["final_obs"]`` holds their last observations, one row per
 order. Every other info key is an array [N] about the step just taken (for a finished env, about the
 end of its episode): ``route_completion`` (0..1), ``distance_driven`` (m), ``speed`` (m/s),
 ``outside_route_lanes``, ``ttc_violation``, ``finished`` (route done: truncation), the infraction
-flags of :data:`~steer.driving.simulator.INFRACTIONS`, ``episode_return`` and ``episode_length``.
+flags of :data:`~steer.driving.simulator.INFRACTIONS`, ``driving_score`` (the route's score so far,
+see :mod:`steer.driving.score`: at an episode's last step, the episode's score), ``episode_return``
+and ``episode_length``. ``env.metadata`` lists what a trainer needs to summarize episodes without
+knowing the simulator: ``infractions``, ``episode_metrics`` and ``distance_info``.
 """
 
 from __future__ import annotations
@@ -26,8 +31,10 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from steer.driving.bev import BevConfig, BevRenderer, bev_to_rgb
+from steer.driving.bev import BEV_CHANNELS, BevConfig, BevRenderer, bev_to_rgb
+from steer.driving.observation import VectorObsConfig, VectorObservation
 from steer.driving.rewards import CarlRewardConfig, RewardState, RoachRewardConfig, carl_reward, roach_reward
+from steer.driving.score import driving_score
 from steer.driving.simulator import INFRACTIONS, DrivingSim, SimConfig, build_world
 
 MEASUREMENTS = ("last_steer", "last_accel", "speed", "speed_limit")
@@ -40,6 +47,9 @@ limit spent, route metres left / 500."""
 REWARDS = ("carl", "roach")
 """Selectable rewards."""
 
+OBSERVATIONS = ("vector", "bev", "both", "none")
+"""Selectable observations: the structured vector, the BEV raster, both, or neither (measurements only)."""
+
 
 @dataclass(frozen=True)
 class DriveEnvConfig:
@@ -49,8 +59,11 @@ class DriveEnvConfig:
     """Simulator and world."""
     bev: BevConfig = field(default_factory=BevConfig)
     """BEV raster size and resolution."""
-    observe_bev: bool = True
-    """Render the BEV; without it the observation has no ``bev`` key (for state-only work and benchmarks)."""
+    obs: str = "vector"
+    """Observation: ``vector`` (structured floats; the CPU default), ``bev`` (CaRL's raster; the GPU
+    path), ``both``, or ``none`` (measurements and value inputs only, for benchmarks)."""
+    vector: VectorObsConfig = field(default_factory=VectorObsConfig)
+    """Layout of the vector observation."""
     reward: str = "carl"
     """``"carl"`` or ``"roach"``."""
     carl: CarlRewardConfig = field(default_factory=CarlRewardConfig)
@@ -81,19 +94,31 @@ class DriveVectorEnv(VectorEnv):
             config = dataclasses.replace(config, reward=reward)
         if config.reward not in REWARDS:
             raise DriveConfigError(f"unknown reward {config.reward!r}; choose one of {', '.join(REWARDS)}.")
+        if config.obs not in OBSERVATIONS:
+            raise DriveConfigError(f"unknown observation {config.obs!r}; choose one of {', '.join(OBSERVATIONS)}.")
         self.config = config
         self.num_envs = num_envs
         self.autoreset = autoreset
         # A backend (e.g. SUMO) passes its own sim with the same state arrays.
         self.sim = sim if sim is not None else DrivingSim(num_envs, config.sim, world=_cached_world(config.sim))
-        self.bev = BevRenderer(self.sim, config.bev) if config.observe_bev else None
-        obs = {
-            "measurements": spaces.Box(-10.0, 10.0, (len(MEASUREMENTS),), np.float32),
-            "value_inputs": spaces.Box(-10.0, 10.0, (len(VALUE_INPUTS),), np.float32),
-        }
+        self.bev = BevRenderer(self.sim, config.bev) if config.obs in ("bev", "both") else None
+        self.vector = VectorObservation(self.sim, config.vector) if config.obs in ("vector", "both") else None
+        self._painter = None  # a BEV drawn for render() alone when the observation has none
+        obs = {}
+        fields: dict[str, list[str]] = {}
+        if self.vector is not None:
+            obs["vector"] = spaces.Box(-10.0, 10.0, (self.vector.size,), np.float32)
+            fields["vector"] = self.vector.field_names()
         if self.bev is not None:
-            obs = {"bev": spaces.Box(0, 255, self.bev.shape, np.uint8), **obs}
+            obs["bev"] = spaces.Box(0, 255, self.bev.shape, np.uint8)
+            fields["bev"] = list(BEV_CHANNELS)
+        obs["measurements"] = spaces.Box(-10.0, 10.0, (len(MEASUREMENTS),), np.float32)
+        obs["value_inputs"] = spaces.Box(-10.0, 10.0, (len(VALUE_INPUTS),), np.float32)
+        fields.update(measurements=list(MEASUREMENTS), value_inputs=list(VALUE_INPUTS))
         self.single_observation_space = spaces.Dict(obs)
+        self.metadata = {**type(self).metadata, "obs_fields": fields, "infractions": INFRACTIONS,
+                         "episode_metrics": ("route_completion", "driving_score"), "distance_info": "distance_driven",
+                         "control_rate_hz": 1.0 / config.sim.dt}
         self.single_action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
@@ -117,9 +142,12 @@ class DriveVectorEnv(VectorEnv):
         val[:, 1] = 1.0 - sim.s[idx] / pool.length[r]
         val[:, 2] = sim.blocked_t[idx] / sim.cfg.blocked_s
         val[:, 3] = (pool.length[r] - sim.s[idx]) / 500.0
-        obs = {"measurements": meas, "value_inputs": val}
+        obs = {}
+        if self.vector is not None:
+            obs["vector"] = self.vector(idx)
         if self.bev is not None:
-            obs = {"bev": self.bev.render(idx), **obs}
+            obs["bev"] = self.bev.render(idx)
+        obs.update(measurements=meas, value_inputs=val)
         return obs
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -149,7 +177,8 @@ class DriveVectorEnv(VectorEnv):
             vgap = lgap = np.full(self.num_envs, np.inf)
         st = RewardState(res.progress_pct, res.outside_route_lanes, sim.v, res.speed_limit, res.ttc_violation,
                          res.comfort_violations, res.lateral, res.lane_width, res.heading_error,
-                         np.abs(actions[:, 0] - prev_steer), vgap, lgap, res.terminated, coll_red)
+                         np.abs(actions[:, 0] - prev_steer), vgap, lgap, res.terminated, coll_red,
+                         100.0 * (1.0 - res.route_completion))
         reward = carl_reward(st, cfg.carl) if cfg.reward == "carl" else roach_reward(st, cfg.roach)
         terminated = res.terminated.copy()
         truncated = res.finished.copy()
@@ -162,6 +191,7 @@ class DriveVectorEnv(VectorEnv):
             "ttc_violation": res.ttc_violation,
             "finished": res.finished,
             **{k: v.copy() for k, v in infr.items()},
+            "driving_score": driving_score(res.route_completion, infr),
             "episode_return": self._return.copy(),
             "episode_length": sim.steps.copy(),
         }
@@ -177,9 +207,11 @@ class DriveVectorEnv(VectorEnv):
         return obs, reward.astype(np.float32), terminated, truncated, infos
 
     def render(self):
-        """RGB picture of env 0's BEV (None without BEV)."""
+        """RGB picture of env 0's BEV (drawn for the picture alone when the observation has none)."""
         if self.bev is None:
-            return None
+            if self._painter is None:
+                self._painter = BevRenderer(self.sim, self.config.bev)
+            return bev_to_rgb(self._painter.render(np.array([0]))[0], self.config.bev.ego_from_bottom)
         return bev_to_rgb(self.bev.render(np.array([0]))[0], self.config.bev.ego_from_bottom)
 
 

@@ -96,6 +96,10 @@ class SimConfig:
     """Draw each junction's light phase at reset; False starts every program at its first phase."""
     hazard_window: int = 40
     """Route points (about 1 m apart) searched for vehicles ahead by :meth:`DrivingSim.route_hazards`."""
+    start_anywhere: float = 0.0
+    """Share of episodes that start at a random point of the route (up to 30 m before its end) at a
+    random speed up to the route's comfortable speed there, instead of at the start standing. A
+    training aid: the policy meets red lights and queues at every speed early on (evaluation keeps 0)."""
 
 
 class StepResult(NamedTuple):
@@ -187,16 +191,23 @@ class DrivingSim:
         r = rng.integers(0, pool.n_routes, len(idx)) if routes is None else np.asarray(routes, np.int64)
         self.route[idx] = r
         self.town[idx] = pool.town[r]
-        self.x[idx] = pool.pts[r, 0, 0]
-        self.y[idx] = pool.pts[r, 0, 1]
-        self.yaw[idx] = pool.heading[r, 0]
-        self.v[idx] = 0.0
+        i0 = np.zeros(len(idx), np.int64)
+        v0 = np.zeros(len(idx))
+        if cfg.start_anywhere > 0:
+            anywhere = rng.random(len(idx)) < cfg.start_anywhere
+            last = np.maximum(((pool.length[r] - 30.0) / pool.spacing[r]).astype(np.int64), 0)
+            i0 = np.where(anywhere, (rng.random(len(idx)) * (last + 1)).astype(np.int64), 0)
+            v0 = np.where(anywhere, rng.random(len(idx)) * pool.comfort_speed[r, i0], 0.0)
+        self.x[idx] = pool.pts[r, i0, 0]
+        self.y[idx] = pool.pts[r, i0, 1]
+        self.yaw[idx] = pool.heading[r, i0]
+        self.v[idx] = v0
         self.last_action[idx] = 0.0
         self.prev_steer[idx] = 0.0
         self.prev_yaw_rate[idx] = self.prev_lon_acc[idx] = self.prev_lat_acc[idx] = 0.0
-        self.s[idx] = 0.0
+        self.s[idx] = i0 * pool.spacing[r]
         self.lateral[idx] = 0.0
-        self.seg[idx] = 0
+        self.seg[idx] = i0
         self.t[idx] = 0.0
         self.steps[idx] = 0
         self.time_limit[idx] = cfg.timeout_base_s + pool.length[r] / cfg.timeout_speed

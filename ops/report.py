@@ -81,3 +81,41 @@ def _safety_panel(ax, safety: list[dict], fallbacks: list[tuple[int, float]]) ->
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=7)
+
+
+def drive_report(run: Path, out_png: Path, title: str = "PPO driving") -> Path:
+    """Route completion and driving score on held-out routes (``eval/*``, with the training episodes'
+    for reference) against wall-clock minutes and against env steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = read_metrics(Path(run) / "metrics.jsonl")
+    train = sorted((r["step"], r.get("charts/minutes", float("nan")), r["charts/route_completion"])
+                   for r in records if "charts/route_completion" in r)
+    evals = sorted((r["step"], r["eval/minutes"], r["eval/route_completion"], r["eval/driving_score"])
+                   for r in records if "eval/route_completion" in r)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120, sharey=True)
+    for ax, col, label in ((axes[0], 1, "wall-clock minutes"), (axes[1], 0, "env steps")):
+        if train:
+            ax.plot([t[col] for t in train], [t[2] for t in train], color="#9db4d8", lw=1,
+                    label="route completion, training episodes (sampled actions)")
+        if evals:
+            ax.plot([e[col] for e in evals], [e[2] for e in evals], "o-", color="#1f4e9c", lw=2, ms=4,
+                    label="route completion, held-out routes (mean actions)")
+            ax.plot([e[col] for e in evals], [e[3] for e in evals], "s-", color="#1f7a1f", lw=2, ms=4,
+                    label="driving score, held-out routes")
+        ax.axhline(0.9, color="#c0392b", ls="--", lw=1)
+        ax.set_xlabel(label)
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("share of the route / score")
+    axes[0].set_title(title)
+    axes[1].legend(loc="lower right", fontsize=7)
+    fig.tight_layout()
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png)
+    plt.close(fig)
+    return out_png

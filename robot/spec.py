@@ -163,6 +163,8 @@ class PolicySpec:
     """Driving policies: shape [C, H, W] of the uint8 BEV input (empty otherwise)."""
     bev_channels: tuple[str, ...] = ()
     """Driving policies: name of every BEV channel (empty otherwise)."""
+    obs_keys: tuple[str, ...] = ()
+    """For driving policies with a single ``obs`` input: the observation keys concatenated into it, in order."""
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as a JSON object, ``format`` first."""

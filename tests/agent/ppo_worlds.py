@@ -3,12 +3,13 @@
 from steer.agent.ppo_config import NetConfig, PPOConfig
 from steer.driving import BevConfig, DriveEnvConfig, SimConfig, TownConfig
 
-TINY_NET = NetConfig(cnn_channels=(8, 16), bev_features=64, measurement_features=32, hidden=64, value_hidden=64)
+TINY_NET = NetConfig(cnn_channels=(8, 16), bev_features=64, measurement_features=32, vector_layers=(64,), hidden=64,
+                     value_hidden=64)
 """A network small enough to train in seconds on one core."""
 
 
 def short_route_env(n_npcs: int = 2, seed: int = 3) -> DriveEnvConfig:
-    """One 3 x 3 town, 40-60 m routes, a 32 x 32 BEV at 0.5 px/m."""
+    """One 3 x 3 town, 40-60 m routes, the vector observation (and a 32 x 32 BEV at 0.5 px/m with ``obs="bev"``)."""
     sim = SimConfig(seed=seed, n_towns=1, routes_per_town=16, town=TownConfig(nx=3, ny=3, drop_road_prob=0.0),
                     route_min_length=40.0, route_max_length=60.0, n_npcs=n_npcs, timeout_base_s=10.0)
     return DriveEnvConfig(sim=sim, bev=BevConfig(size=32, pixels_per_meter=0.5, ego_from_bottom=12))

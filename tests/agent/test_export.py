@@ -96,21 +96,23 @@ def test_ppo_driving_policy_exports_with_bev_and_measurement_inputs(tmp_path):
     import dataclasses
 
     from steer.agent.checkpoint import save_checkpoint
+    from steer.agent.ppo import make_model, policy_meta
     from steer.agent.ppo_config import PPOConfig
-    from steer.agent.ppo_nets import CarlActorCritic
-    from steer.driving import MEASUREMENTS, VALUE_INPUTS
+    from steer.driving import DriveVectorEnv
 
-    cfg = PPOConfig()
+    from steer.driving import DriveEnvConfig, SimConfig
+
+    cfg = PPOConfig(env=DriveEnvConfig(sim=SimConfig(n_towns=1, routes_per_town=2), obs="bev"))
+    env = DriveVectorEnv(1, cfg.env)
     torch.manual_seed(0)
-    model = CarlActorCritic((8, 64, 64), len(MEASUREMENTS), len(VALUE_INPUTS), 2, cfg.net)
+    model = make_model(env.single_observation_space, cfg.net)
     # Same layout the trainer writes (agent/ppo.py).
     cfg = dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, sim=dataclasses.replace(cfg.env.sim, dt=0.05)))
     save_checkpoint(tmp_path / "checkpoints", "last", {"model": model.state_dict()},
-                    {"update": 1, "global_step": 1, "bev_shape": [8, 64, 64], "ppo_config": dataclasses.asdict(cfg)})
+                    {"update": 1, "global_step": 1, **policy_meta(env, cfg)})
     spec = export_run(tmp_path, tmp_path / "drive.onnx")
     assert spec.kind == "ppo" and spec.chunk_len == 1 and spec.bev_shape == (8, 64, 64)
-    # The control rate is the simulator's step rate the run trained at (dt 0.05 s here, not the default 0.1 s).
-    assert spec.control_rate_hz == 20.0
+    assert spec.control_rate_hz == pytest.approx(1.0 / cfg.env.sim.dt)
     assert parity(tmp_path, tmp_path / "drive.onnx") <= 1e-5
     m = onnx.load(str(tmp_path / "drive.onnx"))
     assert [i.name for i in m.graph.input] == ["bev", "measurements"]
@@ -131,3 +133,64 @@ def test_exported_onnx_file_gets_the_users_umask_not_0600(runs, tmp_path, umask)
         os.umask(old)
     assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask
     assert [p.name for p in tmp_path.iterdir()] == ["p.onnx"]  # no temporary file left behind
+
+
+def test_vector_ppo_policy_exports_one_obs_input_and_drives_the_same_routes_as_torch(tmp_path):
+    import dataclasses
+
+    import onnxruntime as ort
+    from ppo_worlds import tiny_ppo_config
+
+    from steer.agent.checkpoint import save_checkpoint
+    from steer.agent.export import ppo_flat_obs
+    from steer.agent.ppo import make_model, obs_to_torch, policy_meta
+    from steer.driving import DriveVectorEnv
+    from steer.driving.evaluation import evaluate_routes
+
+    cfg = tiny_ppo_config()
+    env = DriveVectorEnv(1, cfg.env)
+    torch.manual_seed(0)
+    model = make_model(env.single_observation_space, cfg.net)
+    # A policy head with large weights: actions vary strongly with the observation, so any mismatch in
+    # input order or scaling sends the car elsewhere.
+    torch.nn.init.normal_(model.policy_head.weight, std=0.3)
+    with torch.no_grad():
+        model.policy_head.bias.copy_(torch.tensor([0.0, 2.0, 0.0, 0.0]))  # α of the throttle up: it drives
+    save_checkpoint(tmp_path / "checkpoints", "last", {"model": model.state_dict()},
+                    {"update": 1, "global_step": 1, **policy_meta(env, cfg)})
+    spec = export_run(tmp_path, tmp_path / "drive.onnx")
+    fields = env.metadata["obs_fields"]
+    assert spec.obs_keys == ("measurements", "vector")
+    assert list(spec.obs_names) == fields["measurements"] + fields["vector"] and spec.obs_dim == len(spec.obs_names)
+    assert spec.control_rate_hz == pytest.approx(10.0)
+    assert [i.name for i in onnx.load(str(tmp_path / "drive.onnx")).graph.input] == ["obs"]
+    assert parity(tmp_path, tmp_path / "drive.onnx") <= 1e-5
+    # One thread each: their sums then run in a fixed order, so both drivers are deterministic (the
+    # 1e-7 differences between them must not depend on scheduling).
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(tmp_path / "drive.onnx"), opts, providers=["CPUExecutionProvider"])
+    torch.set_num_threads(1)
+    model.eval()
+
+    def torch_act(obs):
+        with torch.no_grad():
+            return model.act(obs_to_torch(obs)).numpy()
+
+    def onnx_act(obs):
+        return sess.run(["action"], {"obs": ppo_flat_obs(model, obs)})[0]
+
+    held = dataclasses.replace(cfg.env, sim=dataclasses.replace(cfg.env.sim, seed=11))
+    a = evaluate_routes(torch_act, held, n_routes=12, batch=12)
+    b = evaluate_routes(onnx_act, held, n_routes=12, batch=12)
+    assert a["distance_m"].mean() > 5.0 and len(set(a["length"])) > 3  # the cars move, and end differently
+    np.testing.assert_allclose(a["route_completion"], b["route_completion"], atol=1e-4)
+    np.testing.assert_array_equal(a["length"], b["length"])
+    for k in ("collision_vehicle", "off_road", "red_light", "route_deviation", "timeout", "blocked"):
+        np.testing.assert_array_equal(a[k], b[k])
+    # The robot-side runtime (numpy + onnxruntime only) loads it and gives the same action.
+    from steer.robot.onnx_policy import OnnxPolicy
+
+    obs, _ = env.reset(seed=2)
+    got = OnnxPolicy(tmp_path / "drive.onnx")(ppo_flat_obs(model, obs)[0])
+    np.testing.assert_allclose(got, torch_act(obs), atol=1e-5)

@@ -11,20 +11,26 @@ from steer.ops.drive_cmd import DriveEvalConfig, DriveTrainConfig, DriveTrainErr
 
 def test_train_then_eval_writes_the_run_and_a_driving_score_table(tmp_path, capsys):
     ppo = tiny_ppo_config(total_timesteps=2048, checkpoint_every=1)
-    assert train(DriveTrainConfig(name="t", runs=tmp_path, eval_routes=8, progress=False, ppo=ppo)) == 0
+    # Two local processes (DistributedDataParallel over gloo), as `steer drive train` runs by default.
+    assert train(DriveTrainConfig(name="t", runs=tmp_path, eval_routes=8, progress=False, ppo=ppo, processes=2)) == 0
     run = tmp_path / "t"
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["global_step"] == 2048 and summary["eval"]["episodes"] == 8
+    assert summary["global_step"] == 2048 and summary["eval"]["episodes"] == 8 and summary["world_size"] == 2
     assert 0.0 <= summary["eval"]["driving_score"] <= summary["eval"]["route_completion"] <= 1.0
-    lines = (run / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(line)["step"] for line in lines] == [1024, 2048]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "charts/SPS" in r] == [1024, 2048]
+    # The learning curve: the policy copies kept during training, driven on the held-out routes.
+    curve = [r for r in records if "eval/route_completion" in r]
+    assert [r["step"] for r in curve] == [1024, 2048] and curve[-1]["eval/route_completion"] == pytest.approx(
+        summary["eval"]["route_completion"])
+    assert (run / "report.png").stat().st_size > 10_000
     assert json.loads((run / "config.json").read_text())["config"]["ppo"]["num_envs"] == 32
 
     # Resume continues the same run to a larger budget; metrics stay monotone.
     ppo2 = tiny_ppo_config(total_timesteps=3072, checkpoint_every=1)
     assert train(DriveTrainConfig(name="t", runs=tmp_path, resume=True, eval_routes=0, progress=False, ppo=ppo2)) == 0
-    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [1024, 2048, 3072]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "charts/SPS" in r] == [1024, 2048, 3072]
 
     capsys.readouterr()
     assert evaluate(DriveEvalConfig(run=run, routes=6, towns=2)) == 0
@@ -34,6 +40,16 @@ def test_train_then_eval_writes_the_run_and_a_driving_score_table(tmp_path, caps
     assert ev["policy"]["episodes"] == 6 and ev["global_step"] == 3072
     # The scripted expert is the reference: it finishes the held-out routes of this small world.
     assert ev["expert"]["route_completion"] > 0.9
+
+
+def test_eval_of_the_expert_alone_with_town_size_and_traffic(capsys):
+    assert evaluate(DriveEvalConfig(driver="expert", routes=6, towns=2, town_size=2, traffic=0)) == 0
+    out = capsys.readouterr().out
+    assert "scripted expert" in out and "policy" not in out
+    rc = float(next(line for line in out.splitlines() if line.startswith("route completion %")).split()[-1])
+    assert rc > 90.0
+    with pytest.raises(DriveTrainError, match="town-size"):
+        evaluate(DriveEvalConfig(driver="expert", town_size=1))
 
 
 def test_user_errors_are_one_sentence(tmp_path, capsys):

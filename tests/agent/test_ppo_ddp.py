@@ -1,6 +1,7 @@
 """DistributedDataParallel: 2 CPU processes (gloo, loopback) train exactly as one process on the
 combined batch, and the full trainer runs with one set of envs per rank."""
 
+import dataclasses
 import json
 import os
 import socket
@@ -20,7 +21,7 @@ HALF, MINIBATCHES = 24, 3  # per rank: 24 samples, 3 minibatches of 8 per epoch
 
 def _model():
     torch.manual_seed(0)
-    return CarlActorCritic((2, 16, 16), 4, 4, 2, NET)
+    return CarlActorCritic({"bev": (2, 16, 16), "measurements": (4,), "value_inputs": (4,)}, 2, NET)
 
 
 def _combined_batch():
@@ -31,9 +32,10 @@ def _combined_batch():
     bev = torch.randint(0, 256, (n, 2, 16, 16), generator=g, dtype=torch.uint8)
     meas, vin = torch.randn(n, 4, generator=g), torch.randn(n, 4, generator=g)
     with torch.no_grad():
-        x, logp, _, value = model(bev, meas, vin)
+        obs = {"bev": bev, "measurements": meas, "value_inputs": vin}
+        x, logp, _, value = model(obs)
     adv = torch.randn(n, generator=g) * torch.linspace(0.5, 3.0, n) + 1.0
-    return Batch(bev, meas, vin, x, logp, adv, value + 2 * torch.randn(n, generator=g), value)
+    return Batch(obs, x, logp, adv, value + 2 * torch.randn(n, generator=g), value)
 
 
 def _local_minibatches(rank: int) -> list[torch.Tensor]:
@@ -56,11 +58,12 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         ddp = DistributedDataParallel(model)
         opt = torch.optim.Adam(model.parameters(), lr=CFG.learning_rate, eps=CFG.adam_eps)
         full = _combined_batch()
-        local = Batch(*(None if t is None else t[rank * HALF : (rank + 1) * HALF] for t in full))
+        local = full.take(torch.arange(rank * HALF, (rank + 1) * HALF))
         ppo_update(ddp, opt, local, _local_minibatches(rank), CFG)
         if rank == 0:
             torch.save({k: v.clone() for k, v in model.state_dict().items()}, os.path.join(out_dir, "ddp.pt"))
-        # The whole trainer: one env per rank, one update, a checkpoint written by rank 0 only.
+        # The whole trainer on the BEV (CaRL's GPU path): one env per rank, one update, a checkpoint
+        # written by rank 0 only.
         from steer.agent.ppo import train_ppo
         from steer.agent.runlog import MemoryLog
         from ppo_worlds import tiny_ppo_config
@@ -69,7 +72,8 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
 
         log = MemoryLog(os.path.join(out_dir, "ckpt"))
         # With PPO-Lag on: its cost statistics are summed over ranks too (a missing collective would hang).
-        res = train_ppo(tiny_ppo_config(num_envs=2, num_steps=8, minibatch_size=8, total_timesteps=16,
+        bev_env = dataclasses.replace(tiny_ppo_config().env, obs="bev")
+        res = train_ppo(tiny_ppo_config(num_envs=2, num_steps=8, minibatch_size=8, total_timesteps=16, env=bev_env,
                                         lagrangian=LagrangianConfig(enabled=True, lambda_init=0.5)), log)
         if rank == 0:
             with open(os.path.join(out_dir, "train.json"), "w") as f:

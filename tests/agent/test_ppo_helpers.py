@@ -21,6 +21,7 @@ def test_minibatch_indices_cover_every_sample_once_per_epoch():
     assert all(torch.equal(a, b) for a, b in zip(mbs, again))
 
 
+
 def test_config_round_trips_through_json_with_nested_dataclasses_and_tuples():
     cfg = PPOConfig(num_envs=3, learning_rate=1e-3, net=NetConfig(cnn_channels=(4, 8), hidden=32),
                     lagrangian=LagrangianConfig(enabled=True, lambda_init=0.25))

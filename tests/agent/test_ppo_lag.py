@@ -31,7 +31,7 @@ def test_combined_advantage_by_hand():
 
 def _model():
     torch.manual_seed(0)
-    return CarlActorCritic((2, 16, 16), 4, 4, 2, NetConfig(cnn_channels=(4, 8), bev_features=16,
+    return CarlActorCritic({"bev": (2, 16, 16), "measurements": (4,), "value_inputs": (4,)}, 2, NetConfig(cnn_channels=(4, 8), bev_features=16,
                                                           measurement_features=8, hidden=16, value_hidden=8),
                            cost_head=True)
 
@@ -43,9 +43,10 @@ def _one_state_batch(model, n=64):
     meas, vin = torch.randn(1, 4, generator=g).expand(n, -1), torch.randn(1, 4, generator=g).expand(n, -1)
     x = torch.cat([torch.full((n // 2, 2), 0.2), torch.full((n // 2, 2), 0.8)])
     with torch.no_grad():
-        _, logp, _, value = model(bev, meas, vin, x)
+        obs = {"bev": bev, "measurements": meas, "value_inputs": vin}
+        _, logp, _, value = model(obs, x)
     cost_adv = torch.cat([torch.zeros(n // 2), torch.full((n // 2,), 2.0)])
-    return Batch(bev, meas, vin, x, logp, torch.ones(n), value[:, 0] + 1.0, value[:, 0],
+    return Batch(obs, x, logp, torch.ones(n), value[:, 0] + 1.0, value[:, 0],
                  cost_adv, value[:, 1] + 0.5, value[:, 1])
 
 
@@ -70,7 +71,7 @@ def test_a_large_multiplier_moves_the_policy_away_from_costly_actions():
         for _ in range(30):
             ppo_update(model, opt, batch, [torch.arange(64)], PPOConfig(norm_adv=False, clip_coef=10.0), lagrange=lam)
         with torch.no_grad():
-            a, b = model.distribution(model.features(batch.bev[:1], batch.measurements[:1]))
+            a, b = model.distribution(model.features({k: v[:1] for k, v in batch.obs.items()}))
         means[lam] = beta_mean(a, b).mean().item()
     # Without the penalty both modes are rewarded alike; with it the costly (0.8) actions are pushed down.
     assert means[10.0] < means[0.0] - 0.05, means

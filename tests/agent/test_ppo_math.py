@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from steer.agent.driving_score import INFRACTION_COEFFICIENTS, EpisodeStats, driving_score, format_table, summarize
-from steer.agent.ppo import Batch, gae, normalize_advantages, ppo_update, value_loss
+from steer.agent.ppo import Batch, EpisodeStats, gae, normalize_advantages, ppo_update, value_loss
 from steer.agent.ppo_config import NetConfig, PPOConfig
 from steer.agent.ppo_nets import CarlActorCritic, beta_entropy, beta_log_prob, beta_mean, beta_params, sample_beta
+from steer.driving.score import INFRACTION_COEFFICIENTS, driving_score, format_table, summarize
 
 
 def test_beta_log_prob_and_entropy_match_torch_distributions():
@@ -77,7 +77,7 @@ def test_advantage_normalization_uses_unbiased_std():
 
 def _tiny_model():
     torch.manual_seed(0)
-    return CarlActorCritic((2, 16, 16), 4, 4, 2, NetConfig(cnn_channels=(4, 8), bev_features=16,
+    return CarlActorCritic({"bev": (2, 16, 16), "measurements": (4,), "value_inputs": (4,)}, 2, NetConfig(cnn_channels=(4, 8), bev_features=16,
                                                           measurement_features=8, hidden=16, value_hidden=8))
 
 
@@ -86,8 +86,9 @@ def _batch(model, n=32, seed=0):
     bev = torch.randint(0, 256, (n, 2, 16, 16), generator=g, dtype=torch.uint8)
     meas, vin = torch.randn(n, 4, generator=g), torch.randn(n, 4, generator=g)
     with torch.no_grad():
-        x, logp, _, value = model(bev, meas, vin)
-    return Batch(bev, meas, vin, x, logp, torch.randn(n, generator=g), value + torch.randn(n, generator=g), value)
+        obs = {"bev": bev, "measurements": meas, "value_inputs": vin}
+        x, logp, _, value = model(obs)
+    return Batch(obs, x, logp, torch.randn(n, generator=g), value + torch.randn(n, generator=g), value)
 
 
 def test_ppo_loss_of_the_first_step_is_the_value_and_entropy_terms():
@@ -142,12 +143,15 @@ def test_episode_stats_count_only_finished_episodes_and_rate_per_km():
     from steer.driving.simulator import INFRACTIONS
 
     n = 4
-    infos = {"route_completion": np.array([0.5, 1.0, 0.2, 0.9]), "episode_return": np.array([50.0, 100, 20, 90]),
+    rc = np.array([0.5, 1.0, 0.2, 0.9])
+    infos = {"route_completion": rc, "episode_return": np.array([50.0, 100, 20, 90]),
              "episode_length": np.array([10, 20, 5, 30]), "distance_driven": np.array([500.0, 1000, 100, 900]),
              **{k: np.zeros(n, bool) for k in INFRACTIONS}}
     infos["collision_vehicle"] = np.array([True, False, False, True])
+    infos["driving_score"] = driving_score(rc, infos)
     done = np.array([True, True, False, False])
-    st = EpisodeStats()
+    st = EpisodeStats({"infractions": INFRACTIONS, "episode_metrics": ("route_completion", "driving_score"),
+                       "distance_info": "distance_driven"})
     st.add(infos, done)
     s = st.summary()
     assert s["episodes"] == 2
@@ -157,3 +161,23 @@ def test_episode_stats_count_only_finished_episodes_and_rate_per_km():
     table = format_table({"policy": s})
     assert "route completion %" in table and "75.0" in table
     assert summarize({"episodes": 0})["episodes"] == 0
+
+
+def test_vector_network_is_an_mlp_whose_actor_ignores_the_value_only_inputs():
+    shapes = {"measurements": (4,), "value_inputs": (4,), "vector": (30,)}
+    net = NetConfig(vector_layers=(32,), hidden=16, value_hidden=8)
+    torch.manual_seed(0)
+    model = CarlActorCritic(shapes, 2, net)
+    assert model.bev is None and model.flat_keys == ("measurements", "vector")
+    assert not any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    # Parameters: MLP 34->32, joint 32->16, policy 16->4, value (16+4)->8->1.
+    assert sum(p.numel() for p in model.parameters()) == (34 * 32 + 32) + (32 * 16 + 16) + (16 * 4 + 4) + (
+        20 * 8 + 8) + (8 + 1)
+    g = torch.Generator().manual_seed(1)
+    obs = {k: torch.randn(5, s[0], generator=g) for k, s in shapes.items()}
+    x, logp, ent, value = model(obs)
+    assert x.shape == (5, 2) and logp.shape == ent.shape == value.shape == (5,)
+    other = {**obs, "value_inputs": obs["value_inputs"] + 3.0}
+    torch.testing.assert_close(model.act(obs), model.act(other))  # the actor never sees them ...
+    assert not torch.allclose(model(obs, x)[3], model(other, x)[3])  # ... the critic does
+    assert not torch.allclose(model.act(obs), model.act({**obs, "vector": obs["vector"] + 1.0}))

@@ -14,16 +14,16 @@ import torch
 from ppo_worlds import short_route_env, tiny_ppo_config
 
 from steer.agent.checkpoint import load_checkpoint
-from steer.agent.driving_score import evaluate_routes, heldout_env_config, route_summary
 from steer.agent.ppo import CHECKPOINT, PPOConfigError, load_policy, make_model, obs_to_torch, train_ppo
 from steer.agent.runlog import MemoryLog
 from steer.driving.env import DriveVectorEnv
+from steer.driving.evaluation import evaluate_routes, heldout_env_config
+from steer.driving.score import route_summary
 
 
 def _mean_action_rc(model, env_cfg, n_routes=16) -> float:
     def act(obs):
-        bev, meas, _ = obs_to_torch(obs)
-        return model.act(bev, meas).numpy()
+        return model.act(obs_to_torch(obs)).numpy()
 
     return route_summary(evaluate_routes(act, env_cfg, n_routes=n_routes, batch=n_routes))["route_completion"]
 
@@ -32,7 +32,7 @@ def test_short_training_raises_route_completion_above_the_untrained_policy(tmp_p
     torch.set_num_threads(1)
     cfg = tiny_ppo_config(total_timesteps=12_288, checkpoint_every=100)
     torch.manual_seed(cfg.seed)
-    untrained = make_model(DriveVectorEnv(1, cfg.env), cfg.net)
+    untrained = make_model(DriveVectorEnv(1, cfg.env).single_observation_space, cfg.net)
     rc_before = _mean_action_rc(untrained, cfg.env)
     log = MemoryLog(tmp_path)
     res = train_ppo(cfg, log)

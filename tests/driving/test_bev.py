@@ -43,3 +43,15 @@ def test_bev_red_light_at_stop_line(small_world):
     window = bev[CH["lights"], r - 1 : r + 2, 30:35]
     assert (window == 255).any()
     assert (bev[CH["stop_lines"], r - 1 : r + 2, 30:35] == 255).any()
+
+
+def test_threads_render_the_same_pictures(small_world):
+    sim = make_sim(small_world, 80)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        sim.step(rng.uniform(-0.3, 1.0, (80, 2)))
+    one = BevRenderer(sim, BevConfig(threads=1)).render()
+    two = BevRenderer(sim, BevConfig(threads=2)).render()
+    assert one[:, CH["vehicles"]].any() and one[:, CH["route"]].any()
+    np.testing.assert_array_equal(one, two)
+    np.testing.assert_array_equal(BevRenderer(sim, BevConfig(threads=2)).render(np.arange(70, 80)), one[70:])

@@ -8,7 +8,7 @@ from gymnasium.utils.env_checker import check_env
 import steer.driving as d
 from tests.driving.conftest import SMALL
 
-CFG = d.DriveEnvConfig(sim=SMALL)
+CFG = d.DriveEnvConfig(sim=SMALL, obs="both")
 
 
 def test_registered_env_passes_check_env():
@@ -17,6 +17,8 @@ def test_registered_env_passes_check_env():
     obs, _ = env.reset(seed=1)
     assert obs["bev"].shape == (len(d.BEV_CHANNELS), 64, 64) and obs["bev"].dtype == np.uint8
     assert obs["measurements"].shape == (len(d.MEASUREMENTS),)
+    assert obs["vector"].shape == (len(env.unwrapped.venv.metadata["obs_fields"]["vector"]),)
+    assert obs["vector"].dtype == np.float32
 
 
 def test_vector_env_spaces_and_same_step_autoreset():
@@ -63,6 +65,10 @@ def test_unknown_reward_is_a_user_error():
 
 
 def test_no_bev_observation():
-    env = d.DriveVectorEnv(2, d.DriveEnvConfig(sim=SMALL, observe_bev=False))
+    env = d.DriveVectorEnv(2, d.DriveEnvConfig(sim=SMALL, obs="none"))
     obs, _ = env.reset(seed=0)
     assert set(obs) == {"measurements", "value_inputs"}
+    assert set(d.DriveVectorEnv(2, d.DriveEnvConfig(sim=SMALL)).reset(seed=0)[0]) == {"vector", "measurements",
+                                                                                    "value_inputs"}
+    with pytest.raises(d.env.DriveConfigError, match="observation"):
+        d.DriveVectorEnv(1, d.DriveEnvConfig(sim=SMALL, obs="lidar"))

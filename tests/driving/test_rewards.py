@@ -88,3 +88,15 @@ def test_comfort_violation_count():
     assert comfort_violations(z - 4.1, z, z, z, z, z)[0] == 1
     assert comfort_violations(z - 4.0, z + 5.0, z + 1.0, z + 2.0, z + 4.2, z + 8.4)[0] == 5
     assert comfort_violations(z + 3, z - 5.0, z - 1.0, z - 2.0, z - 4.2, z + 8.4)[0] == 6
+
+
+def test_carl_lost_route_penalty_charges_the_route_left_at_any_termination():
+    cfg = CarlRewardConfig(lost_route_penalty=True)
+    # A red light with 60 % of the route left: progress - 1 - 60.
+    assert np.isclose(carl_reward(state(progress_pct=0.5, terminated=True, collision_or_red_light=True,
+                                        route_left_pct=60.0), cfg)[0], 0.5 - 1.0 - 60.0)
+    # A timeout costs the route left too, but not CaRL's -1.
+    assert np.isclose(carl_reward(state(progress_pct=0.0, terminated=True, route_left_pct=25.0), cfg)[0], -25.0)
+    # Running on, or off by default: no charge.
+    assert np.isclose(carl_reward(state(progress_pct=0.5, route_left_pct=60.0), cfg)[0], 0.5)
+    assert np.isclose(carl_reward(state(progress_pct=0.0, terminated=True, route_left_pct=25.0))[0], 0.0)

@@ -195,3 +195,21 @@ def test_traffic_follows_and_stops_at_red(small_world):
     assert 0.5 < gap < 4.0
     # the leader stopped before the stop line (front bumper not past the lane end)
     assert sim.n_s[0, 0] + 2.25 <= m.lane_length[lane] + 1e-6
+
+
+def test_start_anywhere_starts_on_the_route_at_a_comfortable_speed(small_world):
+    sim = make_sim(small_world, 64, start_anywhere=1.0)
+    sim.reset_envs(np.arange(64), np.random.default_rng(3), routes=np.arange(64) % sim.pool.n_routes)
+    r = sim.route
+    assert (sim.s > 0).mean() > 0.9 and (sim.s <= sim.pool.length[r] - 30.0 + 1.0).all()
+    assert (sim.v <= sim.pool.comfort_speed[r, sim.seg] + 1e-9).all() and (sim.v > 0).mean() > 0.9
+    # The ego sits on its route where s says, and the first step measures progress from there.
+    np.testing.assert_allclose(sim.x, sim.pool.pts[r, sim.seg, 0])
+    s0 = sim.s.copy()
+    res = sim.step(np.zeros((64, 2)))
+    assert (res.progress_pct >= 0).all() and (sim.s - s0 < 3.0).all() and res.lateral.max() < 1.0
+    # The held-out evaluation always starts at the route's start.
+    from steer.driving.env import DriveEnvConfig
+    from steer.driving.evaluation import heldout_env_config
+
+    assert heldout_env_config(DriveEnvConfig(sim=sim.cfg)).sim.start_anywhere == 0.0

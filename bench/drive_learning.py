@@ -1,0 +1,173 @@
+"""Benchmark: how fast `steer drive train` learns to drive, vector observation vs BEV, several seeds.
+
+Each run is `steer drive train` with its defaults (the vector observation and the MLP) or with
+``--ppo.env.obs bev`` (CaRL's observation and CNN), stopped after ``DRIVE_MINUTES`` of wall clock or
+``DRIVE_STEPS`` env steps, whichever comes first. Copies of the policy kept every
+``DRIVE_CURVE_MINUTES`` drive 100 held-out routes in 4 towns generated from a seed never trained on
+(traffic and lights as in training) with mean actions: route completion and driving score against
+wall-clock minutes and env steps. The scripted expert drives the same routes.
+
+Figures (medians over seeds): ``rc.vector``, ``ds.vector`` (final policy), ``minutes_to_0.9.vector``
+and ``steps_to_0.9.vector`` (first curve point with held-out route completion >= 0.9; null if none),
+``sps.vector`` (the run's own env-steps/s, rollout and update), ``sps_per_cpu.vector`` (env steps
+per CPU-second of the training process: the machine is shared, so wall-clock figures depend on the
+load, recorded beside them), red-light and collision infractions per km, the same for ``bev``, and
+the expert's. Writes ``bench/results/drive_learning.json`` and ``bench/results/drive_learning.png``.
+
+Knobs (environment): ``DRIVE_SEEDS`` (3), ``DRIVE_SETTINGS`` ("vector,bev"), ``DRIVE_MINUTES``
+(30), ``DRIVE_STEPS`` (0: no step limit), ``DRIVE_CURVE_MINUTES`` (3), ``DRIVE_PARALLEL`` (runs at
+once, 1), ``DRIVE_PROCESSES`` (training processes per run; 0: the trainer's default, 2),
+``DRIVE_BEV_SEEDS`` (as many as ``DRIVE_SEEDS``), ``DRIVE_RUNS`` (run directories, a temporary folder).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import statistics
+import sys
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SEEDS = int(os.environ.get("DRIVE_SEEDS", "3"))
+SETTINGS = os.environ.get("DRIVE_SETTINGS", "vector,bev").split(",")
+MINUTES = float(os.environ.get("DRIVE_MINUTES", "30"))
+STEPS = int(os.environ.get("DRIVE_STEPS", "0"))
+CURVE_MINUTES = float(os.environ.get("DRIVE_CURVE_MINUTES", "3"))
+PARALLEL = int(os.environ.get("DRIVE_PARALLEL", "1"))
+PROCESSES = int(os.environ.get("DRIVE_PROCESSES", "0"))
+"""Training processes per run (0: the trainer's default)."""
+BEV_SEEDS = int(os.environ.get("DRIVE_BEV_SEEDS", str(SEEDS)))
+
+
+def train_config(setting: str, seed: int, runs: Path):
+    from steer.ops.drive_stages import DriveTrainConfig
+
+    base = DriveTrainConfig()
+    ppo = dataclasses.replace(base.ppo, seed=seed)
+    if setting == "bev":
+        ppo = dataclasses.replace(ppo, env=dataclasses.replace(ppo.env, obs="bev"))
+    if STEPS:
+        ppo = dataclasses.replace(ppo, total_timesteps=STEPS)
+    return DriveTrainConfig(name=f"{setting}-seed{seed}", runs=runs, max_minutes=MINUTES,
+                            curve_every_minutes=CURVE_MINUTES, progress=False, ppo=ppo,
+                            processes=PROCESSES or base.processes)
+
+
+def one_run(setting: str, seed: int, runs: str) -> dict:
+    """Train one seed of one setting; its held-out curve and final figures."""
+    import torch
+
+    from steer.ops.drive_stages import train_driving_local
+    from steer.ops.run import read_metrics
+
+    cfg = train_config(setting, seed, Path(runs))
+    torch.set_num_threads(max(1, cfg.ppo.torch_threads))
+    load_before = os.getloadavg()[0]
+    out = train_driving_local(cfg)
+    curve = [{"step": r["step"], "minutes": r["eval/minutes"], "rc": r["eval/route_completion"],
+              "ds": r["eval/driving_score"]}
+             for r in read_metrics(out.path / "metrics.jsonl") if "eval/route_completion" in r]
+    curve.sort(key=lambda c: c["step"])
+    hit = next((c for c in curve if c["rc"] >= 0.9), None)
+    ev = out.summary["eval"]
+    return {"setting": setting, "seed": seed, "rc": ev["route_completion"], "ds": ev["driving_score"],
+            "red_light_per_km": ev["infractions/red_light_per_km"],
+            "collision_per_km": ev["infractions/collision_vehicle_per_km"],
+            "infractions_per_km": ev["infractions/total_per_km"], "sps": out.sps,
+            "sps_per_cpu": out.summary["sps_per_cpu"], "steps": out.global_step, "minutes": out.summary["minutes"],
+            "minutes_to_0.9": hit["minutes"] if hit else None, "steps_to_0.9": hit["step"] if hit else None,
+            "curve": curve, "load_average": [load_before, os.getloadavg()[0]], "run": out.path.name}
+
+
+def expert_row() -> dict:
+    from steer.ops.drive_stages import DriveTrainConfig, HeldOut, evaluate_drivers
+
+    _, res = evaluate_drivers(DriveTrainConfig().ppo, HeldOut(), None, expert=True)
+    ev = res["expert"]
+    return {"rc": ev["route_completion"], "ds": ev["driving_score"],
+            "red_light_per_km": ev["infractions/red_light_per_km"],
+            "collision_per_km": ev["infractions/collision_vehicle_per_km"],
+            "infractions_per_km": ev["infractions/total_per_km"]}
+
+
+def _median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def plot(records: list[dict], expert: dict, out_png: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120, sharey=True)
+    colors = {"vector": "#1f4e9c", "bev": "#c0392b"}
+    for r in records:
+        for ax, key in ((axes[0], "minutes"), (axes[1], "step")):
+            xs = [c[key] for c in r["curve"]]
+            ax.plot(xs, [c["rc"] for c in r["curve"]], "o-", color=colors.get(r["setting"], "k"), ms=3, lw=1.5,
+                    label=f"{r['setting']} route completion" if r["seed"] == 0 else None)
+            ax.plot(xs, [c["ds"] for c in r["curve"]], "s--", color=colors.get(r["setting"], "k"), ms=3, lw=1,
+                    alpha=0.6, label=f"{r['setting']} driving score" if r["seed"] == 0 else None)
+    for ax, label in ((axes[0], "wall-clock minutes (shared 2-core CPU)"), (axes[1], "env steps")):
+        ax.axhline(expert["rc"], color="#1f7a1f", ls=":", lw=1.5, label="scripted expert, route completion")
+        ax.axhline(0.9, color="grey", ls="--", lw=0.8)
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+        ax.set_ylim(-0.02, 1.02)
+    axes[0].set_ylabel("100 held-out routes in unseen towns")
+    axes[0].set_title("steer drive train: held-out route completion and driving score")
+    axes[1].legend(loc="lower right", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out_png)
+    plt.close(fig)
+
+
+def main() -> int:
+    from ppo_throughput import machine
+
+    runs = os.environ.get("DRIVE_RUNS") or tempfile.mkdtemp(prefix="drive_learning_")
+    jobs = [(s, seed) for seed in range(SEEDS) for s in SETTINGS if s != "bev" or seed < BEV_SEEDS]
+    if PARALLEL > 1:
+        with ProcessPoolExecutor(PARALLEL) as pool:
+            records = list(pool.map(one_run, *zip(*jobs), [runs] * len(jobs)))
+    else:
+        records = [one_run(s, seed, runs) for s, seed in jobs]
+    for r in records:
+        print(f"{r['setting']:6s} seed {r['seed']}: rc {r['rc']:.3f} ds {r['ds']:.3f} after {r['steps']} steps, "
+              f"{r['minutes']:.1f} min, {r['sps']:.0f} steps/s ({r['sps_per_cpu']:.0f} per CPU-second); "
+              f"rc >= 0.9 after {r['minutes_to_0.9']} min", flush=True)
+    expert = expert_row()
+    figures: dict[str, float | None] = {}
+    for s in SETTINGS:
+        rs = [r for r in records if r["setting"] == s]
+        for k in ("rc", "ds", "minutes_to_0.9", "steps_to_0.9", "sps", "sps_per_cpu", "red_light_per_km",
+                  "collision_per_km", "infractions_per_km", "steps", "minutes"):
+            figures[f"{k}.{s}"] = _median([r[k] for r in rs])
+        figures[f"reached_0.9.{s}"] = sum(r["minutes_to_0.9"] is not None for r in rs)
+    for k, v in expert.items():
+        figures[f"{k}.expert"] = v
+    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    plot(records, expert, os.path.join(HERE, "results", "drive_learning.png"))
+    out = {"figures": figures,
+           "details": {"records": records, "seeds": SEEDS, "settings": SETTINGS, "max_minutes": MINUTES,
+                       "max_steps": STEPS, "curve_every_minutes": CURVE_MINUTES, "parallel_runs": PARALLEL,
+                       "processes_per_run": PROCESSES or "default", "bev_seeds": BEV_SEEDS,
+                       "heldout": "100 routes, 4 towns from world seed 1000003, traffic and lights as in training",
+                       "load_average_at_end": os.getloadavg()},
+           "machine": machine(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    with open(os.path.join(HERE, "results", "drive_learning.json"), "w") as f:
+        json.dump(out, f, indent=2)
+    print(json.dumps(figures, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, HERE)
+    sys.exit(main())

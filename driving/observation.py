@@ -1,0 +1,220 @@
+"""The structured (vector) observation: what a driver needs, as floats in the ego frame, for all envs at once.
+
+Ego frame: x forward, y to the left of the ego's centre, metres, before scaling. Every field is
+scaled to roughly [-1, 1] by a fixed constant (no running statistics), so that an exported policy
+needs no normalizer. Groups, in order (the names are in :meth:`VectorObservation.field_names`):
+
+``ego`` (7)
+    ``speed`` (/10 m/s), ``lon_accel`` (/5 m/s², last step), ``yaw_rate`` (rad/s), ``steer`` and
+    ``accel`` (the last action, in [-1, 1]), ``speed_limit`` (/10 m/s, here), ``speed_limit_ahead``
+    (/10 m/s, 20 m ahead on the route).
+``route`` (2 P + 1)
+    ``route.x{i}``, ``route.y{i}``: the route centre line at arc lengths ``route_ahead_m`` ahead of
+    the ego's projection (/20 m; points past the end repeat the end), then ``lane_width`` (/4 m).
+``map`` (2 G)
+    at the grid points ``map_forward_m`` × ``map_left_m`` around the ego: ``map.sdf{i}``, the signed
+    distance to the drivable area's edge (negative inside, clipped to ±3 m, /3), and ``map.route{i}``,
+    1 on a carriageway of the route or in a junction, else 0 (oncoming lanes, other roads, off-road).
+``light`` (5)
+    the next stop line on the route: ``light.distance`` (bumper to line, /50 m, 2 when none within
+    100 m) and a one-hot ``light.none/green/yellow/red``.
+``goal`` (1)
+    ``goal.distance``: route metres left, /100, capped at 5.
+``users`` (K × (8 + len(ROAD_USER_KINDS)))
+    the K nearest road users within ``user_radius_m``, nearest first, each: ``present`` (1/0; the
+    other fields are 0 when absent), ``x``, ``y`` (/20 m), ``cos``, ``sin`` of its heading relative
+    to the ego's, ``vx``, ``vy`` (its velocity in the ego frame, /10 m/s), ``length``, ``width``
+    (/5 m) and a one-hot over :data:`ROAD_USER_KINDS`.
+
+Road users come from :func:`road_users`; a new kind (pedestrians, obstacles) joins by adding its
+arrays there with its kind index: the slot layout and the network stay the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from steer.driving.roadmap import CW_JUNCTION, LIGHT_GREEN, LIGHT_RED, LIGHT_YELLOW
+
+ROAD_USER_KINDS = ("vehicle", "pedestrian", "obstacle")
+"""Kinds of road users, in the order of the one-hot in each ``users`` slot."""
+
+USER_FIELDS = ("present", "x", "y", "cos", "sin", "vx", "vy", "length", "width", *(f"is_{k}" for k in ROAD_USER_KINDS))
+"""Fields of one road-user slot."""
+
+
+@dataclass(frozen=True)
+class VectorObsConfig:
+    """Layout of the vector observation."""
+
+    route_ahead_m: tuple[float, ...] = (0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 13.0, 16.0, 20.0, 25.0, 30.0, 36.0, 43.0,
+                                        50.0, 60.0, 70.0)
+    """Arc lengths ahead of the ego's route projection at which the route is sampled, metres."""
+    map_forward_m: tuple[float, ...] = (-4.0, 0.0, 4.0, 8.0, 14.0, 20.0, 28.0)
+    """Forward offsets of the map sample grid, metres."""
+    map_left_m: tuple[float, ...] = (-7.0, -3.5, 0.0, 3.5, 7.0)
+    """Leftward offsets of the map sample grid, metres."""
+    max_users: int = 8
+    """Road-user slots (K)."""
+    user_radius_m: float = 50.0
+    """Road users farther than this are not observed, metres."""
+    light_range_m: float = 100.0
+    """Stop lines farther ahead than this count as none, metres."""
+
+
+class RoadUsers(NamedTuple):
+    """Every road user of every env, arrays [N, U] (world frame; speed along the heading)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    yaw: np.ndarray
+    speed: np.ndarray
+    length: np.ndarray
+    width: np.ndarray
+    kind: np.ndarray
+    """Index into :data:`ROAD_USER_KINDS`."""
+
+
+def road_users(sim, idx: np.ndarray) -> RoadUsers:
+    """The road users around envs ``idx``: the traffic vehicles today (new kinds concatenate here)."""
+    kind = np.zeros(sim.nx[idx].shape, np.int64)
+    return RoadUsers(sim.nx[idx], sim.ny[idx], sim.nyaw[idx], sim.n_v[idx], sim.n_len[idx], sim.n_wid[idx], kind)
+
+
+class VectorObservation:
+    """Computes the vector observation of a :class:`~steer.driving.simulator.DrivingSim`'s envs."""
+
+    def __init__(self, sim, cfg: VectorObsConfig = VectorObsConfig()):
+        self.sim, self.cfg = sim, cfg
+        gf, gl = np.meshgrid(np.asarray(cfg.map_forward_m), np.asarray(cfg.map_left_m), indexing="ij")
+        self._grid_f, self._grid_l = gf.ravel(), gl.ravel()
+        self._ahead = np.asarray(cfg.route_ahead_m, np.float64)
+        names = self.field_names()
+        self.size = len(names)
+        self.slices = {}
+        for g in ("ego", "route", "map", "light", "goal", "users"):
+            pos = [i for i, n in enumerate(names) if n.split(".")[0] == g]
+            self.slices[g] = slice(pos[0], pos[-1] + 1)
+
+    def field_names(self) -> list[str]:
+        """Name of every float of the observation, in order (see the module docstring)."""
+        cfg = self.cfg
+        names = [f"ego.{k}" for k in ("speed", "lon_accel", "yaw_rate", "steer", "accel", "speed_limit",
+                                      "speed_limit_ahead")]
+        for i in range(len(cfg.route_ahead_m)):
+            names += [f"route.x{i}", f"route.y{i}"]
+        names.append("route.lane_width")
+        g = len(cfg.map_forward_m) * len(cfg.map_left_m)
+        names += [f"map.sdf{i}" for i in range(g)] + [f"map.route{i}" for i in range(g)]
+        names += ["light.distance", "light.none", "light.green", "light.yellow", "light.red", "goal.distance"]
+        for k in range(cfg.max_users):
+            names += [f"users.{k}.{f}" for f in USER_FIELDS]
+        return names
+
+    def __call__(self, idx: np.ndarray | None = None) -> np.ndarray:
+        """Observations float32 [n, size] of envs ``idx`` (all when None)."""
+        sim, cfg, pool, m = self.sim, self.cfg, self.sim.pool, self.sim.map
+        idx = np.arange(sim.num_envs) if idx is None else np.asarray(idx, np.int64)
+        n = len(idx)
+        out = np.zeros((n, self.size), np.float32)
+        x, y, yaw, v = sim.x[idx], sim.y[idx], sim.yaw[idx], sim.v[idx]
+        c, s = np.cos(yaw), np.sin(yaw)
+        r, seg, town = sim.route[idx], sim.seg[idx], sim.town[idx]
+        sp = pool.spacing[r]
+        last = pool.n[r] - 1
+
+        def to_ego(px, py):
+            dx, dy = px - x[:, None], py - y[:, None]
+            return dx * c[:, None] + dy * s[:, None], -dx * s[:, None] + dy * c[:, None]
+
+        # ego
+        ahead_i = np.minimum(((sim.s[idx] + 20.0) / sp).astype(np.int64), last)
+        ego = out[:, self.slices["ego"]]
+        ego[:, 0] = v / 10.0
+        ego[:, 1] = sim.prev_lon_acc[idx] / 5.0
+        ego[:, 2] = sim.prev_yaw_rate[idx]
+        ego[:, 3:5] = sim.last_action[idx]
+        ego[:, 5] = pool.speed_limit[r, seg] / 10.0
+        ego[:, 6] = pool.speed_limit[r, ahead_i] / 10.0
+
+        # route ahead (linear interpolation between the ~1 m route points)
+        f = np.minimum((sim.s[idx][:, None] + self._ahead[None, :]) / sp[:, None], last[:, None].astype(np.float64))
+        i0 = np.minimum(f.astype(np.int64), np.maximum(last - 1, 0)[:, None])
+        fr = (f - i0)[..., None]
+        p = pool.pts[r[:, None], i0] * (1.0 - fr) + pool.pts[r[:, None], i0 + 1] * fr
+        rx, ry = to_ego(p[..., 0], p[..., 1])
+        route = out[:, self.slices["route"]]
+        route[:, 0:-1:2] = rx / 20.0
+        route[:, 1:-1:2] = ry / 20.0
+        route[:, -1] = m.lane_width[pool.point_lane[r, seg]] / 4.0
+
+        # map samples around the ego
+        gx = x[:, None] + c[:, None] * self._grid_f - s[:, None] * self._grid_l
+        gy = y[:, None] + s[:, None] * self._grid_f + c[:, None] * self._grid_l
+        tt = np.broadcast_to(town[:, None], gx.shape)
+        gi = m.grid_index(tt, gx, gy)
+        sdf = m.sdf.reshape(-1)[gi]
+        cw = m.carriageway_grid.reshape(-1)[gi]
+        on_route = np.where(cw >= 0, pool.carriageway_mask[r[:, None], np.maximum(cw, 0)], cw == CW_JUNCTION)
+        g = len(self._grid_f)
+        mp = out[:, self.slices["map"]]
+        mp[:, :g] = np.clip(sdf, -3.0, 3.0) / 3.0
+        mp[:, g:] = on_route
+
+        # next stop line on the route
+        stop_s = pool.stop_s[r]
+        ahead = (stop_s > sim.s[idx][:, None]) & (stop_s - sim.s[idx][:, None] < cfg.light_range_m)
+        j = np.argmax(ahead, 1)
+        rows = np.arange(n)
+        has = ahead.any(1)
+        light = np.where(has, pool.stop_light[r, j], -1)
+        st = _light_states(sim, idx, light)
+        lt = out[:, self.slices["light"]]
+        dist = stop_s[rows, j] - sim.s[idx] - sim.length[idx] / 2.0
+        lt[:, 0] = np.where(has, np.clip(dist, 0.0, cfg.light_range_m) / 50.0, 2.0)
+        lt[:, 1] = ~has | ((st != LIGHT_GREEN) & (st != LIGHT_YELLOW) & (st != LIGHT_RED))
+        lt[:, 2] = has & (st == LIGHT_GREEN)
+        lt[:, 3] = has & (st == LIGHT_YELLOW)
+        lt[:, 4] = has & (st == LIGHT_RED)
+        out[:, self.slices["goal"]][:, 0] = np.minimum((pool.length[r] - sim.s[idx]) / 100.0, 5.0)
+
+        # nearest road users
+        u = road_users(sim, idx)
+        ux, uy = to_ego(u.x, u.y)
+        d2 = ux * ux + uy * uy
+        k = cfg.max_users
+        order = np.argsort(d2, axis=1)[:, :k]
+        take = lambda a: np.take_along_axis(a, order, 1)  # noqa: E731
+        ux, uy, d2 = take(ux), take(uy), take(d2)
+        rel = take(u.yaw) - yaw[:, None]
+        spd = take(u.speed)
+        present = d2 < cfg.user_radius_m**2
+        nf = len(USER_FIELDS)
+        slots = np.zeros((n, k, nf), np.float32)
+        kk = order.shape[1]
+        slots[:, :kk, 0] = present
+        slots[:, :kk, 1] = ux / 20.0
+        slots[:, :kk, 2] = uy / 20.0
+        slots[:, :kk, 3] = np.cos(rel)
+        slots[:, :kk, 4] = np.sin(rel)
+        slots[:, :kk, 5] = spd * np.cos(rel) / 10.0
+        slots[:, :kk, 6] = spd * np.sin(rel) / 10.0
+        slots[:, :kk, 7] = take(u.length) / 5.0
+        slots[:, :kk, 8] = take(u.width) / 5.0
+        kind = take(u.kind)
+        slots[:, :kk, 9:] = kind[..., None] == np.arange(len(ROAD_USER_KINDS))
+        slots[:, :kk] *= present[..., None]
+        out[:, self.slices["users"]] = slots.reshape(n, -1)
+        return out
+
+
+def _light_states(sim, idx: np.ndarray, light: np.ndarray) -> np.ndarray:
+    """States of ``light`` [n] (−1 where light is −1) at the times of envs ``idx``."""
+    m = sim.map
+    li = np.maximum(light, 0)
+    off = sim.group_offset[idx, m.light_group[li]]
+    st = m.light_state(li, sim.t[idx], off)
+    return np.where(light >= 0, st, -1)
