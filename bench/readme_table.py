@@ -21,6 +21,7 @@ SHOWN = {
                      "raster_share"]),
     "export": ("Policy latency at batch 1: onnxruntime vs torch eager", None),
     "robot_loop": ("Robot loop over DDS across processes, 100 Hz", None),
+    "robot_fuzz": ("A policy node process under 10^5 random and malformed messages on every topic, over DDS", None),
     "ppo_throughput": ("PPO end-to-end SPS, ours vs stable-baselines3 PPO (vector: 2 processes vs SB3 on 2 threads)",
                        ["sps.vector.ours", "sps.vector.sb3", "speedup.vector", "cpu_sps.vector.ours",
                         "cpu_sps.vector.sb3", "sps.ours.1024", "sps.sb3.1024", "speedup.1024"]),
