@@ -32,7 +32,7 @@ arrays there with its kind index: the slot layout and the network stay the same.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
@@ -53,9 +53,10 @@ class VectorObsConfig:
     route_ahead_m: tuple[float, ...] = (0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 13.0, 16.0, 20.0, 25.0, 30.0, 36.0, 43.0,
                                         50.0, 60.0, 70.0)
     """Arc lengths ahead of the ego's route projection at which the route is sampled, metres."""
-    map_forward_m: tuple[float, ...] = (-4.0, 0.0, 4.0, 8.0, 14.0, 20.0, 28.0)
+    map_forward_m: tuple[float, ...] = field(default=(-4.0, 0.0, 4.0, 8.0, 14.0, 20.0, 28.0),
+                                             metadata={"range": "(-inf, inf)"})
     """Forward offsets of the map sample grid, metres."""
-    map_left_m: tuple[float, ...] = (-7.0, -3.5, 0.0, 3.5, 7.0)
+    map_left_m: tuple[float, ...] = field(default=(-7.0, -3.5, 0.0, 3.5, 7.0), metadata={"range": "(-inf, inf)"})
     """Leftward offsets of the map sample grid, metres."""
     max_users: int = 8
     """Road-user slots (K)."""

@@ -8,7 +8,7 @@ Each parses its options, calls a stage of :mod:`steer.ops.drive_stages` and prin
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
@@ -35,9 +35,6 @@ def view(cfg: DriveViewConfig) -> int:
 
 DriveTrainError = DriveStageError
 """A ``steer drive train`` or ``steer drive eval`` option the user set cannot work."""
-
-    def rewind(self, step: int) -> None:
-        pass
 
 
 def train(cfg: DriveTrainConfig) -> int:
@@ -66,7 +63,7 @@ class DriveEvalConfig:
     """Run directory made by ``steer drive train`` (not needed with ``--driver expert``)."""
     driver: str = "policy"
     """``policy`` (the run's, with mean actions) or ``expert`` (the scripted driver alone)."""
-    routes: int = 100
+    routes: int = field(default=100, metadata={"range": "[1, inf)"})
     """Held-out routes to drive, each once."""
     towns: int = field(default=4, metadata={"range": "[1, inf)"})
     """Generated towns the held-out routes are spread over."""

@@ -244,6 +244,9 @@ class _RankLog:
     def log(self, step: int, metrics: dict[str, float]) -> None:
         pass
 
+    def rewind(self, step: int) -> None:
+        pass
+
 
 def _check_train(cfg: DriveTrainConfig, world: int = 1) -> None:
     """One-sentence errors for options that cannot work, before any process or run directory is made."""

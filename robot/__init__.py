@@ -15,7 +15,7 @@ Modules, one concept each:
 * ``onnx_policy`` ONNX policy with spec/shape checks and open-loop chunk execution
 * ``messages``    ROS 2 message types (cyclonedds IDL) with RIHS01 type hashes
 * ``transport``   the transport interface; ``dds_transport`` and ``rclpy_transport`` implement it
-* ``policy_node`` the transport-agnostic policy node
+* ``policy_node`` the transport-agnostic policy node (``intake``: what it accepts from the network)
 * ``sim_robot``   a MuJoCo task as a ROS 2 robot, paced in real time
 * ``bag``         episode bags (ROS 2, MCAP storage)
 * ``processes``   the node and robot processes behind ``steer robot run`` / ``steer robot sim``

@@ -12,7 +12,8 @@ from robot_helpers import FakeClock, MemoryTransport, arm, trusting
 from steer.robot import messages as m
 from steer.robot.config import load_robot_config
 from steer.robot.onnx_policy import OnnxPolicy
-from steer.robot.policy_node import MAX_SEQUENCE, PolicyNode
+from steer.robot.intake import MAX_SEQUENCE
+from steer.robot.policy_node import PolicyNode
 
 ROBOT = load_robot_config()
 CMD = "/pusher_velocity_controller/commands"
