@@ -511,7 +511,7 @@ def test_console_command_rejects_a_bad_refresh_and_domain_id(capsys):
                  ["robot", "sim", "--domain-id", "233"]):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
-        assert err.endswith("--domain-id must be between 0 and 232, got " + argv[-1] + ".") and "\n" not in err
+        assert err.endswith("--domain-id must be an integer in [0, 232], got " + argv[-1] + ".") and "\n" not in err
 
 
 def test_console_options_key_and_policies_folder(tmp_path):
