@@ -93,7 +93,6 @@ def test_export_refuses_a_folder_without_a_policy(tmp_path):
 
 
 def test_ppo_driving_policy_exports_with_bev_and_measurement_inputs(tmp_path):
-    import dataclasses
 
     from steer.agent.checkpoint import save_checkpoint
     from steer.agent.ppo import make_model, policy_meta
@@ -102,17 +101,17 @@ def test_ppo_driving_policy_exports_with_bev_and_measurement_inputs(tmp_path):
 
     from steer.driving import DriveEnvConfig, SimConfig
 
-    cfg = PPOConfig(env=DriveEnvConfig(sim=SimConfig(n_towns=1, routes_per_town=2), obs="bev"))
+    # A simulator step of 0.05 s (the default is 0.1 s): the spec's rate must come from it, not a constant.
+    cfg = PPOConfig(env=DriveEnvConfig(sim=SimConfig(n_towns=1, routes_per_town=2, dt=0.05), obs="bev"))
     env = DriveVectorEnv(1, cfg.env)
     torch.manual_seed(0)
     model = make_model(env.single_observation_space, cfg.net)
     # Same layout the trainer writes (agent/ppo.py).
-    cfg = dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, sim=dataclasses.replace(cfg.env.sim, dt=0.05)))
     save_checkpoint(tmp_path / "checkpoints", "last", {"model": model.state_dict()},
                     {"update": 1, "global_step": 1, **policy_meta(env, cfg)})
     spec = export_run(tmp_path, tmp_path / "drive.onnx")
     assert spec.kind == "ppo" and spec.chunk_len == 1 and spec.bev_shape == (8, 64, 64)
-    assert spec.control_rate_hz == pytest.approx(1.0 / cfg.env.sim.dt)
+    assert spec.control_rate_hz == pytest.approx(20.0)
     assert parity(tmp_path, tmp_path / "drive.onnx") <= 1e-5
     m = onnx.load(str(tmp_path / "drive.onnx"))
     assert [i.name for i in m.graph.input] == ["bev", "measurements"]
