@@ -48,7 +48,9 @@ def test_exported_dsrl_policy_closed_loop_over_dds_equals_in_process(exported, d
     assert result.missed_deadlines == 0 and result.overruns == 0
     assert np.array_equal(np.array(result.final_obs), np.array(finals))
     assert list(result.successes) == successes and result.success_rate == rate
-    assert result.node_latency_ms_p99 < 5.0
+    # The node answers well within the 50 ms period even beside the rest of the suite on 2 cores (idle, its p99
+    # is under 1 ms: bench/robot_loop.py); a tick that blocked on I/O or a lock would take the whole period.
+    assert result.node_latency_ms_p99 < 25.0
 
 
 def test_export_without_names_and_rate_is_refused(exported):
