@@ -7,6 +7,18 @@ from pathlib import Path
 from steer.ops.run import read_metrics
 
 
+
+def _save(fig, out_png: str | Path) -> Path:
+    """Lay out, write and close a figure; returns the PNG's path (its folder is created)."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png)
+    plt.close(fig)
+    return out_png
+
 def dsrl_report(dsrl_run: Path, bc_success: float | None, out_png: Path, title: str = "DSRL on PlanarPush",
                 final_success: float | None = None, final_episodes: int = 0) -> Path:
     """Success vs env steps (training episodes and evaluations) with the BC level marked (when known);
@@ -47,12 +59,7 @@ def dsrl_report(dsrl_run: Path, bc_success: float | None, out_png: Path, title: 
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png)
-    plt.close(fig)
-    return out_png
+    return _save(fig, out_png)
 
 
 def _safety_panel(ax, safety: list[dict], fallbacks: list[tuple[int, float]]) -> None:
@@ -113,9 +120,4 @@ def drive_report(run: Path, out_png: Path, title: str = "PPO driving") -> Path:
     axes[0].set_ylabel("share of the route / score")
     axes[0].set_title(title)
     axes[1].legend(loc="lower right", fontsize=7)
-    fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png)
-    plt.close(fig)
-    return out_png
+    return _save(fig, out_png)
