@@ -35,8 +35,10 @@ class ExpertConfig:
     """Proportional gain from speed error to acceleration, 1/s."""
     yield_speed: float = 4.0
     """Speed at a yield sign's line, m/s."""
-    shift_ramp: float = 8.0
+    shift_ramp: float = 10.0
     """Route length over which the path shifts sideways to pass an obstacle, metres."""
+    passing_speed: float = 7.0
+    """Speed while passing an obstacle, m/s."""
 
 
 class ExpertDriver:
@@ -68,7 +70,10 @@ class ExpertDriver:
         q = (ti * sp)[:, None]
         ramp = (np.clip((q - (ob_s[..., 0] - half - 2.0 - cfg.shift_ramp)) / cfg.shift_ramp, 0.0, 1.0)
                 * np.clip(((ob_s[..., 1] + half + 4.0 + cfg.shift_ramp) - q) / cfg.shift_ramp, 0.0, 1.0))
-        shift = np.where(present & (np.abs(need) <= scfg.max_shift), need * ramp, 0.0).sum(1)
+        passable = present & (np.abs(need) <= scfg.max_shift)
+        shift = np.where(passable, need * ramp, 0.0).sum(1)
+        s_now = sim.s[:, None]
+        passing = (passable & (s_now > ob_s[..., 0] - half - 2.0 * cfg.shift_ramp) & (s_now < ob_s[..., 1] + half)).any(1)
         th = pool.heading[r, ti]
         tx, ty = tx - np.sin(th) * shift, ty + np.cos(th) * shift
         alpha = wrap_angle(np.arctan2(ty - ry, tx - rx) - sim.yaw)
@@ -84,6 +89,7 @@ class ExpertDriver:
         front = pool.stop_s[r, j] - sim.s - sim.length / 2.0
         v_yield = np.sqrt(cfg.yield_speed**2 + 2.0 * scfg.idm_brake * np.maximum(front, 0.0))
         v_target = np.where(yield_sign, np.minimum(v_target, v_yield), v_target)
+        v_target = np.where(passing, np.minimum(v_target, cfg.passing_speed), v_target)
         vgap, vspeed, lgap, lstate = sim.route_hazards()
         can_stop = lgap - cfg.stop_margin > sim.v**2 / (2.0 * cfg.yellow_brake)
         stop_for_light = np.isfinite(lgap) & ((lstate != LIGHT_YELLOW) | can_stop)

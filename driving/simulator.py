@@ -218,6 +218,7 @@ class DrivingSim:
         self.p_speed = np.ones((n, p))
         self.px, self.py, self.pyaw, self.pv = np.full((n, p), 1e6), np.full((n, p), 1e6), f64(n, p), f64(n, p)
         self.p_size = np.full((n, p), cfg.pedestrian_size)
+        self.p_halt_by = -np.ones((n, p), np.int64)  # vehicle (traffic index, K for the ego) a pedestrian waits for
         # static obstacles of each env's town [N, O] (padding far away)
         m = self.map
         o_max = max(1, int(m.town_obstacle_count.max()) if len(m.town_obstacle_count) else 1)
@@ -338,6 +339,7 @@ class DrivingSim:
             w = m.crossing_width[self.p_cross[idx]] if len(m.crossing_width) else np.ones((len(idx), p))
             self.p_lat[idx] = rng.uniform(-0.5, 0.5, (len(idx), p)) * np.maximum(w - 1.0, 0.0)
             self.p_walk[idx] = False
+            self.p_halt_by[idx] = -1
             self.p_wait[idx] = rng.uniform(0.0, cfg.pedestrian_wait_s[1], (len(idx), p))
             self.p_speed[idx] = rng.uniform(*cfg.pedestrian_speed, (len(idx), p))
             self._place_pedestrians(idx)
@@ -503,7 +505,10 @@ class DrivingSim:
         ay = self.py + u[..., 1] * 0.8
         d = point_box_distance(ax[:, :, None], ay[:, :, None], vx[:, None, :], vy[:, None, :], vyaw[:, None, :],
                                2.0 * vhl[:, None, :], 2.0 * vhw[:, None, :])
-        halted = (d < self.p_size[..., None] / 2.0 + 0.2).any(2)
+        close = d < self.p_size[..., None] / 2.0 + 0.2
+        halted = walking & close.any(2)
+        # The vehicle that stops a pedestrian need not wait for that pedestrian (no mutual waiting).
+        self.p_halt_by = np.where(halted, close.argmax(2), -1)
         moving = walking & ~halted
         self.p_u = np.where(moving, self.p_u + self.p_speed * dt, self.p_u)
         arrived = walking & (self.p_u >= length)
@@ -530,7 +535,9 @@ class DrivingSim:
             dy = (self.py + pvy * tau)[:, None, :] - y[..., None]
             lon = dx * c + dy * s
             lat = -dx * s + dy * c
-            hit = walking[:, None, :] & (lon > 0) & (lon < reach) & (np.abs(lat) < half_wid[..., None] + 0.8 + self.cfg.pedestrian_size / 2)
+            hit = (walking[:, None, :] & (lon > 0) & (lon < reach)
+                   & (np.abs(lat) < half_wid[..., None] + 0.8 + self.cfg.pedestrian_size / 2)
+                   & (self.p_halt_by[:, None, :] != np.arange(x.shape[1])[None, :, None]))
             gap = np.minimum(gap, np.where(hit, lon, np.inf).min(2))
         return np.maximum(gap - half_len - 1.5, 0.05)
 
@@ -869,7 +876,7 @@ class DrivingSim:
             rh = pool.heading[r, idx[rows, np.minimum(first[rows, kbest], w - 1)]]
             vspeed = np.maximum(self.n_v[rows, kbest] * np.cos(self.nyaw[rows, kbest] - rh), 0.0)
         if cfg.n_pedestrians:
-            walking = self._walking()
+            walking = self._walking() & (self.p_halt_by != cfg.n_npcs)
             pvx, pvy = self.pv * np.cos(self.pyaw), self.pv * np.sin(self.pyaw)
             for tau in (0.0, 1.0, 2.0):
                 qx = np.where(walking, self.px + pvx * tau, 1e6)

@@ -225,7 +225,23 @@ def town_specs(seed: int, cfg: TownConfig = TownConfig()):
                                           control=control_of.get(i, 0), junction=j, priority=priority_of.get(i, 0),
                                           name=f"j{j}_{lanes[li].name}->{lanes[lo_].name}"))
                     lanes[li].successors.append(idx)
+    conn_pts = np.concatenate([ln.points for ln in lanes if ln.kind == CONNECTOR_LANE])
+    crossings = [_clear_of_paths(c, conn_pts) for c in crossings]
     return lanes, lights, polys, crossings, obstacles
+
+
+def _clear_of_paths(c: CrossingSpec, conn_pts: np.ndarray, room: float = 3.5) -> CrossingSpec:
+    """Move a crossing's ends outwards until people waiting there stand clear of every junction path."""
+    u = (c.b - c.a) / np.linalg.norm(c.b - c.a)
+    a, b = c.a.copy(), c.b.copy()
+    for _ in range(12):
+        da = np.hypot(*(conn_pts - a).T).min()
+        db = np.hypot(*(conn_pts - b).T).min()
+        if da >= room and db >= room:
+            break
+        a = a - u * 0.5 * (da < room)
+        b = b + u * 0.5 * (db < room)
+    return CrossingSpec(a, b, c.marked, c.width)
 
 
 def _phase_plan(p_idx: int, n_phases: int, slot: float, cfg: TownConfig, green: int):
@@ -267,7 +283,7 @@ def _road_obstacle(urng, cfg: TownConfig, rightmost: list[np.ndarray]) -> list[O
     d = int(urng.integers(2))
     a, b = rightmost[d][0], rightmost[d][-1]
     length = float(np.linalg.norm(b - a))
-    if kind >= cfg.parked_car_prob + cfg.road_works_prob or length < 40.0:
+    if kind >= cfg.parked_car_prob + cfg.road_works_prob or length < 50.0:
         return []
     u = (b - a) / length
     right = np.array([u[1], -u[0]])
@@ -275,7 +291,8 @@ def _road_obstacle(urng, cfg: TownConfig, rightmost: list[np.ndarray]) -> list[O
     ob_len, ob_wid, intrude = (6.0, 1.2, 1.1) if works else (4.5, 2.0, 1.0)
     # Centre: outside the lane's right edge by its width, pushed back in by how far it intrudes.
     off = cfg.lane_width / 2.0 + ob_wid / 2.0 - intrude
-    centre = a + u * urng.uniform(15.0, length - 20.0) + right * off
+    # Far enough from the junction behind for a vehicle that just turned in to settle in its lane.
+    centre = a + u * urng.uniform(25.0, length - 20.0) + right * off
     return [ObstacleSpec(float(centre[0]), float(centre[1]), float(np.arctan2(u[1], u[0])), ob_len, ob_wid,
                          OBSTACLE_ROAD_WORKS if works else OBSTACLE_PARKED_CAR)]
 
