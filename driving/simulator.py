@@ -581,21 +581,23 @@ class DrivingSim:
         olen = np.concatenate([self.n_len, self.length[:, None]], 1)
         dx = ox[:, None, :] - self.nx[:, :, None]
         dy = oy[:, None, :] - self.ny[:, :, None]
-        lon = dx * c[:, :, None] + dy * sn[:, :, None]
-        lat = -dx * sn[:, :, None] + dy * c[:, :, None]
+        c3, s3 = c[:, :, None], sn[:, :, None]
+        lon = dx * c3 + dy * s3
+        lat = -dx * s3 + dy * c3
         k = self.cfg.n_npcs
-        cosd = np.cos(oyaw[:, None, :] - self.nyaw[:, :, None])
+        oc, osn = np.cos(oyaw)[:, None, :], np.sin(oyaw)[:, None, :]
+        cosd = oc * c3 + osn * s3  # cos and |sin| of the other's heading relative to this one's
+        sind = np.abs(osn * c3 - oc * s3)
         not_self = ~np.eye(k + 1, dtype=bool)[:k]
         is_ego = np.zeros(k + 1, bool)
         is_ego[-1] = True
         # The other's box across and along this vehicle's heading (a turning vehicle's rear sticks out).
-        sind = np.abs(np.sin(oyaw[:, None, :] - self.nyaw[:, :, None]))
-        owid = np.concatenate([self.n_wid, self.width[:, None]], 1)[:, None, :]
-        across = sind * olen[:, None, :] / 2.0 + np.abs(cosd) * owid / 2.0
-        along = np.abs(cosd) * olen[:, None, :] / 2.0 + sind * owid / 2.0
-        corridor = ((lon > 0) & (lon < 40.0) & (np.abs(lat) < self.n_wid[:, :, None] / 2.0 + 0.2 + across) & not_self
-                    & ((cosd > -0.7) | is_ego))
-        cgap = np.where(corridor, lon - half[:, :, None] - along, np.inf)
+        hl = olen[:, None, :] / 2.0
+        hw = np.concatenate([self.n_wid, self.width[:, None]], 1)[:, None, :] / 2.0
+        acos = np.abs(cosd)
+        corridor = ((lon > 0) & (lon < 40.0) & (np.abs(lat) < self.n_wid[:, :, None] / 2.0 + 0.2 + sind * hl + acos * hw)
+                    & not_self & ((cosd > -0.7) | is_ego))
+        cgap = np.where(corridor, lon - half[:, :, None] - acos * hl - sind * hw, np.inf)
         cv = np.maximum(ov[:, None, :] * cosd, 0.0)
         all_gap = np.concatenate([gap, np.full(gap.shape[:2] + (1,), np.inf)], 2)
         all_v = np.concatenate([lead_v, np.zeros(gap.shape[:2] + (1,))], 2)
@@ -618,7 +620,7 @@ class DrivingSim:
         stop_sign = entering & (ctl == CONTROL_STOP)
         self.n_stopped |= stop_sign & (v < 0.1) & (stop_gap < cfg.stop_zone_m)
         must_stop |= stop_sign & ~self.n_stopped
-        decide = (entering & ~must_stop & (m.lane_foe[nxt, 0] >= 0) & (st != LIGHT_GREEN) & (stop_gap < 40.0)
+        decide = (entering & ~must_stop & (m.lane_foe[nxt, 0] >= 0) & (st != LIGHT_GREEN) & (stop_gap < 25.0)
                   & (stop_gap > v * v / (2.0 * cfg.max_decel)))
         if decide.any():
             e, jj = np.nonzero(decide)
