@@ -17,8 +17,15 @@ import numpy as np
 
 from steer.driving.geometry import polyline_arclength, polyline_curvature, polyline_headings, resample_polyline
 
-LIGHT_GREEN, LIGHT_YELLOW, LIGHT_RED = 0, 1, 2
-"""Traffic light state codes."""
+LIGHT_GREEN, LIGHT_YELLOW, LIGHT_RED, LIGHT_PERMISSIVE = 0, 1, 2, 3
+"""Traffic light state codes. LIGHT_PERMISSIVE is a green on which the movement must give way to the
+foes that have priority over it (SUMO's lower-case "g", e.g. a left turn across oncoming traffic)."""
+
+(CONTROL_NONE, CONTROL_LIGHT, CONTROL_PRIORITY, CONTROL_YIELD, CONTROL_STOP, CONTROL_ALLWAY_STOP,
+ CONTROL_EQUAL) = range(7)
+"""How entry into a connector lane is controlled (the junction's right of way): none (a road lane, or
+an unregulated junction), a traffic light (see ``light``), the priority road, give way, stop sign then
+give way, all-way stop, or equal rank (right before left). Whom to give way to is ``yield_to``."""
 
 ROAD_LANE, CONNECTOR_LANE = 0, 1
 """Lane kinds: a lane of a road, or a connector through a junction."""
@@ -57,6 +64,13 @@ class LaneSpec:
     """Same-direction neighbour to the right, -1 none."""
     name: str = ""
     """Source id (e.g. a SUMO lane id), for debugging and backends."""
+    control: int = CONTROL_NONE
+    """Right-of-way control of a connector (a CONTROL_* code)."""
+    junction: int = -1
+    """Junction the connector crosses (ids local to the map); -1 for road lanes."""
+    yield_to: list[int] = field(default_factory=list)
+    """Connectors of the same junction that cross or merge with this one and have priority over it
+    (on a permissive green, or under yield/stop/equal-rank control)."""
 
 
 @dataclass
@@ -94,6 +108,15 @@ class RoadMap:
     lane_succ: np.ndarray
     lane_succ_count: np.ndarray
     lane_names: list[str]
+    lane_control: np.ndarray
+    """[L] CONTROL_* code of each lane."""
+    lane_junction: np.ndarray
+    """[L] junction id of each connector (global over merged maps), -1 for road lanes."""
+    lane_yield_to: np.ndarray
+    """[L, Y] connectors each lane gives way to (-1 padded)."""
+    lane_min_radius: np.ndarray
+    """[L] tightest radius of curvature along each lane (metres, over 3 m of arc): routes skip lanes
+    tighter than the ego can turn."""
     # lane points [P]
     pts: np.ndarray
     pt_heading: np.ndarray
@@ -125,6 +148,7 @@ class RoadMap:
     town_lane_count: np.ndarray
     town_group_offset: np.ndarray
     town_group_count: np.ndarray
+    n_junctions: int = 0
 
     @property
     def n_lanes(self) -> int:
@@ -216,7 +240,7 @@ def build_roadmap(
     from scipy.ndimage import distance_transform_edt
     from matplotlib.path import Path
 
-    pts_list, offs, counts, lengths, spacing, heads, comfort = [], [], [], [], [], [], []
+    pts_list, offs, counts, lengths, spacing, heads, comfort, radius = [], [], [], [], [], [], [], []
     off = 0
     for ln in lanes:
         p = resample_polyline(ln.points, 1.0)
@@ -229,6 +253,7 @@ def build_roadmap(
         spacing.append(s[-1] / (len(p) - 1))
         k = polyline_curvature(p).max() if len(p) > 2 else 0.0
         comfort.append(min(ln.speed_limit, np.sqrt(lateral_accel / max(k, 1e-6))))
+        radius.append(min_turn_radius_of(p, heads[-1]))
         off += len(p)
     pts = np.concatenate(pts_list)
     n_l = len(lanes)
@@ -237,6 +262,11 @@ def build_roadmap(
     for i, ln in enumerate(lanes):
         succ[i, : len(ln.successors)] = ln.successors
     succ_count = np.array([len(ln.successors) for ln in lanes], np.int64)
+    max_y = max(1, max(len(ln.yield_to) for ln in lanes))
+    yield_to = -np.ones((n_l, max_y), np.int64)
+    for i, ln in enumerate(lanes):
+        yield_to[i, : len(ln.yield_to)] = ln.yield_to
+    junction = np.array([ln.junction for ln in lanes], np.int64)
 
     n_ph = max(1, max((len(lt.durations) for lt in lights), default=1))
     phase_end = np.full((max(len(lights), 1), n_ph), np.inf)
@@ -272,17 +302,19 @@ def build_roadmap(
     cw = np.full(shape, CW_OFFROAD, np.int16)
     speed = np.zeros(shape, np.uint8)
     marks = np.zeros(shape, np.uint8)
-    if len(junction_polygons):
-        yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
+    for poly in junction_polygons:
+        # Only the cells of the polygon's bounding box are tested.
+        poly = np.asarray(poly)
+        i0, j0 = np.floor((poly.min(0) - lo) / grid_res).astype(np.int64)
+        i1, j1 = np.ceil((poly.max(0) - lo) / grid_res).astype(np.int64)
+        i0, j0, i1, j1 = max(i0, 0), max(j0, 0), min(i1, shape[1]), min(j1, shape[0])
+        if i1 <= i0 or j1 <= j0:
+            continue
+        yy, xx = np.mgrid[j0:j1, i0:i1]
         centres = np.stack([lo[0] + (xx.ravel() + 0.5) * grid_res, lo[1] + (yy.ravel() + 0.5) * grid_res], 1)
-        for poly in junction_polygons:
-            poly = np.asarray(poly)
-            pmin, pmax = poly.min(0), poly.max(0)
-            sel = np.all((centres >= pmin) & (centres <= pmax), axis=1)
-            inside = np.zeros(len(centres), bool)
-            inside[sel] = Path(poly).contains_points(centres[sel])
-            drivable.reshape(-1)[inside] = True
-            cw.reshape(-1)[inside] = CW_JUNCTION
+        inside = Path(poly).contains_points(centres).reshape(yy.shape)
+        drivable[j0:j1, i0:i1] |= inside
+        cw[j0:j1, i0:i1][inside] = CW_JUNCTION
     for i, ln in enumerate(lanes):
         half = ln.width / 2.0
         offsets = np.arange(-half, half + 1e-9, grid_res * 0.5)
@@ -346,6 +378,10 @@ def build_roadmap(
         lane_succ=succ,
         lane_succ_count=succ_count,
         lane_names=[ln.name for ln in lanes],
+        lane_control=np.array([ln.control for ln in lanes], np.int8),
+        lane_junction=junction,
+        lane_yield_to=yield_to,
+        lane_min_radius=np.array(radius),
         pts=pts,
         pt_heading=np.concatenate(heads),
         light_group=light_group,
@@ -372,10 +408,31 @@ def build_roadmap(
         town_lane_count=np.array([n_l]),
         town_group_offset=np.array([0]),
         town_group_count=np.array([n_groups]),
+        n_junctions=int(junction.max(initial=-1)) + 1,
     )
     x, y, _ = rm.lane_pose(slot_lane, slot_s)
     rm.slot_xy = np.stack([x, y], 1).reshape(-1, 2)
     return rm
+
+
+def min_turn_radius_of(points: np.ndarray, headings: np.ndarray, window: float = 3.0) -> float:
+    """Tightest radius (m) of a polyline: arc length over heading change across ``window`` metres of
+    arc (a window rather than one vertex, so that a kink where two shapes join is not a tight turn)."""
+    s = polyline_arclength(points)
+    if s[-1] < 1e-6 or len(points) < 3:
+        return float("inf")
+    h = np.unwrap(headings[:-1])
+    sm = 0.5 * (s[:-1] + s[1:])  # headings belong to the segments
+    w = min(window, s[-1])
+    j = np.searchsorted(sm, sm + w - 1e-9)
+    j = np.minimum(j, len(sm) - 1)
+    dh = np.abs(h[j] - h)
+    ds = np.maximum(sm[j] - sm, 1e-6)
+    ok = j > np.arange(len(sm))
+    if not ok.any():
+        return float("inf")
+    r = ds[ok] / np.maximum(dh[ok], 1e-9)
+    return float(r.min())
 
 
 def _runs(mask: np.ndarray):
@@ -399,6 +456,8 @@ def merge_maps(maps: list[RoadMap]) -> RoadMap:
         return np.where(a >= 0, a + o, a)
 
     max_succ = max(m.lane_succ.shape[1] for m in maps)
+    max_y = max(m.lane_yield_to.shape[1] for m in maps)
+    junc_off = np.cumsum([0] + [m.n_junctions for m in maps])[:-1]
     succ = np.concatenate([np.pad(shift(m.lane_succ, lane_off[i]), ((0, 0), (0, max_succ - m.lane_succ.shape[1])),
                                   constant_values=-1) for i, m in enumerate(maps)])
     n_ph = max(m.light_phase_end.shape[1] for m in maps)
@@ -433,6 +492,11 @@ def merge_maps(maps: list[RoadMap]) -> RoadMap:
         lane_succ=succ,
         lane_succ_count=cat([m.lane_succ_count for m in maps]),
         lane_names=sum([m.lane_names for m in maps], []),
+        lane_control=cat([m.lane_control for m in maps]),
+        lane_junction=cat([shift(m.lane_junction, junc_off[i]) for i, m in enumerate(maps)]),
+        lane_yield_to=cat([np.pad(shift(m.lane_yield_to, lane_off[i]), ((0, 0), (0, max_y - m.lane_yield_to.shape[1])),
+                                  constant_values=-1) for i, m in enumerate(maps)]),
+        lane_min_radius=cat([m.lane_min_radius for m in maps]),
         pts=cat([m.pts for m in maps]),
         pt_heading=cat([m.pt_heading for m in maps]),
         light_group=cat([m.light_group + group_off[i] for i, m in enumerate(maps)]),
@@ -459,4 +523,5 @@ def merge_maps(maps: list[RoadMap]) -> RoadMap:
         town_lane_count=np.array([m.n_lanes for m in maps]),
         town_group_offset=np.asarray(group_off),
         town_group_count=np.array([m.n_groups for m in maps]),
+        n_junctions=int(sum(m.n_junctions for m in maps)),
     )

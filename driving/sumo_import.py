@@ -3,7 +3,11 @@
 Normal lanes become road lanes (same-direction lanes of one edge share a carriageway; SUMO lane
 index 0 is the rightmost), every connection becomes a connector lane along its internal (via) lanes,
 and each signalled connection gets a light whose schedule is the traffic-light program's state for
-its link index (permissive green "g" is read as red) (all links of one traffic light share a group, so their offsets stay together).
+its link index (all links of one traffic light share a group, so their offsets stay together).
+Permissive green "g" stays its own state (LIGHT_PERMISSIVE: go after giving way). Right of way comes
+from the network's junction logic: each connector's control from its connection state (priority
+road, give way, stop, all-way stop, equal rank, or a light) and the connectors it gives way to from
+the junction's response matrix (sumolib's ``Node.forbids``).
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from steer.driving.roadmap import (
-    CONNECTOR_LANE, LIGHT_GREEN, LIGHT_RED, LIGHT_YELLOW, ROAD_LANE, LaneSpec, LightSpec, RoadMap, build_roadmap,
+    CONNECTOR_LANE, CONTROL_ALLWAY_STOP, CONTROL_EQUAL, CONTROL_LIGHT, CONTROL_NONE, CONTROL_PRIORITY, CONTROL_STOP,
+    CONTROL_YIELD, LIGHT_GREEN, LIGHT_PERMISSIVE, LIGHT_RED, LIGHT_YELLOW, ROAD_LANE, LaneSpec, LightSpec, RoadMap,
+    build_roadmap,
 )
 
 
@@ -38,15 +44,26 @@ def bundled_network(name: str = "cross") -> str:
 
 
 def _state_code(ch: str) -> int:
-    # Permissive green ("g": go after yielding to conflicting traffic) counts as red: our drivers
-    # have no yielding logic, so they turn only on protected green ("G").
     if ch == "G":
         return LIGHT_GREEN
+    if ch == "g":  # go after giving way to the foes with priority
+        return LIGHT_PERMISSIVE
     if ch in "yY":
         return LIGHT_YELLOW
     if ch in "oO":  # signal off: no restriction
         return LIGHT_GREEN
     return LIGHT_RED  # r, R, s, u (red-yellow)
+
+
+_CONTROL = {"M": CONTROL_PRIORITY, "m": CONTROL_YIELD, "Z": CONTROL_YIELD, "=": CONTROL_EQUAL, "s": CONTROL_STOP,
+            "w": CONTROL_ALLWAY_STOP}
+"""Connection state (SUMO link state without a light) -> control of the connector."""
+
+
+def _control(conn) -> int:
+    if conn.getTLSID():
+        return CONTROL_LIGHT
+    return _CONTROL.get(conn.getState(), CONTROL_NONE)  # "O"/"o": unregulated
 
 
 @dataclass
@@ -65,13 +82,24 @@ class SumoMap:
     """The .net.xml file."""
 
 
+def _forbids(response: dict[int, str], i: int, j: int) -> bool:
+    """Whether a junction's response bits (by link index) make link ``j`` give way to link ``i``."""
+    resp = response.get(j)
+    return bool(resp) and 0 <= i < len(resp) and resp[-(i + 1)] == "1"
+
+
 def import_sumo_net(path: str) -> SumoMap:
     """Read a SUMO network with sumolib and convert it (see module docstring)."""
     import sumolib
 
     if not os.path.exists(path):
         raise SumoNetworkError(f"SUMO network {path!r} does not exist; pass a .net.xml file.")
-    net = sumolib.net.readNet(path, withInternal=True, withPrograms=True)
+    if not str(path).endswith(".net.xml"):
+        raise SumoNetworkError(f"{path!r} is not a SUMO network; pass a .net.xml file.")
+    try:
+        net = sumolib.net.readNet(path, withInternal=True, withPrograms=True, withFoes=True)
+    except Exception as err:  # sumolib raises whatever its XML parser raises
+        raise SumoNetworkError(f"SUMO network {path!r} cannot be read ({type(err).__name__}: {err}).") from err
     lanes: list[LaneSpec] = []
     index: dict[str, int] = {}
     edges: list[str] = []
@@ -100,6 +128,8 @@ def import_sumo_net(path: str) -> SumoMap:
             light_of[(tls.getID(), link)] = len(lights)
             lights.append(LightSpec(g, durs, states, name=f"{tls.getID()}:{link}"))
     # Connectors along the via chain of every connection between normal lanes.
+    junction_of: dict[str, int] = {}
+    conn_lane: dict = {}  # sumolib connection -> connector lane
     for e in normal:
         for ln in e.getLanes():
             src = index[ln.getID()]
@@ -129,10 +159,28 @@ def import_sumo_net(path: str) -> SumoMap:
                     continue
                 light = light_of.get((c.getTLSID(), c.getTLLinkIndex()), -1) if c.getTLSID() else -1
                 idx = len(lanes)
+                node = e.getToNode()
+                junc = junction_of.setdefault(node.getID(), len(junction_of))
+                conn_lane[c] = idx
                 lanes.append(LaneSpec(poly, width, speed, successors=[index[dst.getID()]], kind=CONNECTOR_LANE,
-                                      light=light, name=first_via or f"{ln.getID()}->{dst.getID()}"))
+                                      light=light, name=first_via or f"{ln.getID()}->{dst.getID()}",
+                                      control=_control(c), junction=junc))
                 edges.append("")
                 lanes[src].successors.append(idx)
+    # Right of way: connector a gives way to connector b of its junction when the junction's logic
+    # says b's link forbids a's (priority roads, equal rank, permissive greens, stop signs).
+    by_node: dict[str, list] = {}
+    for c in conn_lane:
+        by_node.setdefault(c.getFrom().getToNode().getID(), []).append(c)
+    for nid, conns in by_node.items():
+        resp = net.getNode(nid)._prohibits
+        if not resp:
+            continue
+        jidx = {c: c.getJunctionIndex() for c in conns}
+        for a in conns:
+            for b in conns:
+                if a is not b and _forbids(resp, jidx[b], jidx[a]):
+                    lanes[conn_lane[a]].yield_to.append(conn_lane[b])
     polys = [np.asarray(n.getShape(), float) for n in net.getNodes() if len(n.getShape()) >= 3]
     rm = build_roadmap(lanes, lights, polys)
     links = [(nm.rsplit(":", 1)[0], int(nm.rsplit(":", 1)[1])) for nm in (lt.name for lt in lights)]
