@@ -13,12 +13,16 @@ from steer.driving.simulator import INFRACTIONS
 
 
 def heldout_env_config(train: DriveEnvConfig, n_routes: int = 100, seed: int = 1_000_003, n_towns: int = 4,
-                       town_size: int | None = None, n_npcs: int | None = None) -> DriveEnvConfig:
+                       town_size: int | None = None, n_npcs: int | None = None,
+                       map_path: str | None = None) -> DriveEnvConfig:
     """The training env's settings over other generated towns and routes (a world seed never used in
     training), every route driven from its start; ``town_size`` (junctions per side) and ``n_npcs``
-    (traffic) override the training's."""
+    (traffic) override the training's, and ``map_path`` (a ``.net.xml`` or ``.xodr`` file; "" for
+    generated towns) the training's map, on which other routes are drawn."""
     per_town = -(-n_routes // n_towns)
     sim = dataclasses.replace(train.sim, seed=seed, n_towns=n_towns, routes_per_town=per_town, start_anywhere=0.0)
+    if map_path is not None:
+        sim = dataclasses.replace(sim, map_path=map_path)
     if town_size is not None:
         sim = dataclasses.replace(sim, town=dataclasses.replace(sim.town, nx=town_size, ny=town_size))
     if n_npcs is not None:

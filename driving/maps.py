@@ -82,23 +82,29 @@ def opendrive_to_sumo(xodr: str, out_dir: str | None = None) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def _load(path: str, mtime: float):
+def _load(path: str, mtime: float, min_radius: float):
     from steer.driving.sumo_import import SumoNetworkError, import_sumo_net
 
     net = path if map_kind(path) == "sumo" else opendrive_to_sumo(path)
     try:
-        return import_sumo_net(net)
+        return import_sumo_net(net, min_radius)
     except SumoNetworkError as err:
         raise MapFileError(str(err)) from err
 
 
-def load_map_file(path: str):
+def load_map_file(path: str, min_radius: float | None = None):
     """The imported map of a ``.net.xml`` or ``.xodr`` file as a :class:`~steer.driving.sumo_import.SumoMap`
-    (the road map plus the SUMO ids behind it; cached per file and modification time)."""
+    (the road map plus the SUMO ids behind it; cached per file and modification time). Connections
+    tighter than ``min_radius`` metres are left out (default: the turning circle of the default car)."""
+    if min_radius is None:
+        from steer.driving.routes import min_turn_radius
+        from steer.driving.simulator import SimConfig
+
+        min_radius = min_turn_radius(SimConfig.wheelbase, SimConfig.max_steer)
     map_kind(path)
-    return _load(os.path.abspath(str(path)), os.path.getmtime(path))
+    return _load(os.path.abspath(str(path)), os.path.getmtime(path), float(min_radius))
 
 
-def load_map(path: str) -> RoadMap:
-    """The :class:`RoadMap` of a ``.net.xml`` or ``.xodr`` file."""
-    return load_map_file(path).roadmap
+def load_map(path: str, min_radius: float | None = None) -> RoadMap:
+    """The :class:`RoadMap` of a ``.net.xml`` or ``.xodr`` file (see :func:`load_map_file`)."""
+    return load_map_file(path, min_radius).roadmap

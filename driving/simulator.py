@@ -138,7 +138,8 @@ def build_world(cfg: SimConfig) -> tuple[RoadMap, RoutePool]:
     if cfg.map_path:
         from steer.driving.maps import load_map
 
-        return world_from_map(load_map(cfg.map_path), cfg.n_towns * cfg.routes_per_town, cfg.seed,
+        return world_from_map(load_map(cfg.map_path, min_turn_radius(cfg.wheelbase, cfg.max_steer)),
+                              cfg.n_towns * cfg.routes_per_town, cfg.seed,
                               cfg.route_min_length, cfg.route_max_length, cfg)
     ss = np.random.SeedSequence(cfg.seed)
     town_seeds = ss.generate_state(cfg.n_towns)

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from steer.driving.geometry import polyline_headings, resample_polyline
 from steer.driving.roadmap import (
     CONNECTOR_LANE, CONTROL_ALLWAY_STOP, CONTROL_EQUAL, CONTROL_LIGHT, CONTROL_NONE, CONTROL_PRIORITY, CONTROL_STOP,
     CONTROL_YIELD, LIGHT_GREEN, LIGHT_PERMISSIVE, LIGHT_RED, LIGHT_YELLOW, ROAD_LANE, LaneSpec, LightSpec, RoadMap,
-    build_roadmap,
+    build_roadmap, min_turn_radius_of,
 )
 
 
@@ -88,8 +89,13 @@ def _forbids(response: dict[int, str], i: int, j: int) -> bool:
     return bool(resp) and 0 <= i < len(resp) and resp[-(i + 1)] == "1"
 
 
-def import_sumo_net(path: str) -> SumoMap:
-    """Read a SUMO network with sumolib and convert it (see module docstring)."""
+def import_sumo_net(path: str, min_radius: float = 0.0) -> SumoMap:
+    """Read a SUMO network with sumolib and convert it (see module docstring).
+
+    Connections tighter than ``min_radius`` metres (a turning circle, see
+    :func:`~steer.driving.routes.min_turn_radius`) are left out: no car follows SUMO's on-the-spot
+    turnarounds, and neither routes nor traffic may use them.
+    """
     import sumolib
 
     if not os.path.exists(path):
@@ -157,6 +163,10 @@ def import_sumo_net(path: str) -> SumoMap:
                 if len(poly) < 2:
                     lanes[src].successors.append(index[dst.getID()])
                     continue
+                if min_radius > 0:
+                    dense = resample_polyline(poly, 1.0)
+                    if min_turn_radius_of(dense, polyline_headings(dense)) < min_radius:
+                        continue
                 light = light_of.get((c.getTLSID(), c.getTLLinkIndex()), -1) if c.getTLSID() else -1
                 idx = len(lanes)
                 node = e.getToNode()

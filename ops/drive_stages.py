@@ -39,6 +39,9 @@ class DriveViewConfig:
     policy: str = EXPERT
     """Who drives: "expert" (the scripted driver) or a run directory of `steer drive train` (its
     deterministic policy, with the observation it was trained on)."""
+    map: str = ""
+    """A map file to drive instead of a generated town: a SUMO network (``.net.xml``) or an OpenDRIVE
+    town (``.xodr``); ``--seed`` then picks the route."""
     frames: bool = True
     """Write every frame as a PNG."""
     gif: bool = True
@@ -65,6 +68,18 @@ class EpisodeView:
     """Why the episode ended: ``finished``, an infraction flag (e.g. ``red_light``) or ``step_limit``."""
     frame_ms: int
     """Duration of one frame in real time (the simulator's step)."""
+
+
+def check_map(path: str) -> None:
+    """One-sentence error for a ``--map`` file that is missing or of an unsupported kind ("" is none)."""
+    if not path:
+        return
+    from steer.driving.maps import MapFileError, map_kind
+
+    try:
+        map_kind(path)
+    except MapFileError as err:
+        raise DriveStageError(str(err)) from err
 
 
 def ended_by(info: dict[str, np.ndarray], infractions: tuple[str, ...], row: int = 0) -> str:
@@ -114,7 +129,9 @@ def view_episode(cfg: DriveViewConfig) -> EpisodeView:
     from steer.driving.simulator import SimConfig
     from steer.driving.town import TownConfig
 
-    sim = SimConfig(seed=cfg.seed, n_towns=1, routes_per_town=16, town=TownConfig(nx=cfg.town_size, ny=cfg.town_size))
+    check_map(cfg.map)
+    sim = SimConfig(seed=cfg.seed, n_towns=1, routes_per_town=16, town=TownConfig(nx=cfg.town_size, ny=cfg.town_size),
+                    map_path=cfg.map)
     env_cfg, act = DriveEnvConfig(sim=sim, obs="none"), None
     if cfg.policy != EXPERT:
         model, ppo_cfg, _ = load_ppo_run(Path(cfg.policy))
@@ -175,6 +192,8 @@ class HeldOut:
     """Junctions per side of the held-out towns (default: as in training)."""
     traffic: int | None = None
     """Traffic vehicles around each route (default: as in training)."""
+    map: str = ""
+    """A map file (``.net.xml`` or ``.xodr``) to draw the held-out routes on instead of generated towns."""
 
 
 def evaluate_drivers(ppo: PPOConfig, held: HeldOut, model=None, expert: bool = True) -> tuple[str, dict]:
@@ -190,8 +209,9 @@ def evaluate_drivers(ppo: PPOConfig, held: HeldOut, model=None, expert: bool = T
         raise DriveStageError("town-size must be at least 2 and traffic must not be negative.")
     if model is not None and held.world_seed == ppo.env.sim.seed:
         raise DriveStageError(f"world-seed {held.world_seed} is the training world; choose another for held-out routes.")
+    check_map(held.map)
     env_cfg = heldout_env_config(ppo.env, n_routes=held.routes, seed=held.world_seed, n_towns=held.towns,
-                                 town_size=held.town_size, n_npcs=held.traffic)
+                                 town_size=held.town_size, n_npcs=held.traffic, map_path=held.map or None)
     results = {}
     if model is not None:
         import torch
@@ -233,6 +253,17 @@ class DriveTrainConfig:
     """Show a progress bar."""
     ppo: PPOConfig = dataclasses.field(default_factory=PPOConfig)
     """PPO, network and driving-env settings."""
+    map: str = ""
+    """Train (and evaluate held-out routes) on a map file, a SUMO ``.net.xml`` or an OpenDRIVE ``.xodr``,
+    instead of generated towns (sets ``ppo.env.sim.map_path``)."""
+
+    def resolved(self) -> "DriveTrainConfig":
+        """The config with ``--map`` moved into the simulator settings."""
+        if not self.map:
+            return self
+        sim = dataclasses.replace(self.ppo.env.sim, map_path=self.map)
+        return dataclasses.replace(self, map="", ppo=dataclasses.replace(
+            self.ppo, env=dataclasses.replace(self.ppo.env, sim=sim)))
 
 
 class _RankLog:
@@ -253,6 +284,7 @@ def _check_train(cfg: DriveTrainConfig, world: int = 1) -> None:
     from steer.agent.ppo import check_config
     from steer.driving.simulator import INFRACTIONS
 
+    check_map(cfg.map or cfg.ppo.env.sim.map_path)
     if cfg.eval_routes < 0 or cfg.max_minutes < 0 or cfg.curve_every_minutes < 0 or cfg.processes < 1:
         raise DriveStageError("eval-routes, max-minutes and curve-every-minutes must not be negative, and "
                               "processes must be at least 1.")
@@ -285,6 +317,7 @@ def train_driving(cfg: DriveTrainConfig) -> DriveTrainResult | None:
     from steer.ops.report import drive_report
     from steer.ops.run import Run
 
+    cfg = cfg.resolved()
     _check_train(cfg)
     rank, world = setup_distributed()
     check_config(cfg.ppo, world, INFRACTIONS)
@@ -317,7 +350,8 @@ def train_driving(cfg: DriveTrainConfig) -> DriveTrainResult | None:
         model = copy.deepcopy(res.model).cpu().eval()
         for step, seconds, state in copies:
             model.load_state_dict(state)
-            table, result = evaluate_drivers(cfg.ppo, HeldOut(routes=cfg.eval_routes), model, expert=False)
+            table, result = evaluate_drivers(cfg.ppo, HeldOut(routes=cfg.eval_routes, map=cfg.ppo.env.sim.map_path),
+                                             model, expert=False)
             s = result["policy"]
             run.log(step, {"eval/route_completion": s["route_completion"], "eval/driving_score": s["driving_score"],
                            "eval/minutes": seconds / 60.0})
@@ -348,6 +382,7 @@ def _rank_main(rank: int, world: int, port: int, cfg: DriveTrainConfig, result_f
 def train_driving_local(cfg: DriveTrainConfig) -> DriveTrainResult | None:
     """:func:`train_driving` in ``cfg.processes`` processes on this machine (one when already under
     ``torchrun`` or when ``processes`` is 1); returns rank 0's result."""
+    cfg = cfg.resolved()
     if cfg.processes == 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return train_driving(cfg)
     import pickle
