@@ -95,12 +95,13 @@ def _load(path: str, mtime: float, min_radius: float):
 def load_map_file(path: str, min_radius: float | None = None):
     """The imported map of a ``.net.xml`` or ``.xodr`` file as a :class:`~steer.driving.sumo_import.SumoMap`
     (the road map plus the SUMO ids behind it; cached per file and modification time). Connections
-    tighter than ``min_radius`` metres are left out (default: the turning circle of the default car)."""
+    tighter than ``min_radius`` metres are left out (default: the turning circle of the default car,
+    so that turnarounds go but every turn some car can make stays for traffic)."""
     if min_radius is None:
         from steer.driving.routes import min_turn_radius
         from steer.driving.simulator import SimConfig
 
-        min_radius = min_turn_radius(SimConfig.wheelbase, SimConfig.max_steer)
+        min_radius = min_turn_radius(SimConfig.wheelbase, SimConfig.max_steer, margin=1.0)
     map_kind(path)
     return _load(os.path.abspath(str(path)), os.path.getmtime(path), float(min_radius))
 
@@ -108,3 +109,42 @@ def load_map_file(path: str, min_radius: float | None = None):
 def load_map(path: str, min_radius: float | None = None) -> RoadMap:
     """The :class:`RoadMap` of a ``.net.xml`` or ``.xodr`` file (see :func:`load_map_file`)."""
     return load_map_file(path, min_radius).roadmap
+
+
+STOCK_KINDS = ("grid", "spider", "random")
+"""Network kinds :func:`stock_network` generates."""
+
+
+def _sumo_binary(name: str) -> str:
+    exe = netconvert_binary()
+    return os.path.join(os.path.dirname(exe), name)
+
+
+def stock_network(kind: str, out_dir: str, seed: int = 0, size: int = 4) -> str:
+    """A SUMO network as ``netgenerate`` makes it with its defaults (no tuning): a ``size`` x ``size``
+    grid of 100 m blocks with traffic lights at every junction, a spider web of ``size + 1`` arms and
+    ``size`` rings, or a random network of ``8 * size`` growth iterations; the spider and random nets
+    get lights where netgenerate's heuristic guesses them (``--tls.guess``) and priority junctions
+    elsewhere. Every light runs netgenerate's default program (permissive left turns). Returns the
+    ``.net.xml`` path in ``out_dir``."""
+    args = {"grid": ["--grid", "--grid.number", str(size), "--grid.length", "100", "--default-junction-type",
+                     "traffic_light"],
+            "spider": ["--spider", "--spider.arm-number", str(size + 1), "--spider.circle-number", str(size),
+                       "--tls.guess", "true"],
+            "random": ["--rand", "--rand.iterations", str(8 * size), "--tls.guess", "true"]}
+    if kind not in args:
+        raise MapFileError(f"unknown network kind {kind!r}; choose one of {', '.join(STOCK_KINDS)}.")
+    os.makedirs(out_dir, exist_ok=True)
+    out = os.path.join(out_dir, f"{kind}_{seed}.net.xml")
+    cmd = [_sumo_binary("netgenerate"), *args[kind], "--seed", str(seed), "--no-warnings", "true",
+           "--output-file", out]
+    subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True)
+    return out
+
+
+def sumo_to_opendrive(net: str, out: str) -> str:
+    """Write a SUMO network as OpenDRIVE with ``netconvert --opendrive-output`` (roads, lanes,
+    junctions, and the lights as dynamic signals with controllers); returns ``out``."""
+    cmd = [netconvert_binary(), "--sumo-net-file", net, "--opendrive-output", out, "--no-warnings", "true"]
+    subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True)
+    return out

@@ -138,7 +138,8 @@ def build_world(cfg: SimConfig) -> tuple[RoadMap, RoutePool]:
     if cfg.map_path:
         from steer.driving.maps import load_map
 
-        return world_from_map(load_map(cfg.map_path, min_turn_radius(cfg.wheelbase, cfg.max_steer)),
+        # Traffic may use every turn a car can make; the ego's routes keep a tracking margin.
+        return world_from_map(load_map(cfg.map_path, min_turn_radius(cfg.wheelbase, cfg.max_steer, margin=1.0)),
                               cfg.n_towns * cfg.routes_per_town, cfg.seed,
                               cfg.route_min_length, cfg.route_max_length, cfg)
     ss = np.random.SeedSequence(cfg.seed)

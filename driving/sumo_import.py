@@ -83,6 +83,18 @@ class SumoMap:
     """The .net.xml file."""
 
 
+def _tightest_radius(src_shape, poly: np.ndarray, dst_shape) -> float:
+    """Tightest radius (m) of a connection with 3 m of the lanes on either side: the turn may sit in
+    the joints (e.g. a 0.1 m turnaround from OpenDRIVE), not in the connector's own shape."""
+    def cut(shape, from_end: bool) -> np.ndarray:
+        d = resample_polyline(np.asarray(shape, float), 0.5)
+        return d[-7:] if from_end else d[:7]
+
+    path = np.concatenate([cut(src_shape, True), poly, cut(dst_shape, False)])
+    dense = resample_polyline(path, 0.5)
+    return min_turn_radius_of(dense, polyline_headings(dense))
+
+
 def _forbids(response: dict[int, str], i: int, j: int) -> bool:
     """Whether a junction's response bits (by link index) make link ``j`` give way to link ``i``."""
     resp = response.get(j)
@@ -163,10 +175,8 @@ def import_sumo_net(path: str, min_radius: float = 0.0) -> SumoMap:
                 if len(poly) < 2:
                     lanes[src].successors.append(index[dst.getID()])
                     continue
-                if min_radius > 0:
-                    dense = resample_polyline(poly, 1.0)
-                    if min_turn_radius_of(dense, polyline_headings(dense)) < min_radius:
-                        continue
+                if min_radius > 0 and _tightest_radius(ln.getShape(), poly, dst.getShape()) < min_radius:
+                    continue
                 light = light_of.get((c.getTLSID(), c.getTLLinkIndex()), -1) if c.getTLSID() else -1
                 idx = len(lanes)
                 node = e.getToNode()
