@@ -18,12 +18,12 @@ import sys
 
 import numpy as np
 
-from steer.driving.roadmap import LIGHT_GREEN, LIGHT_PERMISSIVE, LIGHT_RED, LIGHT_YELLOW
+from steer.driving.roadmap import LIGHT_GREEN, LIGHT_GREEN_YIELD, LIGHT_RED, LIGHT_YELLOW
 from steer.driving.simulator import DrivingSim, SimConfig
 from steer.driving.sumo_import import SumoMap, import_sumo_net
 from steer.driving.routes import RoutePool
 
-_CODE = {"G": LIGHT_GREEN, "g": LIGHT_PERMISSIVE, "y": LIGHT_YELLOW, "Y": LIGHT_YELLOW, "o": LIGHT_GREEN, "O": LIGHT_GREEN}
+_CODE = {"G": LIGHT_GREEN, "g": LIGHT_GREEN_YIELD, "y": LIGHT_YELLOW, "Y": LIGHT_YELLOW, "o": LIGHT_GREEN, "O": LIGHT_GREEN}
 _STARTED = [False]
 
 

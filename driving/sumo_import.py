@@ -4,10 +4,12 @@ Normal lanes become road lanes (same-direction lanes of one edge share a carriag
 index 0 is the rightmost), every connection becomes a connector lane along its internal (via) lanes,
 and each signalled connection gets a light whose schedule is the traffic-light program's state for
 its link index (all links of one traffic light share a group, so their offsets stay together).
-Permissive green "g" stays its own state (LIGHT_PERMISSIVE: go after giving way). Right of way comes
-from the network's junction logic: each connector's control from its connection state (priority
-road, give way, stop, all-way stop, equal rank, or a light) and the connectors it gives way to from
-the junction's response matrix (sumolib's ``Node.forbids``).
+Permissive green "g" stays its own state (LIGHT_GREEN_YIELD: go after giving way). Right of way comes
+from the network's junction logic: each connector's control from its connection state (a light, the
+priority road, give way, a stop sign or all-way stop, equal rank) and its foes from the junction's
+foe and response matrices (which links conflict, and which of two gives way: sumolib's
+``Node.areFoes`` / ``Node.forbids``), meeting where the two centre lines come closest. A junction
+without logic (SUMO's "unregulated") gets the right of way derived from geometry and ranks.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ import numpy as np
 
 from steer.driving.geometry import polyline_headings, resample_polyline
 from steer.driving.roadmap import (
-    CONNECTOR_LANE, CONTROL_ALLWAY_STOP, CONTROL_EQUAL, CONTROL_LIGHT, CONTROL_NONE, CONTROL_PRIORITY, CONTROL_STOP,
-    CONTROL_YIELD, LIGHT_GREEN, LIGHT_PERMISSIVE, LIGHT_RED, LIGHT_YELLOW, ROAD_LANE, LaneSpec, LightSpec, RoadMap,
+    CONNECTOR_LANE, CONTROL_LIGHT, CONTROL_NONE, CONTROL_STOP, CONTROL_YIELD, LIGHT_GREEN, LIGHT_GREEN_YIELD,
+    LIGHT_RED, LIGHT_YELLOW, ROAD_LANE, LaneSpec, LightSpec, RoadMap,
     build_roadmap, min_turn_radius_of,
 )
 
@@ -48,7 +50,7 @@ def _state_code(ch: str) -> int:
     if ch == "G":
         return LIGHT_GREEN
     if ch == "g":  # go after giving way to the foes with priority
-        return LIGHT_PERMISSIVE
+        return LIGHT_GREEN_YIELD
     if ch in "yY":
         return LIGHT_YELLOW
     if ch in "oO":  # signal off: no restriction
@@ -56,9 +58,10 @@ def _state_code(ch: str) -> int:
     return LIGHT_RED  # r, R, s, u (red-yellow)
 
 
-_CONTROL = {"M": CONTROL_PRIORITY, "m": CONTROL_YIELD, "Z": CONTROL_YIELD, "=": CONTROL_EQUAL, "s": CONTROL_STOP,
-            "w": CONTROL_ALLWAY_STOP}
-"""Connection state (SUMO link state without a light) -> control of the connector."""
+_CONTROL = {"m": CONTROL_YIELD, "Z": CONTROL_YIELD, "s": CONTROL_STOP, "w": CONTROL_STOP}
+"""Connection state (SUMO link state without a light) -> control of the connector: minor links give
+way, stop and all-way-stop links stop first; major ("M"), equal-rank ("=") and unregulated links
+have none (their foes say whom they still give way to)."""
 
 
 def _control(conn) -> int:
@@ -95,10 +98,37 @@ def _tightest_radius(src_shape, poly: np.ndarray, dst_shape) -> float:
     return min_turn_radius_of(dense, polyline_headings(dense))
 
 
-def _forbids(response: dict[int, str], i: int, j: int) -> bool:
-    """Whether a junction's response bits (by link index) make link ``j`` give way to link ``i``."""
-    resp = response.get(j)
-    return bool(resp) and 0 <= i < len(resp) and resp[-(i + 1)] == "1"
+def _bit(rows: dict[int, str], row: int, col: int) -> bool:
+    """Bit ``col`` of a junction's request row ``row`` (SUMO writes the bits right to left)."""
+    r = rows.get(row)
+    return bool(r) and 0 <= col < len(r) and r[-(col + 1)] == "1"
+
+
+def _junction_foes(node, conns: list, conn_lane: dict, lanes: list[LaneSpec]) -> None:
+    """Set ``foes`` of a junction's connectors from its foe and response matrices."""
+    from scipy.spatial.distance import cdist
+
+    idx = {c: c.getJunctionIndex() for c in conns}
+    pts = {c: resample_polyline(lanes[conn_lane[c]].points, 1.0) for c in conns}
+    arc = {c: np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(pts[c], axis=0), axis=1))]) for c in conns}
+    for c in conns:
+        lanes[conn_lane[c]].foes = []
+    for ai, a in enumerate(conns):
+        for b in conns[ai + 1:]:
+            ia, ib = idx[a], idx[b]
+            a_waits, b_waits = _bit(node._prohibits, ia, ib), _bit(node._prohibits, ib, ia)
+            if not (a_waits or b_waits or _bit(node._foes, ia, ib)):
+                continue
+            if a.getFromLane() is b.getFromLane():
+                continue  # leaving the same lane: they diverge
+            if a.getToLane() is b.getToLane():
+                ka, kb = len(pts[a]) - 1, len(pts[b]) - 1  # a merge meets at the end
+            else:
+                ka, kb = np.unravel_index(np.argmin(cdist(pts[a], pts[b])), (len(pts[a]), len(pts[b])))
+            # Exactly one side yields: the logic's answer, else (lights keep them apart) the later link.
+            a_yields = a_waits if a_waits != b_waits else ia > ib
+            lanes[conn_lane[a]].foes.append((conn_lane[b], float(arc[b][kb]), bool(a_yields)))
+            lanes[conn_lane[b]].foes.append((conn_lane[a], float(arc[a][ka]), not a_yields))
 
 
 def import_sumo_net(path: str, min_radius: float = 0.0) -> SumoMap:
@@ -184,23 +214,18 @@ def import_sumo_net(path: str, min_radius: float = 0.0) -> SumoMap:
                 conn_lane[c] = idx
                 lanes.append(LaneSpec(poly, width, speed, successors=[index[dst.getID()]], kind=CONNECTOR_LANE,
                                       light=light, name=first_via or f"{ln.getID()}->{dst.getID()}",
-                                      control=_control(c), junction=junc))
+                                      control=_control(c), junction=junc, priority=int(e.getPriority())))
                 edges.append("")
                 lanes[src].successors.append(idx)
-    # Right of way: connector a gives way to connector b of its junction when the junction's logic
-    # says b's link forbids a's (priority roads, equal rank, permissive greens, stop signs).
+    # Right of way from the junction logic (nodes without one keep foes=None: derived from geometry).
     by_node: dict[str, list] = {}
     for c in conn_lane:
         by_node.setdefault(c.getFrom().getToNode().getID(), []).append(c)
     for nid, conns in by_node.items():
-        resp = net.getNode(nid)._prohibits
-        if not resp:
+        node = net.getNode(nid)
+        if not node._prohibits:
             continue
-        jidx = {c: c.getJunctionIndex() for c in conns}
-        for a in conns:
-            for b in conns:
-                if a is not b and _forbids(resp, jidx[b], jidx[a]):
-                    lanes[conn_lane[a]].yield_to.append(conn_lane[b])
+        _junction_foes(node, conns, conn_lane, lanes)
     polys = [np.asarray(n.getShape(), float) for n in net.getNodes() if len(n.getShape()) >= 3]
     rm = build_roadmap(lanes, lights, polys)
     links = [(nm.rsplit(":", 1)[0], int(nm.rsplit(":", 1)[1])) for nm in (lt.name for lt in lights)]

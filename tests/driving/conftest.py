@@ -20,3 +20,10 @@ def make_sim(world, num_envs=1, **overrides) -> DrivingSim:
     sim = DrivingSim(num_envs, cfg, world=world)
     sim.reset_envs(np.arange(num_envs), np.random.default_rng(0), routes=np.zeros(num_envs, np.int64))
     return sim
+
+
+def first_lit_stop(pool, route: int = 0) -> tuple[float, int]:
+    """(route arc length, light) of the first signalled junction entry of a route."""
+    k = np.flatnonzero(pool.stop_light[route] >= 0)
+    assert len(k), "the route crosses no signalled junction"
+    return float(pool.stop_s[route, k[0]]), int(pool.stop_light[route, k[0]])

@@ -5,7 +5,7 @@ import pytest
 
 from steer.driving.geometry import wrap_angle
 from steer.driving.roadmap import CW_OFFROAD, LIGHT_GREEN, LIGHT_RED, ROAD_LANE
-from tests.driving.conftest import make_sim
+from tests.driving.conftest import first_lit_stop, make_sim
 
 ZERO = np.zeros((1, 2), np.float32)
 
@@ -119,7 +119,7 @@ def test_red_light_crossing(small_world, state, expect):
     sim = make_sim(small_world, n_npcs=0)
     pool = sim.pool
     assert pool.stop_count[0] > 0
-    s_stop, light = pool.stop_s[0, 0], pool.stop_light[0, 0]
+    s_stop, light = first_lit_stop(pool)
     # 0.3 m before the stop line at 10 m/s: the next step crosses it.
     s0 = s_stop - 0.3
     x = np.interp(s0, pool.s[0], pool.pts[0, :, 0])
@@ -142,7 +142,8 @@ def test_blocked_after_standing(small_world):
 
 
 def test_timeout(small_world):
-    sim = make_sim(small_world, n_npcs=0, timeout_base_s=0.5, timeout_speed=1e12)
+    sim = make_sim(small_world, n_npcs=0, timeout_base_s=0.5, timeout_speed=1e12, timeout_light_cycles=0.0,
+                   timeout_junction_s=0.0)
     for _ in range(4):
         assert not sim.step(ZERO).infractions["timeout"][0]
     res = sim.step(ZERO)
@@ -213,3 +214,15 @@ def test_start_anywhere_starts_on_the_route_at_a_comfortable_speed(small_world):
     from steer.driving.evaluation import heldout_env_config
 
     assert heldout_env_config(DriveEnvConfig(sim=sim.cfg)).sim.start_anywhere == 0.0
+
+
+def test_time_budget_allows_a_light_cycle_per_signal_and_time_per_junction(small_world):
+    sim = make_sim(small_world, n_npcs=0)
+    pool, m, cfg = sim.pool, sim.map, sim.cfg
+    # route 0: a stop sign, two signalled entries, two priority-road entries (one turns across traffic)
+    lit = pool.stop_light[0][pool.stop_light[0] >= 0]
+    waits = sum(1 for c, lane, s in zip(pool.stop_control[0], pool.stop_lane[0], pool.stop_s[0])
+                if np.isfinite(s) and c != 1 and (c != 0 or m.lane_yields[lane].any()))
+    want = cfg.timeout_base_s + pool.length[0] / cfg.timeout_speed + m.light_cycle[lit].sum() + 10.0 * waits
+    assert len(lit) == 2 and waits >= 1
+    assert sim.time_limit[0] == pytest.approx(want)
