@@ -163,11 +163,10 @@ def test_expert_drives_stock_networks(nets, kind):
     res = _drive_expert(nets[kind], 30)
     faults = {k: int(res[k].sum()) for k in INFRACTIONS}
     assert res["route_completion"].mean() >= 0.95, (res["route_completion"].mean(), faults)
-    # Routes, lights and turns are drivable: nothing but a collision ends a route early. Collisions
-    # stay until traffic gives way at priority junctions and permissive greens (the simulator's
-    # right of way; the map carries it in lane_control and lane_yield_to).
-    assert sum(v for k, v in faults.items() if k != "collision_vehicle") == 0, faults
-    assert faults["collision_vehicle"] <= 3, faults
+    assert sum(faults.values()) == 0, faults
+    # The routes were not trivial: they cross junctions where the driver must give way or stop.
+    m = load_map(nets[kind])
+    assert (m.lane_yields.any(1) | (m.lane_light >= 0)).sum() > 20
 
 
 @pytest.fixture(scope="module")
