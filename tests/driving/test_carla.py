@@ -31,7 +31,7 @@ carla = pytest.importorskip("carla", reason="the carla client wheel is not insta
 def town_and_carla_map():
     from steer.driving.opendrive import export_opendrive
 
-    lanes, lights, polys = town_specs(21, TownConfig(nx=3, ny=3, lane_choices=(1, 2), drop_road_prob=0.0))
+    lanes, lights, polys, _, _ = town_specs(21, TownConfig(nx=3, ny=3, lane_choices=(1, 2), drop_road_prob=0.0))
     m = build_roadmap(lanes, lights, polys)
     return m, carla.Map("steer_town", export_opendrive(lanes))
 
@@ -128,7 +128,7 @@ def test_server_drives_and_tears_down(town_and_carla_map):
 
     host, port = _carla_server()
     m, _ = town_and_carla_map
-    lanes, _, _ = town_specs(21, TownConfig(nx=3, ny=3, lane_choices=(1, 2), drop_road_prob=0.0))
+    lanes, *_ = town_specs(21, TownConfig(nx=3, ny=3, lane_choices=(1, 2), drop_road_prob=0.0))
     be = CarlaBackend(CarlaConfig(host=host, port=port))
     try:
         be.load_opendrive(export_opendrive(lanes))
