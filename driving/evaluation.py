@@ -32,19 +32,21 @@ def heldout_env_config(train: DriveEnvConfig, n_routes: int = 100, seed: int = 1
 
 def evaluate_routes(act: Callable[[dict[str, np.ndarray]], np.ndarray], env_cfg: DriveEnvConfig,
                     n_routes: int = 100, seed: int = 0, batch: int = 100,
-                    bind: Callable[[DriveVectorEnv], Callable] | None = None) -> dict[str, np.ndarray]:
+                    bind: Callable[[DriveVectorEnv], Callable] | None = None,
+                    make_env: Callable[[int], DriveVectorEnv] | None = None) -> dict[str, np.ndarray]:
     """Drive each of the first ``n_routes`` routes of ``env_cfg``'s world once with ``act``.
 
     ``act`` maps a vector-env observation to actions [N, 2]; a driver that reads the simulator (the
     scripted expert) passes ``bind`` instead, which makes ``act`` from each env. Returns per-route arrays:
     ``route_completion``, ``driving_score``, ``distance_m``, ``return``, ``length`` and one per
-    infraction type (0/1); routes are run ``batch`` at a time, all with the reset ``seed``.
+    infraction type (0/1); routes are run ``batch`` at a time, all with the reset ``seed``. ``make_env``
+    (number of envs -> env) replaces the embedded simulator's env, e.g. with a server backend's.
     """
     out: dict[str, list] = {k: [] for k in ("route", "route_completion", "driving_score", "distance_m", "return",
                                             "length", *INFRACTIONS)}
     for start in range(0, n_routes, batch):
         routes = np.arange(start, min(n_routes, start + batch))
-        env = DriveVectorEnv(len(routes), env_cfg, autoreset=False)
+        env = (make_env or (lambda n: DriveVectorEnv(n, env_cfg, autoreset=False)))(len(routes))
         if routes.max() >= env.sim.pool.n_routes:
             raise ValueError(f"the evaluation world has {env.sim.pool.n_routes} routes, fewer than {n_routes}.")
         if bind is not None:

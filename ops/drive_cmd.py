@@ -80,6 +80,13 @@ class DriveEvalConfig:
     map: str = ""
     """Drive the held-out routes on a map file instead of generated towns: a SUMO network (``.net.xml``)
     or an OpenDRIVE town (``.xodr``)."""
+    backend: str = "embedded"
+    """``embedded`` (our simulator) or ``carla``: drive on a CARLA server (its map, physics, traffic and
+    lights, synchronous at the simulator's step) at ``--host``/``--port``."""
+    host: str = "localhost"
+    """CARLA server host (``--backend carla``)."""
+    port: int = 2000
+    """CARLA server RPC port (``--backend carla``)."""
     out: Path | None = None
     """Also write the table as JSON here (per driver: mean route_completion, driving_score and the
     count and per-km rate of each infraction type)."""
@@ -93,8 +100,10 @@ def evaluate(cfg: DriveEvalConfig) -> int:
 
     if cfg.driver not in ("policy", EXPERT):
         raise DriveTrainError(f"--driver must be 'policy' or 'expert', not {cfg.driver!r}.")
-    held = HeldOut(cfg.routes, cfg.towns, cfg.world_seed, cfg.seed, cfg.town_size, cfg.traffic, cfg.map)
-    where = f"on {cfg.map}" if cfg.map else f"in {cfg.towns} towns"
+    held = HeldOut(cfg.routes, cfg.towns, cfg.world_seed, cfg.seed, cfg.town_size, cfg.traffic, cfg.map, cfg.backend,
+                   cfg.host, cfg.port)
+    where = (f"on the CARLA server at {cfg.host}:{cfg.port}" if cfg.backend == "carla" else
+             f"on {cfg.map}" if cfg.map else f"in {cfg.towns} towns")
     if cfg.out is not None and (cfg.out.is_dir() or not cfg.out.parent.is_dir()):
         raise DriveTrainError(f"--out {cfg.out} must be a file in an existing folder.")
     if cfg.driver == EXPERT:

@@ -194,17 +194,31 @@ class HeldOut:
     """Traffic vehicles around each route (default: as in training)."""
     map: str = ""
     """A map file (``.net.xml`` or ``.xodr``) to draw the held-out routes on instead of generated towns."""
+    backend: str = "embedded"
+    """``embedded`` (our simulator) or ``carla`` (a CARLA server: its own map, physics, traffic and lights)."""
+    host: str = "localhost"
+    """CARLA server host (``--backend carla``)."""
+    port: int = 2000
+    """CARLA server RPC port."""
 
 
-def evaluate_drivers(ppo: PPOConfig, held: HeldOut, model=None, expert: bool = True) -> tuple[str, dict]:
+BACKENDS = ("embedded", "carla")
+"""Where ``steer drive eval`` drives."""
+
+
+def evaluate_drivers(ppo: PPOConfig, held: HeldOut, model=None, expert: bool = True, client=None) -> tuple[str, dict]:
     """Drive the held-out routes with ``model`` (column ``policy``) and/or the scripted expert (column
-    ``expert``); returns the text table and the summaries by column."""
+    ``expert``); returns the text table and the summaries by column. On ``held.backend == "carla"`` the
+    routes are drawn on the server's map and driven one at a time there (``client`` replaces
+    ``carla.Client(host, port)``, e.g. in tests)."""
     from steer.driving.evaluation import evaluate_routes, heldout_env_config
     from steer.driving.expert import ExpertDriver
     from steer.driving.score import format_table, route_summary
 
     if held.routes <= 0 or held.towns <= 0:
         raise DriveStageError("routes and towns must be positive.")
+    if held.backend not in BACKENDS:
+        raise DriveStageError(f"--backend must be one of {', '.join(BACKENDS)}, not {held.backend!r}.")
     if held.town_size is not None and held.town_size < 2 or held.traffic is not None and held.traffic < 0:
         raise DriveStageError("town-size must be at least 2 and traffic must not be negative.")
     if model is not None and held.world_seed == ppo.env.sim.seed:
@@ -213,18 +227,40 @@ def evaluate_drivers(ppo: PPOConfig, held: HeldOut, model=None, expert: bool = T
     env_cfg = heldout_env_config(ppo.env, n_routes=held.routes, seed=held.world_seed, n_towns=held.towns,
                                  town_size=held.town_size, n_npcs=held.traffic, map_path=held.map or None)
     results = {}
-    if model is not None:
-        import torch
+    sim, make_env, batch = None, None, 100
+    if held.backend == "carla":
+        from steer.driving.carla_backend import CarlaConfig, CarlaSim, CarlaUnavailableError
+        from steer.driving.env import DriveVectorEnv
 
-        torch.set_num_threads(max(1, ppo.torch_threads))
-        results["policy"] = route_summary(evaluate_routes(policy_actor(model), env_cfg, held.routes, seed=held.seed))
-    if expert:
-        def expert_for(env):  # the expert reads the simulator state of the env it drives
-            driver = ExpertDriver(env.sim)
-            return lambda obs: driver.act()
+        try:
+            sim = CarlaSim(dataclasses.replace(env_cfg.sim, map_path=""), CarlaConfig(host=held.host, port=held.port),
+                           n_routes=held.routes, client=client)
+        except CarlaUnavailableError as err:
+            raise DriveStageError(str(err)) from err
+        batch = 1
 
-        expert_cfg = dataclasses.replace(env_cfg, obs="none")  # the expert needs no observation
-        results[EXPERT] = route_summary(evaluate_routes(None, expert_cfg, held.routes, seed=held.seed, bind=expert_for))
+        def make_env_for(cfg):
+            return lambda n: DriveVectorEnv(1, cfg, autoreset=False, sim=sim)
+    try:
+        if model is not None:
+            import torch
+
+            torch.set_num_threads(max(1, ppo.torch_threads))
+            make_env = make_env_for(env_cfg) if sim is not None else None
+            results["policy"] = route_summary(evaluate_routes(policy_actor(model), env_cfg, held.routes, seed=held.seed,
+                                                              batch=batch, make_env=make_env))
+        if expert:
+            def expert_for(env):  # the expert reads the simulator state of the env it drives
+                driver = ExpertDriver(env.sim)
+                return lambda obs: driver.act()
+
+            expert_cfg = dataclasses.replace(env_cfg, obs="none")  # the expert needs no observation
+            make_env = make_env_for(expert_cfg) if sim is not None else None
+            results[EXPERT] = route_summary(evaluate_routes(None, expert_cfg, held.routes, seed=held.seed,
+                                                            bind=expert_for, batch=batch, make_env=make_env))
+    finally:
+        if sim is not None:
+            sim.close()
     return format_table(results), results
 
 
