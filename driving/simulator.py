@@ -873,9 +873,15 @@ class DrivingSim:
         w = cfg.hazard_window
         n = self.num_envs
         rows = np.arange(n)
-        idx = np.minimum(self.seg[:, None] + np.arange(w)[None, :], (pool.n[r] - 1)[:, None])
-        rp = pool.pts[r[:, None], idx]  # [N, W, 2]
+        raw = self.seg[:, None] + np.arange(w)[None, :]
+        last = (pool.n[r] - 1)[:, None]
+        idx = np.minimum(raw, last)
         sp = pool.spacing[r]
+        # Past the route's end the path goes straight on: what stands there is still in the way.
+        end_h = pool.heading[r, last[:, 0]][:, None]
+        beyond = np.maximum(raw - last, 0) * sp[:, None]
+        rp = pool.pts[r[:, None], idx] + np.stack([np.cos(end_h) * beyond, np.sin(end_h) * beyond], -1)  # [N, W, 2]
+        idx = raw
         vgap, vspeed = np.full(n, np.inf), np.zeros(n)
         if cfg.n_npcs:
             d = point_box_distance(rp[:, None, :, 0], rp[:, None, :, 1], self.nx[:, :, None], self.ny[:, :, None],
@@ -887,8 +893,26 @@ class DrivingSim:
             gap = np.maximum(gap, 0.0)
             kbest = np.argmin(gap, 1)
             vgap = gap[rows, kbest]
-            rh = pool.heading[r, idx[rows, np.minimum(first[rows, kbest], w - 1)]]
+            rh = pool.heading[r, np.minimum(idx[rows, np.minimum(first[rows, kbest], w - 1)], last[:, 0])]
             vspeed = np.maximum(self.n_v[rows, kbest] * np.cos(self.nyaw[rows, kbest] - rh), 0.0)
+            # Vehicles about to cut in (merging, changing lanes, turning in): where the ego would be along
+            # its route in tau seconds (at 2 m/s at least) against where each vehicle would be.
+            ve = np.maximum(self.v, 2.0)
+            nvx, nvy = self.n_v * np.cos(self.nyaw), self.n_v * np.sin(self.nyaw)
+            for tau in (0.5, 1.0, 1.5, 2.0):
+                i = np.minimum(self.seg + np.ceil(ve * tau / sp).astype(np.int64), w - 1 + self.seg) - self.seg
+                ex, ey = rp[rows, i, 0], rp[rows, i, 1]
+                eh = pool.heading[r, np.minimum(self.seg + i, last[:, 0])]
+                qx, qy = self.nx + nvx * tau, self.ny + nvy * tau
+                hit = boxes_overlap(ex[:, None], ey[:, None], eh[:, None], self.length[:, None] + 1.0,
+                                    self.width[:, None] + 0.6, qx, qy, self.nyaw, self.n_len, self.n_wid)
+                cg = np.where(hit, np.maximum(ve[:, None] * tau - self.length[:, None] / 2.0 - self.n_len / 2.0, 0.0),
+                              np.inf)
+                kc = np.argmin(cg, 1)
+                g_c = cg[rows, kc]
+                closer = g_c < vgap
+                vgap = np.where(closer, g_c, vgap)
+                vspeed = np.where(closer, np.maximum(self.n_v[rows, kc] * np.cos(self.nyaw[rows, kc] - eh), 0.0), vspeed)
         if cfg.n_pedestrians:
             walking = self._walking() & (self.p_halt_by != cfg.n_npcs)
             pvx, pvy = self.pv * np.cos(self.pyaw), self.pv * np.sin(self.pyaw)

@@ -23,7 +23,8 @@ from steer.driving.simulator import DrivingSim, SimConfig
 from steer.driving.sumo_import import SumoMap, import_sumo_net
 from steer.driving.routes import RoutePool
 
-_CODE = {"G": LIGHT_GREEN, "g": LIGHT_GREEN_YIELD, "y": LIGHT_YELLOW, "Y": LIGHT_YELLOW, "o": LIGHT_GREEN, "O": LIGHT_GREEN}
+_CODE = {"G": LIGHT_GREEN, "g": LIGHT_GREEN_YIELD, "y": LIGHT_YELLOW, "Y": LIGHT_YELLOW, "o": LIGHT_GREEN,
+         "O": LIGHT_GREEN}
 _STARTED = [False]
 
 

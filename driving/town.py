@@ -82,8 +82,9 @@ def generate_town(seed: int, cfg: TownConfig = TownConfig()) -> RoadMap:
 def town_specs(seed: int, cfg: TownConfig = TownConfig()):
     """The lane, light, junction-polygon, crossing and obstacle specs of a town (see :func:`generate_town`)."""
     rng = np.random.default_rng(seed)
-    # Controls, crossings and obstacles draw from their own stream: a seed's road layout stays the same.
-    urng = np.random.default_rng([seed, 1])
+    # Controls, crossings and obstacles draw from streams of their own: a seed's road layout stays the
+    # same, and changing one of them leaves the others as they were.
+    crng, prng, orng = (np.random.default_rng([seed, k]) for k in (1, 2, 3))
     xs = np.concatenate([[0.0], np.cumsum(rng.uniform(cfg.block_min, cfg.block_max, cfg.nx - 1))])
     ys = np.concatenate([[0.0], np.cumsum(rng.uniform(cfg.block_min, cfg.block_max, cfg.ny - 1))])
     row_lanes = rng.choice(cfg.lane_choices, cfg.ny)
@@ -145,8 +146,8 @@ def town_specs(seed: int, cfg: TownConfig = TownConfig()):
             incoming[q].append((cw, ids))
             cw_speed[cw] = float(speed[r])
             dir_ids.append(ids)
-        crossings += _midblock_crossing(urng, cfg, lanes[dir_ids[0][0]].points, n)
-        obstacles += _road_obstacle(urng, cfg, [lanes[ids[-1]].points for ids in dir_ids])
+        crossings += _midblock_crossing(prng, cfg, lanes[dir_ids[0][0]].points, n)
+        obstacles += _road_obstacle(orng, cfg, [lanes[ids[-1]].points for ids in dir_ids])
 
     lights: list[LightSpec] = []
     polys = []
@@ -161,13 +162,13 @@ def town_specs(seed: int, cfg: TownConfig = TownConfig()):
         light_of, left_light_of = {}, {}
         control_of, priority_of = {}, {}
         if degree >= 3:
-            kind = urng.random()
+            kind = crng.random()
             # The straightest pair of approaches (headings closest to parallel) is the priority road.
             pairs = [(abs(abs(float(wrap_angle(head_in[x] - head_in[y]))) - np.pi), x, y)
                      for x in range(degree) for y in range(x + 1, degree)]
             _, mx, my = min(pairs)
             if kind < cfg.light_prob:
-                paired = degree == 4 and urng.random() < cfg.paired_prob and pairs and min(pairs)[0] < np.radians(30)
+                paired = degree == 4 and crng.random() < cfg.paired_prob and pairs and min(pairs)[0] < np.radians(30)
                 slot = cfg.green_s + cfg.yellow_s + cfg.all_red_s
                 if paired:
                     # Two phases: the priority road's approaches, then the others; left turns permissive.
@@ -194,7 +195,7 @@ def town_specs(seed: int, cfg: TownConfig = TownConfig()):
                     if not major:
                         control_of[i] = minor
             for cw_in, in_ids in ins:
-                if urng.random() < cfg.crosswalk_prob:
+                if prng.random() < cfg.crosswalk_prob:
                     crossings.append(_junction_crosswalk(lanes[in_ids[0]].points, c, h, len(in_ids), cfg))
         for i, (cw_in, in_ids) in enumerate(ins):
             h_in = head_in[i]

@@ -5,7 +5,7 @@ import pytest
 
 from steer.driving.observation import JUNCTION_FIELDS, ROAD_USER_KINDS, USER_FIELDS, VectorObservation
 from steer.driving.roadmap import CONTROL_STOP, LIGHT_GREEN, LIGHT_RED
-from tests.driving.conftest import first_lit_stop, make_sim
+from tests.driving.conftest import find_entry, first_lit_stop, make_sim
 
 
 def _named(obs_row, names):
@@ -106,13 +106,13 @@ def test_next_light_state_and_distance(small_world):
 
 
 def test_stop_sign_needs_the_stop_before_it_is_clear(small_world):
-    sim = make_sim(small_world, 1)
+    route, k = find_entry(small_world[1], CONTROL_STOP)
+    sim = make_sim(small_world, 1, route=route)
     ob = VectorObservation(sim)
     names = ob.field_names()
     pool = sim.pool
-    assert pool.stop_control[0, 0] == CONTROL_STOP  # route 0 of the small world enters a stop junction first
     _park_traffic_far(sim)
-    _place_ego_on_route(sim, pool.stop_s[0, 0] - 3.5)
+    _place_ego_on_route(sim, pool.stop_s[route, k] - 3.5)
     o = _named(ob()[0], names)
     assert o["junction.stop"] == 1 and o["junction.none"] == 0 and o["junction.clear"] == 0
     assert o["junction.distance"] == pytest.approx(1.25 / 50.0, abs=0.02)
