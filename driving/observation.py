@@ -204,7 +204,11 @@ class VectorObservation:
         ux, uy = to_ego(u.x, u.y)
         d2 = ux * ux + uy * uy
         k = cfg.max_users
-        order = np.argsort(d2, axis=1)[:, :k]
+        if d2.shape[1] > k:  # the k nearest, then in order
+            near = np.argpartition(d2, k - 1, axis=1)[:, :k]
+            order = np.take_along_axis(near, np.argsort(np.take_along_axis(d2, near, 1), axis=1), 1)
+        else:
+            order = np.argsort(d2, axis=1)
         take = lambda a: np.take_along_axis(a, order, 1)  # noqa: E731
         ux, uy, d2 = take(ux), take(uy), take(d2)
         rel = take(u.yaw) - yaw[:, None]

@@ -383,10 +383,10 @@ class DrivingSim:
         length = np.maximum(np.hypot(d[..., 0], d[..., 1]), 1e-6)
         return start, d / length[..., None], length
 
-    def _place_pedestrians(self, idx=slice(None)) -> None:
+    def _place_pedestrians(self, idx=slice(None), ends=None) -> None:
         if not len(self.map.crossing_a):
             return
-        start, u, _ = self._crossing_ends(idx)
+        start, u, _ = self._crossing_ends(idx) if ends is None else ends
         nx_, ny_ = -u[..., 1], u[..., 0]
         x = start[..., 0] + u[..., 0] * self.p_u[idx] + nx_ * self.p_lat[idx]
         y = start[..., 1] + u[..., 1] * self.p_u[idx] + ny_ * self.p_lat[idx]
@@ -514,15 +514,17 @@ class DrivingSim:
             self.p_walk[e[go], j[go]] = True
             self.p_wait[e[~go], j[~go]] = 0.5
         walking = self._walking()
-        # Someone standing in the way: wait where you are.
-        ax = self.px + u[..., 0] * 0.8
-        ay = self.py + u[..., 1] * 0.8
-        d = point_box_distance(ax[:, :, None], ay[:, :, None], vx[:, None, :], vy[:, None, :], vyaw[:, None, :],
-                               2.0 * vhl[:, None, :], 2.0 * vhw[:, None, :])
-        close = d < self.p_size[..., None] / 2.0 + 0.2
-        halted = walking & close.any(2)
-        # The vehicle that stops a pedestrian need not wait for that pedestrian (no mutual waiting).
-        self.p_halt_by = np.where(halted, close.argmax(2), -1)
+        # Someone standing in the way: wait where you are. The vehicle that stops a pedestrian need
+        # not wait for that pedestrian (no mutual waiting).
+        self.p_halt_by = np.full(walking.shape, -1, np.int64)
+        e, j = np.nonzero(walking)
+        if len(e):
+            ax = self.px[e, j] + u[e, j, 0] * 0.8
+            ay = self.py[e, j] + u[e, j, 1] * 0.8
+            d = point_box_distance(ax[:, None], ay[:, None], vx[e], vy[e], vyaw[e], 2.0 * vhl[e], 2.0 * vhw[e])
+            close = d < self.p_size[e, j][:, None] / 2.0 + 0.2
+            self.p_halt_by[e, j] = np.where(close.any(1), close.argmax(1), -1)
+        halted = self.p_halt_by >= 0
         moving = walking & ~halted
         self.p_u = np.where(moving, self.p_u + self.p_speed * dt, self.p_u)
         arrived = walking & (self.p_u >= length)
@@ -533,26 +535,31 @@ class DrivingSim:
             self.p_wait = np.where(arrived, self.rng.uniform(*cfg.pedestrian_wait_s, arrived.shape), self.p_wait)
             moving &= ~arrived
         self.pv = np.where(moving, self.p_speed, 0.0)
-        self._place_pedestrians()
+        self._place_pedestrians(ends=(start, u, length))
 
     def pedestrian_gaps(self, x, y, yaw, half_len, half_wid, horizons=(0.0, 1.0, 2.0), reach: float = 30.0):
         """Distance from the front of vehicles [N, V] to the nearest pedestrian in their path now or
-        at the given look-ahead times (constant velocity), metres (inf if none)."""
-        if not self.cfg.n_pedestrians:
-            return np.full(x.shape, np.inf)
-        walking = self._walking()
-        c, s = np.cos(yaw)[..., None], np.sin(yaw)[..., None]
-        pvx, pvy = self.pv * np.cos(self.pyaw), self.pv * np.sin(self.pyaw)
+        at the given look-ahead times (constant velocity), metres (inf if none). A pedestrian who
+        waits for vehicle v does not count for v."""
         gap = np.full(x.shape, np.inf)
+        if not self.cfg.n_pedestrians:
+            return gap
+        e, p = np.nonzero(self._walking())  # few are on the road: work on those alone
+        if not len(e):
+            return gap
+        c, s = np.cos(yaw[e]), np.sin(yaw[e])
+        speed = self.pv[e, p]
+        pvx, pvy = speed * np.cos(self.pyaw[e, p]), speed * np.sin(self.pyaw[e, p])
+        mine = self.p_halt_by[e, p][:, None] == np.arange(x.shape[1])[None, :]
+        width = half_wid[e] + 0.8 + self.cfg.pedestrian_size / 2
+        g = np.full((len(e), x.shape[1]), np.inf)
         for tau in horizons:
-            dx = (self.px + pvx * tau)[:, None, :] - x[..., None]
-            dy = (self.py + pvy * tau)[:, None, :] - y[..., None]
+            dx = (self.px[e, p] + pvx * tau)[:, None] - x[e]
+            dy = (self.py[e, p] + pvy * tau)[:, None] - y[e]
             lon = dx * c + dy * s
-            lat = -dx * s + dy * c
-            hit = (walking[:, None, :] & (lon > 0) & (lon < reach)
-                   & (np.abs(lat) < half_wid[..., None] + 0.8 + self.cfg.pedestrian_size / 2)
-                   & (self.p_halt_by[:, None, :] != np.arange(x.shape[1])[None, :, None]))
-            gap = np.minimum(gap, np.where(hit, lon, np.inf).min(2))
+            hit = (lon > 0) & (lon < reach) & (np.abs(-dx * s + dy * c) < width) & ~mine
+            g = np.minimum(g, np.where(hit, lon, np.inf))
+        np.minimum.at(gap, e, g)
         return np.maximum(gap - half_len - 1.5, 0.05)
 
     # ---------------------------------------------------------------- traffic
@@ -588,15 +595,23 @@ class DrivingSim:
         olen = np.concatenate([self.n_len, self.length[:, None]], 1)
         dx = ox[:, None, :] - self.nx[:, :, None]
         dy = oy[:, None, :] - self.ny[:, :, None]
-        lon = dx * c[:, :, None] + dy * sn[:, :, None]
-        lat = -dx * sn[:, :, None] + dy * c[:, :, None]
+        c3, s3 = c[:, :, None], sn[:, :, None]
+        lon = dx * c3 + dy * s3
+        lat = -dx * s3 + dy * c3
         k = self.cfg.n_npcs
-        cosd = np.cos(oyaw[:, None, :] - self.nyaw[:, :, None])
+        oc, osn = np.cos(oyaw)[:, None, :], np.sin(oyaw)[:, None, :]
+        cosd = oc * c3 + osn * s3  # cos and |sin| of the other's heading relative to this one's
+        sind = np.abs(osn * c3 - oc * s3)
         not_self = ~np.eye(k + 1, dtype=bool)[:k]
         is_ego = np.zeros(k + 1, bool)
         is_ego[-1] = True
-        corridor = (lon > 0) & (lon < 40.0) & (np.abs(lat) < 2.2) & not_self & ((cosd > -0.7) | is_ego)
-        cgap = np.where(corridor, lon - half[:, :, None] - olen[:, None, :] / 2.0, np.inf)
+        # The other's box across and along this vehicle's heading (a turning vehicle's rear sticks out).
+        hl = olen[:, None, :] / 2.0
+        hw = np.concatenate([self.n_wid, self.width[:, None]], 1)[:, None, :] / 2.0
+        acos = np.abs(cosd)
+        corridor = ((lon > 0) & (lon < 40.0) & (np.abs(lat) < self.n_wid[:, :, None] / 2.0 + 0.2 + sind * hl + acos * hw)
+                    & not_self & ((cosd > -0.7) | is_ego))
+        cgap = np.where(corridor, lon - half[:, :, None] - acos * hl - sind * hw, np.inf)
         cv = np.maximum(ov[:, None, :] * cosd, 0.0)
         all_gap = np.concatenate([gap, np.full(gap.shape[:2] + (1,), np.inf)], 2)
         all_v = np.concatenate([lead_v, np.zeros(gap.shape[:2] + (1,))], 2)
@@ -619,7 +634,7 @@ class DrivingSim:
         stop_sign = entering & (ctl == CONTROL_STOP)
         self.n_stopped |= stop_sign & (v < 0.1) & (stop_gap < cfg.stop_zone_m)
         must_stop |= stop_sign & ~self.n_stopped
-        decide = (entering & ~must_stop & (m.lane_foe[nxt, 0] >= 0) & (st != LIGHT_GREEN) & (stop_gap < 40.0)
+        decide = (entering & ~must_stop & (m.lane_foe[nxt, 0] >= 0) & (st != LIGHT_GREEN) & (stop_gap < 25.0)
                   & (stop_gap > v * v / (2.0 * cfg.max_decel)))
         if decide.any():
             e, jj = np.nonzero(decide)
