@@ -14,6 +14,7 @@ import numpy as np
 
 from steer.driving.geometry import wrap_angle
 from steer.driving.roadmap import CONTROL_YIELD, LIGHT_YELLOW
+from steer.driving.routes import min_turn_radius
 from steer.driving.simulator import DrivingSim, idm_accel
 
 
@@ -24,7 +25,12 @@ class ExpertConfig:
     lookahead_min: float = 4.0
     """Shortest pure-pursuit look-ahead, metres."""
     lookahead_gain: float = 0.6
-    """Look-ahead grows by this many seconds of speed."""
+    """Look-ahead grows by this many seconds of speed ..."""
+    tight_lookahead_gain: float = 0.3
+    """... or by this many near a lane tighter than ``tight_radius`` times the car's turning circle
+    (SUMO's tight junction turns: a long look-ahead leaves them 0.6-0.8 m wide, into the other lane)."""
+    tight_radius: float = 1.4
+    """Lanes tighter than this many turning circles count as tight (generated towns have none)."""
     speed_margin: float = 0.97
     """Share of the speed limit (and comfortable speed) aimed for."""
     yellow_brake: float = 3.5
@@ -57,8 +63,11 @@ class ExpertDriver:
         lr = scfg.wheelbase / 2.0
         rx = sim.x - lr * np.cos(sim.yaw)
         ry = sim.y - lr * np.sin(sim.yaw)
-        ld = cfg.lookahead_min + cfg.lookahead_gain * sim.v
         sp = pool.spacing[r]
+        near = np.minimum(np.maximum(sim.seg[:, None] + np.arange(-6, 16), 0), (pool.n[r] - 1)[:, None])
+        circle = min_turn_radius(scfg.wheelbase, scfg.max_steer, margin=1.0)
+        tight = (sim.map.lane_min_radius[pool.point_lane[r[:, None], near]] < cfg.tight_radius * circle).any(1)
+        ld = cfg.lookahead_min + np.where(tight, cfg.tight_lookahead_gain, cfg.lookahead_gain) * sim.v
         target_s = sim.s + ld
         ti = np.minimum((target_s / sp).astype(np.int64), pool.n[r] - 1)
         tx, ty = pool.pts[r, ti, 0], pool.pts[r, ti, 1]

@@ -162,6 +162,9 @@ class RoadMap:
     """[L, F] whether the lane yields to that foe."""
     lane_obstacle: np.ndarray
     """[L] the static obstacle that stands on the lane, -1 none (one per lane)."""
+    lane_min_radius: np.ndarray
+    """[L] tightest radius of curvature along each lane (metres, over 3 m of arc): routes skip lanes
+    tighter than the ego can turn."""
     # lane points [P]
     pts: np.ndarray
     pt_heading: np.ndarray
@@ -397,7 +400,7 @@ def build_roadmap(
     from scipy.ndimage import distance_transform_edt
     from matplotlib.path import Path
 
-    pts_list, offs, counts, lengths, spacing, heads, comfort = [], [], [], [], [], [], []
+    pts_list, offs, counts, lengths, spacing, heads, comfort, radius = [], [], [], [], [], [], [], []
     off = 0
     for ln in lanes:
         p = resample_polyline(ln.points, 1.0)
@@ -410,6 +413,7 @@ def build_roadmap(
         spacing.append(s[-1] / (len(p) - 1))
         k = polyline_curvature(p).max() if len(p) > 2 else 0.0
         comfort.append(min(ln.speed_limit, np.sqrt(lateral_accel / max(k, 1e-6))))
+        radius.append(min_turn_radius_of(p, heads[-1]))
         off += len(p)
     pts = np.concatenate(pts_list)
     n_l = len(lanes)
@@ -469,17 +473,19 @@ def build_roadmap(
     cw = np.full(shape, CW_OFFROAD, np.int16)
     speed = np.zeros(shape, np.uint8)
     marks = np.zeros(shape, np.uint8)
-    if len(junction_polygons):
-        yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
+    for poly in junction_polygons:
+        # Only the cells of the polygon's bounding box are tested (large imported maps).
+        poly = np.asarray(poly)
+        i0, j0 = np.floor((poly.min(0) - lo) / grid_res).astype(np.int64)
+        i1, j1 = np.ceil((poly.max(0) - lo) / grid_res).astype(np.int64)
+        i0, j0, i1, j1 = max(i0, 0), max(j0, 0), min(i1, shape[1]), min(j1, shape[0])
+        if i1 <= i0 or j1 <= j0:
+            continue
+        yy, xx = np.mgrid[j0:j1, i0:i1]
         centres = np.stack([lo[0] + (xx.ravel() + 0.5) * grid_res, lo[1] + (yy.ravel() + 0.5) * grid_res], 1)
-        for poly in junction_polygons:
-            poly = np.asarray(poly)
-            pmin, pmax = poly.min(0), poly.max(0)
-            sel = np.all((centres >= pmin) & (centres <= pmax), axis=1)
-            inside = np.zeros(len(centres), bool)
-            inside[sel] = Path(poly).contains_points(centres[sel])
-            drivable.reshape(-1)[inside] = True
-            cw.reshape(-1)[inside] = CW_JUNCTION
+        inside = Path(poly).contains_points(centres).reshape(yy.shape)
+        drivable[j0:j1, i0:i1] |= inside
+        cw[j0:j1, i0:i1][inside] = CW_JUNCTION
     for i, ln in enumerate(lanes):
         half = ln.width / 2.0
         offsets = np.arange(-half, half + 1e-9, grid_res * 0.5)
@@ -551,6 +557,7 @@ def build_roadmap(
         lane_foe_s=foe_s,
         lane_yields=yields,
         lane_obstacle=lane_obstacle,
+        lane_min_radius=np.array(radius),
         pts=pts,
         pt_heading=np.concatenate(heads),
         light_group=light_group,
@@ -598,6 +605,21 @@ def build_roadmap(
     x, y, _ = rm.lane_pose(slot_lane, slot_s)
     rm.slot_xy = np.stack([x, y], 1).reshape(-1, 2)
     return rm
+
+
+def min_turn_radius_of(points: np.ndarray, headings: np.ndarray, window: float = 3.0) -> float:
+    """Tightest radius (m) of a polyline: arc length over heading change across ``window`` metres of
+    arc (a window rather than one vertex, so that a kink where two shapes join is not a tight turn)."""
+    s = polyline_arclength(points)
+    if s[-1] < 1e-6 or len(points) < 3:
+        return float("inf")
+    h = np.unwrap(headings[:-1])
+    sm = 0.5 * (s[:-1] + s[1:])  # headings belong to the segments
+    j = np.minimum(np.searchsorted(sm, sm + min(window, s[-1]) - 1e-9), len(sm) - 1)
+    ok = j > np.arange(len(sm))
+    if not ok.any():
+        return float("inf")
+    return float((np.maximum(sm[j] - sm, 1e-6)[ok] / np.maximum(np.abs(h[j] - h)[ok], 1e-9)).min())
 
 
 def _runs(mask: np.ndarray):
@@ -666,6 +688,7 @@ def merge_maps(maps: list[RoadMap]) -> RoadMap:
         lane_foe_s=cat([pad_foe(m.lane_foe_s, 0.0) for m in maps]),
         lane_yields=cat([pad_foe(m.lane_yields, False) for m in maps]),
         lane_obstacle=cat([shift(m.lane_obstacle, obstacle_off[i]) for i, m in enumerate(maps)]),
+        lane_min_radius=cat([m.lane_min_radius for m in maps]),
         pts=cat([m.pts for m in maps]),
         pt_heading=cat([m.pt_heading for m in maps]),
         light_group=cat([m.light_group + group_off[i] for i, m in enumerate(maps)]),

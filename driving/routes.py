@@ -6,7 +6,8 @@ the driver need along its arc length: the lane under each point, the speed limit
 speed profile, the junction entries (stop lines) it crosses with their connectors, controls and lights,
 and the static obstacles beside its path. Route completion is the arc length
 of the ego's projection on the route, found in a window ahead of the last projection and never
-decreasing (so a route that passes near itself cannot jump ahead).
+decreasing (so a route that passes near itself cannot jump ahead). Routes never use a lane tighter
+than the vehicle can turn (:func:`min_turn_radius`; e.g. the ~4.5 m turnarounds of SUMO networks).
 """
 
 from __future__ import annotations
@@ -61,12 +62,23 @@ class Route:
         return float(self.s[-1])
 
 
+def min_turn_radius(wheelbase: float, max_steer: float, margin: float = 1.25) -> float:
+    """Tightest lane radius (m) a kinematic bicycle with its centre of gravity mid-wheelbase can follow:
+    its turning circle at full steer, lr / sin(atan(tan(max_steer) / 2)) (3.7 m for the default car),
+    times ``margin`` (4.7 m): a driver tracking the lane needs steering left over, and at 4.1 m the
+    scripted driver leaves SUMO's right turns 0.6-0.8 m wide, into traffic waiting on the other lane.
+    Real cars turn no tighter than about 5 m."""
+    beta = np.arctan(0.5 * np.tan(max_steer))
+    return float(margin * 0.5 * wheelbase / np.sin(beta))
+
+
 def astar_lanes(m: RoadMap, start: int, goal: int, lane_change_cost: float = 30.0,
-                min_change_length: float = 30.0) -> list[int] | None:
+                min_change_length: float = 30.0, min_radius: float = 0.0) -> list[int] | None:
     """Shortest lane sequence from lane ``start`` to lane ``goal`` (None if unreachable).
 
     Edges: successors (cost = length of the lane left) and lane changes to same-direction
-    neighbours on lanes at least ``min_change_length`` long (cost ``lane_change_cost``).
+    neighbours on lanes at least ``min_change_length`` long (cost ``lane_change_cost``). Lanes tighter
+    than ``min_radius`` (m, see :func:`min_turn_radius`) are never entered.
     The heuristic is the straight-line distance from a lane's end to the goal's start (admissible).
     """
     goal_xy = m.pts[m.lane_offset[goal]]
@@ -98,6 +110,8 @@ def astar_lanes(m: RoadMap, start: int, goal: int, lane_change_cost: float = 30.
                 if n >= 0 and parent.get(lane) != n and m.lane_obstacle[n] < 0:
                     nbrs.append((int(n), lane_change_cost))
         for n, c in nbrs:
+            if m.lane_min_radius[n] < min_radius:
+                continue
             nc = cost + c
             if nc < g.get(n, np.inf):
                 g[n] = nc
@@ -205,14 +219,15 @@ def build_route(m: RoadMap, lanes: list[int], s_start: float, s_goal: float, spa
 
 
 def random_route(m: RoadMap, rng: np.random.Generator, town: int = 0, min_length: float = 150.0,
-                 max_length: float = 500.0, tries: int = 200) -> Route:
-    """A random route between road lanes of one town with length in [min_length, max_length]."""
+                 max_length: float = 500.0, tries: int = 200, min_radius: float = 0.0) -> Route:
+    """A random route between road lanes of one town with length in [min_length, max_length], using no
+    lane tighter than ``min_radius`` metres."""
     lo, cnt = m.town_lane_offset[town], m.town_lane_count[town]
     road = np.flatnonzero(m.lane_kind[lo : lo + cnt] == ROAD_LANE) + lo
     best = None
     for _ in range(tries):
         a, b = rng.choice(road, 2, replace=False)
-        seq = astar_lanes(m, int(a), int(b))
+        seq = astar_lanes(m, int(a), int(b), min_radius=min_radius)
         if seq is None:
             continue
         s0 = rng.uniform(3.0, 0.4 * m.lane_length[a])

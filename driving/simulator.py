@@ -29,7 +29,7 @@ from steer.driving.roadmap import (
     CONNECTOR_LANE, CONTROL_LIGHT, CONTROL_NONE, CONTROL_STOP, CONTROL_YIELD, LIGHT_GREEN, LIGHT_GREEN_YIELD, LIGHT_RED,
     LIGHT_YELLOW, ROAD_LANE, RoadMap, merge_maps,
 )
-from steer.driving.routes import RoutePool, make_pool, project_on_routes, random_route
+from steer.driving.routes import RoutePool, make_pool, min_turn_radius, project_on_routes, random_route
 from steer.driving.rewards import comfort_violations
 from steer.driving.town import TownConfig, generate_town
 
@@ -137,6 +137,9 @@ class SimConfig:
     """Share of episodes that start at a random point of the route (up to 30 m before its end) at a
     random speed up to the route's comfortable speed there, instead of at the start standing. A
     training aid: the policy meets red lights and queues at every speed early on (evaluation keeps 0)."""
+    map_path: str = ""
+    """A map file (SUMO ``.net.xml`` or OpenDRIVE ``.xodr``) to drive instead of generated towns: all
+    ``n_towns * routes_per_town`` routes are drawn on it ("" generates towns)."""
 
 
 class StepResult(NamedTuple):
@@ -157,15 +160,25 @@ class StepResult(NamedTuple):
 
 
 def world_from_map(m: RoadMap, n_routes: int, seed: int = 0, min_length: float = 100.0,
-                   max_length: float = 400.0) -> tuple[RoadMap, RoutePool]:
-    """A world over a given map (e.g. an imported network) with ``n_routes`` random routes."""
+                   max_length: float = 400.0, cfg: SimConfig = SimConfig()) -> tuple[RoadMap, RoutePool]:
+    """A world over a given map (e.g. an imported network) with ``n_routes`` random routes that the
+    vehicle of ``cfg`` can turn through."""
     rng = np.random.default_rng(seed)
-    routes = [random_route(m, rng, 0, min_length, max_length) for _ in range(n_routes)]
+    radius = min_turn_radius(cfg.wheelbase, cfg.max_steer)
+    routes = [random_route(m, rng, 0, min_length, max_length, min_radius=radius) for _ in range(n_routes)]
     return m, make_pool(m, routes, [0] * n_routes)
 
 
 def build_world(cfg: SimConfig) -> tuple[RoadMap, RoutePool]:
-    """Generate the towns and the route pool of a config (deterministic in ``cfg.seed``)."""
+    """Generate the towns and the route pool of a config (deterministic in ``cfg.seed``), or draw the
+    routes on the map file ``cfg.map_path``."""
+    if cfg.map_path:
+        from steer.driving.maps import load_map
+
+        # Traffic may use every turn a car can make; the ego's routes keep a tracking margin.
+        return world_from_map(load_map(cfg.map_path, min_turn_radius(cfg.wheelbase, cfg.max_steer, margin=1.0)),
+                              cfg.n_towns * cfg.routes_per_town, cfg.seed,
+                              cfg.route_min_length, cfg.route_max_length, cfg)
     ss = np.random.SeedSequence(cfg.seed)
     town_seeds = ss.generate_state(cfg.n_towns)
     maps = [generate_town(int(s), cfg.town) for s in town_seeds]
@@ -174,7 +187,8 @@ def build_world(cfg: SimConfig) -> tuple[RoadMap, RoutePool]:
     routes, towns = [], []
     for t in range(cfg.n_towns):
         for _ in range(cfg.routes_per_town):
-            routes.append(random_route(m, rng, t, cfg.route_min_length, cfg.route_max_length))
+            routes.append(random_route(m, rng, t, cfg.route_min_length, cfg.route_max_length,
+                                       min_radius=min_turn_radius(cfg.wheelbase, cfg.max_steer)))
             towns.append(t)
     return m, make_pool(m, routes, towns)
 

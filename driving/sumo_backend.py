@@ -18,14 +18,14 @@ import sys
 
 import numpy as np
 
-from steer.driving.roadmap import LIGHT_GREEN, LIGHT_RED, LIGHT_YELLOW
+from steer.driving.roadmap import LIGHT_GREEN, LIGHT_GREEN_YIELD, LIGHT_RED, LIGHT_YELLOW
 from steer.driving.simulator import DrivingSim, SimConfig
 from steer.driving.sumo_import import SumoMap, import_sumo_net
 from steer.driving.routes import RoutePool
 
-# "g" (permissive green) stays red here as in sumo_import until the importer maps it to
-# LIGHT_GREEN_YIELD with the junctions' right of way: both must read a state the same way.
-_CODE = {"G": LIGHT_GREEN, "y": LIGHT_YELLOW, "Y": LIGHT_YELLOW, "o": LIGHT_GREEN, "O": LIGHT_GREEN}
+# Read as sumo_import reads a program ("g": permissive green, with the junction's right of way).
+_CODE = {"G": LIGHT_GREEN, "g": LIGHT_GREEN_YIELD, "y": LIGHT_YELLOW, "Y": LIGHT_YELLOW, "o": LIGHT_GREEN,
+         "O": LIGHT_GREEN}
 _STARTED = [False]
 
 
