@@ -51,7 +51,6 @@ def test_a_preset_field_the_config_lacks_is_an_error():
 
 def test_steer_dsrl_on_a_lift_policy_records_the_lift_preset(tmp_path):
     """The hook in `steer dsrl`: a BC run of Lift gets Lift's settings; a few env steps of the real task."""
-    pytest.importorskip("robosuite", reason="robosuite is not installed (pip install 'steer-rl[robosuite]')")
     import torch
 
     import steer.sim  # noqa: F401
