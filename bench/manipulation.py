@@ -65,6 +65,8 @@ def dsrl_job(task: str, algo: str, work: Path, env_steps: int, eval_episodes: in
     name = f"{task}-dsrl_{algo}"
     res = finished(work / name, DSRLResult)
     if res is None:
+        if algo == "na":  # Q_A learns from the demonstrations too (executed actions need no latent)
+            overrides = {"na_prefill_demos": str(work / f"{task}-data"), **overrides}
         dsrl = replace(DSRLConfig(algorithm=algo, env_steps=env_steps, seed=seed), **overrides)
         res = run_dsrl(DSRLRunConfig(policy=work / f"{task}-bc", name=name, runs=work, eval_episodes=eval_episodes,
                                      dsrl=dsrl, preset_keep=("algorithm", *overrides),

@@ -2,7 +2,8 @@
 
 Stages, each in its own folder under ``--out``: scripted demonstrations (``data/``),
 BC diffusion policy (``bc/``), DSRL over its latent noise (``dsrl/``; the task's preset,
-agent/presets.py: DSRL-SAC on PlanarPush), the DSRL policy exported to ``policy.onnx`` and
+agent/presets.py: DSRL-SAC on PlanarPush, DSRL-NA on Lift and Can, whose Q_A also learns from the
+demonstrations), the DSRL policy exported to ``policy.onnx`` and
 checked against torch, closed-loop episodes of that file over DDS between a simulated robot
 and the policy node (two processes, ``bags/``; PlanarPush only: the simulated robot is its
 pusher); then ``report.png`` and ``summary.json``. With ``--resume`` finished stages are skipped
@@ -80,7 +81,8 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> dict:
                     resume=cfg.resume and (out / "bc").exists()), progress=progress)
     dsrl = finished(out / "dsrl", DSRLResult) or run_dsrl(
         DSRLRunConfig(policy=out / "bc", name="dsrl", runs=out, eval_episodes=cfg.eval_episodes,
-                      dsrl=replace(cfg.dsrl, seed=cfg.seed), resume=cfg.resume and (out / "dsrl").exists()),
+                      dsrl=replace(cfg.dsrl, seed=cfg.seed, na_prefill_demos=cfg.dsrl.na_prefill_demos or str(data)),
+                      resume=cfg.resume and (out / "dsrl").exists()),
         progress=progress)
     export = export_checked(out / "dsrl", out / "policy.onnx")
     loop = (robot_loop(out / "policy.onnx", cfg.robot_episodes, out / "bags", progress)
