@@ -15,7 +15,8 @@ Figures (one seed per setting: that is what fits on 2 cores):
 * ``steps_to_0.9.<task>.{dsrl_na,dsrl_sac}``: first learning-curve evaluation (the preset's
   episodes per point) at or above 0.9, null when the budget ran out first;
 * ``minutes.<task>.{demos,bc,dsrl_na,dsrl_sac}``: wall-clock minutes of each stage (BC and DSRL
-  include their final evaluation), on a machine whose load is recorded in the details.
+  include their final evaluation; a resumed DSRL run counts from its first start), on a machine
+  whose load is recorded in the details.
 
     python bench/manipulation.py --tasks lift --env-steps 6000
     python bench/manipulation.py --tasks lift can --algos na sac
@@ -71,9 +72,12 @@ def dsrl_job(task: str, algo: str, work: Path, env_steps: int, eval_episodes: in
         res = run_dsrl(DSRLRunConfig(policy=work / f"{task}-bc", name=name, runs=work, eval_episodes=eval_episodes,
                                      dsrl=dsrl, preset_keep=("algorithm", *overrides),
                                      resume=(work / name / "checkpoints").exists()), progress=False)
+    doc = json.loads((work / name / "config.json").read_text())
+    # A resumed run's train_s counts only its last process: wall time runs from the first start to the summary.
+    wall_s = (work / name / "summary.json").stat().st_mtime - (doc.get("resumed_from") or doc["started"])
     return {"task": task, "algo": algo, "success": res.eval.success_rate, "episodes": res.eval.episodes,
-            "env_steps": res.env_steps, "curve": res.curve, "train_s": res.train_s,
-            "config": json.loads((work / name / "config.json").read_text())["config"]["dsrl"]}
+            "env_steps": res.env_steps, "curve": res.curve, "train_s": wall_s, "resumed": "resumed_from" in doc,
+            "config": doc["config"]["dsrl"]}
 
 
 def steps_to(curve: list, level: float = 0.9):
