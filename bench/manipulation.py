@@ -99,7 +99,10 @@ def plot(results: list[dict], prep: dict, out_png: Path) -> Path:
     for ax, task in zip(axes[0], tasks):
         for r in (r for r in results if r["task"] == task):
             xs, ys = [c[0] for c in r["curve"]], [c[1] for c in r["curve"]]
-            ax.plot(xs, ys, marker="o", label=f"DSRL-{r['algo'].upper()} (final {r['success']:.2f})")
+            n = r["config"]["eval_episodes"]
+            line, = ax.plot(xs, ys, marker="o", label=f"DSRL-{r['algo'].upper()} (curve: {n} episodes a point)")
+            ax.plot([r["env_steps"]], [r["success"]], marker="*", ms=12, ls="", color=line.get_color(),
+                    label=f"DSRL-{r['algo'].upper()} final, {r['episodes']} episodes: {r['success']:.2f}")
         ax.axhline(prep[task]["bc_success"], color="gray", ls="--", label=f"BC {prep[task]['bc_success']:.2f}")
         ax.set(title=f"{TASKS[task]}", xlabel="env steps", ylabel="success (deterministic actor)", ylim=(0, 1.02))
         ax.legend(loc="lower right", fontsize=8)
@@ -168,7 +171,8 @@ def main() -> int:
     doc = {"figures": figures,
            "details": {"prepare": prep, "runs": results, "seed": args.seed, "eval_episodes": args.eval_episodes,
                        "wall_s": time.time() - t0, "load_average": {"start": load0, "end": os.getloadavg()},
-                       "plot": png.name, "one_seed": True},
+                       "plot": png.name, "one_seed": True,
+                       "not_measured": [TASKS[t] for t in TASKS if t not in args.tasks]},
            "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "gpu": None},
            "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
     args.out.parent.mkdir(parents=True, exist_ok=True)
