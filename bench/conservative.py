@@ -1,4 +1,4 @@
-"""Conservative exploration: DSRL-SAC with and without the EpsMix gate on PlanarPush.
+"""Conservative exploration: DSRL-SAC with and without the EpsMix gate on PlanarPush or robosuite Lift.
 
 One dataset and one BC policy (the baseline, w ~ N(0, I)) are shared. For each seed,
 DSRL-SAC runs ungated (the gate only measures: variant ``monitor``) and gated
@@ -23,6 +23,14 @@ within 1.5× its env steps. Gated explorer episodes run the actor's mean (the ga
 ``explorer_deterministic``); the baseline's w ~ N(0, I) episodes are the exploration.
 
     python bench/conservative.py --seeds 5 --env-steps 10000
+
+``--task lift`` runs the same comparison on robosuite Lift over the BC policy of
+bench/manipulation.py (``--lift-bc``), with DSRL-SAC at the PlanarPush settings (the config's
+defaults, no Lift preset): on Lift those are the settings under which the learner fell
+(its deterministic actor from 0.70 to 0.30 in 10k env steps), i.e. where the gate should matter.
+It writes ``bench/results/conservative_lift.json`` unless ``--out`` says otherwise.
+
+    python bench/conservative.py --task lift --seeds 1 --env-steps 4000 --window 20 --baseline-episodes 100
 """
 
 from __future__ import annotations
@@ -42,11 +50,11 @@ import numpy as np
 from dsrl import _median, _steps_to, prepare  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 ROOT = Path(__file__).resolve().parent
-TASK = "steer/PlanarPush-v0"
+TASKS = {"push": "steer/PlanarPush-v0", "lift": "steer/Lift-v0"}
 BASELINE_SEED = 3_000_000
 
 
-def baseline_value(ckpt: str, episodes: int) -> dict:
+def baseline_value(task: str, ckpt: str, episodes: int) -> dict:
     """Success of the BC baseline, the policy the gate protects (its noise clipped to the latent bound)."""
     import torch
 
@@ -56,11 +64,11 @@ def baseline_value(ckpt: str, episodes: int) -> dict:
 
     torch.set_num_threads(1)
     policy = load_policy(Path(ckpt))
-    res = evaluate_chunked(TASK, base_policy_fn(policy, 0), episodes, seed=BASELINE_SEED)
+    res = evaluate_chunked(task, base_policy_fn(policy, 0), episodes, seed=BASELINE_SEED)
     return {"success_rate": res.success_rate, "successes": int(res.successes.sum()), "episodes": res.episodes}
 
 
-def run_one(gated: bool, seed: int, ckpt: str, env_steps: int, eval_every: int, eval_episodes: int,
+def run_one(task: str, gated: bool, seed: int, ckpt: str, env_steps: int, eval_every: int, eval_episodes: int,
             alpha: float, delta: float, gate_kwargs: dict | None = None) -> dict:
     import torch
 
@@ -79,9 +87,9 @@ def run_one(gated: bool, seed: int, ckpt: str, env_steps: int, eval_every: int, 
                      conservative=gate)
     t = time.time()
     log = MemoryLog()
-    fn, det = train_dsrl(policy, TASK, cfg, log, progress=False)
+    fn, det = train_dsrl(policy, task, cfg, log, progress=False)
     curve = det["progress"].curve
-    final = evaluate_chunked(TASK, fn, 100).success_rate
+    final = evaluate_chunked(task, fn, 100).success_rate
     records = [[r.env_steps, r.value, r.kind, round(r.gate_rho, 4)] for r in det["gate"].records]
     return {"gated": gated, "seed": seed, "curve": curve, "steps_to_0.9": _steps_to(curve), "final_success": final,
             "episodes": records, "wall_s": time.time() - t,
@@ -98,8 +106,11 @@ def below_threshold(records: list, threshold: float, window: int) -> dict:
             "explorer_share": float(np.mean([r[2] == "explorer" for r in records])) if records else None}
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--task", choices=sorted(TASKS), default="push")
+    ap.add_argument("--lift-bc", type=Path, default=Path("runs/bench-manipulation/lift-bc"),
+                    help="--task lift: the BC run of bench/manipulation.py whose policy is the baseline")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--env-steps", type=int, default=10_000, help="env steps of the ungated runs")
     ap.add_argument("--gated-budget", type=float, default=1.5, help="gated runs get this many times --env-steps")
@@ -117,14 +128,24 @@ def main() -> None:
                     help="the gate's explorer_window (default: the library's)")
     ap.add_argument("--explorer", choices=("deterministic", "stochastic"), default=None,
                     help="what the gated explorer episodes run (default: the library's explorer_deterministic)")
-    ap.add_argument("--out", type=Path, default=ROOT / "results" / "conservative.json")
+    ap.add_argument("--out", type=Path, default=None, help="default: results/conservative.json "
+                    "(conservative_lift.json with --task lift)")
     args = ap.parse_args()
+    if args.out is None:
+        args.out = ROOT / "results" / ("conservative.json" if args.task == "push" else f"conservative_{args.task}.json")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    ckpt = str(prepare(args.work, args.bc_steps))
+    task = TASKS[args.task]
+    if args.task == "lift":
+        ckpt = str(args.lift_bc / "checkpoints")
+        if not (Path(ckpt) / "policy.safetensors").exists():
+            print(f"{args.lift_bc} has no BC policy: run bench/manipulation.py --tasks lift first.")
+            return 2
+    else:
+        ckpt = str(prepare(args.work, args.bc_steps))
     t0 = time.time()
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        base_job = pool.submit(baseline_value, ckpt, args.baseline_episodes)
-        jobs = [pool.submit(run_one, gated, seed, ckpt, budget(args, gated), args.eval_every, args.eval_episodes,
+        base_job = pool.submit(baseline_value, task, ckpt, args.baseline_episodes)
+        jobs = [pool.submit(run_one, task, gated, seed, ckpt, budget(args, gated), args.eval_every, args.eval_episodes,
                             args.alpha, args.delta, gate_kwargs(args))
                 for seed in range(args.seeds) for gated in (False, True)]
         base = base_job.result()
@@ -135,6 +156,7 @@ def main() -> None:
             if len(results) < len(jobs) and {r["gated"] for r in results} == {True, False}:
                 report(args, base, results, t0, partial=True)
     report(args, base, results, t0, partial=False)
+    return 0
 
 
 def _gate_config(args):
@@ -183,7 +205,7 @@ def report(args, base: dict, results: list, t0: float, partial: bool) -> None:
             "below_threshold_met": figures["below_threshold_frac.gated"] <= args.delta + noise_floor,
             "final_success_limit": 0.9 * ung, "final_success_met": gat >= 0.9 * ung,
             "budget_ratio": budget(args, True) / budget(args, False)}
-    details = {"baseline": {**base, "lower_bound": lb, "threshold": threshold},
+    details = {"task": TASKS[args.task], "baseline": {**base, "lower_bound": lb, "threshold": threshold},
                "window_episodes": args.window, "window_noise_floor": noise_floor,
                "alpha": args.alpha, "delta": args.delta, "seeds": args.seeds,
                "env_steps_budget": {"ungated": budget(args, False), "gated": budget(args, True)},

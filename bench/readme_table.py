@@ -35,8 +35,11 @@ SHOWN = {
                     "ds.opendrive"]),
     "carl_reward_scaling": ("CaRL vs Roach reward at small and large minibatch", None),
     "conservative": ("DSRL with and without the conservative gate", None),
-    "lift": ("robosuite Lift: demos, BC with w ~ N(0, I), DSRL-SAC, 1 seed", None),
+    "conservative_lift": ("The gate on robosuite Lift, DSRL-SAC at the PlanarPush settings, 1 seed", None),
+    "manipulation": ("robosuite Lift and Can: demos, BC with w ~ N(0, I), DSRL-NA and DSRL-SAC, 1 seed", None),
 }
+SCRIPT = {"conservative_lift": "conservative"}
+"""Results files written by a benchmark of another name (``bench/<script>.py --task …``)."""
 
 
 def fmt(v: float) -> str:
@@ -58,7 +61,7 @@ def table() -> str:
         doc = json.loads(path.read_text())
         figures = doc["figures"]
         machine = doc.get("machine", {})
-        label = f"[{name}](bench/{name}.py): {title} ({machine.get('cores', '?')} cores, {doc.get('date', '')[:10]})"
+        label = f"[{name}](bench/{SCRIPT.get(name, name)}.py): {title} ({machine.get('cores', '?')} cores, {doc.get('date', '')[:10]})"
         for i, (k, v) in enumerate(figures.items() if keys is None else ((k, figures.get(k)) for k in keys if k in figures)):
             rows.append(f"| {label if i == 0 else ''} | `{k}` | {fmt(v)} |")
     return "\n".join(rows)

@@ -28,8 +28,8 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {
-    "demo": Command("steer.ops.demo:demo", "the whole DSRL path on the default task: demos, BC, DSRL, report",
-                    "steer demo --out runs/demo"),
+    "demo": Command("steer.ops.demo:demo", "the whole DSRL path on a task: demos, BC, DSRL, export, report",
+                    "steer demo --out runs/demo   # or --task steer/Lift-v0"),
     "collect": Command("steer.ops.train_cmd:collect", "record scripted-expert demonstrations as a dataset",
                        "steer collect --episodes 200 --out runs/data/push"),
     "bc": Command("steer.ops.train_cmd:bc", "train a BC diffusion policy on a dataset",

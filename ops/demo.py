@@ -1,10 +1,12 @@
-"""``steer demo``: the whole DSRL path on the default task, end to end.
+"""``steer demo``: the whole DSRL path on a task (PlanarPush by default, or Lift or Can), end to end.
 
 Stages, each in its own folder under ``--out``: scripted demonstrations (``data/``),
-BC diffusion policy (``bc/``), DSRL-SAC over its latent noise (``dsrl/``), the DSRL
-policy exported to ``policy.onnx`` and checked against torch, closed-loop episodes of
-that file over DDS between a simulated robot and the policy node (two processes,
-``bags/``); then ``report.png`` and ``summary.json``. With ``--resume`` finished stages are skipped
+BC diffusion policy (``bc/``), DSRL over its latent noise (``dsrl/``; the task's preset,
+agent/presets.py: DSRL-SAC on PlanarPush, DSRL-NA on Lift and Can, whose Q_A also learns from the
+demonstrations), the DSRL policy exported to ``policy.onnx`` and
+checked against torch, closed-loop episodes of that file over DDS between a simulated robot
+and the policy node (two processes, ``bags/``; PlanarPush only: the simulated robot is its
+pusher); then ``report.png`` and ``summary.json``. With ``--resume`` finished stages are skipped
 and an interrupted DSRL run continues from its last checkpoint. The stages are
 :mod:`steer.ops.stages`; this module only composes them.
 """
@@ -19,30 +21,37 @@ from steer.agent.bc import BCConfig
 from steer.agent.dsrl import DSRLConfig
 from steer.agent.runlog import atomic_write_json, to_jsonable
 from steer.ops.run import RunError
-from steer.ops.stages import (BCResult, BCRunConfig, CollectConfig, DSRLResult, DSRLRunConfig, collect_demos,
-                              export_checked, finished, robot_loop, run_bc, run_dsrl)
+from steer.ops.stages import (DEFAULT_TASK, BCResult, BCRunConfig, CollectConfig, DSRLResult, DSRLRunConfig,
+                              collect_demos, export_checked, finished, robot_loop, run_bc, run_dsrl)
+
+DEMO_EPISODES = {DEFAULT_TASK: 400, "steer/Lift-v0": 200, "steer/Can-v0": 200}
+"""Demonstrations ``steer demo`` collects per task when ``--demos`` is not given."""
 
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Run the whole DSRL path (demos, BC, DSRL, evaluation, report) on the default task."""
+    """Run the whole DSRL path (demos, BC, DSRL, evaluation, report) on a task."""
 
+    task: str = DEFAULT_TASK
+    """Task: steer/PlanarPush-v0, steer/Lift-v0 or steer/Can-v0 (robosuite; DSRL takes the task's preset, and
+    the DDS robot loop runs on PlanarPush only)."""
     out: Path | None = None
     """Output folder; default runs/demo-<date>-<time>."""
     resume: bool = False
     """Skip finished stages of an existing --out and continue an interrupted DSRL run."""
     seed: int = 0
     """Seed of BC, DSRL and the policy noise; demos use seeds from 1000, evaluation from 1,000,000."""
-    demos: int = field(default=400, metadata={"range": "[1, inf)"})
-    """Scripted demonstrations to collect (half of them from the mirrored operator)."""
+    demos: int | None = field(default=None, metadata={"range": "[1, inf)"})
+    """Scripted demonstrations to collect, half of them from the imperfect operator (default: 400 on
+    PlanarPush, 200 on Lift and Can)."""
     eval_episodes: int = 100
     """Held-out evaluation episodes for BC and for DSRL."""
     robot_episodes: int = 20
-    """Closed-loop episodes of the exported policy over DDS (0 to skip)."""
+    """Closed-loop episodes of the exported policy over DDS (0 to skip; PlanarPush only)."""
     bc: BCConfig = BCConfig()
     """BC hyperparameters."""
     dsrl: DSRLConfig = DSRLConfig()
-    """DSRL hyperparameters (DSRL-SAC by default)."""
+    """DSRL hyperparameters (settings left at their defaults come from the task's preset)."""
 
 
 def run_demo(cfg: DemoConfig, progress: bool = True) -> dict:
@@ -51,6 +60,10 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> dict:
 
     if cfg.eval_episodes < 1:
         raise RunError(f"--eval-episodes must be at least 1 (the demo compares BC and DSRL), got {cfg.eval_episodes}.")
+    from steer.sim.expert import EXPERT_TASKS
+
+    if cfg.task not in EXPERT_TASKS:  # before anything is created
+        raise RunError(f"--task {cfg.task} has no scripted expert; choose one of {', '.join(EXPERT_TASKS)}.")
     out = cfg.out or Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
     if out.exists() and any(out.iterdir()) and not cfg.resume:
         raise RunError(f"{out} already holds a demo; pass --resume to continue it or choose another --out.")
@@ -59,18 +72,22 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> dict:
     t0 = time.time()
     data = out / "data"
     if not (data / "done").exists():
-        collect_demos(CollectConfig(out=data, episodes=cfg.demos, seed=1000, overwrite=True))  # an unfinished one
+        episodes = cfg.demos or DEMO_EPISODES.get(cfg.task, 200)
+        collect_demos(CollectConfig(out=data, episodes=episodes, seed=1000, task=cfg.task,
+                                    overwrite=True))  # an unfinished one
         (data / "done").write_text("ok\n")
     bc = finished(out / "bc", BCResult) or run_bc(
         BCRunConfig(data=data, name="bc", runs=out, eval_episodes=cfg.eval_episodes, bc=replace(cfg.bc, seed=cfg.seed),
                     resume=cfg.resume and (out / "bc").exists()), progress=progress)
     dsrl = finished(out / "dsrl", DSRLResult) or run_dsrl(
         DSRLRunConfig(policy=out / "bc", name="dsrl", runs=out, eval_episodes=cfg.eval_episodes,
-                      dsrl=replace(cfg.dsrl, seed=cfg.seed), resume=cfg.resume and (out / "dsrl").exists()),
+                      dsrl=replace(cfg.dsrl, seed=cfg.seed, na_prefill_demos=cfg.dsrl.na_prefill_demos or str(data)),
+                      resume=cfg.resume and (out / "dsrl").exists()),
         progress=progress)
     export = export_checked(out / "dsrl", out / "policy.onnx")
-    loop = robot_loop(out / "policy.onnx", cfg.robot_episodes, out / "bags", progress) if cfg.robot_episodes > 0 else None
-    report = dsrl_report(out / "dsrl", bc.eval.success_rate, out / "report.png",
+    loop = (robot_loop(out / "policy.onnx", cfg.robot_episodes, out / "bags", progress)
+            if cfg.robot_episodes > 0 and cfg.task == DEFAULT_TASK else None)
+    report = dsrl_report(out / "dsrl", bc.eval.success_rate, out / "report.png", title=f"DSRL on {bc.task}",
                          final_success=dsrl.eval.success_rate, final_episodes=dsrl.eval.episodes)
     summary = {
         "task": bc.task, "seed": cfg.seed,
@@ -88,7 +105,7 @@ def run_demo(cfg: DemoConfig, progress: bool = True) -> dict:
 
 
 def demo(cfg: DemoConfig) -> int:
-    """Run the whole DSRL path (demos, BC, DSRL, evaluation, report) on the default task."""
+    """Run the whole DSRL path (demos, BC, DSRL, evaluation, report) on a task."""
     s = run_demo(cfg)
     out = Path(s["report"]).parent
     print(f"\nBC   success {s['bc']['success_rate']:.2f} ({s['bc']['episodes']} held-out episodes)\n"

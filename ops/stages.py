@@ -16,9 +16,10 @@ path in one file and ``demo`` composes it from one place; each stage is a short 
 
 from __future__ import annotations
 
+
 import functools
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -296,6 +297,8 @@ class DSRLRunConfig:
     """Limits YAML of the shield (default: the packaged PlanarPush robot config)."""
     preset: bool = True
     """Fill the DSRL settings left at their defaults from the BC run's task preset (agent/presets.py)."""
+    preset_keep: tuple[str, ...] = ()
+    """DSRL fields the preset leaves alone even at their defaults (e.g. ``algorithm`` to run DSRL-SAC on Lift)."""
     dsrl: DSRLConfig = DSRLConfig()
     """DSRL hyperparameters."""
 
@@ -370,7 +373,10 @@ def run_dsrl(cfg: DSRLRunConfig, progress: bool = True) -> DSRLResult:
     if cfg.preset:
         from steer.agent.presets import apply_dsrl_preset
 
-        cfg = replace(cfg, dsrl=apply_dsrl_preset(cfg.dsrl, meta["task"]))
+        unknown = sorted(set(cfg.preset_keep) - {f.name for f in fields(cfg.dsrl)})
+        if unknown:
+            raise RunError(f"--preset-keep names {', '.join(unknown)}, which are not DSRL settings.")
+        cfg = replace(cfg, dsrl=apply_dsrl_preset(cfg.dsrl, meta["task"], keep=cfg.preset_keep))
     torch.set_num_threads(1)
     # Shield and safe set are checked before the run directory exists: a bad setting leaves nothing behind.
     wrapper = shielded_env_wrapper(cfg.robot_config) if cfg.shield else None

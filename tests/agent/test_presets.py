@@ -51,7 +51,6 @@ def test_a_preset_field_the_config_lacks_is_an_error():
 
 def test_steer_dsrl_on_a_lift_policy_records_the_lift_preset(tmp_path):
     """The hook in `steer dsrl`: a BC run of Lift gets Lift's settings; a few env steps of the real task."""
-    pytest.importorskip("robosuite", reason="robosuite is not installed (pip install 'steer-rl[robosuite]')")
     import torch
 
     import steer.sim  # noqa: F401
@@ -73,3 +72,23 @@ def test_steer_dsrl_on_a_lift_policy_records_the_lift_preset(tmp_path):
     assert recorded["algorithm"] == "na" and recorded["hidden_dim"] == preset["hidden_dim"]
     assert recorded["na_utd"] == preset["na_utd"]
     assert recorded["env_steps"] == 8 and recorded["num_envs"] == 1  # set by the caller
+
+
+def test_steer_dsrl_refuses_a_kept_name_that_is_no_dsrl_setting(tmp_path):
+    import torch
+
+    import steer.sim  # noqa: F401
+    from steer.agent.bc import BCConfig, train_bc
+    from steer.agent.runlog import MemoryLog
+    from steer.ops.run import RunError
+    from steer.ops.stages import DSRLRunConfig, run_dsrl, task_meta
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    obs = [rng.normal(size=(9, 10)).astype(np.float32) for _ in range(2)]
+    act = [rng.uniform(-1, 1, size=(8, 2)).astype(np.float32) for _ in range(2)]
+    train_bc(obs, act, BCConfig(steps=2, checkpoint_every=2), MemoryLog(tmp_path / "bc" / "checkpoints"),
+             task_meta("steer/PlanarPush-v0"), progress=False)
+    with pytest.raises(RunError, match="utdd"):
+        run_dsrl(DSRLRunConfig(policy=tmp_path / "bc", runs=tmp_path, name="d", preset_keep=("utdd",)), progress=False)
+    assert not (tmp_path / "d").exists()

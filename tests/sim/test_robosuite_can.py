@@ -4,8 +4,6 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-pytest.importorskip("robosuite", reason="robosuite is not installed (pip install 'steer-rl[robosuite]')")
-
 import steer.sim  # noqa: F401
 from steer.sim.robosuite_can import OBS_NAMES, CanEnv, CanExpert
 
