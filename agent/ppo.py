@@ -179,6 +179,31 @@ def ppo_update(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch,
     return stats
 
 
+class ReturnScale:
+    """Running standard deviation of the discounted return per env (gymnasium's NormalizeReward): the
+    trainer divides rewards by :meth:`scale` (the env's own rewards and episode returns are untouched)."""
+
+    def __init__(self, num_envs: int, gamma: float, eps: float = 1e-8):
+        self.gamma, self.eps = gamma, eps
+        self.ret = np.zeros(num_envs)
+        self.count, self.mean, self.var = eps, 0.0, 1.0
+
+    def update(self, reward: np.ndarray, done: np.ndarray) -> None:
+        """Add one step's rewards; ``done`` envs start a new return."""
+        self.ret = self.ret * self.gamma + reward
+        n = len(reward)
+        b_mean, b_var = float(self.ret.mean()), float(self.ret.var())
+        delta, tot = b_mean - self.mean, self.count + n
+        self.mean += delta * n / tot
+        self.var = (self.var * self.count + b_var * n + delta * delta * self.count * n / tot) / tot
+        self.count = tot
+        self.ret[done] = 0.0
+
+    def scale(self) -> float:
+        """The divisor of the rewards."""
+        return float(np.sqrt(self.var + self.eps))
+
+
 def minibatch_indices(n: int, minibatch: int, epochs: int, generator: torch.Generator) -> list[torch.Tensor]:
     """``epochs`` random permutations of ``range(n)`` cut into minibatches of ``minibatch``."""
     out = []
@@ -385,6 +410,7 @@ def train_ppo(cfg: PPOConfig, run: RunLog, resume: bool = False, progress: bool 
     logp_buf, rew_buf, done_buf, val_buf = (torch.zeros((T, N)) for _ in range(4))
     cost_buf, cval_buf = torch.zeros((T, N)), torch.zeros((T, N))
     ep_cost = np.zeros(N)
+    reward_scale = ReturnScale(N, cfg.gamma) if cfg.norm_reward else None
     tracker = EpisodeStats(envs.metadata)
     bar = None
     if progress and rank == 0:
@@ -411,6 +437,9 @@ def train_ppo(cfg: PPOConfig, run: RunLog, resume: bool = False, progress: bool 
             x_buf[t], logp_buf[t], val_buf[t] = x.cpu(), logp.cpu(), value.cpu()
             next_obs, reward, term, trunc, infos = envs.step((2.0 * x - 1.0).cpu().numpy())
             done = term | trunc
+            if reward_scale is not None:
+                reward_scale.update(reward, done)
+                reward = reward / reward_scale.scale()
             rew_buf[t] = torch.from_numpy(reward)
             done_buf[t] = torch.from_numpy(done.astype(np.float32))
             if lagrange is not None:
@@ -456,6 +485,7 @@ def train_ppo(cfg: PPOConfig, run: RunLog, resume: bool = False, progress: bool 
             metrics = {"charts/learning_rate": optimizer.param_groups[0]["lr"], "charts/SPS": sps,
                        "charts/SPS_per_cpu": sps_cpu, "charts/minutes": (time.time() - t_start) / 60.0,
                        **stats, **lag_stats,
+                       **({"charts/reward_scale": reward_scale.scale()} if reward_scale is not None else {}),
                        "losses/explained_variance": float("nan") if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y,
                        **{f"charts/{k}" if "/" not in k else k: v for k, v in episodes.items()}}
             run.log(global_step, metrics)
