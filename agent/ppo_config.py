@@ -57,6 +57,29 @@ class LagrangianConfig:
 
 
 @dataclass(frozen=True)
+class WarmStartConfig:
+    """Imitation of the env's scripted driver before PPO, by DAgger (Ross et al. 2011): round 0 drives
+    with the driver's actions, later rounds with the policy's mean actions, every visited observation
+    is labelled with the driver's action (``infos["expert_action"]`` after ``reset(options={
+    "expert_labels": True})``), and the actor fits the growing set by Beta log-likelihood. Its env steps
+    and time count in the run's. Then the first ``value_updates`` PPO updates train the critic alone,
+    so that the policy is not moved by the advantages of an untrained critic."""
+
+    rounds: int = field(default=0, metadata={"range": "[0, inf)"})
+    """DAgger rounds (0: no warm start, PPO from scratch)."""
+    steps: int = field(default=64, metadata={"range": "[1, inf)"})
+    """Env steps per env in each round."""
+    epochs: int = field(default=4, metadata={"range": "[1, inf)"})
+    """Passes over the labelled set after each round."""
+    minibatch_size: int = field(default=2048, metadata={"range": "[1, inf)"})
+    """Samples per gradient step, all ranks together."""
+    learning_rate: float = field(default=1e-3, metadata={"range": "(0, inf)"})
+    """Adam step size of the imitation."""
+    value_updates: int = field(default=5, metadata={"range": "[0, inf)"})
+    """First PPO updates that train the critic only."""
+
+
+@dataclass(frozen=True)
 class PPOConfig:
     """PPO as CaRL configures it, with the sample counts sized for a 2-core CPU and the vector observation.
 
@@ -125,6 +148,8 @@ class PPOConfig:
     """Driving envs (reward, observation, towns, traffic)."""
     lagrangian: LagrangianConfig = field(default_factory=LagrangianConfig)
     """Optional PPO-Lag cost on infractions."""
+    warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)
+    """Optional imitation of the env's scripted driver before PPO."""
 
     @property
     def batch_size(self) -> int:

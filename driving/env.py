@@ -15,7 +15,9 @@ end of its episode): ``route_completion`` (0..1), ``distance_driven`` (m), ``spe
 ``outside_route_lanes``, ``ttc_violation``, ``finished`` (route done: truncation), the infraction
 flags of :data:`~steer.driving.simulator.INFRACTIONS`, ``driving_score`` (the route's score so far,
 see :mod:`steer.driving.score`: at an episode's last step, the episode's score), ``episode_return``
-and ``episode_length``. ``env.metadata`` lists what a trainer needs to summarize episodes without
+and ``episode_length``. After ``reset(options={"expert_labels": True})`` (until a reset with False) the
+infos of reset and step also hold ``expert_action`` [N, 2]: the scripted driver's action for the
+returned observation (labels for imitation). ``env.metadata`` lists what a trainer needs to summarize episodes without
 knowing the simulator: ``infractions``, ``episode_metrics`` and ``distance_info``.
 """
 
@@ -136,6 +138,8 @@ class DriveVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._rng = np.random.default_rng(config.sim.seed)
+        self.expert_labels = False  # infos["expert_action"]: the scripted driver's action for the returned obs
+        self._expert = None
         self._return = np.zeros(num_envs)
         self._done = np.zeros(num_envs, bool)
 
@@ -168,13 +172,23 @@ class DriveVectorEnv(VectorEnv):
         if seed is not None:
             self._rng = np.random.default_rng(seed)
             self.sim.rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
+        if options is not None and "expert_labels" in options:
+            self.expert_labels = bool(options["expert_labels"])
         mask = None if options is None else options.get("reset_mask")
         idx = np.arange(self.num_envs) if mask is None else np.flatnonzero(mask)
         routes = None if options is None else options.get("routes")
         self._reset_envs(idx, routes)
         self._return[idx] = 0.0
         self._done[idx] = False
-        return self.observe(), {}
+        return self.observe(), ({"expert_action": self._expert_action()} if self.expert_labels else {})
+
+    def _expert_action(self) -> np.ndarray:
+        """The scripted driver's actions [N, 2] in the current state (labels for imitation)."""
+        if self._expert is None:
+            from steer.driving.expert import ExpertDriver
+
+            self._expert = ExpertDriver(self.sim)
+        return self._expert.act()
 
     def _reset_envs(self, idx: np.ndarray, routes: np.ndarray | None = None) -> None:
         """New episodes in envs ``idx``; without given routes a ``light_start`` share starts before a stop line."""
@@ -249,6 +263,8 @@ class DriveVectorEnv(VectorEnv):
                 self._reset_envs(idx)
                 self._return[idx] = 0.0
         obs = self.observe()
+        if self.expert_labels:
+            infos["expert_action"] = self._expert_action()
         return obs, reward.astype(np.float32), terminated, truncated, infos
 
     def render(self):
