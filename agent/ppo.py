@@ -165,7 +165,8 @@ def ppo_update(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch,
         pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
         v_loss = value_loss(newvalue, mb.values, mb.returns, cfg.clip_coef if cfg.clip_vloss else None)
         entropy_loss = entropy.mean()
-        loss = (pg_loss - cfg.ent_coef * entropy_loss if policy else 0.0) + cfg.vf_coef * v_loss
+        # Critic only: the policy terms count 0 (not left out: DDP expects a gradient for every parameter).
+        loss = (pg_loss - cfg.ent_coef * entropy_loss) * (1.0 if policy else 0.0) + cfg.vf_coef * v_loss
         if cost_v_loss is not None:
             loss = loss + cfg.vf_coef * cost_v_loss
         optimizer.zero_grad(set_to_none=True)

@@ -79,3 +79,13 @@ def test_trainer_counts_the_warm_start_steps_and_logs_its_losses(tmp_path):
     assert res.global_step == 16 * 32 + 4 * 32 * 32
     assert "warm_start/nll" in log.records[0] and log.records[0]["warm_start/samples"] == 16 * 32
     assert dataclasses.replace(cfg, warm_start=WarmStartConfig()).warm_start.rounds == 0
+
+
+def test_warm_start_under_two_ddp_processes(tmp_path):
+    from steer.ops.drive_stages import DriveTrainConfig, train_driving_local
+
+    ppo = tiny_ppo_config(total_timesteps=2048, warm_start=WarmStartConfig(rounds=1, steps=8, value_updates=1))
+    out = train_driving_local(DriveTrainConfig(name="w", runs=tmp_path, eval_routes=0, progress=False, ppo=ppo,
+                                               processes=2))
+    # Both ranks imitate on their own envs with averaged gradients, then train; the steps of both count.
+    assert out.global_step == 8 * 32 + 2048 and out.summary["world_size"] == 2
