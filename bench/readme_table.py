@@ -29,6 +29,10 @@ SHOWN = {
                        ["rc.vector", "ds.vector", "minutes_to_0.9.vector", "steps_to_0.9.vector", "sps.vector",
                         "sps_per_cpu.vector", "red_light_per_km.vector", "collision_per_km.vector", "rc.bev",
                         "ds.bev", "rc.expert", "ds.expert"]),
+    "drive_maps": ("Scripted expert on untuned maps: stock netgenerate grid, spider, random; OpenDRIVE town "
+                   "(100 routes each, traffic)",
+                   ["rc.grid", "ds.grid", "rc.spider", "ds.spider", "rc.random", "ds.random", "rc.opendrive",
+                    "ds.opendrive"]),
     "carl_reward_scaling": ("CaRL vs Roach reward at small and large minibatch", None),
     "conservative": ("DSRL with and without the conservative gate", None),
     "lift": ("robosuite Lift: demos, BC with w ~ N(0, I), DSRL-SAC, 1 seed", None),

@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from steer.driving.roadmap import LIGHT_GREEN, LIGHT_RED, LIGHT_YELLOW
+from steer.driving.roadmap import LIGHT_GREEN, LIGHT_GREEN_YIELD, LIGHT_RED, LIGHT_YELLOW
 
 BEV_CHANNELS = ("road", "route", "lane_markings", "vehicles", "lights", "stop_lines", "speed_limit", "shoulder")
 """Channel order of the BEV observation.
 
 road 255 on the drivable area; route 255 on the route ahead (lane wide); lane_markings 255 solid /
 128 dashed; vehicles 100 + 155 * min(speed / 15 m/s, 1) on each traffic vehicle's box; lights at
-stop lines: green 80, yellow 170, red 255; stop_lines 255 at every signalled stop line;
+stop lines: green 80, yellow 170, red 255; stop_lines 255 at every signalled, stop-sign and yield line;
 speed_limit 255 * limit / 30 m/s on the road; shoulder 255 within 1.5 m outside the road."""
 
 
@@ -204,7 +204,8 @@ class BevRenderer:
         st_light = self._light_states(idx, self.town_light_ids[town])
         st = np.take_along_axis(st_light, self.sl_light_pos[town], axis=1)
         st = np.where(self.sl_light[town] >= 0, st, -1)
-        lval = np.select([st == LIGHT_GREEN, st == LIGHT_YELLOW, st == LIGHT_RED], [80, 170, 255], 0).astype(np.uint8)
+        lval = np.select([(st == LIGHT_GREEN) | (st == LIGHT_GREEN_YIELD), st == LIGHT_YELLOW, st == LIGHT_RED], [80, 170, 255],
+                         0).astype(np.uint8)
         scatter(4, sx, sy, lval)
         scatter(5, sx, sy, np.uint8(255))
 

@@ -3,8 +3,9 @@
 The planner works offline on any ``carla.Map`` (e.g. ``carla.Map(name, xodr_text)`` of an exported
 town). :class:`CarlaBackend` drives an ego on a server in synchronous mode with a fixed 0.1 s step
 and rendering off, with collision and lane-invasion sensors, and restores the world's settings and
-destroys its actors on :meth:`CarlaBackend.close`. Positions cross the boundary only through
-:mod:`steer.driving.carla_coords`.
+destroys its actors on :meth:`CarlaBackend.close`. :class:`CarlaSim` puts it behind the embedded
+simulator's interface (state arrays, observations, measurements, infraction flags). Positions cross
+the boundary only through :mod:`steer.driving.carla_coords`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from steer.driving.carla_coords import from_carla, ours_to_transform, to_carla, transform_to_ours
+from steer.driving.geometry import wrap_angle
+from steer.driving.roadmap import LIGHT_GREEN, LIGHT_RED, LIGHT_YELLOW
+from steer.driving.simulator import DrivingSim, SimConfig, world_from_map
 
 
 class CarlaUnavailableError(RuntimeError):
@@ -200,6 +204,181 @@ class CarlaBackend:
             pass
 
 
+_CARLA_STATE = {"Red": LIGHT_RED, "Yellow": LIGHT_YELLOW, "Green": LIGHT_GREEN}
+"""CARLA traffic-light state name -> our code (Off and Unknown: no restriction, green)."""
+
+
+class CarlaSim(DrivingSim):
+    """One episode at a time on a CARLA server, with the embedded simulator's state arrays and checks.
+
+    The map is the server's own: ``world.get_map().to_opendrive()`` imported like any OpenDRIVE file
+    (:mod:`steer.driving.maps`), so routes, route completion, off-road and the observations are those of
+    the embedded simulator on the same roads. The server moves the ego (physics, from [steer, accel] as
+    throttle/brake/steer) and the traffic (autopilot); every tick the poses, speeds and sizes of both
+    and the live traffic-light states are read back into the state arrays, traffic is located on our
+    lanes (for right of way), and the collision sensor's events join the box-overlap collision check
+    (by what was hit: vehicle, walker, anything else static). Pedestrians and obstacles of our own are
+    not placed; the server's walkers and props count through the collision sensor only. Wrap it with
+    ``DriveVectorEnv(1, config, sim=CarlaSim(...))``.
+    """
+
+    def __init__(self, cfg: SimConfig = SimConfig(), carla_cfg: CarlaConfig = CarlaConfig(), n_routes: int = 64,
+                 client=None, map_dir: str | None = None):
+        import hashlib
+        import tempfile
+
+        from steer.driving.maps import load_map
+        from steer.driving.routes import min_turn_radius
+
+        import dataclasses
+
+        # One server tick is one simulator step.
+        self.backend = CarlaBackend(dataclasses.replace(carla_cfg, fixed_delta_seconds=cfg.dt), client)
+        self.cmap = self.backend.world.get_map()
+        xodr = self.cmap.to_opendrive()
+        folder = map_dir or os.path.join(tempfile.gettempdir(), "steer-carla-maps")
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, hashlib.sha256(xodr.encode()).hexdigest()[:16] + ".xodr")
+        if not os.path.exists(path):
+            with open(path + ".tmp", "w") as f:
+                f.write(xodr)
+            os.replace(path + ".tmp", path)
+        m = load_map(path, min_turn_radius(cfg.wheelbase, cfg.max_steer, margin=1.0))
+        world = world_from_map(m, n_routes, cfg.seed, cfg.route_min_length, cfg.route_max_length, cfg)
+        super().__init__(1, cfg, world=world)
+        self.map_path = path
+        self._live = np.full(max(m.n_lights, 1), LIGHT_GREEN, np.int64)
+        self._light_actor = self._match_lights()
+        self._npcs: list = []
+        from scipy.spatial import cKDTree
+
+        self._tree = cKDTree(m.pts)
+        self._pt_lane = np.repeat(np.arange(m.n_lanes), m.lane_count)
+
+    # -------------------------------------------------------------- map <-> server
+    def _match_lights(self) -> list:
+        """The server's traffic light in front of each of our lights' stop lines (None where none)."""
+        import carla
+
+        m = self.map
+        actors = [None] * m.n_lights
+        for li in range(m.n_lights):
+            lanes = np.flatnonzero(m.lane_light == li)
+            if len(lanes) == 0:
+                continue
+            x, y, yaw = m.lane_pose(lanes[:1], np.zeros(1))
+            cx, cy, _ = to_carla(x[0] - 1.5 * np.cos(yaw[0]), y[0] - 1.5 * np.sin(yaw[0]), 0.0)
+            wp = self.cmap.get_waypoint(carla.Location(float(cx), float(cy), 0.0))
+            if wp is None:
+                continue
+            found = self.backend.world.get_traffic_lights_from_waypoint(wp, 10.0)
+            actors[li] = found[0] if len(found) else None
+        return actors
+
+    def _locate(self, x: np.ndarray, y: np.ndarray, yaw: np.ndarray):
+        """(lane, arc length) of the lane point nearest each pose with a heading within 45 degrees."""
+        m = self.map
+        d, i = self._tree.query(np.stack([x, y], 1), k=min(8, len(m.pts)))
+        i = np.atleast_2d(i)
+        ok = np.abs(wrap_angle(m.pt_heading[i] - yaw[:, None])) < np.pi / 4
+        pick = i[np.arange(len(x)), np.argmax(ok, 1)]
+        lane = self._pt_lane[pick]
+        return lane, (pick - m.lane_offset[lane]) * m.lane_spacing[lane]
+
+    # -------------------------------------------------------------- lifecycle
+    def reset_envs(self, idx, rng=None, routes=None) -> None:
+        """Spawn the ego at its route's start with its sensors, and ``n_npcs`` autopilot vehicles at the
+        traffic slots the embedded simulator draws."""
+        super().reset_envs(np.array([0]), rng, routes=routes)
+        be = self.backend
+        self._destroy_npcs()
+        be.reset(float(self.x[0]), float(self.y[0]), float(self.yaw[0]))
+        lib = be.world.get_blueprint_library()
+        found = lib.filter(be.cfg.vehicle_blueprint)
+        bp = found[0] if len(found) else lib.filter("vehicle.*")[0]
+        self._npcs = []
+        for k in range(self.cfg.n_npcs):
+            actor = be.world.try_spawn_actor(bp, ours_to_transform(float(self.nx[0, k]), float(self.ny[0, k]),
+                                                                   float(self.nyaw[0, k])))
+            if actor is not None:
+                actor.set_autopilot(True)
+                self._npcs.append(actor)
+        # Our own pedestrians and obstacles are not on the server.
+        self.p_active[:] = False
+        self.px[:], self.py[:] = 1e6, 1e6
+        self.ox[:], self.oy[:] = 1e6, 1e6
+        be.world.tick()
+        self._read_world()
+
+    def _destroy_npcs(self) -> None:
+        for a in self._npcs:
+            try:
+                a.destroy()
+            except RuntimeError:
+                pass
+        self._npcs = []
+
+    def close(self) -> None:
+        """Destroy our actors and give the server its settings back."""
+        self._destroy_npcs()
+        self.backend.close()
+
+    # -------------------------------------------------------------- stepping
+    def _read_world(self) -> None:
+        x, y, yaw = transform_to_ours(self.backend.ego.get_transform())
+        vel = self.backend.ego.get_velocity()
+        self.x[0], self.y[0], self.yaw[0], self.v[0] = x, y, yaw, float(np.hypot(vel.x, vel.y))
+        k = self.cfg.n_npcs
+        self.nx[0], self.ny[0], self.n_v[0] = 1e6, 1e6, 0.0
+        for j, a in enumerate(self._npcs[:k]):
+            self.nx[0, j], self.ny[0, j], self.nyaw[0, j] = transform_to_ours(a.get_transform())
+            v = a.get_velocity()
+            self.n_v[0, j] = float(np.hypot(v.x, v.y))
+            ext = a.bounding_box.extent
+            self.n_len[0, j], self.n_wid[0, j] = 2.0 * ext.x, 2.0 * ext.y
+        n = len(self._npcs[:k])
+        if n:
+            lane, s = self._locate(self.nx[0, :n], self.ny[0, :n], self.nyaw[0, :n])
+            self.n_lane[0, :n], self.n_s[0, :n] = lane, s
+            nxt = self.map.lane_succ[lane, 0]
+            self.n_next[0, :n] = np.where(nxt >= 0, nxt, lane)
+            self.n_off[0, :n] = 0.0
+        for li, tl in enumerate(self._light_actor):
+            if tl is not None:
+                self._live[li] = _CARLA_STATE.get(str(tl.get_state()).rsplit(".", 1)[-1], LIGHT_GREEN)
+
+    def _advance(self, action) -> None:
+        action = np.clip(np.asarray(action, np.float64), -1.0, 1.0).reshape(1, 2)
+        v0 = self.v.copy()
+        self.backend.step(action[0])  # applies the control and ticks the server
+        self._read_world()
+        self.distance = self.distance + 0.5 * (v0 + self.v) * self.cfg.dt
+        self.prev_steer = self.last_action[:, 0].astype(np.float64)
+        self.last_action = action.astype(np.float32)
+        self.t = self.t + self.cfg.dt
+        self.steps += 1
+
+    def _measure(self, yaw0, v0):
+        res = super()._measure(yaw0, v0)
+        hits = [str(getattr(getattr(e, "other_actor", None), "type_id", "")) for e in self.backend.collisions]
+        self.backend.collisions.clear()
+        infr = dict(res.infractions)
+        infr["collision_vehicle"] = infr["collision_vehicle"] | any(h.startswith("vehicle.") for h in hits)
+        infr["collision_pedestrian"] = infr["collision_pedestrian"] | any(h.startswith("walker.") for h in hits)
+        infr["collision_static"] = infr["collision_static"] | any(
+            not h.startswith(("vehicle.", "walker.")) for h in hits)
+        hit = infr["collision_vehicle"] | infr["collision_pedestrian"] | infr["collision_static"]
+        terminated = res.terminated | hit
+        return res._replace(infractions=infr, terminated=terminated, finished=res.finished & ~terminated)
+
+    def light_states(self, light: np.ndarray, env_axis_shape=None) -> np.ndarray:
+        """The server's live states of ``light`` ids."""
+        return np.where(light >= 0, self._live[np.maximum(light, 0)], -1)
+
+    def _light_states_at(self, env: np.ndarray, light: np.ndarray) -> np.ndarray:
+        return self.light_states(light)
+
+
 def carla_host_from_env() -> tuple[str, int] | None:
     """(host, port) from ``CARLA_HOST`` (``host`` or ``host:port``), or None when unset."""
     v = os.environ.get("CARLA_HOST")
@@ -209,5 +388,5 @@ def carla_host_from_env() -> tuple[str, int] | None:
     return host, int(port or 2000)
 
 
-__all__ = ["CarlaBackend", "CarlaConfig", "CarlaRoutePlanner", "CarlaUnavailableError", "carla_host_from_env",
+__all__ = ["CarlaBackend", "CarlaConfig", "CarlaSim", "CarlaRoutePlanner", "CarlaUnavailableError", "carla_host_from_env",
            "from_carla", "to_carla"]

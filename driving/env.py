@@ -227,7 +227,9 @@ class DriveVectorEnv(VectorEnv):
         prev_steer = sim.last_action[:, 0].copy()
         res = sim.step(actions)
         infr = res.infractions
-        coll_red = infr["collision_vehicle"] | infr["collision_static"] | infr["collision_pedestrian"] | infr["red_light"]
+        # Collisions and the two rule infractions (red light, stop sign) take the terminal penalty.
+        coll_red = (infr["collision_vehicle"] | infr["collision_static"] | infr["collision_pedestrian"] | infr["red_light"]
+                    | infr["stop_sign"])
         if cfg.reward == "roach":
             vgap, _, lgap, _ = sim.route_hazards()
         else:

@@ -15,9 +15,13 @@ needs no normalizer. Groups, in order (the names are in :meth:`VectorObservation
     at the grid points ``map_forward_m`` × ``map_left_m`` around the ego: ``map.sdf{i}``, the signed
     distance to the drivable area's edge (negative inside, clipped to ±3 m, /3), and ``map.route{i}``,
     1 on a carriageway of the route or in a junction, else 0 (oncoming lanes, other roads, off-road).
-``light`` (5)
-    the next stop line on the route: ``light.distance`` (bumper to line, /50 m, 2 when none within
-    100 m) and a one-hot ``light.none/green/yellow/red``.
+``junction`` (8)
+    the route's next junction entry (stop line): ``junction.distance`` (bumper to line, /50 m, 2 when
+    none within 100 m); a one-hot of its control ``junction.none`` (no entry in range, or the
+    priority road with nobody to yield to), ``junction.green`` (protected), ``junction.yellow``,
+    ``junction.red``, ``junction.stop`` (stop sign), ``junction.yield`` (yield sign, permissive
+    green, or a turn across the priority road's traffic); and ``junction.clear``: 1 when the ego may
+    enter now by the lights and the right of way (a stop sign needs the stop first), else 0.
 ``goal`` (1)
     ``goal.distance``: route metres left, /100, capped at 5.
 ``users`` (K × (8 + len(ROAD_USER_KINDS)))
@@ -26,8 +30,11 @@ needs no normalizer. Groups, in order (the names are in :meth:`VectorObservation
     to the ego's, ``vx``, ``vy`` (its velocity in the ego frame, /10 m/s), ``length``, ``width``
     (/5 m) and a one-hot over :data:`ROAD_USER_KINDS`.
 
-Road users come from :func:`road_users`; a new kind (pedestrians, obstacles) joins by adding its
-arrays there with its kind index: the slot layout and the network stay the same.
+Road users come from :func:`road_users`: the traffic vehicles, the pedestrians (waiting at the kerb
+or crossing) and the static obstacles (parked cars, road works); a new kind joins by adding its
+arrays there with its kind index: the slot layout and the network stay the same. The layout grew
+from 212 floats (``light``, 5 fields, before pedestrians and stop signs) to 215 (``junction``, 8);
+an exported policy's spec records the size it was trained with.
 """
 
 from __future__ import annotations
@@ -37,10 +44,15 @@ from typing import NamedTuple
 
 import numpy as np
 
-from steer.driving.roadmap import CW_JUNCTION, LIGHT_GREEN, LIGHT_RED, LIGHT_YELLOW
+from steer.driving.roadmap import (
+    CONTROL_NONE, CONTROL_STOP, CONTROL_YIELD, CW_JUNCTION, LIGHT_GREEN, LIGHT_GREEN_YIELD, LIGHT_RED, LIGHT_YELLOW,
+)
 
 ROAD_USER_KINDS = ("vehicle", "pedestrian", "obstacle")
 """Kinds of road users, in the order of the one-hot in each ``users`` slot."""
+
+JUNCTION_FIELDS = ("distance", "none", "green", "yellow", "red", "stop", "yield", "clear")
+"""Fields of the ``junction`` group."""
 
 USER_FIELDS = ("present", "x", "y", "cos", "sin", "vx", "vy", "length", "width", *(f"is_{k}" for k in ROAD_USER_KINDS))
 """Fields of one road-user slot."""
@@ -63,7 +75,7 @@ class VectorObsConfig:
     user_radius_m: float = 50.0
     """Road users farther than this are not observed, metres."""
     light_range_m: float = 100.0
-    """Stop lines farther ahead than this count as none, metres."""
+    """Junction entries farther ahead than this count as none, metres."""
 
 
 class RoadUsers(NamedTuple):
@@ -80,9 +92,15 @@ class RoadUsers(NamedTuple):
 
 
 def road_users(sim, idx: np.ndarray) -> RoadUsers:
-    """The road users around envs ``idx``: the traffic vehicles today (new kinds concatenate here)."""
-    kind = np.zeros(sim.nx[idx].shape, np.int64)
-    return RoadUsers(sim.nx[idx], sim.ny[idx], sim.nyaw[idx], sim.n_v[idx], sim.n_len[idx], sim.n_wid[idx], kind)
+    """The road users of envs ``idx``: traffic vehicles, pedestrians and static obstacles, concatenated."""
+    parts = (
+        (sim.nx, sim.ny, sim.nyaw, sim.n_v, sim.n_len, sim.n_wid, 0),
+        (sim.px, sim.py, sim.pyaw, sim.pv, sim.p_size, sim.p_size, 1),
+        (sim.ox, sim.oy, sim.oyaw, np.zeros(sim.ox.shape), sim.olen, sim.owid, 2),
+    )
+    cols = [np.concatenate([p[i][idx] for p in parts], 1) for i in range(6)]
+    kind = np.concatenate([np.full(p[0][idx].shape, p[6], np.int64) for p in parts], 1)
+    return RoadUsers(*cols, kind)
 
 
 class VectorObservation:
@@ -96,7 +114,7 @@ class VectorObservation:
         names = self.field_names()
         self.size = len(names)
         self.slices = {}
-        for g in ("ego", "route", "map", "light", "goal", "users"):
+        for g in ("ego", "route", "map", "junction", "goal", "users"):
             pos = [i for i, n in enumerate(names) if n.split(".")[0] == g]
             self.slices[g] = slice(pos[0], pos[-1] + 1)
 
@@ -110,7 +128,7 @@ class VectorObservation:
         names.append("route.lane_width")
         g = len(cfg.map_forward_m) * len(cfg.map_left_m)
         names += [f"map.sdf{i}" for i in range(g)] + [f"map.route{i}" for i in range(g)]
-        names += ["light.distance", "light.none", "light.green", "light.yellow", "light.red", "goal.distance"]
+        names += [f"junction.{k}" for k in JUNCTION_FIELDS] + ["goal.distance"]
         for k in range(cfg.max_users):
             names += [f"users.{k}.{f}" for f in USER_FIELDS]
         return names
@@ -165,21 +183,20 @@ class VectorObservation:
         mp[:, :g] = np.clip(sdf, -3.0, 3.0) / 3.0
         mp[:, g:] = on_route
 
-        # next stop line on the route
-        stop_s = pool.stop_s[r]
-        ahead = (stop_s > sim.s[idx][:, None]) & (stop_s - sim.s[idx][:, None] < cfg.light_range_m)
-        j = np.argmax(ahead, 1)
-        rows = np.arange(n)
-        has = ahead.any(1)
-        light = np.where(has, pool.stop_light[r, j], -1)
-        st = _light_states(sim, idx, light)
-        lt = out[:, self.slices["light"]]
-        dist = stop_s[rows, j] - sim.s[idx] - sim.length[idx] / 2.0
-        lt[:, 0] = np.where(has, np.clip(dist, 0.0, cfg.light_range_m) / 50.0, 2.0)
-        lt[:, 1] = ~has | ((st != LIGHT_GREEN) & (st != LIGHT_YELLOW) & (st != LIGHT_RED))
-        lt[:, 2] = has & (st == LIGHT_GREEN)
-        lt[:, 3] = has & (st == LIGHT_YELLOW)
-        lt[:, 4] = has & (st == LIGHT_RED)
+        # next junction entry on the route
+        conn, ctl, st, dist, clear = (a[idx] for a in sim.next_junction())
+        has = dist < cfg.light_range_m
+        must_yield = (ctl == CONTROL_YIELD) | (st == LIGHT_GREEN_YIELD) | (
+            (ctl == CONTROL_NONE) & (st < 0) & m.lane_yields[np.maximum(conn, 0)].any(-1))
+        jn = out[:, self.slices["junction"]]
+        jn[:, 0] = np.where(has, np.clip(dist, 0.0, cfg.light_range_m) / 50.0, 2.0)
+        jn[:, 2] = has & (st == LIGHT_GREEN)
+        jn[:, 3] = has & (st == LIGHT_YELLOW)
+        jn[:, 4] = has & (st == LIGHT_RED)
+        jn[:, 5] = has & (ctl == CONTROL_STOP)
+        jn[:, 6] = has & must_yield & ~jn[:, 2:6].any(1)
+        jn[:, 1] = ~jn[:, 2:7].any(1)
+        jn[:, 7] = ~has | clear
         out[:, self.slices["goal"]][:, 0] = np.minimum((pool.length[r] - sim.s[idx]) / 100.0, 5.0)
 
         # nearest road users
@@ -187,7 +204,11 @@ class VectorObservation:
         ux, uy = to_ego(u.x, u.y)
         d2 = ux * ux + uy * uy
         k = cfg.max_users
-        order = np.argsort(d2, axis=1)[:, :k]
+        if d2.shape[1] > k:  # the k nearest, then in order
+            near = np.argpartition(d2, k - 1, axis=1)[:, :k]
+            order = np.take_along_axis(near, np.argsort(np.take_along_axis(d2, near, 1), axis=1), 1)
+        else:
+            order = np.argsort(d2, axis=1)
         take = lambda a: np.take_along_axis(a, order, 1)  # noqa: E731
         ux, uy, d2 = take(ux), take(uy), take(d2)
         rel = take(u.yaw) - yaw[:, None]
@@ -210,12 +231,3 @@ class VectorObservation:
         slots[:, :kk] *= present[..., None]
         out[:, self.slices["users"]] = slots.reshape(n, -1)
         return out
-
-
-def _light_states(sim, idx: np.ndarray, light: np.ndarray) -> np.ndarray:
-    """States of ``light`` [n] (−1 where light is −1) at the times of envs ``idx``."""
-    m = sim.map
-    li = np.maximum(light, 0)
-    off = sim.group_offset[idx, m.light_group[li]]
-    st = m.light_state(li, sim.t[idx], off)
-    return np.where(light >= 0, st, -1)

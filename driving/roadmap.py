@@ -1,11 +1,14 @@
 """The map format every backend shares: lanes, lane graph, traffic lights and rasterized layers.
 
 A map is a set of directed lanes (centre polylines resampled at <= 1 m) with successors, lane-change
-neighbours, speed limits and the traffic light that controls entry into the lane (lights stand at the
-start of junction connector lanes, i.e. at the stop line). From those it derives the static world
-layers the simulator and the rasterizer look up: signed distance to the drivable area, carriageway
-ids (for "outside the route lanes") and the uint8 BEV layers road, lane markings, speed limit,
-shoulder. Several maps merge into one bank with global indices so that a vector env can run a
+neighbours, speed limits and how entry into a junction connector is controlled: a traffic light, a
+stop sign, a yield sign or nothing (the priority road), together with the connectors it conflicts
+with and which of them it yields to (its right of way). Controls stand at the start of connector
+lanes, i.e. at the stop line. Pedestrian crossings (marked crosswalks and unmarked places where people
+cross) and static obstacles (parked cars, road works) are map features too. From those it derives the
+static world layers the simulator and the rasterizer look up: signed distance to the drivable area,
+carriageway ids (for "outside the route lanes") and the uint8 BEV layers road, lane markings, speed
+limit, shoulder. Several maps merge into one bank with global indices so that a vector env can run a
 different town in every sub-environment with the same flat arrays.
 """
 
@@ -17,8 +20,19 @@ import numpy as np
 
 from steer.driving.geometry import polyline_arclength, polyline_curvature, polyline_headings, resample_polyline
 
-LIGHT_GREEN, LIGHT_YELLOW, LIGHT_RED = 0, 1, 2
-"""Traffic light state codes."""
+LIGHT_GREEN, LIGHT_YELLOW, LIGHT_RED, LIGHT_GREEN_YIELD = 0, 1, 2, 3
+"""Traffic light state codes. ``LIGHT_GREEN_YIELD`` is SUMO's permissive green ``g``: go after
+yielding to the conflicting traffic that has a (protected or permissive) green of higher rank."""
+
+CONTROL_NONE, CONTROL_LIGHT, CONTROL_STOP, CONTROL_YIELD = 0, 1, 2, 3
+"""How entry into a connector is controlled: nothing (the priority road; the connector still yields to
+the foes its right of way names), a traffic light, a stop sign (stop, then yield), a yield sign."""
+
+CONTROL_NAMES = ("none", "light", "stop", "yield")
+"""Names of the control codes, in code order."""
+
+OBSTACLE_PARKED_CAR, OBSTACLE_ROAD_WORKS = 0, 1
+"""Kinds of static obstacles."""
 
 ROAD_LANE, CONNECTOR_LANE = 0, 1
 """Lane kinds: a lane of a road, or a connector through a junction."""
@@ -57,6 +71,50 @@ class LaneSpec:
     """Same-direction neighbour to the right, -1 none."""
     name: str = ""
     """Source id (e.g. a SUMO lane id), for debugging and backends."""
+    control: int = CONTROL_NONE
+    """Entry control of a connector (CONTROL_*); a connector with ``light >= 0`` is CONTROL_LIGHT."""
+    junction: int = -1
+    """Junction a connector belongs to (any id unique within the map); -1 for road lanes. Right of way
+    is derived between the connectors of one junction."""
+    priority: int = 0
+    """Rank of a connector's approach: higher goes first (SUMO's edge priority). Derived right of way
+    orders conflicting connectors by (priority, not stop/yield controlled, straight > right > left)."""
+    foes: list[tuple[int, float, bool]] | None = None
+    """Right of way of a connector: (foe connector, arc length along the foe where their paths meet,
+    whether this connector yields to it). None derives it from geometry and the ranks above (see
+    :func:`derive_right_of_way`); an importer with the source's own right of way passes it here."""
+
+
+@dataclass
+class CrossingSpec:
+    """A place where pedestrians cross the road: a straight walk from ``a`` to ``b`` (both kerbside)."""
+
+    a: np.ndarray
+    """One end [2], beside the road, metres."""
+    b: np.ndarray
+    """The other end [2]."""
+    marked: bool = True
+    """A marked crosswalk (vehicles must let people on it cross) or a place people cross anyway."""
+    width: float = 3.0
+    """Width of the crosswalk, metres."""
+
+
+@dataclass
+class ObstacleSpec:
+    """A static obstacle: an oriented box that stands on (part of) a lane."""
+
+    x: float
+    """Centre x, metres."""
+    y: float
+    """Centre y, metres."""
+    yaw: float
+    """Heading, radians."""
+    length: float
+    """Length, metres."""
+    width: float
+    """Width, metres."""
+    kind: int = OBSTACLE_PARKED_CAR
+    """OBSTACLE_PARKED_CAR or OBSTACLE_ROAD_WORKS."""
 
 
 @dataclass
@@ -68,7 +126,7 @@ class LightSpec:
     durations: list[float]
     """Duration of each phase, seconds; the cycle is their sum."""
     states: list[int]
-    """State code of each phase (LIGHT_GREEN, LIGHT_YELLOW, LIGHT_RED)."""
+    """State code of each phase (LIGHT_GREEN, LIGHT_YELLOW, LIGHT_RED, LIGHT_GREEN_YIELD)."""
     name: str = ""
     """Source id (e.g. SUMO "tls:linkIndex")."""
 
@@ -94,6 +152,19 @@ class RoadMap:
     lane_succ: np.ndarray
     lane_succ_count: np.ndarray
     lane_names: list[str]
+    lane_control: np.ndarray
+    """[L] CONTROL_* of each lane (CONTROL_NONE on road lanes)."""
+    lane_foe: np.ndarray
+    """[L, F] foe connectors of each connector (-1 padding)."""
+    lane_foe_s: np.ndarray
+    """[L, F] arc length along the foe where the two paths meet."""
+    lane_yields: np.ndarray
+    """[L, F] whether the lane yields to that foe."""
+    lane_obstacle: np.ndarray
+    """[L] the static obstacle that stands on the lane, -1 none (one per lane)."""
+    lane_min_radius: np.ndarray
+    """[L] tightest radius of curvature along each lane (metres, over 3 m of arc): routes skip lanes
+    tighter than the ego can turn."""
     # lane points [P]
     pts: np.ndarray
     pt_heading: np.ndarray
@@ -125,6 +196,29 @@ class RoadMap:
     town_lane_count: np.ndarray
     town_group_offset: np.ndarray
     town_group_count: np.ndarray
+    # pedestrian crossings [C]
+    crossing_a: np.ndarray
+    crossing_b: np.ndarray
+    crossing_marked: np.ndarray
+    crossing_width: np.ndarray
+    town_crossing_offset: np.ndarray
+    town_crossing_count: np.ndarray
+    # static obstacles [O]
+    obstacle_xy: np.ndarray
+    obstacle_yaw: np.ndarray
+    obstacle_length: np.ndarray
+    obstacle_width: np.ndarray
+    obstacle_kind: np.ndarray
+    obstacle_lane: np.ndarray
+    """Lane the obstacle stands on (-1 when it is off every lane)."""
+    obstacle_s0: np.ndarray
+    """Arc length along that lane where the obstacle begins ..."""
+    obstacle_s1: np.ndarray
+    """... and ends, metres."""
+    obstacle_edge: np.ndarray
+    """Lateral offset (left positive) from the lane's centre line of the obstacle's side that faces it."""
+    town_obstacle_offset: np.ndarray
+    town_obstacle_count: np.ndarray
 
     @property
     def n_lanes(self) -> int:
@@ -198,6 +292,92 @@ def _rasterize_strip(mask_set, pts: np.ndarray, offsets: np.ndarray, origin, res
         mask_set[iy[ok], ix[ok]] = value
 
 
+def derive_right_of_way(lanes: list[LaneSpec], points: list[np.ndarray], conflict_distance: float = 2.5) -> None:
+    """Fill ``foes`` of every connector with ``foes is None`` and ``junction >= 0``.
+
+    Two connectors of one junction that leave different lanes conflict where their centre lines come
+    closer than ``conflict_distance`` (crossing or merging paths); the meeting point is where they are
+    closest (the end, for a merge). Of a conflicting pair, the connector with the lower rank yields:
+    rank = (approach ``priority``, not stop/yield controlled, straight > right turn > left turn), ties
+    broken by lane index, so the relation has no cycles and waiting vehicles cannot lock each other.
+    ``points`` are the lanes' resampled centre lines.
+    """
+    from scipy.spatial.distance import cdist
+
+    pred: dict[int, int] = {}
+    for i, ln in enumerate(lanes):
+        for s in ln.successors:
+            pred.setdefault(s, i)
+    todo = [i for i, ln in enumerate(lanes) if ln.kind == CONNECTOR_LANE and ln.junction >= 0 and ln.foes is None]
+    if not todo:
+        return
+    by_j: dict[int, list[int]] = {}
+    for i, ln in enumerate(lanes):
+        if ln.kind == CONNECTOR_LANE and ln.junction >= 0:
+            by_j.setdefault(ln.junction, []).append(i)
+
+    def rank(i):
+        ln, p = lanes[i], points[i]
+        h = polyline_headings(p)
+        turn = float(np.angle(np.exp(1j * (h[-1] - h[0]))))
+        kind = 2 if abs(turn) < np.radians(30) else (1 if turn < 0 else 0)
+        minor = ln.control in (CONTROL_STOP, CONTROL_YIELD)
+        return (ln.priority, 0 if minor else 1, kind, -i)
+
+    found: dict[int, list[tuple[int, float, bool]]] = {i: [] for i in todo}
+    for members in by_j.values():
+        arc = {i: polyline_arclength(points[i]) for i in members}
+        for ai, a in enumerate(members):
+            for b in members[ai + 1:]:
+                if a not in found and b not in found:
+                    continue
+                if pred.get(a, -1) == pred.get(b, -2):
+                    continue  # leaving the same lane: they diverge
+                d = cdist(points[a], points[b])
+                if lanes[a].successors and lanes[a].successors == lanes[b].successors:
+                    ia, ib = len(points[a]) - 1, len(points[b]) - 1
+                elif d.min() < conflict_distance:
+                    ia, ib = np.unravel_index(np.argmin(d), d.shape)
+                else:
+                    continue
+                a_yields = rank(a) < rank(b)
+                if a in found:
+                    found[a].append((b, float(arc[b][ib]), a_yields))
+                if b in found:
+                    found[b].append((a, float(arc[a][ia]), not a_yields))
+    for i, f in found.items():
+        lanes[i].foes = f
+
+
+def _obstacle_on_lanes(ob: ObstacleSpec, lanes: list[LaneSpec], points: list[np.ndarray]):
+    """(lane, s0, s1, edge) of the road lane an obstacle intrudes most, or (-1, 0, 0, 0)."""
+    from steer.driving.geometry import box_corners
+
+    corners = box_corners(np.float64(ob.x), np.float64(ob.y), np.float64(ob.yaw), ob.length, ob.width)
+    best = (-1, 0.0, 0.0, 0.0, np.inf)
+    for i, ln in enumerate(lanes):
+        if ln.kind != ROAD_LANE:
+            continue
+        p = points[i]
+        lo, hi = p.min(0) - 10.0, p.max(0) + 10.0
+        if not (lo[0] < ob.x < hi[0] and lo[1] < ob.y < hi[1]):
+            continue
+        s = polyline_arclength(p)
+        h = polyline_headings(p)
+        j = np.argmin(np.hypot(p[:, 0] - ob.x, p[:, 1] - ob.y))
+        c, sn = np.cos(h[j]), np.sin(h[j])
+        dx, dy = corners[:, 0] - p[j, 0], corners[:, 1] - p[j, 1]
+        lon = s[j] + dx * c + dy * sn
+        lat = -dx * sn + dy * c
+        centre_lat = float(lat.mean())
+        edge = float(lat.max() if centre_lat < 0 else lat.min())
+        if abs(edge) >= ln.width / 2.0 or lon.max() < 0 or lon.min() > s[-1]:
+            continue
+        if abs(edge) < best[4]:
+            best = (i, float(max(lon.min(), 0.0)), float(min(lon.max(), s[-1])), edge, abs(edge))
+    return best[:4]
+
+
 def build_roadmap(
     lanes: list[LaneSpec],
     lights: list[LightSpec],
@@ -207,16 +387,20 @@ def build_roadmap(
     shoulder_width: float = 1.5,
     lateral_accel: float = 2.5,
     slot_spacing: float = 12.0,
+    crossings: list[CrossingSpec] = (),
+    obstacles: list[ObstacleSpec] = (),
 ) -> RoadMap:
-    """Build a single-town :class:`RoadMap` from lane and light specs.
+    """Build a single-town :class:`RoadMap` from lane, light, crossing and obstacle specs.
 
     ``junction_polygons`` are filled as drivable (connectors alone leave the corners out);
-    ``lateral_accel`` (m/s^2) sets the comfortable speed on curved lanes.
+    ``lateral_accel`` (m/s^2) sets the comfortable speed on curved lanes. Connectors without a
+    right of way get one from :func:`derive_right_of_way`; each obstacle is registered on the lane it
+    stands on, and no traffic spawns next to it.
     """
     from scipy.ndimage import distance_transform_edt
     from matplotlib.path import Path
 
-    pts_list, offs, counts, lengths, spacing, heads, comfort = [], [], [], [], [], [], []
+    pts_list, offs, counts, lengths, spacing, heads, comfort, radius = [], [], [], [], [], [], [], []
     off = 0
     for ln in lanes:
         p = resample_polyline(ln.points, 1.0)
@@ -229,9 +413,26 @@ def build_roadmap(
         spacing.append(s[-1] / (len(p) - 1))
         k = polyline_curvature(p).max() if len(p) > 2 else 0.0
         comfort.append(min(ln.speed_limit, np.sqrt(lateral_accel / max(k, 1e-6))))
+        radius.append(min_turn_radius_of(p, heads[-1]))
         off += len(p)
     pts = np.concatenate(pts_list)
     n_l = len(lanes)
+    for ln in lanes:
+        if ln.light >= 0:
+            ln.control = CONTROL_LIGHT
+    derive_right_of_way(lanes, pts_list)
+    max_foe = max(1, max(len(ln.foes or ()) for ln in lanes))
+    foe = -np.ones((n_l, max_foe), np.int64)
+    foe_s = np.zeros((n_l, max_foe))
+    yields = np.zeros((n_l, max_foe), bool)
+    for i, ln in enumerate(lanes):
+        for k, (f, fs, y) in enumerate(ln.foes or ()):
+            foe[i, k], foe_s[i, k], yields[i, k] = f, fs, y
+    ob_lane = [_obstacle_on_lanes(ob, lanes, pts_list) for ob in obstacles]
+    lane_obstacle = -np.ones(n_l, np.int64)
+    for o, (ln_i, *_rest) in enumerate(ob_lane):
+        if ln_i >= 0 and lane_obstacle[ln_i] < 0:
+            lane_obstacle[ln_i] = o
     max_succ = max(1, max(len(ln.successors) for ln in lanes))
     succ = -np.ones((n_l, max_succ), np.int64)
     for i, ln in enumerate(lanes):
@@ -251,10 +452,10 @@ def build_roadmap(
     light_group = np.array([lt.group for lt in lights] or [0], np.int64)
     n_groups = int(light_group.max()) + 1
 
-    # Stop lines: across the start of each lit lane.
+    # Stop lines: across the start of each lit, stop- or yield-controlled connector (light -1 when unlit).
     sl_pts, sl_light = [], []
     for i, ln in enumerate(lanes):
-        if ln.light < 0:
+        if ln.control == CONTROL_NONE:
             continue
         p0, h0 = pts_list[i][0], heads[i][0]
         n = np.array([-np.sin(h0), np.cos(h0)])
@@ -272,17 +473,19 @@ def build_roadmap(
     cw = np.full(shape, CW_OFFROAD, np.int16)
     speed = np.zeros(shape, np.uint8)
     marks = np.zeros(shape, np.uint8)
-    if len(junction_polygons):
-        yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
+    for poly in junction_polygons:
+        # Only the cells of the polygon's bounding box are tested (large imported maps).
+        poly = np.asarray(poly)
+        i0, j0 = np.floor((poly.min(0) - lo) / grid_res).astype(np.int64)
+        i1, j1 = np.ceil((poly.max(0) - lo) / grid_res).astype(np.int64)
+        i0, j0, i1, j1 = max(i0, 0), max(j0, 0), min(i1, shape[1]), min(j1, shape[0])
+        if i1 <= i0 or j1 <= j0:
+            continue
+        yy, xx = np.mgrid[j0:j1, i0:i1]
         centres = np.stack([lo[0] + (xx.ravel() + 0.5) * grid_res, lo[1] + (yy.ravel() + 0.5) * grid_res], 1)
-        for poly in junction_polygons:
-            poly = np.asarray(poly)
-            pmin, pmax = poly.min(0), poly.max(0)
-            sel = np.all((centres >= pmin) & (centres <= pmax), axis=1)
-            inside = np.zeros(len(centres), bool)
-            inside[sel] = Path(poly).contains_points(centres[sel])
-            drivable.reshape(-1)[inside] = True
-            cw.reshape(-1)[inside] = CW_JUNCTION
+        inside = Path(poly).contains_points(centres).reshape(yy.shape)
+        drivable[j0:j1, i0:i1] |= inside
+        cw[j0:j1, i0:i1][inside] = CW_JUNCTION
     for i, ln in enumerate(lanes):
         half = ln.width / 2.0
         offsets = np.arange(-half, half + 1e-9, grid_res * 0.5)
@@ -324,6 +527,9 @@ def build_roadmap(
         if ln.kind != ROAD_LANE:
             continue
         for s in np.arange(6.0, lengths[i] - 6.0, slot_spacing):
+            o = lane_obstacle[i]
+            if o >= 0 and ob_lane[o][1] - 8.0 < s < ob_lane[o][2] + 8.0:
+                continue
             slot_lane.append(i)
             slot_s.append(s)
     slot_lane = np.array(slot_lane, np.int64)
@@ -346,6 +552,12 @@ def build_roadmap(
         lane_succ=succ,
         lane_succ_count=succ_count,
         lane_names=[ln.name for ln in lanes],
+        lane_control=np.array([ln.control for ln in lanes], np.int8),
+        lane_foe=foe,
+        lane_foe_s=foe_s,
+        lane_yields=yields,
+        lane_obstacle=lane_obstacle,
+        lane_min_radius=np.array(radius),
         pts=pts,
         pt_heading=np.concatenate(heads),
         light_group=light_group,
@@ -372,10 +584,42 @@ def build_roadmap(
         town_lane_count=np.array([n_l]),
         town_group_offset=np.array([0]),
         town_group_count=np.array([n_groups]),
+        crossing_a=np.array([c.a for c in crossings], np.float64).reshape(-1, 2),
+        crossing_b=np.array([c.b for c in crossings], np.float64).reshape(-1, 2),
+        crossing_marked=np.array([c.marked for c in crossings], bool),
+        crossing_width=np.array([c.width for c in crossings], np.float64),
+        town_crossing_offset=np.array([0]),
+        town_crossing_count=np.array([len(crossings)]),
+        obstacle_xy=np.array([[o.x, o.y] for o in obstacles], np.float64).reshape(-1, 2),
+        obstacle_yaw=np.array([o.yaw for o in obstacles], np.float64),
+        obstacle_length=np.array([o.length for o in obstacles], np.float64),
+        obstacle_width=np.array([o.width for o in obstacles], np.float64),
+        obstacle_kind=np.array([o.kind for o in obstacles], np.int8),
+        obstacle_lane=np.array([b[0] for b in ob_lane], np.int64),
+        obstacle_s0=np.array([b[1] for b in ob_lane], np.float64),
+        obstacle_s1=np.array([b[2] for b in ob_lane], np.float64),
+        obstacle_edge=np.array([b[3] for b in ob_lane], np.float64),
+        town_obstacle_offset=np.array([0]),
+        town_obstacle_count=np.array([len(obstacles)]),
     )
     x, y, _ = rm.lane_pose(slot_lane, slot_s)
     rm.slot_xy = np.stack([x, y], 1).reshape(-1, 2)
     return rm
+
+
+def min_turn_radius_of(points: np.ndarray, headings: np.ndarray, window: float = 3.0) -> float:
+    """Tightest radius (m) of a polyline: arc length over heading change across ``window`` metres of
+    arc (a window rather than one vertex, so that a kink where two shapes join is not a tight turn)."""
+    s = polyline_arclength(points)
+    if s[-1] < 1e-6 or len(points) < 3:
+        return float("inf")
+    h = np.unwrap(headings[:-1])
+    sm = 0.5 * (s[:-1] + s[1:])  # headings belong to the segments
+    j = np.minimum(np.searchsorted(sm, sm + min(window, s[-1]) - 1e-9), len(sm) - 1)
+    ok = j > np.arange(len(sm))
+    if not ok.any():
+        return float("inf")
+    return float((np.maximum(sm[j] - sm, 1e-6)[ok] / np.maximum(np.abs(h[j] - h)[ok], 1e-9)).min())
 
 
 def _runs(mask: np.ndarray):
@@ -394,6 +638,12 @@ def merge_maps(maps: list[RoadMap]) -> RoadMap:
     group_off = np.cumsum([0] + [m.n_groups for m in maps])[:-1]
     cw_off = np.cumsum([0] + [m.n_carriageways for m in maps])[:-1]
     slot_off = np.cumsum([0] + [len(m.slot_lane) for m in maps])[:-1]
+    crossing_off = np.cumsum([0] + [len(m.crossing_a) for m in maps])[:-1]
+    obstacle_off = np.cumsum([0] + [len(m.obstacle_xy) for m in maps])[:-1]
+    max_foe = max(m.lane_foe.shape[1] for m in maps)
+
+    def pad_foe(a, fill):
+        return np.pad(a, ((0, 0), (0, max_foe - a.shape[1])), constant_values=fill)
 
     def shift(a, o):
         return np.where(a >= 0, a + o, a)
@@ -433,6 +683,12 @@ def merge_maps(maps: list[RoadMap]) -> RoadMap:
         lane_succ=succ,
         lane_succ_count=cat([m.lane_succ_count for m in maps]),
         lane_names=sum([m.lane_names for m in maps], []),
+        lane_control=cat([m.lane_control for m in maps]),
+        lane_foe=cat([pad_foe(shift(m.lane_foe, lane_off[i]), -1) for i, m in enumerate(maps)]),
+        lane_foe_s=cat([pad_foe(m.lane_foe_s, 0.0) for m in maps]),
+        lane_yields=cat([pad_foe(m.lane_yields, False) for m in maps]),
+        lane_obstacle=cat([shift(m.lane_obstacle, obstacle_off[i]) for i, m in enumerate(maps)]),
+        lane_min_radius=cat([m.lane_min_radius for m in maps]),
         pts=cat([m.pts for m in maps]),
         pt_heading=cat([m.pt_heading for m in maps]),
         light_group=cat([m.light_group + group_off[i] for i, m in enumerate(maps)]),
@@ -442,7 +698,7 @@ def merge_maps(maps: list[RoadMap]) -> RoadMap:
         light_names=sum([m.light_names for m in maps], []),
         n_groups=int(sum(m.n_groups for m in maps)),
         stopline_pts=cat([m.stopline_pts for m in maps]),
-        stopline_light=cat([m.stopline_light + light_off[i] for i, m in enumerate(maps)]),
+        stopline_light=cat([shift(m.stopline_light, light_off[i]) for i, m in enumerate(maps)]),
         stopline_town=cat([np.full(len(m.stopline_light), i) for i, m in enumerate(maps)]),
         slot_lane=cat([m.slot_lane + lane_off[i] for i, m in enumerate(maps)]),
         slot_s=cat([m.slot_s for m in maps]),
@@ -459,4 +715,21 @@ def merge_maps(maps: list[RoadMap]) -> RoadMap:
         town_lane_count=np.array([m.n_lanes for m in maps]),
         town_group_offset=np.asarray(group_off),
         town_group_count=np.array([m.n_groups for m in maps]),
+        crossing_a=cat([m.crossing_a for m in maps]),
+        crossing_b=cat([m.crossing_b for m in maps]),
+        crossing_marked=cat([m.crossing_marked for m in maps]),
+        crossing_width=cat([m.crossing_width for m in maps]),
+        town_crossing_offset=np.asarray(crossing_off),
+        town_crossing_count=np.array([len(m.crossing_a) for m in maps]),
+        obstacle_xy=cat([m.obstacle_xy for m in maps]),
+        obstacle_yaw=cat([m.obstacle_yaw for m in maps]),
+        obstacle_length=cat([m.obstacle_length for m in maps]),
+        obstacle_width=cat([m.obstacle_width for m in maps]),
+        obstacle_kind=cat([m.obstacle_kind for m in maps]),
+        obstacle_lane=cat([shift(m.obstacle_lane, lane_off[i]) for i, m in enumerate(maps)]),
+        obstacle_s0=cat([m.obstacle_s0 for m in maps]),
+        obstacle_s1=cat([m.obstacle_s1 for m in maps]),
+        obstacle_edge=cat([m.obstacle_edge for m in maps]),
+        town_obstacle_offset=np.asarray(obstacle_off),
+        town_obstacle_count=np.array([len(m.obstacle_xy) for m in maps]),
     )

@@ -3,9 +3,11 @@
 A route is a lane sequence (lane changes between same-direction neighbours are edges with a cost)
 turned into one polyline resampled at uniform spacing (<= 1 m). It carries what the simulator and
 the driver need along its arc length: the lane under each point, the speed limit, a comfortable
-speed profile, and the stop lines it crosses with their lights. Route completion is the arc length
+speed profile, the junction entries (stop lines) it crosses with their connectors, controls and lights,
+and the static obstacles beside its path. Route completion is the arc length
 of the ego's projection on the route, found in a window ahead of the last projection and never
-decreasing (so a route that passes near itself cannot jump ahead).
+decreasing (so a route that passes near itself cannot jump ahead). Routes never use a lane tighter
+than the vehicle can turn (:func:`min_turn_radius`; e.g. the ~4.5 m turnarounds of SUMO networks).
 """
 
 from __future__ import annotations
@@ -38,11 +40,21 @@ class Route:
     comfort_speed: np.ndarray
     """Speed a careful driver may have at each point (curves and braking ahead of them), m/s."""
     stop_s: np.ndarray
-    """Route arc length of each stop line the route crosses [k]."""
+    """Route arc length of each junction entry (stop line) the route crosses [k]."""
     stop_light: np.ndarray
-    """Light controlling each of those stop lines [k]."""
+    """Light controlling each of those stop lines [k] (-1 unsignalled)."""
     carriageways: np.ndarray
     """Carriageway ids the route drives on."""
+    stop_lane: np.ndarray | None = None
+    """Connector entered at each stop line [k]."""
+    stop_control: np.ndarray | None = None
+    """Control (CONTROL_*) of each stop line [k]."""
+    obstacle: np.ndarray | None = None
+    """Static obstacles standing on the route's lanes [b] ..."""
+    obstacle_s: np.ndarray | None = None
+    """... the route arc lengths [b, 2] where each begins and ends ..."""
+    obstacle_edge: np.ndarray | None = None
+    """... and the lateral offset from the route (left positive) of its side facing the route [b]."""
 
     @property
     def length(self) -> float:
@@ -50,12 +62,23 @@ class Route:
         return float(self.s[-1])
 
 
+def min_turn_radius(wheelbase: float, max_steer: float, margin: float = 1.25) -> float:
+    """Tightest lane radius (m) a kinematic bicycle with its centre of gravity mid-wheelbase can follow:
+    its turning circle at full steer, lr / sin(atan(tan(max_steer) / 2)) (3.7 m for the default car),
+    times ``margin`` (4.7 m): a driver tracking the lane needs steering left over, and at 4.1 m the
+    scripted driver leaves SUMO's right turns 0.6-0.8 m wide, into traffic waiting on the other lane.
+    Real cars turn no tighter than about 5 m."""
+    beta = np.arctan(0.5 * np.tan(max_steer))
+    return float(margin * 0.5 * wheelbase / np.sin(beta))
+
+
 def astar_lanes(m: RoadMap, start: int, goal: int, lane_change_cost: float = 30.0,
-                min_change_length: float = 30.0) -> list[int] | None:
+                min_change_length: float = 30.0, min_radius: float = 0.0) -> list[int] | None:
     """Shortest lane sequence from lane ``start`` to lane ``goal`` (None if unreachable).
 
     Edges: successors (cost = length of the lane left) and lane changes to same-direction
-    neighbours on lanes at least ``min_change_length`` long (cost ``lane_change_cost``).
+    neighbours on lanes at least ``min_change_length`` long (cost ``lane_change_cost``). Lanes tighter
+    than ``min_radius`` (m, see :func:`min_turn_radius`) are never entered.
     The heuristic is the straight-line distance from a lane's end to the goal's start (admissible).
     """
     goal_xy = m.pts[m.lane_offset[goal]]
@@ -79,12 +102,16 @@ def astar_lanes(m: RoadMap, start: int, goal: int, lane_change_cost: float = 30.
                 seq.append(parent[seq[-1]])
             return seq[::-1]
         nbrs = [(int(n), float(m.lane_length[lane])) for n in m.lane_succ[lane, : m.lane_succ_count[lane]]]
-        if m.lane_kind[lane] == ROAD_LANE and m.lane_length[lane] >= min_change_length:
+        # No lane change onto or off a lane with an obstacle: the route passes it along the lane.
+        if (m.lane_kind[lane] == ROAD_LANE and m.lane_length[lane] >= min_change_length
+                and m.lane_obstacle[lane] < 0):
             for n in (m.lane_left[lane], m.lane_right[lane]):
                 # One lane change per road: do not change back onto a lane we came from.
-                if n >= 0 and parent.get(lane) != n:
+                if n >= 0 and parent.get(lane) != n and m.lane_obstacle[n] < 0:
                     nbrs.append((int(n), lane_change_cost))
         for n, c in nbrs:
+            if m.lane_min_radius[n] < min_radius:
+                continue
             nc = cost + c
             if nc < g.get(n, np.inf):
                 g[n] = nc
@@ -166,31 +193,49 @@ def build_route(m: RoadMap, lanes: list[int], s_start: float, s_goal: float, spa
     for li, pi in starts_at.items():
         j = np.searchsorted(idx_map, pi)
         dense_s_of_lane[li] = sd[min(j, len(sd) - 1)]
-    stop_s, stop_light = [], []
+    stop_s, stop_light, stop_lane = [], [], []
     for li, lane in enumerate(lanes):
-        if m.lane_light[lane] >= 0 and li in dense_s_of_lane:
+        # A junction entry: a connector entered from a road lane (or where the route starts).
+        entry = m.lane_kind[lane] == CONNECTOR_LANE and (li == 0 or m.lane_kind[lanes[li - 1]] == ROAD_LANE)
+        if entry and li in dense_s_of_lane and li > 0:
             stop_s.append(dense_s_of_lane[li])
             stop_light.append(int(m.lane_light[lane]))
+            stop_lane.append(int(lane))
+    ob, ob_s, ob_edge = [], [], []
+    for lane in dict.fromkeys(lanes):
+        o = m.lane_obstacle[lane]
+        if o < 0:
+            continue
+        on = np.flatnonzero((point_lane == lane) & (point_lane_s >= m.obstacle_s0[o]) & (point_lane_s <= m.obstacle_s1[o]))
+        if len(on):
+            ob.append(int(o))
+            ob_s.append((s[on[0]], s[on[-1]]))
+            ob_edge.append(float(m.obstacle_edge[o]))
     cws = np.unique(m.lane_carriageway[[ln for ln in lanes if m.lane_kind[ln] == ROAD_LANE]])
+    stop_lane = np.array(stop_lane, np.int64)
     return Route(list(lanes), pts, s, point_lane, point_lane_s, limit, v, np.array(stop_s), np.array(stop_light, np.int64),
-                 cws[cws >= 0])
+                 cws[cws >= 0], stop_lane, m.lane_control[stop_lane].astype(np.int64), np.array(ob, np.int64),
+                 np.array(ob_s, np.float64).reshape(-1, 2), np.array(ob_edge, np.float64))
 
 
 def random_route(m: RoadMap, rng: np.random.Generator, town: int = 0, min_length: float = 150.0,
-                 max_length: float = 500.0, tries: int = 200) -> Route:
-    """A random route between road lanes of one town with length in [min_length, max_length]."""
+                 max_length: float = 500.0, tries: int = 200, min_radius: float = 0.0) -> Route:
+    """A random route between road lanes of one town with length in [min_length, max_length], using no
+    lane tighter than ``min_radius`` metres."""
     lo, cnt = m.town_lane_offset[town], m.town_lane_count[town]
     road = np.flatnonzero(m.lane_kind[lo : lo + cnt] == ROAD_LANE) + lo
     best = None
     for _ in range(tries):
         a, b = rng.choice(road, 2, replace=False)
-        seq = astar_lanes(m, int(a), int(b))
+        seq = astar_lanes(m, int(a), int(b), min_radius=min_radius)
         if seq is None:
             continue
         s0 = rng.uniform(3.0, 0.4 * m.lane_length[a])
         sg = rng.uniform(0.5, 0.9) * m.lane_length[b]
         if len(seq) == 1 and sg <= s0 + 5:
             continue
+        if _near_obstacle(m, int(a), s0) or _near_obstacle(m, int(b), sg):
+            continue  # neither start nor end beside a parked car or road works
         r = build_route(m, seq, s0, sg)
         if min_length <= r.length <= max_length:
             return r
@@ -199,6 +244,11 @@ def random_route(m: RoadMap, rng: np.random.Generator, town: int = 0, min_length
     if best is None:
         raise RuntimeError("no route found on this map")
     return best
+
+
+def _near_obstacle(m: RoadMap, lane: int, s: float, margin: float = 8.0) -> bool:
+    o = m.lane_obstacle[lane]
+    return bool(o >= 0 and m.obstacle_s0[o] - margin < s < m.obstacle_s1[o] + margin)
 
 
 @dataclass
@@ -221,6 +271,14 @@ class RoutePool:
     carriageway_mask: np.ndarray
     town: np.ndarray
     routes: list[Route]
+    stop_lane: np.ndarray = None
+    """[R, k] connector entered at each stop line (-1 padding)."""
+    stop_control: np.ndarray = None
+    """[R, k] its CONTROL_* code."""
+    obstacle_s: np.ndarray = None
+    """[R, b, 2] route arc lengths where each obstacle beside the route begins and ends (inf padding)."""
+    obstacle_edge: np.ndarray = None
+    """[R, b] lateral offset from the route (left positive) of the obstacle's side facing it."""
 
     @property
     def n_routes(self) -> int:
@@ -241,7 +299,12 @@ def make_pool(m: RoadMap, routes: list[Route], towns: list[int]) -> RoutePool:
     lim = np.zeros((r_n, n_max))
     comf = np.zeros((r_n, n_max))
     stop_s = np.full((r_n, k_max), np.inf)
-    stop_l = np.zeros((r_n, k_max), np.int64)
+    stop_l = -np.ones((r_n, k_max), np.int64)
+    stop_lane = -np.ones((r_n, k_max), np.int64)
+    stop_ctl = np.zeros((r_n, k_max), np.int64)
+    b_max = max(1, max(len(r.obstacle) for r in routes))
+    ob_s = np.full((r_n, b_max, 2), np.inf)
+    ob_edge = np.zeros((r_n, b_max))
     cwm = np.zeros((r_n, max(m.n_carriageways, 1)), bool)
     for i, r in enumerate(routes):
         k = len(r.s)
@@ -256,10 +319,15 @@ def make_pool(m: RoadMap, routes: list[Route], towns: list[int]) -> RoutePool:
         comf[i, :k], comf[i, k:] = r.comfort_speed, r.comfort_speed[-1]
         stop_s[i, : len(r.stop_s)] = r.stop_s
         stop_l[i, : len(r.stop_light)] = r.stop_light
+        stop_lane[i, : len(r.stop_lane)] = r.stop_lane
+        stop_ctl[i, : len(r.stop_control)] = r.stop_control
+        ob_s[i, : len(r.obstacle)] = r.obstacle_s
+        ob_edge[i, : len(r.obstacle)] = r.obstacle_edge
         cwm[i, r.carriageways] = True
     return RoutePool(pts, s, np.array([len(r.s) for r in routes]), np.array([r.length for r in routes]),
                      np.array([r.s[1] - r.s[0] for r in routes]), heading, pl, pls, lim, comf, stop_s, stop_l,
-                     np.array([len(r.stop_s) for r in routes]), cwm, np.asarray(towns, np.int64), routes)
+                     np.array([len(r.stop_s) for r in routes]), cwm, np.asarray(towns, np.int64), routes,
+                     stop_lane, stop_ctl, ob_s, ob_edge)
 
 
 def project_on_routes(pool: RoutePool, route: np.ndarray, s_prev: np.ndarray, x: np.ndarray, y: np.ndarray,

@@ -54,12 +54,15 @@ def summarize(sums: dict[str, float]) -> dict[str, float]:
 
 
 def route_summary(per_route: dict[str, np.ndarray]) -> dict[str, float]:
-    """Means over routes and infractions per km of :func:`~steer.driving.evaluation.evaluate_routes`' output."""
+    """Means over routes, infractions per km and infraction counts (``infractions/<type>_count``) of
+    :func:`~steer.driving.evaluation.evaluate_routes`' output."""
     sums = {"episodes": len(per_route["route_completion"]), "return": per_route["return"].sum(),
             "length": per_route["length"].sum(), "route_completion": per_route["route_completion"].sum(),
             "driving_score": per_route["driving_score"].sum(), "distance_m": per_route["distance_m"].sum(),
             **{k: per_route[k].sum() for k in INFRACTIONS}}
-    return summarize(sums)
+    out = summarize(sums)
+    out.update({f"infractions/{k}_count": float(per_route[k].sum()) for k in INFRACTIONS})
+    return out
 
 
 def format_table(rows: dict[str, dict[str, float]]) -> str:

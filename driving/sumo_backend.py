@@ -18,12 +18,14 @@ import sys
 
 import numpy as np
 
-from steer.driving.roadmap import LIGHT_GREEN, LIGHT_RED, LIGHT_YELLOW
+from steer.driving.roadmap import LIGHT_GREEN, LIGHT_GREEN_YIELD, LIGHT_RED, LIGHT_YELLOW
 from steer.driving.simulator import DrivingSim, SimConfig
 from steer.driving.sumo_import import SumoMap, import_sumo_net
 from steer.driving.routes import RoutePool
 
-_CODE = {"G": LIGHT_GREEN, "y": LIGHT_YELLOW, "Y": LIGHT_YELLOW, "o": LIGHT_GREEN, "O": LIGHT_GREEN}
+# Read as sumo_import reads a program ("g": permissive green, with the junction's right of way).
+_CODE = {"G": LIGHT_GREEN, "g": LIGHT_GREEN_YIELD, "y": LIGHT_YELLOW, "Y": LIGHT_YELLOW, "o": LIGHT_GREEN,
+         "O": LIGHT_GREEN}
 _STARTED = [False]
 
 
@@ -145,8 +147,8 @@ class SumoSim(DrivingSim):
         self._read_world()
         self.sumo_collision = "ego" in ts.simulation.getCollidingVehiclesIDList()
 
-    def light_states(self, light: np.ndarray, env_axis_shape=None) -> np.ndarray:
-        """SUMO's live states of ``light`` ids."""
+    def _light_states_at(self, env: np.ndarray, light: np.ndarray) -> np.ndarray:
+        """SUMO's live states of ``light`` ids (every light query of the simulator comes here)."""
         return np.where(light >= 0, self._live[np.maximum(light, 0)], -1)
 
 

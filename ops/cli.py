@@ -43,13 +43,17 @@ COMMANDS: dict[str, Command] = {
                       "steer export runs/dsrl-push --out policy.onnx"),
     "drive view": Command("steer.ops.drive_cmd:view", "render a driving episode to PNG frames and a GIF",
                           "steer drive view --out runs/view --seed 3\n"
+                          "  steer drive view --map grid.net.xml  # a SUMO network or an OpenDRIVE .xodr\n"
                           "  steer drive view --policy runs/carl  # says which infraction ended the episode"),
     "drive train": Command("steer.ops.drive_cmd:train", "train a CaRL PPO driving policy",
                            "steer drive train --name carl\n"
-                           "  steer drive train --name carl-lag --ppo.lagrangian.enabled  # PPO-Lag on infractions"),
+                           "  steer drive train --name carl-lag --ppo.lagrangian.enabled  # PPO-Lag on infractions\n"
+                           "  steer drive train --name carl-town --map town.xodr  # routes on a map file"),
     "drive eval": Command("steer.ops.drive_cmd:evaluate", "evaluate a driving policy on held-out routes",
                           "steer drive eval runs/carl\n"
-                          "  steer drive eval --driver expert --town-size 4 --traffic 12"),
+                          "  steer drive eval --driver expert --town-size 4 --traffic 12\n"
+                          "  steer drive eval --driver expert --map town.xodr --routes 50 --out eval.json\n"
+                          "  steer drive eval runs/carl --backend carla --host 10.0.0.5  # on a CARLA server"),
     "robot sim": Command("steer.ops.robot_cmd:sim", "run the simulated robot over ROS 2 topics (DDS)",
                          "steer robot sim --domain-id 7"),
     "robot run": Command("steer.ops.robot_cmd:run", "run an ONNX policy node over ROS 2 topics (DDS)",

@@ -77,6 +77,19 @@ class DriveEvalConfig:
     """Traffic vehicles around each route (default: the training's)."""
     expert: bool = True
     """Also drive the routes with the scripted expert, as a reference column."""
+    map: str = ""
+    """Drive the held-out routes on a map file instead of generated towns: a SUMO network (``.net.xml``)
+    or an OpenDRIVE town (``.xodr``)."""
+    backend: str = "embedded"
+    """``embedded`` (our simulator) or ``carla``: drive on a CARLA server (its map, physics, traffic and
+    lights, synchronous at the simulator's step) at ``--host``/``--port``."""
+    host: str = "localhost"
+    """CARLA server host (``--backend carla``)."""
+    port: int = 2000
+    """CARLA server RPC port (``--backend carla``)."""
+    out: Path | None = None
+    """Also write the table as JSON here (per driver: mean route_completion, driving_score and the
+    count and per-km rate of each infraction type)."""
 
 
 def evaluate(cfg: DriveEvalConfig) -> int:
@@ -87,18 +100,27 @@ def evaluate(cfg: DriveEvalConfig) -> int:
 
     if cfg.driver not in ("policy", EXPERT):
         raise DriveTrainError(f"--driver must be 'policy' or 'expert', not {cfg.driver!r}.")
-    held = HeldOut(cfg.routes, cfg.towns, cfg.world_seed, cfg.seed, cfg.town_size, cfg.traffic)
+    held = HeldOut(cfg.routes, cfg.towns, cfg.world_seed, cfg.seed, cfg.town_size, cfg.traffic, cfg.map, cfg.backend,
+                   cfg.host, cfg.port)
+    where = (f"on the CARLA server at {cfg.host}:{cfg.port}" if cfg.backend == "carla" else
+             f"on {cfg.map}" if cfg.map else f"in {cfg.towns} towns")
+    if cfg.out is not None and (cfg.out.is_dir() or not cfg.out.parent.is_dir()):
+        raise DriveTrainError(f"--out {cfg.out} must be a file in an existing folder.")
     if cfg.driver == EXPERT:
         table, results = evaluate_drivers(PPOConfig(), held, None, expert=True)
-        print(f"scripted expert, {cfg.routes} held-out routes in {cfg.towns} towns:")
+        print(f"scripted expert, {cfg.routes} held-out routes {where}:")
         print(table)
+        if cfg.out is not None:
+            atomic_write_json(cfg.out, {**dataclasses.asdict(held), **results})
         return 0
     if cfg.run is None:
         raise DriveTrainError("pass a run directory made by `steer drive train`, or --driver expert.")
     model, ppo, meta = load_ppo_run(cfg.run)
     table, results = evaluate_drivers(ppo, held, model, cfg.expert)
-    print(f"{cfg.run} after {meta['global_step']} steps, {cfg.routes} held-out routes in {cfg.towns} towns:")
+    print(f"{cfg.run} after {meta['global_step']} steps, {cfg.routes} held-out routes {where}:")
     print(table)
-    atomic_write_json(cfg.run / "eval.json", {"global_step": meta["global_step"], **dataclasses.asdict(held),
-                                             **results})
+    record = {"global_step": meta["global_step"], **dataclasses.asdict(held), **results}
+    atomic_write_json(cfg.run / "eval.json", record)
+    if cfg.out is not None:
+        atomic_write_json(cfg.out, record)
     return 0

@@ -39,6 +39,9 @@ class DriveViewConfig:
     policy: str = EXPERT
     """Who drives: "expert" (the scripted driver) or a run directory of `steer drive train` (its
     deterministic policy, with the observation it was trained on)."""
+    map: str = ""
+    """A map file to drive instead of a generated town: a SUMO network (``.net.xml``) or an OpenDRIVE
+    town (``.xodr``); ``--seed`` then picks the route."""
     frames: bool = True
     """Write every frame as a PNG."""
     gif: bool = True
@@ -65,6 +68,18 @@ class EpisodeView:
     """Why the episode ended: ``finished``, an infraction flag (e.g. ``red_light``) or ``step_limit``."""
     frame_ms: int
     """Duration of one frame in real time (the simulator's step)."""
+
+
+def check_map(path: str) -> None:
+    """One-sentence error for a ``--map`` file that is missing or of an unsupported kind ("" is none)."""
+    if not path:
+        return
+    from steer.driving.maps import MapFileError, map_kind
+
+    try:
+        map_kind(path)
+    except MapFileError as err:
+        raise DriveStageError(str(err)) from err
 
 
 def ended_by(info: dict[str, np.ndarray], infractions: tuple[str, ...], row: int = 0) -> str:
@@ -114,7 +129,9 @@ def view_episode(cfg: DriveViewConfig) -> EpisodeView:
     from steer.driving.simulator import SimConfig
     from steer.driving.town import TownConfig
 
-    sim = SimConfig(seed=cfg.seed, n_towns=1, routes_per_town=16, town=TownConfig(nx=cfg.town_size, ny=cfg.town_size))
+    check_map(cfg.map)
+    sim = SimConfig(seed=cfg.seed, n_towns=1, routes_per_town=16, town=TownConfig(nx=cfg.town_size, ny=cfg.town_size),
+                    map_path=cfg.map)
     env_cfg, act = DriveEnvConfig(sim=sim, obs="none"), None
     if cfg.policy != EXPERT:
         model, ppo_cfg, _ = load_ppo_run(Path(cfg.policy))
@@ -175,36 +192,75 @@ class HeldOut:
     """Junctions per side of the held-out towns (default: as in training)."""
     traffic: int | None = None
     """Traffic vehicles around each route (default: as in training)."""
+    map: str = ""
+    """A map file (``.net.xml`` or ``.xodr``) to draw the held-out routes on instead of generated towns."""
+    backend: str = "embedded"
+    """``embedded`` (our simulator) or ``carla`` (a CARLA server: its own map, physics, traffic and lights)."""
+    host: str = "localhost"
+    """CARLA server host (``--backend carla``)."""
+    port: int = 2000
+    """CARLA server RPC port."""
 
 
-def evaluate_drivers(ppo: PPOConfig, held: HeldOut, model=None, expert: bool = True) -> tuple[str, dict]:
+BACKENDS = ("embedded", "carla")
+"""Where ``steer drive eval`` drives."""
+
+
+def evaluate_drivers(ppo: PPOConfig, held: HeldOut, model=None, expert: bool = True, client=None) -> tuple[str, dict]:
     """Drive the held-out routes with ``model`` (column ``policy``) and/or the scripted expert (column
-    ``expert``); returns the text table and the summaries by column."""
+    ``expert``); returns the text table and the summaries by column. On ``held.backend == "carla"`` the
+    routes are drawn on the server's map and driven one at a time there (``client`` replaces
+    ``carla.Client(host, port)``, e.g. in tests)."""
     from steer.driving.evaluation import evaluate_routes, heldout_env_config
     from steer.driving.expert import ExpertDriver
     from steer.driving.score import format_table, route_summary
 
     if held.routes <= 0 or held.towns <= 0:
         raise DriveStageError("routes and towns must be positive.")
+    if held.backend not in BACKENDS:
+        raise DriveStageError(f"--backend must be one of {', '.join(BACKENDS)}, not {held.backend!r}.")
     if held.town_size is not None and held.town_size < 2 or held.traffic is not None and held.traffic < 0:
         raise DriveStageError("town-size must be at least 2 and traffic must not be negative.")
     if model is not None and held.world_seed == ppo.env.sim.seed:
         raise DriveStageError(f"world-seed {held.world_seed} is the training world; choose another for held-out routes.")
+    check_map(held.map)
     env_cfg = heldout_env_config(ppo.env, n_routes=held.routes, seed=held.world_seed, n_towns=held.towns,
-                                 town_size=held.town_size, n_npcs=held.traffic)
+                                 town_size=held.town_size, n_npcs=held.traffic, map_path=held.map or None)
     results = {}
-    if model is not None:
-        import torch
+    sim, make_env, batch = None, None, 100
+    if held.backend == "carla":
+        from steer.driving.carla_backend import CarlaConfig, CarlaSim, CarlaUnavailableError
+        from steer.driving.env import DriveVectorEnv
 
-        torch.set_num_threads(max(1, ppo.torch_threads))
-        results["policy"] = route_summary(evaluate_routes(policy_actor(model), env_cfg, held.routes, seed=held.seed))
-    if expert:
-        def expert_for(env):  # the expert reads the simulator state of the env it drives
-            driver = ExpertDriver(env.sim)
-            return lambda obs: driver.act()
+        try:
+            sim = CarlaSim(dataclasses.replace(env_cfg.sim, map_path=""), CarlaConfig(host=held.host, port=held.port),
+                           n_routes=held.routes, client=client)
+        except CarlaUnavailableError as err:
+            raise DriveStageError(str(err)) from err
+        batch = 1
 
-        expert_cfg = dataclasses.replace(env_cfg, obs="none")  # the expert needs no observation
-        results[EXPERT] = route_summary(evaluate_routes(None, expert_cfg, held.routes, seed=held.seed, bind=expert_for))
+        def make_env_for(cfg):
+            return lambda n: DriveVectorEnv(1, cfg, autoreset=False, sim=sim)
+    try:
+        if model is not None:
+            import torch
+
+            torch.set_num_threads(max(1, ppo.torch_threads))
+            make_env = make_env_for(env_cfg) if sim is not None else None
+            results["policy"] = route_summary(evaluate_routes(policy_actor(model), env_cfg, held.routes, seed=held.seed,
+                                                              batch=batch, make_env=make_env))
+        if expert:
+            def expert_for(env):  # the expert reads the simulator state of the env it drives
+                driver = ExpertDriver(env.sim)
+                return lambda obs: driver.act()
+
+            expert_cfg = dataclasses.replace(env_cfg, obs="none")  # the expert needs no observation
+            make_env = make_env_for(expert_cfg) if sim is not None else None
+            results[EXPERT] = route_summary(evaluate_routes(None, expert_cfg, held.routes, seed=held.seed,
+                                                            bind=expert_for, batch=batch, make_env=make_env))
+    finally:
+        if sim is not None:
+            sim.close()
     return format_table(results), results
 
 
@@ -233,6 +289,17 @@ class DriveTrainConfig:
     """Show a progress bar."""
     ppo: PPOConfig = dataclasses.field(default_factory=PPOConfig)
     """PPO, network and driving-env settings."""
+    map: str = ""
+    """Train (and evaluate held-out routes) on a map file, a SUMO ``.net.xml`` or an OpenDRIVE ``.xodr``,
+    instead of generated towns (sets ``ppo.env.sim.map_path``)."""
+
+    def resolved(self) -> "DriveTrainConfig":
+        """The config with ``--map`` moved into the simulator settings."""
+        if not self.map:
+            return self
+        sim = dataclasses.replace(self.ppo.env.sim, map_path=self.map)
+        return dataclasses.replace(self, map="", ppo=dataclasses.replace(
+            self.ppo, env=dataclasses.replace(self.ppo.env, sim=sim)))
 
 
 class _RankLog:
@@ -253,6 +320,7 @@ def _check_train(cfg: DriveTrainConfig, world: int = 1) -> None:
     from steer.agent.ppo import check_config
     from steer.driving.simulator import INFRACTIONS
 
+    check_map(cfg.map or cfg.ppo.env.sim.map_path)
     if cfg.eval_routes < 0 or cfg.max_minutes < 0 or cfg.curve_every_minutes < 0 or cfg.processes < 1:
         raise DriveStageError("eval-routes, max-minutes and curve-every-minutes must not be negative, and "
                               "processes must be at least 1.")
@@ -285,6 +353,7 @@ def train_driving(cfg: DriveTrainConfig) -> DriveTrainResult | None:
     from steer.ops.report import drive_report
     from steer.ops.run import Run
 
+    cfg = cfg.resolved()
     _check_train(cfg)
     rank, world = setup_distributed()
     check_config(cfg.ppo, world, INFRACTIONS)
@@ -317,7 +386,8 @@ def train_driving(cfg: DriveTrainConfig) -> DriveTrainResult | None:
         model = copy.deepcopy(res.model).cpu().eval()
         for step, seconds, state in copies:
             model.load_state_dict(state)
-            table, result = evaluate_drivers(cfg.ppo, HeldOut(routes=cfg.eval_routes), model, expert=False)
+            table, result = evaluate_drivers(cfg.ppo, HeldOut(routes=cfg.eval_routes, map=cfg.ppo.env.sim.map_path),
+                                             model, expert=False)
             s = result["policy"]
             run.log(step, {"eval/route_completion": s["route_completion"], "eval/driving_score": s["driving_score"],
                            "eval/minutes": seconds / 60.0})
@@ -348,6 +418,7 @@ def _rank_main(rank: int, world: int, port: int, cfg: DriveTrainConfig, result_f
 def train_driving_local(cfg: DriveTrainConfig) -> DriveTrainResult | None:
     """:func:`train_driving` in ``cfg.processes`` processes on this machine (one when already under
     ``torchrun`` or when ``processes`` is 1); returns rank 0's result."""
+    cfg = cfg.resolved()
     if cfg.processes == 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return train_driving(cfg)
     import pickle

@@ -4,7 +4,7 @@ import numpy as np
 
 from steer.driving.bev import BEV_CHANNELS, BevConfig, BevRenderer
 from steer.driving.roadmap import LIGHT_RED
-from tests.driving.conftest import make_sim
+from tests.driving.conftest import first_lit_stop, make_sim
 from tests.driving.test_simulator import force_light
 
 CH = {c: i for i, c in enumerate(BEV_CHANNELS)}
@@ -31,7 +31,7 @@ def test_bev_road_route_vehicle(small_world):
 def test_bev_red_light_at_stop_line(small_world):
     sim = make_sim(small_world, n_npcs=0)
     pool = sim.pool
-    s_stop, light = pool.stop_s[0, 0], pool.stop_light[0, 0]
+    s_stop, light = first_lit_stop(pool)
     s0 = s_stop - 15.0
     i = int(s0 / pool.spacing[0])
     sim.x[0], sim.y[0], sim.yaw[0] = pool.pts[0, i, 0], pool.pts[0, i, 1], pool.heading[0, i]

@@ -1,9 +1,12 @@
-"""The scripted driver's acceptance test: 100 random routes in generated towns with traffic."""
+"""The scripted driver's acceptance test: 100 random routes in generated towns with traffic, pedestrians,
+obstacles, and signalled, stop and priority junctions."""
 
 import numpy as np
 
 from steer.driving.expert import ExpertDriver
 from steer.driving.simulator import DrivingSim, SimConfig
+
+AT_FAULT = ("collision_vehicle", "collision_static", "collision_pedestrian", "red_light", "stop_sign")
 
 
 def test_expert_completes_100_routes_without_infractions():
@@ -14,21 +17,31 @@ def test_expert_completes_100_routes_without_infractions():
     expert = ExpertDriver(sim)
     done = np.zeros(100, bool)
     completion = np.zeros(100)
-    coll = red = 0
+    counts = dict.fromkeys(AT_FAULT, 0)
     lights_waited = np.zeros(100, bool)
+    stopped_at_sign = np.zeros(100, bool)
+    yielded_to_people = np.zeros(100, bool)
+    passed_obstacle = np.isfinite(sim.pool.obstacle_s[sim.route, :, 0]).any(1)
     for _ in range(6000):
-        _, _, lgap, _ = sim.route_hazards()
-        lights_waited |= (lgap < 5.0) & (sim.v < 0.1) & ~done
+        vgap, _, lgap, lstate = sim.route_hazards()
+        standing = (sim.v < 0.1) & ~done
+        lights_waited |= (lgap < 5.0) & (lstate >= 0) & standing
+        stopped_at_sign |= sim.stop_done & ~done
+        ped_ahead = (np.hypot(sim.px - sim.x[:, None], sim.py - sim.y[:, None]) < 12.0) & sim.p_walk
+        yielded_to_people |= standing & ped_ahead.any(1) & (vgap < 10.0)
         res = sim.step(expert.act())
         end = (res.terminated | res.finished) & ~done
         completion[end] = res.route_completion[end]
-        coll += int((res.infractions["collision_vehicle"] & ~done).sum())
-        red += int((res.infractions["red_light"] & ~done).sum())
+        for k in AT_FAULT:
+            counts[k] += int((res.infractions[k] & ~done).sum())
         done |= end
         if done.all():
             break
     assert done.all()
-    assert coll == 0 and red == 0
+    assert counts == dict.fromkeys(AT_FAULT, 0)
     assert completion.sum() / 100 >= 0.95
-    # the routes were not trivial: the driver waited at red lights on many of them
-    assert lights_waited.mean() > 0.3
+    # The routes were not trivial: the driver waited at red lights, stood at stop signs, let people
+    # cross and passed parked cars or road works on many of them.
+    assert lights_waited.mean() > 0.2 and stopped_at_sign.mean() > 0.1
+    assert yielded_to_people.sum() >= 3 and passed_obstacle.sum() >= 5
+    assert completion[passed_obstacle].mean() >= 0.95

@@ -2,7 +2,10 @@
 
 import numpy as np
 
-from steer.driving.roadmap import CONNECTOR_LANE, ROAD_LANE
+from steer.driving.roadmap import (
+    CONNECTOR_LANE, CONTROL_LIGHT, CONTROL_NONE, CONTROL_STOP, CONTROL_YIELD, LIGHT_GREEN, LIGHT_GREEN_YIELD,
+    ROAD_LANE,
+)
 from steer.driving.routes import astar_lanes
 from steer.driving.town import TownConfig, generate_town
 
@@ -22,18 +25,52 @@ def test_town_is_deterministic_and_connected():
 
 
 def test_lights_only_on_connectors_and_drivable_area():
-    m = generate_town(3, TownConfig(nx=3, ny=3, drop_road_prob=0.0))
+    m = generate_town(5, TownConfig(nx=4, ny=4))
     lit = np.flatnonzero(m.lane_light >= 0)
     assert len(lit) > 0 and np.all(m.lane_kind[lit] == CONNECTOR_LANE)
     # lane centres are inside the drivable area, by at least a third of a lane width
     town = np.zeros(len(m.pts), np.int64)
     assert np.all(m.signed_distance(town, m.pts[:, 0], m.pts[:, 1]) < -1.0)
-    # each junction of degree 4 serves its four approaches one after the other: one green at a time
+    # Lights never let conflicting traffic go together: two connectors that are both on protected
+    # green never conflict, and a permissive green ("g") yields to every conflicting green.
+    foes = {(a, int(f)): bool(y) for a in range(m.n_lanes) for f, y in zip(m.lane_foe[a], m.lane_yields[a]) if f >= 0}
+    assert len(foes) > 0 and (m.light_phase_state == LIGHT_GREEN_YIELD).any()
     for g in range(m.n_groups):
         lights = np.flatnonzero(m.light_group == g)
+        conns = np.flatnonzero(np.isin(m.lane_light, lights))
         for t in np.arange(0.0, m.light_cycle[lights[0]], 0.5):
-            st = m.light_state(lights, np.full(len(lights), t), np.zeros(len(lights)))
-            assert (st == 0).sum() <= 1
+            st = m.light_state(m.lane_light[conns], np.full(len(conns), t), np.zeros(len(conns)))
+            for a, sa in zip(conns, st):
+                for b, sb in zip(conns, st):
+                    if (a, b) in foes and sa == LIGHT_GREEN:
+                        assert sb not in (LIGHT_GREEN, LIGHT_GREEN_YIELD) or (sb == LIGHT_GREEN_YIELD and foes[(b, a)])
+
+
+def test_junction_controls_and_right_of_way():
+    m = generate_town(5, TownConfig(nx=4, ny=4))
+    conn = m.lane_kind == CONNECTOR_LANE
+    controls = set(np.unique(m.lane_control[conn]))
+    # a mix: signalled, stop and priority junctions (yield signs on the minor roads)
+    assert {CONTROL_LIGHT, CONTROL_STOP, CONTROL_YIELD, CONTROL_NONE} <= controls
+    for a in np.flatnonzero(conn):
+        for f, y in zip(m.lane_foe[a], m.lane_yields[a]):
+            if f < 0:
+                continue
+            # conflicts are symmetric and exactly one of a pair yields
+            back = list(m.lane_foe[f]).index(a)
+            assert m.lane_yields[f, back] != y
+            # a stop- or yield-controlled approach yields to the priority road's connectors
+            if m.lane_control[a] in (CONTROL_STOP, CONTROL_YIELD) and m.lane_control[f] == CONTROL_NONE:
+                assert y
+    # crossings lie across roads: their ends are beside the road, their middle on it
+    assert len(m.crossing_a) > 0 and m.crossing_marked.any() and not m.crossing_marked.all()
+    town = np.zeros(len(m.crossing_a), np.int64)
+    mid = (m.crossing_a + m.crossing_b) / 2
+    assert (m.signed_distance(town, mid[:, 0], mid[:, 1]) < 0).all()
+    # obstacles stand partly in a lane: a 2 m wide car on the lane's centre line would touch them
+    assert len(m.obstacle_xy) > 0 and (m.obstacle_lane >= 0).all()
+    assert (np.abs(m.obstacle_edge) < 1.0).all() and (m.obstacle_s1 > m.obstacle_s0).all()
+    assert all(m.lane_obstacle[ln] == o for o, ln in enumerate(m.obstacle_lane))
 
 
 def test_astar_route_is_connected(small_world):

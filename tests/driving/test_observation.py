@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from steer.driving.observation import ROAD_USER_KINDS, USER_FIELDS, VectorObservation
-from steer.driving.roadmap import LIGHT_GREEN, LIGHT_RED
-from tests.driving.conftest import make_sim
+from steer.driving.observation import JUNCTION_FIELDS, ROAD_USER_KINDS, USER_FIELDS, VectorObservation
+from steer.driving.roadmap import CONTROL_STOP, LIGHT_GREEN, LIGHT_RED
+from tests.driving.conftest import find_entry, first_lit_stop, make_sim
 
 
 def _named(obs_row, names):
@@ -25,6 +25,7 @@ def _place_ego_on_route(sim, s: float, lateral_left: float = 0.0, yaw_offset: fl
 
 def _park_traffic_far(sim):
     sim.nx[:], sim.ny[:] = 1e4, 1e4
+    sim.px[:], sim.py[:], sim.ox[:], sim.oy[:] = 1e4, 1e4, 1e4, 1e4
 
 
 def test_ego_route_goal_and_map_fields(small_world):
@@ -86,21 +87,58 @@ def test_next_light_state_and_distance(small_world):
     ob = VectorObservation(sim)
     names = ob.field_names()
     pool, m = sim.pool, sim.map
-    stop = pool.stop_s[0, 0]
-    light = pool.stop_light[0, 0]
+    stop, light = first_lit_stop(pool)
+    _park_traffic_far(sim)
     _place_ego_on_route(sim, stop - 20.0)
     offset = sim.group_offset[0, m.light_group[light]]
-    for want, key in ((LIGHT_RED, "light.red"), (LIGHT_GREEN, "light.green")):
+    for want, key, clear in ((LIGHT_RED, "junction.red", 0), (LIGHT_GREEN, "junction.green", 1)):
         t = next(t for t in np.arange(0.0, 60.0, 0.5) if m.light_state(np.array([light]), np.array([t]),
                                                                         np.array([offset]))[0] == want)
         sim.t[0] = t
         o = _named(ob()[0], names)
-        assert o[key] == 1 and o["light.none"] + o["light.green"] + o["light.yellow"] + o["light.red"] == 1
-        assert o["light.distance"] == pytest.approx((stop - sim.s[0] - 4.5 / 2) / 50.0)
-    # Past the route's last stop line: no light.
+        assert o[key] == 1 and sum(o[f"junction.{k}"] for k in JUNCTION_FIELDS[1:7]) == 1
+        assert o["junction.distance"] == pytest.approx((stop - sim.s[0] - 4.5 / 2) / 50.0)
+        assert o["junction.clear"] == clear
+    # Past the route's last junction entry: none.
     _place_ego_on_route(sim, pool.stop_s[0][np.isfinite(pool.stop_s[0])].max() + 5.0)
     o = _named(ob()[0], names)
-    assert o["light.none"] == 1 and o["light.distance"] == 2.0
+    assert o["junction.none"] == 1 and o["junction.distance"] == 2.0 and o["junction.clear"] == 1
+
+
+def test_stop_sign_needs_the_stop_before_it_is_clear(small_world):
+    route, k = find_entry(small_world[1], CONTROL_STOP)
+    sim = make_sim(small_world, 1, route=route)
+    ob = VectorObservation(sim)
+    names = ob.field_names()
+    pool = sim.pool
+    _park_traffic_far(sim)
+    _place_ego_on_route(sim, pool.stop_s[route, k] - 3.5)
+    o = _named(ob()[0], names)
+    assert o["junction.stop"] == 1 and o["junction.none"] == 0 and o["junction.clear"] == 0
+    assert o["junction.distance"] == pytest.approx(1.25 / 50.0, abs=0.02)
+    sim.step(np.array([[0.0, -1.0]], np.float32))  # standing: the stop counts
+    assert sim.stop_done[0]
+    assert _named(ob()[0], names)["junction.clear"] == 1
+
+
+def test_pedestrians_and_obstacles_fill_user_slots(small_world):
+    sim = make_sim(small_world, 1)
+    ob = VectorObservation(sim)
+    _park_traffic_far(sim)
+    sim.px[:], sim.py[:], sim.ox[:], sim.oy[:] = 1e4, 1e4, 1e4, 1e4
+    h = _place_ego_on_route(sim, 60.0)
+    c, s = np.cos(h), np.sin(h)
+    # A pedestrian 8 m ahead walking to the left at 1.5 m/s, a parked car 15 m ahead 3 m to the right.
+    sim.px[0, 1], sim.py[0, 1], sim.pyaw[0, 1], sim.pv[0, 1] = sim.x[0] + 8 * c, sim.y[0] + 8 * s, h + np.pi / 2, 1.5
+    sim.ox[0, 0], sim.oy[0, 0], sim.oyaw[0, 0] = sim.x[0] + 15 * c + 3 * s, sim.y[0] + 15 * s - 3 * c, h
+    sim.olen[0, 0], sim.owid[0, 0] = 4.5, 2.0
+    slots = ob()[0, ob.slices["users"]].reshape(ob.cfg.max_users, len(USER_FIELDS))
+    ped, car = (dict(zip(USER_FIELDS, row)) for row in slots[:2])
+    assert ped["is_pedestrian"] == 1 and ped["is_vehicle"] == 0 and ped["x"] == pytest.approx(8 / 20)
+    assert ped["vy"] == pytest.approx(0.15) and ped["vx"] == pytest.approx(0, abs=1e-6)
+    assert ped["length"] == pytest.approx(sim.cfg.pedestrian_size / 5)
+    assert car["is_obstacle"] == 1 and car["y"] == pytest.approx(-3 / 20) and car["vx"] == 0
+    np.testing.assert_array_equal(slots[2:], 0.0)
 
 
 def test_all_envs_at_once_equal_one_by_one(small_world):

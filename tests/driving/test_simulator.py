@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 
 from steer.driving.geometry import wrap_angle
-from steer.driving.roadmap import CW_OFFROAD, LIGHT_GREEN, LIGHT_RED, ROAD_LANE
-from tests.driving.conftest import make_sim
+from steer.driving.roadmap import (
+    CONTROL_NONE, CONTROL_STOP, CONTROL_YIELD, CW_OFFROAD, LIGHT_GREEN, LIGHT_RED, ROAD_LANE,
+)
+from tests.driving.conftest import first_lit_stop, make_sim
 
 ZERO = np.zeros((1, 2), np.float32)
 
@@ -119,7 +121,7 @@ def test_red_light_crossing(small_world, state, expect):
     sim = make_sim(small_world, n_npcs=0)
     pool = sim.pool
     assert pool.stop_count[0] > 0
-    s_stop, light = pool.stop_s[0, 0], pool.stop_light[0, 0]
+    s_stop, light = first_lit_stop(pool)
     # 0.3 m before the stop line at 10 m/s: the next step crosses it.
     s0 = s_stop - 0.3
     x = np.interp(s0, pool.s[0], pool.pts[0, :, 0])
@@ -142,7 +144,8 @@ def test_blocked_after_standing(small_world):
 
 
 def test_timeout(small_world):
-    sim = make_sim(small_world, n_npcs=0, timeout_base_s=0.5, timeout_speed=1e12)
+    sim = make_sim(small_world, n_npcs=0, timeout_base_s=0.5, timeout_speed=1e12, timeout_light_cycles=0.0,
+                   timeout_junction_s=0.0)
     for _ in range(4):
         assert not sim.step(ZERO).infractions["timeout"][0]
     res = sim.step(ZERO)
@@ -213,3 +216,19 @@ def test_start_anywhere_starts_on_the_route_at_a_comfortable_speed(small_world):
     from steer.driving.evaluation import heldout_env_config
 
     assert heldout_env_config(DriveEnvConfig(sim=sim.cfg)).sim.start_anywhere == 0.0
+
+
+def test_time_budget_allows_a_light_cycle_per_signal_and_time_per_junction(small_world):
+    sim = make_sim(small_world, 8)
+    sim.reset_envs(np.arange(8), np.random.default_rng(0), routes=np.arange(8))
+    pool, m, cfg = sim.pool, sim.map, sim.cfg
+    checked = 0
+    for r in range(8):
+        entry = np.isfinite(pool.stop_s[r])
+        lit = pool.stop_light[r][entry & (pool.stop_light[r] >= 0)]
+        waits = sum(1 for c, lane in zip(pool.stop_control[r][entry], pool.stop_lane[r][entry])
+                    if c in (CONTROL_STOP, CONTROL_YIELD) or (c == CONTROL_NONE and m.lane_yields[lane].any()))
+        want = cfg.timeout_base_s + pool.length[r] / cfg.timeout_speed + m.light_cycle[lit].sum() + 10.0 * waits
+        assert sim.time_limit[r] == pytest.approx(want)
+        checked += len(lit) > 0 and waits > 0
+    assert checked > 0  # some route has both kinds of allowance
