@@ -210,7 +210,7 @@ class DriveVectorEnv(VectorEnv):
         v0 = np.where(pick & moving, rng.random(len(idx)) * v_max, 0.0)
         sim.reset_envs(idx, rng, routes=r, start_s=s0, start_v=v0)
         # Turn a share of those lights red: of a few random phase offsets, keep the first that shows red.
-        red = pick & (rng.random(len(idx)) < cfg.light_start_red)
+        red = pick & (rng.random(len(idx)) < cfg.light_start_red) & (pool.stop_light[r, k] >= 0)
         if red.any():
             e, li = idx[red], pool.stop_light[r[red], k[red]]
             cand = rng.uniform(0.0, 1000.0, (len(e), 16))
@@ -234,8 +234,9 @@ class DriveVectorEnv(VectorEnv):
             vgap, _, lgap, _ = sim.route_hazards()
         else:
             vgap = lgap = np.full(self.num_envs, np.inf)
-            if cfg.carl.light_brake > 0:
-                lgap = sim._light_hazard()[0]
+            if cfg.carl.light_brake > 0:  # the stop line ahead when the ego must stop there (light, sign, yield)
+                _, _, _, dist, may_enter = sim.next_junction()
+                lgap = np.where(may_enter, np.inf, dist)
         st = RewardState(res.progress_pct, res.outside_route_lanes, sim.v, res.speed_limit, res.ttc_violation,
                          res.comfort_violations, res.lateral, res.lane_width, res.heading_error,
                          np.abs(actions[:, 0] - prev_steer), vgap, lgap, res.terminated, coll_red,

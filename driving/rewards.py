@@ -40,7 +40,8 @@ class CarlRewardConfig:
     terminal_penalty: float = 1.0
     """Subtracted at termination by a collision or a red light."""
     light_brake: float = 0.0
-    """Red-light factor (0: off): progress toward a red or yellow stop line counts like speeding above
+    """Red-light factor (0: off): progress toward a stop line where the ego must stop (red or yellow
+    light, stop sign, right of way to give) counts like speeding above
     sqrt(2 · light_brake · gap), the speed from which the ego still stops before the line at this
     deceleration (m/s^2); with the speeding tolerance the factor falls to 0. A soft factor in CaRL's
     way that tells the policy, step by step, that it approaches a red light too fast."""
