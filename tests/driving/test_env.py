@@ -80,13 +80,16 @@ def test_light_start_curriculum_starts_before_a_stop_line_often_red():
     cfg = d.DriveEnvConfig(sim=SMALL, obs="vector", light_start=1.0, light_start_red=1.0, light_start_standing=0.5)
     env = d.DriveVectorEnv(64, cfg)
     obs, _ = env.reset(seed=3)
-    light = obs["vector"][:, env.vector.slices["light"]]
+    names = env.vector.field_names()[env.vector.slices["junction"]]
+    light = obs["vector"][:, env.vector.slices["junction"]]
+    col = {n.split(".")[1]: i for i, n in enumerate(names)}
     has_line = np.isfinite(env.sim.pool.stop_s[env.sim.route]).any(1)
     assert has_line.mean() > 0.5
     # bumper 2-40 m before a stop line (its centre projection may snap back to the route point before)
-    dist = light[has_line, 0] * 50.0
+    dist = light[has_line, col["distance"]] * 50.0
     assert (dist > 1.0).all() and (dist < 42.0).all()
-    assert light[has_line, 4].mean() > 0.9  # red
+    signalled = has_line & (light[:, col["none"]] == 0) & (light[:, col["stop"]] == 0) & (light[:, col["yield"]] == 0)
+    assert signalled.sum() >= 5 and light[signalled, col["red"]].mean() > 0.9
     v = obs["measurements"][has_line, 2] * 10.0
     assert 0.3 < (v == 0).mean() < 0.7 and (v ** 2 <= 2 * 4.0 * (dist + 1.0) + 1e-6).all()
     # routes without a stop line start at their start, standing; evaluation never uses the curriculum
