@@ -134,8 +134,10 @@ def update_multiplier(lam: float, episode_cost: float, cfg) -> float:
 
 
 def ppo_update(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, minibatches: list[torch.Tensor],
-               cfg: PPOConfig, device: torch.device | str = "cpu", lagrange: float | None = None) -> dict[str, float]:
-    """Train on one rollout: one gradient step per index set in ``minibatches`` (epochs included).
+               cfg: PPOConfig, device: torch.device | str = "cpu", lagrange: float | None = None,
+               policy: bool = True) -> dict[str, float]:
+    """Train on one rollout: one gradient step per index set in ``minibatches`` (epochs included);
+    ``policy=False`` trains the critic's head alone (the policy stays as it is).
 
     ``model`` may be DistributedDataParallel-wrapped: it then averages the gradients over ranks, and
     each rank passes its own share of every minibatch. With ``lagrange`` (PPO-Lag's λ) the model has
@@ -144,7 +146,7 @@ def ppo_update(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch,
     clipfracs, stats = [], {}
     for idx in minibatches:
         mb = batch.take(idx, device)
-        _, newlogprob, entropy, newvalue = model(mb.obs, mb.x)
+        _, newlogprob, entropy, newvalue = model(mb.obs, mb.x, critic_head_only=not policy)
         cost_v_loss = None
         if lagrange is not None:
             newvalue, newcost = newvalue[:, 0], newvalue[:, 1]
@@ -163,7 +165,8 @@ def ppo_update(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch,
         pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
         v_loss = value_loss(newvalue, mb.values, mb.returns, cfg.clip_coef if cfg.clip_vloss else None)
         entropy_loss = entropy.mean()
-        loss = pg_loss - cfg.ent_coef * entropy_loss + cfg.vf_coef * v_loss
+        # Critic only: the policy terms count 0 (not left out: DDP expects a gradient for every parameter).
+        loss = (pg_loss - cfg.ent_coef * entropy_loss) * (1.0 if policy else 0.0) + cfg.vf_coef * v_loss
         if cost_v_loss is not None:
             loss = loss + cfg.vf_coef * cost_v_loss
         optimizer.zero_grad(set_to_none=True)
@@ -177,6 +180,86 @@ def ppo_update(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch,
             stats["losses/cost_value_loss"] = cost_v_loss.item()
     stats["losses/clipfrac"] = float(np.mean(clipfracs)) if clipfracs else 0.0
     return stats
+
+
+class ReturnScale:
+    """Running standard deviation of the discounted return per env (gymnasium's NormalizeReward): the
+    trainer divides rewards by :meth:`scale` (the env's own rewards and episode returns are untouched)."""
+
+    def __init__(self, num_envs: int, gamma: float, eps: float = 1e-8):
+        self.gamma, self.eps = gamma, eps
+        self.ret = np.zeros(num_envs)
+        self.count, self.mean, self.var = eps, 0.0, 1.0
+
+    def update(self, reward: np.ndarray, done: np.ndarray) -> None:
+        """Add one step's rewards; ``done`` envs start a new return."""
+        self.ret = self.ret * self.gamma + reward
+        n = len(reward)
+        b_mean, b_var = float(self.ret.mean()), float(self.ret.var())
+        delta, tot = b_mean - self.mean, self.count + n
+        self.mean += delta * n / tot
+        self.var = (self.var * self.count + b_var * n + delta * delta * self.count * n / tot) / tot
+        self.count = tot
+        self.ret[done] = 0.0
+
+    def scale(self) -> float:
+        """The divisor of the rewards."""
+        return float(np.sqrt(self.var + self.eps))
+
+
+def _average_gradients(model: nn.Module) -> None:
+    """Mean of the gradients over ranks (what DDP does inside ``backward``; identity in one process)."""
+    if _world() > 1:
+        for p in model.parameters():
+            if p.grad is not None:
+                dist.all_reduce(p.grad)
+                p.grad /= _world()
+
+
+def warm_start(model: CarlActorCritic, envs, cfg: PPOConfig, seed: int, device: torch.device | str = "cpu"
+               ) -> tuple[dict[str, np.ndarray], int, dict[str, float]]:
+    """DAgger imitation of the env's scripted driver (see :class:`WarmStartConfig`); returns the first
+    observation of fresh episodes for PPO, the env steps taken by this rank and the last losses."""
+    from steer.agent.ppo_nets import beta_log_prob
+
+    ws = cfg.warm_start
+    obs, info = envs.reset(seed=seed, options={"expert_labels": True})
+    if "expert_action" not in info:
+        raise PPOConfigError(f"{cfg.env_id} gives no expert labels; set warm_start.rounds to 0.")
+    optimizer = torch.optim.Adam(model.parameters(), lr=ws.learning_rate)
+    gen = torch.Generator().manual_seed(seed)
+    data: dict[str, list[np.ndarray]] = {k: [] for k in obs}
+    labels: list[np.ndarray] = []
+    steps, stats = 0, {}
+    for rnd in range(ws.rounds):
+        model.eval()
+        for _ in range(ws.steps):
+            for k, v in obs.items():
+                data[k].append(v)
+            labels.append(info["expert_action"])
+            act = info["expert_action"] if rnd == 0 else model.act(obs_to_torch(obs, device)).cpu().numpy()
+            obs, _, _, _, info = envs.step(act)
+            steps += len(act)
+        model.train()
+        x_all = {k: torch.from_numpy(np.concatenate(v)) for k, v in data.items()}
+        # Beta targets in (0, 1), kept off the edges where the log-density is unbounded.
+        y_all = torch.from_numpy((np.concatenate(labels).clip(-1.0, 1.0) + 1.0) / 2.0).float().clamp(0.01, 0.99)
+        mb = max(1, ws.minibatch_size // _world())
+        for idx in minibatch_indices(len(y_all), mb, ws.epochs, gen):
+            o = {k: v[idx].to(device) for k, v in x_all.items()}
+            alpha, beta = model.distribution(model.features(o))
+            loss = -beta_log_prob(y_all[idx].to(device), alpha, beta).sum(-1).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            _average_gradients(model)
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+        with torch.no_grad():
+            mean_err = (2.0 * alpha / (alpha + beta) - 1.0 - (2.0 * y_all[idx].to(device) - 1.0)).abs().mean(0)
+        stats = {"warm_start/nll": loss.item(), "warm_start/steer_error": mean_err[0].item(),
+                 "warm_start/accel_error": mean_err[1].item(), "warm_start/samples": float(len(y_all))}
+    obs, _ = envs.reset(seed=seed + 1, options={"expert_labels": False})
+    return obs, steps, stats
 
 
 def minibatch_indices(n: int, minibatch: int, epochs: int, generator: torch.Generator) -> list[torch.Tensor]:
@@ -385,6 +468,7 @@ def train_ppo(cfg: PPOConfig, run: RunLog, resume: bool = False, progress: bool 
     logp_buf, rew_buf, done_buf, val_buf = (torch.zeros((T, N)) for _ in range(4))
     cost_buf, cval_buf = torch.zeros((T, N)), torch.zeros((T, N))
     ep_cost = np.zeros(N)
+    reward_scale = ReturnScale(N, cfg.gamma) if cfg.norm_reward else None
     tracker = EpisodeStats(envs.metadata)
     bar = None
     if progress and rank == 0:
@@ -394,6 +478,13 @@ def train_ppo(cfg: PPOConfig, run: RunLog, resume: bool = False, progress: bool 
     last_update = cfg.num_updates if max_updates is None else min(cfg.num_updates, start_update - 1 + max_updates)
     t_start, cpu_start, steps_start, update = time.time(), time.process_time(), global_step, start_update - 1
     episodes: dict[str, float] = {}
+    value_only_until = start_update - 1
+    if cfg.warm_start.rounds > 0 and not resume:
+        next_obs, ws_steps, ws_stats = warm_start(model, envs, cfg, cfg.seed + 1000 * rank + 17, device)
+        global_step += ws_steps * world
+        value_only_until = cfg.warm_start.value_updates
+        if rank == 0:
+            run.log(global_step, {**ws_stats, "charts/minutes": (time.time() - t_start) / 60.0})
     for update in range(start_update, last_update + 1):
         if cfg.anneal_lr:
             optimizer.param_groups[0]["lr"] = (1.0 - (update - 1.0) / cfg.num_updates) * cfg.learning_rate
@@ -411,6 +502,9 @@ def train_ppo(cfg: PPOConfig, run: RunLog, resume: bool = False, progress: bool 
             x_buf[t], logp_buf[t], val_buf[t] = x.cpu(), logp.cpu(), value.cpu()
             next_obs, reward, term, trunc, infos = envs.step((2.0 * x - 1.0).cpu().numpy())
             done = term | trunc
+            if reward_scale is not None:
+                reward_scale.update(reward, done)
+                reward = reward / reward_scale.scale()
             rew_buf[t] = torch.from_numpy(reward)
             done_buf[t] = torch.from_numpy(done.astype(np.float32))
             if lagrange is not None:
@@ -444,7 +538,7 @@ def train_ppo(cfg: PPOConfig, run: RunLog, resume: bool = False, progress: bool 
         # ---- learn
         model.train()
         mbs = minibatch_indices(T * N, mb_local, cfg.update_epochs, shuffle)
-        stats = ppo_update(ddp, optimizer, batch, mbs, cfg, device, lagrange)
+        stats = ppo_update(ddp, optimizer, batch, mbs, cfg, device, lagrange, policy=update > value_only_until)
         # ---- report
         y_pred, y_true = batch.values.numpy(), batch.returns.numpy()
         var_y = np.var(y_true)
@@ -456,6 +550,7 @@ def train_ppo(cfg: PPOConfig, run: RunLog, resume: bool = False, progress: bool 
             metrics = {"charts/learning_rate": optimizer.param_groups[0]["lr"], "charts/SPS": sps,
                        "charts/SPS_per_cpu": sps_cpu, "charts/minutes": (time.time() - t_start) / 60.0,
                        **stats, **lag_stats,
+                       **({"charts/reward_scale": reward_scale.scale()} if reward_scale is not None else {}),
                        "losses/explained_variance": float("nan") if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y,
                        **{f"charts/{k}" if "/" not in k else k: v for k, v in episodes.items()}}
             run.log(global_step, metrics)

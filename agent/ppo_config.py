@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from steer.driving.env import DriveEnvConfig
+from steer.driving.rewards import CarlRewardConfig
 
 
 @dataclass(frozen=True)
@@ -57,14 +58,42 @@ class LagrangianConfig:
 
 
 @dataclass(frozen=True)
+class WarmStartConfig:
+    """Imitation of the env's scripted driver before PPO, by DAgger (Ross et al. 2011): round 0 drives
+    with the driver's actions, later rounds with the policy's mean actions, every visited observation
+    is labelled with the driver's action (``infos["expert_action"]`` after ``reset(options={
+    "expert_labels": True})``), and the actor fits the growing set by Beta log-likelihood. Its env steps
+    and time count in the run's. Then the first ``value_updates`` PPO updates train the critic alone,
+    so that the policy is not moved by the advantages of an untrained critic."""
+
+    rounds: int = field(default=0, metadata={"range": "[0, inf)"})
+    """DAgger rounds (0: no warm start, PPO from scratch)."""
+    steps: int = field(default=64, metadata={"range": "[1, inf)"})
+    """Env steps per env in each round."""
+    epochs: int = field(default=4, metadata={"range": "[1, inf)"})
+    """Passes over the labelled set after each round."""
+    minibatch_size: int = field(default=2048, metadata={"range": "[1, inf)"})
+    """Samples per gradient step, all ranks together."""
+    learning_rate: float = field(default=1e-3, metadata={"range": "(0, inf)"})
+    """Adam step size of the imitation."""
+    value_updates: int = field(default=5, metadata={"range": "[0, inf)"})
+    """First PPO updates that train the critic only."""
+
+
+@dataclass(frozen=True)
 class PPOConfig:
-    """PPO as CaRL configures it, with the sample counts sized for a 2-core CPU and the vector observation.
+    """PPO as CaRL configures it, with the sample counts, network and aids sized for a 2-core CPU and the
+    vector observation.
 
     CaRL's 300M-sample run: 128 envs, rollout 512, minibatch 16,384, 3 epochs, lr 2.5e-4 with linear
     decay, gamma 0.99, lambda 0.95, clip 0.1, entropy 0.01, value 0.5, value clipping, grad norm 0.5.
-    Here: 256 envs, rollout 64, minibatch 4,096, lr 5e-4 and gamma 0.995 (a stop at a red light costs
-    up to 30 s of waiting: with 0.99 the progress after it is worth too little to learn stopping from
-    a few million samples).
+    Here, measured on 100 held-out routes (see the README): 512 envs x 32 steps (a cheaper env step
+    per sample than 256), minibatch 1,024 (48 gradient steps per rollout instead of 12), lr 2e-4,
+    gamma 0.995, entropy 0.001 and no value clipping, rewards scaled by the running return std, a
+    128-wide MLP (a third of the update's cost), a DAgger warm start from the scripted driver, and
+    training episodes of which half start before a stop line (``env.light_start``) with a red-light
+    factor in the reward (``env.carl.light_brake``). From scratch PPO plateaued at 0.35 route
+    completion within 1M env steps whatever the settings: it never learned to stop for red lights.
     Counts here are global: under ``torchrun`` each rank runs ``num_envs / world`` envs and trains on
     ``minibatch_size / world`` samples of each minibatch.
     """
@@ -74,15 +103,15 @@ class PPOConfig:
     total_timesteps: int = field(default=40_000_000, metadata={"range": "[1, inf)"})
     """Environment steps to train for, all ranks together (the learning rate decays over them; `steer
     drive train` stops at its time limit first)."""
-    num_envs: int = field(default=256, metadata={"range": "[1, inf)"})
+    num_envs: int = field(default=512, metadata={"range": "[1, inf)"})
     """Parallel driving episodes, all ranks together (CaRL: 128 per GPU)."""
-    num_steps: int = field(default=64, metadata={"range": "[1, inf)"})
+    num_steps: int = field(default=32, metadata={"range": "[1, inf)"})
     """Steps per env in one rollout (CaRL: 512)."""
-    minibatch_size: int = field(default=4096, metadata={"range": "[1, inf)"})
+    minibatch_size: int = field(default=1024, metadata={"range": "[1, inf)"})
     """Samples per gradient step, all ranks together (CaRL: 16,384)."""
     update_epochs: int = field(default=3, metadata={"range": "[1, inf)"})
     """Passes over each rollout."""
-    learning_rate: float = field(default=5e-4, metadata={"range": "(0, inf)"})
+    learning_rate: float = field(default=2e-4, metadata={"range": "(0, inf)"})
     """Adam step size at the start (CaRL: 2.5e-4)."""
     anneal_lr: bool = True
     """Decay the step size linearly to 0 over the run."""
@@ -92,11 +121,16 @@ class PPOConfig:
     """GAE lambda."""
     clip_coef: float = field(default=0.1, metadata={"range": "(0, inf)"})
     """PPO ratio clip."""
-    clip_vloss: bool = True
+    clip_vloss: bool = False
     """Clip the value update around the rollout's values with ``clip_coef``."""
     norm_adv: bool = True
     """Normalize advantages per minibatch (over all ranks)."""
-    ent_coef: float = 0.01
+    norm_reward: bool = True
+    """Divide rewards by a running standard deviation of the discounted return (gymnasium's
+    NormalizeReward, per rank): the value targets stay near unit scale whatever the route length, so
+    the value loss's gradient no longer fills the shared trunk's gradient-norm clip and shrinks the
+    policy's steps (with raw progress percent the norm reached ~6 against the clip of 0.5)."""
+    ent_coef: float = 0.001
     """Entropy bonus weight."""
     vf_coef: float = 0.5
     """Value loss weight."""
@@ -111,15 +145,18 @@ class PPOConfig:
     multi-threaded kernels when the cores are shared with the simulator or other processes."""
     device: str = "auto"
     """``auto`` (CUDA when available), ``cpu`` or ``cuda``."""
-    net: NetConfig = field(default_factory=NetConfig)
+    net: NetConfig = field(default_factory=lambda: NetConfig(vector_layers=(128,), hidden=128, value_hidden=64))
     """Network sizes."""
     env_id: str = "steer/Drive-v0"
     """Gymnasium id of the env; the trainer makes it with ``gym.make_vec(env_id, num_envs,
     vectorization_mode="vector_entry_point", config=env)``."""
-    env: DriveEnvConfig = field(default_factory=DriveEnvConfig)
+    env: DriveEnvConfig = field(default_factory=lambda: DriveEnvConfig(light_start=0.5,
+                                                                      carl=CarlRewardConfig(light_brake=3.0)))
     """Driving envs (reward, observation, towns, traffic)."""
     lagrangian: LagrangianConfig = field(default_factory=LagrangianConfig)
     """Optional PPO-Lag cost on infractions."""
+    warm_start: WarmStartConfig = field(default_factory=lambda: WarmStartConfig(rounds=8, steps=32))
+    """Optional imitation of the env's scripted driver before PPO."""
 
     @property
     def batch_size(self) -> int:

@@ -121,6 +121,7 @@ def plot(records: list[dict], expert: dict, out_png: str) -> None:
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
         ax.set_ylim(-0.02, 1.02)
+        ax.set_xlim(left=0)
     axes[0].set_ylabel("100 held-out routes in unseen towns")
     axes[0].set_title("steer drive train: held-out route completion and driving score")
     axes[1].legend(loc="lower right", fontsize=7)

@@ -25,14 +25,14 @@ def main() -> int:
         print("no CUDA device: nothing measured (run this on a GPU machine).")
         return 0
     from steer.agent.ppo import train_ppo
-    from steer.agent.ppo_config import PPOConfig
+    from steer.agent.ppo_config import PPOConfig, WarmStartConfig
     from steer.agent.runlog import MemoryLog
 
     figures = {}
     for n in SIZES:
         base = PPOConfig()
         cfg = PPOConfig(num_envs=n, num_steps=64, minibatch_size=4096, device="cuda", torch_threads=0,
-                        total_timesteps=10 * n * 64, checkpoint_every=10**9,
+                        total_timesteps=10 * n * 64, checkpoint_every=10**9, warm_start=WarmStartConfig(),
                         env=dataclasses.replace(base.env, obs="bev"))
         res = train_ppo(cfg, MemoryLog(), max_updates=UPDATES)
         figures[f"sps.bev_cuda.{n}"] = res.sps

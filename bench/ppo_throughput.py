@@ -47,10 +47,11 @@ def ppo_config(n: int | None, setting: str = "bev"):
     """The PPO config of a setting: ``bev`` at ``n`` envs, or ``vector`` with the trainer's defaults."""
     import dataclasses
 
-    from steer.agent.ppo_config import PPOConfig
+    from steer.agent.ppo_config import PPOConfig, WarmStartConfig
 
     if setting == "vector":
-        cfg = PPOConfig(checkpoint_every=10**9)
+        # PPO's own throughput: the defaults without the imitation warm start (the scripted driver's rollouts).
+        cfg = PPOConfig(checkpoint_every=10**9, warm_start=WarmStartConfig())
         return dataclasses.replace(cfg, total_timesteps=10 * cfg.batch_size)
     base = PPOConfig()
     return PPOConfig(num_envs=n, num_steps=ROLLOUT_STEPS, minibatch_size=MINIBATCH, torch_threads=1,

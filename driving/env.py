@@ -15,7 +15,9 @@ end of its episode): ``route_completion`` (0..1), ``distance_driven`` (m), ``spe
 ``outside_route_lanes``, ``ttc_violation``, ``finished`` (route done: truncation), the infraction
 flags of :data:`~steer.driving.simulator.INFRACTIONS`, ``driving_score`` (the route's score so far,
 see :mod:`steer.driving.score`: at an episode's last step, the episode's score), ``episode_return``
-and ``episode_length``. ``env.metadata`` lists what a trainer needs to summarize episodes without
+and ``episode_length``. After ``reset(options={"expert_labels": True})`` (until a reset with False) the
+infos of reset and step also hold ``expert_action`` [N, 2]: the scripted driver's action for the
+returned observation (labels for imitation). ``env.metadata`` lists what a trainer needs to summarize episodes without
 knowing the simulator: ``infractions``, ``episode_metrics`` and ``distance_info``.
 """
 
@@ -33,6 +35,7 @@ from gymnasium.vector.utils import batch_space
 
 from steer.driving.bev import BEV_CHANNELS, BevConfig, BevRenderer, bev_to_rgb
 from steer.driving.observation import VectorObsConfig, VectorObservation
+from steer.driving.roadmap import LIGHT_RED
 from steer.driving.rewards import CarlRewardConfig, RewardState, RoachRewardConfig, carl_reward, roach_reward
 from steer.driving.score import driving_score
 from steer.driving.simulator import INFRACTIONS, DrivingSim, SimConfig, build_world
@@ -70,6 +73,18 @@ class DriveEnvConfig:
     """CaRL reward constants."""
     roach: RoachRewardConfig = field(default_factory=RoachRewardConfig)
     """Roach reward constants."""
+    light_start: float = field(default=0.0, metadata={"range": "[0, 1]"})
+    """Share of episodes that start shortly before a stop line of their route (a training curriculum:
+    stopping for a red light and waiting it out is rare under a random policy; evaluation keeps 0)."""
+    light_start_m: tuple[float, float] = (2.0, 40.0)
+    """Range of the bumper-to-line distance of those starts, metres."""
+    light_start_red: float = field(default=0.5, metadata={"range": "[0, 1]"})
+    """Share of those starts whose light is red at the start (else the light keeps its random phase)."""
+    light_start_brake: float = 4.0
+    """Those starts are no faster than stopping before the line at this deceleration allows, m/s^2."""
+    light_start_standing: float = field(default=0.3, metadata={"range": "[0, 1]"})
+    """Share of those starts standing (the others at a random speed up to that bound): waiting out a
+    red light is learned first from standing starts."""
 
 
 class DriveConfigError(ValueError):
@@ -123,6 +138,8 @@ class DriveVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._rng = np.random.default_rng(config.sim.seed)
+        self.expert_labels = False  # infos["expert_action"]: the scripted driver's action for the returned obs
+        self._expert = None
         self._return = np.zeros(num_envs)
         self._done = np.zeros(num_envs, bool)
 
@@ -155,13 +172,53 @@ class DriveVectorEnv(VectorEnv):
         if seed is not None:
             self._rng = np.random.default_rng(seed)
             self.sim.rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
+        if options is not None and "expert_labels" in options:
+            self.expert_labels = bool(options["expert_labels"])
         mask = None if options is None else options.get("reset_mask")
         idx = np.arange(self.num_envs) if mask is None else np.flatnonzero(mask)
         routes = None if options is None else options.get("routes")
-        self.sim.reset_envs(idx, self._rng, routes=routes)
+        self._reset_envs(idx, routes)
         self._return[idx] = 0.0
         self._done[idx] = False
-        return self.observe(), {}
+        return self.observe(), ({"expert_action": self._expert_action()} if self.expert_labels else {})
+
+    def _expert_action(self) -> np.ndarray:
+        """The scripted driver's actions [N, 2] in the current state (labels for imitation)."""
+        if self._expert is None:
+            from steer.driving.expert import ExpertDriver
+
+            self._expert = ExpertDriver(self.sim)
+        return self._expert.act()
+
+    def _reset_envs(self, idx: np.ndarray, routes: np.ndarray | None = None) -> None:
+        """New episodes in envs ``idx``; without given routes a ``light_start`` share starts before a stop line."""
+        cfg, sim, rng = self.config, self.sim, self._rng
+        if cfg.light_start <= 0 or routes is not None or len(idx) == 0:
+            sim.reset_envs(idx, rng, routes=routes)
+            return
+        pool, m = sim.pool, sim.map
+        r = rng.integers(0, pool.n_routes, len(idx))
+        n_stop = np.isfinite(pool.stop_s[r]).sum(1)
+        pick = (rng.random(len(idx)) < cfg.light_start) & (n_stop > 0)
+        k = (rng.random(len(idx)) * np.maximum(n_stop, 1)).astype(np.int64)
+        line = pool.stop_s[r, k]
+        gap = rng.uniform(*cfg.light_start_m, len(idx))
+        s0 = np.where(pick, np.maximum(line - sim.cfg.vehicle_length / 2.0 - gap, 0.0), 0.0)
+        i0 = np.minimum((s0 / pool.spacing[r]).astype(np.int64), pool.n[r] - 1)
+        v_max = np.minimum(pool.comfort_speed[r, i0], np.sqrt(2.0 * cfg.light_start_brake * gap))
+        moving = rng.random(len(idx)) >= cfg.light_start_standing
+        v0 = np.where(pick & moving, rng.random(len(idx)) * v_max, 0.0)
+        sim.reset_envs(idx, rng, routes=r, start_s=s0, start_v=v0)
+        # Turn a share of those lights red: of a few random phase offsets, keep the first that shows red.
+        red = pick & (rng.random(len(idx)) < cfg.light_start_red) & (pool.stop_light[r, k] >= 0)
+        if red.any():
+            e, li = idx[red], pool.stop_light[r[red], k[red]]
+            cand = rng.uniform(0.0, 1000.0, (len(e), 16))
+            st = m.light_state(li[:, None], np.zeros_like(cand), cand)
+            ok = st == LIGHT_RED
+            has = ok.any(1)
+            grp = m.light_group[li]
+            sim.group_offset[e[has], grp[has]] = cand[has, np.argmax(ok[has], 1)]
 
     def step(self, actions):
         """Step all envs with actions [N, 2]; finished envs are reset in the same step."""
@@ -177,6 +234,9 @@ class DriveVectorEnv(VectorEnv):
             vgap, _, lgap, _ = sim.route_hazards()
         else:
             vgap = lgap = np.full(self.num_envs, np.inf)
+            if cfg.carl.light_brake > 0:  # the stop line ahead when the ego must stop there (light, sign, yield)
+                _, _, _, dist, may_enter = sim.next_junction()
+                lgap = np.where(may_enter, np.inf, dist)
         st = RewardState(res.progress_pct, res.outside_route_lanes, sim.v, res.speed_limit, res.ttc_violation,
                          res.comfort_violations, res.lateral, res.lane_width, res.heading_error,
                          np.abs(actions[:, 0] - prev_steer), vgap, lgap, res.terminated, coll_red,
@@ -203,9 +263,11 @@ class DriveVectorEnv(VectorEnv):
             infos["_final_obs"] = done
             if len(idx):
                 infos["final_obs"] = self.observe(idx)
-                sim.reset_envs(idx, self._rng)
+                self._reset_envs(idx)
                 self._return[idx] = 0.0
         obs = self.observe()
+        if self.expert_labels:
+            infos["expert_action"] = self._expert_action()
         return obs, reward.astype(np.float32), terminated, truncated, infos
 
     def render(self):

@@ -27,7 +27,7 @@ def heldout_env_config(train: DriveEnvConfig, n_routes: int = 100, seed: int = 1
         sim = dataclasses.replace(sim, town=dataclasses.replace(sim.town, nx=town_size, ny=town_size))
     if n_npcs is not None:
         sim = dataclasses.replace(sim, n_npcs=n_npcs)
-    return dataclasses.replace(train, sim=sim)
+    return dataclasses.replace(train, sim=sim, light_start=0.0)
 
 
 def evaluate_routes(act: Callable[[dict[str, np.ndarray]], np.ndarray], env_cfg: DriveEnvConfig,

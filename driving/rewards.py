@@ -39,6 +39,12 @@ class CarlRewardConfig:
     """Number of comfort checks."""
     terminal_penalty: float = 1.0
     """Subtracted at termination by a collision or a red light."""
+    light_brake: float = 0.0
+    """Red-light factor (0: off): progress toward a stop line where the ego must stop (red or yellow
+    light, stop sign, right of way to give) counts like speeding above
+    sqrt(2 · light_brake · gap), the speed from which the ego still stops before the line at this
+    deceleration (m/s^2); with the speeding tolerance the factor falls to 0. A soft factor in CaRL's
+    way that tells the policy, step by step, that it approaches a red light too fast."""
     lost_route_penalty: bool = False
     """Also subtract, at any termination (infraction, blocked, timeout), the route percent left undone:
     the return then counts the route that a failure gives up at the step that gives it up, instead
@@ -106,13 +112,20 @@ def carl_factors(st: RewardState, cfg: CarlRewardConfig = CarlRewardConfig()) ->
     ttc = np.where(st.ttc_violation, cfg.ttc_factor, 1.0)
     comfort = 1.0 - cfg.comfort_weight * np.asarray(st.comfort_violations) / cfg.n_comfort_checks
     centring = 1.0 - np.clip(st.lateral / (st.lane_width / 2.0), 0.0, 1.0)
-    return {"route_lanes": lanes, "speeding": speeding, "ttc": ttc, "comfort": comfort, "centring": centring}
+    out = {"route_lanes": lanes, "speeding": speeding, "ttc": ttc, "comfort": comfort, "centring": centring}
+    if cfg.light_brake > 0:
+        gap = np.maximum(np.nan_to_num(st.hazard_light_gap, posinf=1e6), 0.0)
+        allowed = np.sqrt(2.0 * cfg.light_brake * gap)
+        out["light"] = np.clip(1.0 - (st.speed - allowed) / cfg.speeding_tolerance, 0.0, 1.0)
+    return out
 
 
 def carl_reward(st: RewardState, cfg: CarlRewardConfig = CarlRewardConfig()) -> np.ndarray:
     """CaRL reward: progress (percent) times the soft factors, minus the terminal penalty."""
     f = carl_factors(st, cfg)
     r = st.progress_pct * f["route_lanes"] * f["speeding"] * f["ttc"] * f["comfort"] * f["centring"]
+    if "light" in f:
+        r = r * f["light"]
     r = r - cfg.terminal_penalty * (st.terminated & st.collision_or_red_light)
     if cfg.lost_route_penalty:
         r = r - np.where(st.terminated, st.route_left_pct, 0.0)

@@ -275,8 +275,12 @@ class DrivingSim:
         return out
     # ---------------------------------------------------------------- reset
     def reset_envs(self, idx: np.ndarray, rng: np.random.Generator | None = None,
-                   routes: np.ndarray | None = None) -> None:
-        """Start new episodes in envs ``idx``: a route from the pool, the ego at its start, fresh traffic."""
+                   routes: np.ndarray | None = None, start_s: np.ndarray | None = None,
+                   start_v: np.ndarray | None = None) -> None:
+        """Start new episodes in envs ``idx``: a route from the pool, the ego at its start, fresh traffic.
+
+        ``start_s`` / ``start_v`` [len(idx)] place the ego that far along its route (metres) at that
+        speed instead (a training curriculum chooses them; traffic spawns around the start)."""
         rng = self.rng if rng is None else rng
         idx = np.asarray(idx, np.int64)
         if len(idx) == 0:
@@ -292,6 +296,9 @@ class DrivingSim:
             last = np.maximum(((pool.length[r] - 30.0) / pool.spacing[r]).astype(np.int64), 0)
             i0 = np.where(anywhere, (rng.random(len(idx)) * (last + 1)).astype(np.int64), 0)
             v0 = np.where(anywhere, rng.random(len(idx)) * pool.comfort_speed[r, i0], 0.0)
+        if start_s is not None:
+            i0 = np.clip((np.asarray(start_s) / pool.spacing[r]).astype(np.int64), 0, pool.n[r] - 1)
+            v0 = np.zeros(len(idx)) if start_v is None else np.asarray(start_v, np.float64)
         self.x[idx] = pool.pts[r, i0, 0]
         self.y[idx] = pool.pts[r, i0, 1]
         self.yaw[idx] = pool.heading[r, i0]

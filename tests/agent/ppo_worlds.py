@@ -1,6 +1,6 @@
 """Small driving worlds and PPO configs shared by the PPO tests (a helper module: no tests here)."""
 
-from steer.agent.ppo_config import NetConfig, PPOConfig
+from steer.agent.ppo_config import NetConfig, PPOConfig, WarmStartConfig
 from steer.driving import BevConfig, DriveEnvConfig, SimConfig, TownConfig
 
 TINY_NET = NetConfig(cnn_channels=(8, 16), bev_features=64, measurement_features=32, vector_layers=(64,), hidden=64,
@@ -18,5 +18,5 @@ def short_route_env(n_npcs: int = 2, seed: int = 3) -> DriveEnvConfig:
 def tiny_ppo_config(**overrides) -> PPOConfig:
     """PPO over :func:`short_route_env` with :data:`TINY_NET`."""
     base = dict(num_envs=32, num_steps=32, minibatch_size=256, learning_rate=1e-3, total_timesteps=10_240,
-                checkpoint_every=1, net=TINY_NET, env=short_route_env())
+                checkpoint_every=1, net=TINY_NET, env=short_route_env(), warm_start=WarmStartConfig())
     return PPOConfig(**{**base, **overrides})

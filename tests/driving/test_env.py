@@ -72,3 +72,32 @@ def test_no_bev_observation():
                                                                                     "value_inputs"}
     with pytest.raises(d.env.DriveConfigError, match="observation"):
         d.DriveVectorEnv(1, d.DriveEnvConfig(sim=SMALL, obs="lidar"))
+
+
+def test_light_start_curriculum_starts_before_a_stop_line_often_red():
+    from steer.driving.evaluation import heldout_env_config
+
+    cfg = d.DriveEnvConfig(sim=SMALL, obs="vector", light_start=1.0, light_start_red=1.0, light_start_standing=0.5)
+    env = d.DriveVectorEnv(64, cfg)
+    obs, _ = env.reset(seed=3)
+    names = env.vector.field_names()[env.vector.slices["junction"]]
+    light = obs["vector"][:, env.vector.slices["junction"]]
+    col = {n.split(".")[1]: i for i, n in enumerate(names)}
+    has_line = np.isfinite(env.sim.pool.stop_s[env.sim.route]).any(1)
+    assert has_line.mean() > 0.5
+    # bumper 2-40 m before a stop line (its centre projection may snap back to the route point before)
+    dist = light[has_line, col["distance"]] * 50.0
+    assert (dist > 1.0).all() and (dist < 42.0).all()
+    signalled = has_line & (light[:, col["none"]] == 0) & (light[:, col["stop"]] == 0) & (light[:, col["yield"]] == 0)
+    assert signalled.sum() >= 5 and light[signalled, col["red"]].mean() > 0.9
+    v = obs["measurements"][has_line, 2] * 10.0
+    assert 0.3 < (v == 0).mean() < 0.7 and (v ** 2 <= 2 * 4.0 * (dist + 1.0) + 1e-6).all()
+    # routes without a stop line start at their start, standing; evaluation never uses the curriculum
+    assert (env.sim.s[~has_line] == 0).all()
+    assert heldout_env_config(cfg).light_start == 0.0
+    # autoreset draws curriculum starts too
+    for _ in range(5):
+        obs, *_ = env.step(np.tile([[0.0, -1.0]], (64, 1)).astype(np.float32))
+    env.sim.t[:] = env.sim.time_limit  # every episode times out on the next step
+    obs, _, term, _, _ = env.step(np.zeros((64, 2), np.float32))
+    assert term.all() and (env.sim.s > 0).mean() > 0.4

@@ -100,3 +100,15 @@ def test_carl_lost_route_penalty_charges_the_route_left_at_any_termination():
     # Running on, or off by default: no charge.
     assert np.isclose(carl_reward(state(progress_pct=0.5, route_left_pct=60.0), cfg)[0], 0.5)
     assert np.isclose(carl_reward(state(progress_pct=0.0, terminated=True, route_left_pct=25.0))[0], 0.0)
+
+
+def test_carl_light_factor_reduces_progress_toward_a_red_line_too_fast():
+    cfg = CarlRewardConfig(light_brake=3.0)
+    # 12 m before the line: sqrt(2 * 3 * 12) = 8.49 m/s still stops; 1 m/s faster costs 1 / 2.23
+    slow = carl_reward(state(speed=8.0, hazard_light_gap=12.0), cfg)[0]
+    fast = carl_reward(state(speed=np.sqrt(72.0) + 1.0, hazard_light_gap=12.0), cfg)[0]
+    assert np.isclose(slow, 1.0) and np.isclose(fast, 1.0 - 1.0 / 2.23)
+    # at the line: no progress at the tolerance's speed; green (no gap) and the factor off change nothing
+    assert carl_reward(state(speed=2.23, hazard_light_gap=0.0), cfg)[0] == 0.0
+    assert np.isclose(carl_reward(state(speed=9.49), cfg)[0], 1.0)
+    assert np.isclose(carl_reward(state(speed=9.49, hazard_light_gap=12.0))[0], 1.0)

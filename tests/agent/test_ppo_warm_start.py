@@ -1,0 +1,91 @@
+"""Warm start by imitation of the scripted driver (DAgger) and the critic-only updates after it."""
+
+import dataclasses
+
+import numpy as np
+import torch
+from ppo_worlds import short_route_env, tiny_ppo_config
+
+from steer.agent.ppo import (
+    Batch, make_env, make_model, minibatch_indices, obs_to_torch, ppo_update, train_ppo, warm_start,
+)
+from steer.agent.ppo_config import WarmStartConfig
+from steer.agent.runlog import MemoryLog
+from steer.driving.env import DriveVectorEnv
+from steer.driving.evaluation import evaluate_routes
+from steer.driving.score import route_summary
+
+
+def _mean_action_rc(model, env_cfg, n_routes=16) -> float:
+    def act(obs):
+        return model.act(obs_to_torch(obs)).numpy()
+
+    return route_summary(evaluate_routes(act, env_cfg, n_routes=n_routes, batch=n_routes))["route_completion"]
+
+
+def test_env_labels_observations_with_the_scripted_drivers_action_only_when_asked():
+    env = DriveVectorEnv(4, short_route_env())
+    _, info = env.reset(seed=0)
+    assert "expert_action" not in info
+    _, info = env.reset(seed=0, options={"expert_labels": True})
+    a = info["expert_action"]
+    assert a.shape == (4, 2) and np.abs(a).max() <= 1.0 and (a[:, 1] > 0).all()  # standing at the start: go
+    _, _, _, _, info = env.step(a)
+    assert info["expert_action"].shape == (4, 2)
+    env.reset(seed=0, options={"expert_labels": False})
+    assert "expert_action" not in env.step(a)[4]
+
+
+def test_dagger_warm_start_drives_short_routes_before_any_ppo_update():
+    torch.set_num_threads(1)
+    cfg = tiny_ppo_config(warm_start=WarmStartConfig(rounds=3, steps=32, epochs=6, minibatch_size=256))
+    env = make_env(cfg.num_envs, cfg)
+    torch.manual_seed(0)
+    model = make_model(env.single_observation_space, cfg.net)
+    rc_before = _mean_action_rc(model, cfg.env)
+    obs, steps, stats = warm_start(model, env, cfg, seed=0)
+    rc_after = _mean_action_rc(model, cfg.env)
+    print(f"route completion untrained {rc_before:.3f}, after imitation {rc_after:.3f}; {stats}")
+    assert steps == 3 * 32 * cfg.num_envs and stats["warm_start/samples"] == steps
+    assert rc_before < 0.1 and rc_after > 0.6
+    assert stats["warm_start/steer_error"] < 0.15
+    assert "expert_action" not in env.step(np.zeros((cfg.num_envs, 2), np.float32))[4]  # labels off for PPO
+
+
+def test_critic_only_update_leaves_the_policy_unchanged():
+    cfg = tiny_ppo_config()
+    env = make_env(8, cfg)
+    obs, _ = env.reset(seed=0)
+    torch.manual_seed(0)
+    model = make_model(env.single_observation_space, cfg.net)
+    o = obs_to_torch(obs)
+    with torch.no_grad():
+        x, logp, _, value = model(o)
+    n = len(logp)
+    batch = Batch(o, x, logp, torch.randn(n), value + 1.0, value)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    ppo_update(model, opt, batch, minibatch_indices(n, n, 3, torch.Generator().manual_seed(0)), cfg, policy=False)
+    with torch.no_grad():
+        _, logp2, _, value2 = model(o, x)
+    torch.testing.assert_close(logp2, logp)
+    assert (value2 - value).mean() > 0.02  # the critic moved toward the returns
+
+
+def test_trainer_counts_the_warm_start_steps_and_logs_its_losses(tmp_path):
+    torch.set_num_threads(1)
+    cfg = tiny_ppo_config(total_timesteps=4 * 32 * 32, warm_start=WarmStartConfig(rounds=1, steps=16, value_updates=1))
+    log = MemoryLog(tmp_path)
+    res = train_ppo(cfg, log)
+    assert res.global_step == 16 * 32 + 4 * 32 * 32
+    assert "warm_start/nll" in log.records[0] and log.records[0]["warm_start/samples"] == 16 * 32
+    assert dataclasses.replace(cfg, warm_start=WarmStartConfig()).warm_start.rounds == 0
+
+
+def test_warm_start_under_two_ddp_processes(tmp_path):
+    from steer.ops.drive_stages import DriveTrainConfig, train_driving_local
+
+    ppo = tiny_ppo_config(total_timesteps=2048, warm_start=WarmStartConfig(rounds=1, steps=8, value_updates=1))
+    out = train_driving_local(DriveTrainConfig(name="w", runs=tmp_path, eval_routes=0, progress=False, ppo=ppo,
+                                               processes=2))
+    # Both ranks imitate on their own envs with averaged gradients, then train; the steps of both count.
+    assert out.global_step == 8 * 32 + 2048 and out.summary["world_size"] == 2
