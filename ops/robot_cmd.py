@@ -119,6 +119,10 @@ class RobotRunConfig:
     """SCHED_FIFO priority (1-99) for the control loop and its DDS threads; 0: normal scheduling."""
     status_every_s: float = 5.0
     """Print a one-line status to stderr every this many seconds (0: never)."""
+    steered: bool = False
+    """Steered mode (BC diffusion policies): the policy's noise comes chunk by chunk from the learner of
+    ``steer adapt`` on the latent topic, inside a session armed by a signed adapt_start; a late or missing
+    latent runs the baseline's noise."""
 
 
 def _robot(cfg: RobotSimConfig | RobotRunConfig, **topics: str | None):
@@ -153,6 +157,7 @@ def run(cfg: RobotRunConfig) -> int:
     robot = _robot(cfg, operator_command_topic=cfg.operator_command_topic)
     summary = run_node(robot, cfg.policy, domain_id=cfg.domain_id, duration_s=cfg.duration_s, bag_dir=cfg.bag_dir,
                        stats=cfg.stats, trigger=cfg.trigger, loopback=cfg.loopback,
-                       transport=cfg.transport, rt_priority=cfg.rt_priority, status_every_s=cfg.status_every_s)
+                       transport=cfg.transport, rt_priority=cfg.rt_priority, status_every_s=cfg.status_every_s,
+                       steered=cfg.steered)
     print(json.dumps(summary))
     return 0
