@@ -113,10 +113,10 @@ def set_realtime_priority(priority: int) -> bool:
 
 
 def robot_config(limits: str | None = None, namespace: str | None = None, rate_hz: float | None = None,
-                 **topics: str | None) -> RobotConfig:
+                 time_scale: float | None = None, **topics: str | None) -> RobotConfig:
     """The robot config from a limits YAML (default: the packaged PlanarPush one) plus overrides."""
     config = load_robot_config(limits)
-    return config.replace(namespace=namespace, control_rate_hz=rate_hz, **topics)
+    return config.replace(namespace=namespace, control_rate_hz=rate_hz, time_scale=time_scale, **topics)
 
 
 def _transport(transport: str, domain_id: int, loopback: bool):
