@@ -66,6 +66,10 @@ class AdaptConfig:
     """Keep DDS traffic on loopback (ignored when CYCLONEDDS_URI is set)."""
     progress: bool = True
     """Show a progress bar."""
+    impair_delay_ms: float = field(default=0.0, metadata={"range": "[0, 1000]"})
+    """Benchmarks: hold every latent this learner sends for this many ms (an injected network delay)."""
+    impair_drop: float = field(default=0.0, metadata={"range": "[0, 1)"})
+    """Benchmarks: drop this fraction of the messages this learner sends and receives (seeded)."""
     dsrl: DSRLConfig = DSRLConfig(num_envs=1, conservative=ConservativeConfig(variant="epsmix"))
     """DSRL hyperparameters (one robot: one env; the conservative gate, EpsMix, is on by default)."""
 
@@ -90,7 +94,7 @@ class AdaptResult:
     latents_used: int
     wall_s: float
     curve: list = field(default_factory=list)
-    """[env_steps, success over the last 20 episodes] after every episode."""
+    """[env_steps after it, success (0/1), gate plan] of every learned-from episode."""
 
     def summary(self) -> dict:
         from steer.agent.runlog import to_jsonable
@@ -212,7 +216,8 @@ class WireLearner:
         elif name == "executed":
             latent = LatentChunk.from_message(m)
             if latent.session == self.session:
-                self.learner.executed(latent.episode, latent.chunk, latent.array(), latent.source)
+                self.learner.executed(latent.episode, latent.chunk, latent.array(), latent.source,
+                                      np.asarray(latent.obs) if latent.obs else None)
         elif name == "safety":
             self.node = SafetyState.from_message(m)
             self._node_seen = self.clock()
@@ -305,6 +310,8 @@ def run_adapt(cfg: AdaptConfig, transport=None, progress: bool | None = None) ->
         if cfg.loopback:
             use_loopback_config()
         transport = DdsTransport(cfg.domain_id)
+    if cfg.impair_delay_ms > 0 or cfg.impair_drop > 0:
+        transport = ImpairedTransport(transport, cfg.impair_delay_ms / 1e3, cfg.impair_drop, seed=cfg.dsrl.seed)
     t0 = time.time()
     show = cfg.progress if progress is None else progress
     with Run(cfg.runs / cfg.name, replace(cfg, dsrl=dcfg), kind="dsrl", resume=cfg.resume) as run:
@@ -328,9 +335,8 @@ def run_adapt(cfg: AdaptConfig, transport=None, progress: bool | None = None) ->
                 if len(learner.outcomes) > seen:
                     for o in learner.outcomes[seen:]:
                         bar.update(o.steps)
-                        if not evaluating and learner.progress.recent_success:
-                            curve.append([learner.progress.env_steps,
-                                          float(np.mean(learner.progress.recent_success))])
+                        if not evaluating:
+                            curve.append([learner.progress.env_steps, float(o.success), o.plan])
                     seen = len(learner.outcomes)
                     if not evaluating and learner.progress.due_checkpoint():
                         learner.checkpoint()
@@ -370,6 +376,77 @@ def run_adapt(cfg: AdaptConfig, transport=None, progress: bool | None = None) ->
     if own_transport:
         transport.close()
     return result
+
+
+class ImpairedTransport:
+    """A transport that delays what it publishes and drops a fraction of what passes (benchmarks only).
+
+    Publishing never blocks: a delayed message waits in a queue that :meth:`wait` and later publishes flush
+    when due. Receiving drops before the learner sees a message, sending before it leaves.
+    """
+
+    def __init__(self, inner, delay_s: float, drop: float, seed: int = 0):
+        self.inner, self.delay_s, self.drop = inner, float(delay_s), float(drop)
+        self.rng = np.random.default_rng(seed + 31)
+        self._queue: list[tuple[float, object, object]] = []
+        self.dropped = self.delayed = 0
+
+    def _lost(self) -> bool:
+        lost = self.drop > 0 and self.rng.random() < self.drop
+        self.dropped += int(lost)
+        return lost
+
+    def _flush(self) -> None:
+        now = time.monotonic()
+        while self._queue and self._queue[0][0] <= now:
+            _, pub, m = self._queue.pop(0)
+            pub.publish(m)
+
+    def publisher(self, topic, msg_type, latched=False):
+        outer, inner = self, self.inner.publisher(topic, msg_type, latched=latched)
+
+        class _Pub:
+            def publish(self, m):
+                if outer._lost():
+                    return
+                if outer.delay_s > 0:
+                    outer._queue.append((time.monotonic() + outer.delay_s, inner, m))
+                    outer.delayed += 1
+                    outer._flush()
+                else:
+                    inner.publish(m)
+
+            def matched(self):
+                return inner.matched()
+
+            def wait_acked(self, timeout_s):
+                return inner.wait_acked(timeout_s)
+
+        return _Pub()
+
+    def subscription(self, topic, msg_type, latched=False):
+        outer, inner = self, self.inner.subscription(topic, msg_type, latched=latched)
+
+        class _Sub:
+            def take(self):
+                return [x for x in inner.take() if not outer._lost()]
+
+            def take_timed(self):
+                return [x for x in inner.take_timed() if not outer._lost()]
+
+            def matched(self):
+                return inner.matched()
+
+        return _Sub()
+
+    def wait(self, timeout_s: float) -> None:
+        if self._queue:
+            timeout_s = min(timeout_s, max(0.0, self._queue[0][0] - time.monotonic()))
+        self.inner.wait(timeout_s)
+        self._flush()
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 def _report(cfg: AdaptConfig, result: AdaptResult) -> None:

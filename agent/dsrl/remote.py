@@ -263,10 +263,25 @@ class RobotDSRL:
         return self.gate.latents(sampled[None], lambda: self.learner.act(obs_norm, deterministic=True)[None],
                                  self.rng)[0]
 
-    def executed(self, episode: str, chunk: int, noise: np.ndarray, source: str) -> None:
-        """What the node ran for ``chunk`` of ``episode`` (ignored for another episode)."""
-        if self.current is not None and self.current.episode == episode:
-            self.current.executed[chunk] = (np.asarray(noise, np.float32).reshape(-1), source)
+    def executed(self, episode: str, chunk: int, noise: np.ndarray, source: str,
+                 obs: np.ndarray | None = None) -> None:
+        """What the node ran for ``chunk`` of ``episode`` (ignored for another episode).
+
+        ``obs``, the observation the node ran it on, re-aligns the learner's step count where it missed an
+        observation (a lost message): that observation is step ``chunk · chunk_len``."""
+        ep = self.current
+        if ep is None or ep.episode != episode:
+            return
+        ep.executed[chunk] = (np.asarray(noise, np.float32).reshape(-1), source)
+        if obs is None or not ep.observations:
+            return
+        obs = np.asarray(obs, dtype=np.float32)
+        recent = range(len(ep.observations) - 1, max(-1, len(ep.observations) - 2 * self.chunk_len - 1), -1)
+        j = next((i for i in recent if np.array_equal(ep.observations[i], obs)), None)
+        target = chunk * self.chunk_len
+        if j is not None and j < target:
+            # Missed observations before it: stand in the nearest one seen, so later steps count right.
+            ep.observations[j:j] = [ep.observations[j]] * (target - j)
 
     def mark(self, success: bool) -> None:
         """The operator's judgement of the current episode."""
