@@ -9,7 +9,8 @@ dropped). After the env-step budget the learner runs ``--eval-episodes`` episode
 
 Figures (medians over variants where both ran; per variant in details):
 ``success.bc`` (the BC run's held-out evaluation), ``success.adapted`` (deterministic actor over the wire),
-``env_steps`` (to a success rate ≥ 0.9 over the last 20 explorer episodes, or the budget if never),
+``env_steps`` (to ≥ 0.9 success of the learned actor, evaluated at every checkpoint (2,000 env steps) on the
+in-process curve seeds as the in-process run is; the budget if never),
 ``episodes``, ``steps_ratio_vs_in_process`` (env_steps / the in-process DSRL run's steps to 0.9 with the same
 gate: ``--in-process-steps``, default from bench/results/conservative.json), ``late_latent_frac`` (late
 latents / chunks the node ran), ``obs_to_command_p99_ms`` (the robot's joint state → command round trip),
@@ -49,6 +50,64 @@ def _steps_to(curve: list, level: float = 0.9, window: int = 20):
     return None
 
 
+class CheckpointCurve:
+    """The learning curve as in process: every new checkpoint's deterministic actor evaluated on the in-process
+    curve seeds (50 episodes of the task in this process), so steps to 0.9 compare with the in-process run's."""
+
+    def __init__(self, bc: Path, ckpt_dir: Path, episodes: int):
+        import threading
+
+        self.bc, self.ckpt_dir, self.episodes = bc, ckpt_dir, episodes
+        self.curve: list[list[float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        seen = None
+        while not self._stop.wait(5.0):
+            meta = self.ckpt_dir / "adapt_trainer.json"
+            try:
+                stamp = meta.stat().st_mtime
+            except OSError:
+                continue
+            if stamp != seen:
+                seen = stamp
+                try:
+                    self.curve.append(self.evaluate())
+                except Exception as err:  # noqa: BLE001 - a checkpoint replaced while read: take the next one
+                    print(f"curve: checkpoint skipped ({type(err).__name__}: {err})", flush=True)
+
+    def evaluate(self) -> list[float]:
+        import torch
+
+        import steer.sim  # noqa: F401
+        from steer.agent.checkpoint import load_checkpoint
+        from steer.agent.dsrl.core import CURVE_SEED_BASE, LatentPolicyFn
+        from steer.agent.dsrl.latent_actor import LatentActor, LatentActorConfig
+        from steer.agent.evaluate import evaluate_chunked
+        from steer.ops.stages import load_bc_run
+
+        torch.set_num_threads(1)
+        policy, _ = load_bc_run(self.bc)
+        state, meta = load_checkpoint(self.ckpt_dir, "adapt_trainer")
+        c = meta["config"]
+        actor = LatentActor(LatentActorConfig(policy.cfg.obs_dim, policy.cfg.noise_dim, c["hidden_dim"],
+                                              c["num_layers"], c["layer_norm"], c["latent_noise_bound"]))
+        sb3 = state["policy"]
+        actor.load_state_dict({k[len("actor."):]: v for k, v in sb3.items()
+                               if k.startswith(("actor.latent_pi.", "actor.mu."))})
+        res = evaluate_chunked("steer/PlanarPush-v0", LatentPolicyFn(policy, actor.eval()), self.episodes,
+                               seed=CURVE_SEED_BASE)
+        print(f"curve: {meta['env_steps']} env steps -> {res.success_rate:.2f}", flush=True)
+        return [int(meta["env_steps"]), float(res.success_rate)]
+
+    def close(self) -> list[list[float]]:
+        self._stop.set()
+        self._thread.join(timeout=600)
+        return sorted(self.curve)
+
+
 def run_variant(name: str, args, domain: int, work: Path) -> dict:
     from steer.robot.closed_loop import send_signed_command
     from steer.robot.config import load_robot_config
@@ -76,6 +135,7 @@ def run_variant(name: str, args, domain: int, work: Path) -> dict:
                                + (IMPAIRED if name == "impaired" else []), env=env, stdout=logs["learner"],
                                stderr=subprocess.STDOUT)
     t0 = time.time()
+    curve = CheckpointCurve(args.bc, args.runs / run_name / "checkpoints", args.curve_episodes)
     transport = DdsTransport(domain)
     try:
         config = load_robot_config()
@@ -100,7 +160,8 @@ def run_variant(name: str, args, domain: int, work: Path) -> dict:
     node_stats = json.loads((work / f"{name}-node.json").read_text())
     sim_stats = json.loads((work / f"{name}-sim.json").read_text())
     chunks = node_stats["latents_used"] + node_stats["latents_fallback"]
-    steps_to = _steps_to(summary["curve"])
+    eval_curve = curve.close()
+    steps_to = next((s for s, success in eval_curve if success >= 0.9), None)
     return {"variant": name, "env_steps_to_0.9": steps_to, "env_steps": summary["env_steps"],
             "episodes": summary["episodes"], "success_adapted": summary["eval_success"],
             "eval_episodes": summary["eval_episodes"], "baseline_success_lower": summary["baseline_success"],
@@ -108,7 +169,9 @@ def run_variant(name: str, args, domain: int, work: Path) -> dict:
             "fallback_frac": node_stats["latents_fallback"] / max(chunks, 1),
             "obs_to_command_p99_ms": sim_stats["latency_p99_ms"], "node_latency_p99_ms": node_stats.get(
                 "latency_p99_ms"), "discarded": summary["discarded"], "wall_minutes": (time.time() - t0) / 60,
-            "curve": summary["curve"]}
+            "explorer_steps_to_0.9": _steps_to(summary["curve"]), "eval_curve": eval_curve,
+            "latents": {k: node_stats[k] for k in ("latents_used", "latents_fallback", "latents_late")},
+            "watchdog_trips": node_stats.get("watchdog_trips"), "curve": summary["curve"]}
 
 
 def main() -> None:
@@ -123,6 +186,7 @@ def main() -> None:
     ap.add_argument("--max-wall-min", type=float, default=80.0, help="per variant; the learner stops there")
     ap.add_argument("--in-process-steps", type=float, default=None)
     ap.add_argument("--nice", type=int, default=10)
+    ap.add_argument("--curve-episodes", type=int, default=50, help="in-process episodes per checkpoint evaluated")
     ap.add_argument("--domain", type=int, default=200)
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "adapt.json")
     args = ap.parse_args()

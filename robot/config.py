@@ -67,8 +67,9 @@ class RobotConfig:
     time_scale: float = 1.0
     """Robot seconds per wall-clock second: 1 on a real robot. A simulated robot and its node may both run
     faster than real time (tests, benchmarks): they tick at control_rate_hz × time_scale wall-clock Hz and the
-    shield's rate limits count robot time; the watchdog and command timeout stay wall-clock. Both processes
-    must be given the same value."""
+    shield's rate limits count robot time. The watchdog and the command timeout grow on a slowed robot
+    (time_scale < 1) and keep their wall-clock values on a faster one. Both processes must be given the same
+    value."""
     watchdog_ms: float = 75.0
     """An observation older than this stops the policy's commands (ms)."""
     watchdog_action: str = "hold"
@@ -162,6 +163,11 @@ class RobotConfig:
     def control_period_s(self) -> float:
         """Wall-clock seconds between two control ticks (the robot's period divided by ``time_scale``)."""
         return 1.0 / (self.control_rate_hz * self.time_scale)
+
+    @property
+    def watchdog_wall_ms(self) -> float:
+        """The watchdog in wall-clock ms: ``watchdog_ms``, longer on a robot slowed below real time."""
+        return self.watchdog_ms / min(self.time_scale, 1.0)
 
     @property
     def command_joint_names(self) -> tuple[str, ...]:

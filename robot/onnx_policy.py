@@ -191,6 +191,12 @@ class ChunkExecutor:
         self._index = 0
         self.chunk_index = 0
 
+    def restart_chunk(self) -> None:
+        """Drop the chunk in progress (back from a watchdog trip): the next tick queries the next chunk of
+        the same episode, so chunk indices keep counting."""
+        self._chunk = None
+        self._index = 0
+
     @property
     def at_boundary(self) -> bool:
         """True when the next tick queries the policy."""

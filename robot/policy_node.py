@@ -493,7 +493,7 @@ class PolicyNode:
         finite = obs is None or bool(np.all(np.isfinite(obs)))
         if self.shield.mode == Mode.RUNNING and fresh and obs is not None and finite:
             if self._stale:  # back from a watchdog trip: start a fresh chunk
-                self.executor.reset()
+                self.executor.restart_chunk()
             queried = self.executor.at_boundary
             noise = self._chunk_noise(obs) if self.steered and queried else None
             proposal = self.executor.act(obs, noise)[self.order]

@@ -100,7 +100,7 @@ class SafetyShield:
         # Per wall-clock second: a robot that runs time_scale times faster than real time changes as fast.
         self.rate_max = np.array([j.command_rate_max for j in joints]) * config.time_scale
         self.dt = config.control_period_s
-        self.watchdog_ns = int(config.watchdog_ms * 1e6)
+        self.watchdog_ns = int(config.watchdog_wall_ms * 1e6)
         self.mode = Mode.IDLE
         self.last_reason = "started"
         self.counters = _Counters()

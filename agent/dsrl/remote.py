@@ -163,6 +163,12 @@ class RobotEpisode:
     """chunk → (noise the node ran, ``learner`` or ``baseline``)."""
     observations: list[np.ndarray] = field(default_factory=list)
     """Every observation of the episode, in order."""
+    starts: dict[int, int] = field(default_factory=dict)
+    """chunk → the step it started at (from the node's executed chunks; chunk 0 at step 0)."""
+    next_chunk: int = 1
+    """The chunk the next decision is for."""
+    decide_at: int = -1
+    """The step whose observation chooses the next chunk's latent (the last step before it starts)."""
     plan: str = ""
     """The gate's plan for the episode: ``explorer``, ``baseline`` or ``mix``."""
     mark: bool | None = None
@@ -235,7 +241,7 @@ class RobotDSRL:
         if self.current is not None:
             self.discard_episode()
         plan = self.gate.plan_kind(0) if self.gate is not None else ("baseline" if self.warming_up else "explorer")
-        self.current = RobotEpisode(episode, plan=plan)
+        self.current = RobotEpisode(episode, plan=plan, starts={0: 0}, decide_at=self.chunk_len - 1)
 
     def observe(self, obs: np.ndarray) -> tuple[int, np.ndarray] | None:
         """Take the episode's next observation; on a chunk's last step, (next chunk, its latent) to send."""
@@ -244,11 +250,13 @@ class RobotDSRL:
             return None
         ep.observations.append(np.asarray(obs, dtype=np.float32))
         step = len(ep.observations) - 1
-        if (step + 1) % self.chunk_len:
+        if step != ep.decide_at:
             return None
-        chunk = (step + 1) // self.chunk_len
+        chunk = ep.next_chunk
         w = self._choose(ep.observations[-1])
         ep.decisions[chunk] = (ep.observations[-1], w)
+        # Unless the node reports otherwise, the chunk starts on the next step and runs chunk_len steps.
+        ep.next_chunk, ep.decide_at = chunk + 1, step + self.chunk_len
         return chunk, w
 
     def _choose(self, obs: np.ndarray) -> np.ndarray:
@@ -275,13 +283,16 @@ class RobotDSRL:
         ep.executed[chunk] = (np.asarray(noise, np.float32).reshape(-1), source)
         if obs is None or not ep.observations:
             return
+        # The step the chunk started at is the one whose observation the node ran on. A watchdog trip, or
+        # an observation this learner missed, moves the node's chunk boundaries: follow the node's.
         obs = np.asarray(obs, dtype=np.float32)
         recent = range(len(ep.observations) - 1, max(-1, len(ep.observations) - 2 * self.chunk_len - 1), -1)
         j = next((i for i in recent if np.array_equal(ep.observations[i], obs)), None)
-        target = chunk * self.chunk_len
-        if j is not None and j < target:
-            # Missed observations before it: stand in the nearest one seen, so later steps count right.
-            ep.observations[j:j] = [ep.observations[j]] * (target - j)
+        if j is None:
+            return
+        ep.starts[chunk] = j
+        if chunk + 1 >= ep.next_chunk:
+            ep.next_chunk, ep.decide_at = chunk + 1, j + self.chunk_len - 1
 
     def mark(self, success: bool) -> None:
         """The operator's judgement of the current episode."""
@@ -311,10 +322,16 @@ class RobotDSRL:
         success = ep.mark if ep.mark is not None else is_success
         if success is None and self.detector is not None and ep.observations:
             success = self.detector(np.stack(ep.observations))
-        n_chunks = -(-steps // self.chunk_len)
-        if success is None or steps < 1 or len(ep.observations) < min(steps, len(ep.observations)):
+        if success is None or steps < 1:
             self.discard_episode()
             return None
+        # Chunk k runs from its start to the next chunk's (chunk_len steps unless the node restarted one).
+        starts = [0]
+        while starts[-1] < steps:
+            k = len(starts)
+            starts.append(ep.starts.get(k, starts[-1] + self.chunk_len) if ep.starts.get(k, -1) > starts[-1]
+                          else starts[-1] + self.chunk_len)
+        n_chunks = len(starts) - 1
         self.current = None
         if self.deterministic:
             outcome = EpisodeOutcome(ep.episode, bool(success), steps, 0, "eval",
@@ -324,7 +341,7 @@ class RobotDSRL:
         offset = self.cfg.reward_offset
         stored, infos, rewards, dones = 0, [], [], []
         for k in range(n_chunks):
-            chunk_steps = min(self.chunk_len, steps - k * self.chunk_len)
+            chunk_steps = max(1, min(starts[k + 1], steps) - starts[k])
             last = k == n_chunks - 1
             reward = -offset * chunk_steps + (1.0 if (last and success) else 0.0)
             info = {"chunk_steps": chunk_steps, **({"is_success": bool(success)} if last else {})}

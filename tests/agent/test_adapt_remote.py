@@ -129,3 +129,18 @@ def test_resume_restores_learner_gate_and_counters(tiny_bc, env, tmp_path):
     assert back.gate.gated.gate.baseline_values == learner.gate.gated.gate.baseline_values
     o = np.zeros(10, np.float32)
     assert np.allclose(back.learner.act(o, True), learner.learner.act(o, True))
+
+
+def test_dsrl_na_learns_from_the_robots_chunks_too(tiny_bc, env, tmp_path):
+    policy, _ = tiny_bc
+    learner = RobotDSRL(policy, _cfg(algorithm="na", na_distill_steps=1), MemoryLog(tmp_path))
+    for i in range(4):
+        _episode(learner, env, policy, 300 + i)
+    na = learner.learner
+    assert na.latent_steps == sum(o.transitions for o in learner.outcomes) == na.na.buf.size
+    # What Q_A learns on: the chunk the frozen policy decodes from the stored observation and latent.
+    assert np.abs(na.na.buf.data["act"][: na.na.buf.size]).max() <= 1.0 + 1e-6
+    assert learner.update(2) == 2 and na.updates == 2
+    learner.checkpoint()
+    back = RobotDSRL(policy, _cfg(algorithm="na", na_distill_steps=1), MemoryLog(tmp_path), resume=True)
+    assert back.learner.latent_steps == na.latent_steps and back.learner.updates == 2

@@ -165,7 +165,7 @@ def test_the_learner_steers_the_node_over_dds_and_learns_from_the_robots_episode
 
 def test_killing_the_learner_leaves_the_robot_on_the_baseline_and_resume_continues(rig):
     rig.start_robot()
-    learner = rig.start_learner("--dsrl.env-steps", "400")
+    learner = rig.start_learner("--dsrl.env-steps", "240")
     rig.operate()
     ckpt = rig.tmp / "runs" / "adapt" / "checkpoints" / "adapt_trainer.safetensors"
     assert rig.pump(60, until=lambda: ckpt.exists() and (rig.status() or 0) and rig.status().episodes >= 4)
@@ -180,12 +180,12 @@ def test_killing_the_learner_leaves_the_robot_on_the_baseline_and_resume_continu
     assert after.mode == "running" and after.watchdog_trips == before.watchdog_trips
     assert after.latents_fallback > before.latents_fallback and after.latents_used == before.latents_used
     assert after.adapt_session == "s1"
-    resumed = rig.start_learner("--dsrl.env-steps", "400", "--resume")
+    resumed = rig.start_learner("--dsrl.env-steps", "240", "--resume")
     assert rig.pump(90, until=lambda: resumed.poll() is not None)
     out, err = resumed.communicate()
     assert resumed.returncode == 0, err[-2000:]
     summary = rig.summary()
-    assert summary["env_steps"] >= 400
+    assert summary["env_steps"] >= 240
     metrics = [json.loads(line) for line in (rig.tmp / "runs" / "adapt" / "metrics.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in metrics if "charts/episodes" in r]
     assert steps == sorted(steps)  # rewound to the checkpoint, then continued: no step counted twice
