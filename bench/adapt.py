@@ -186,6 +186,7 @@ def main() -> None:
     ap.add_argument("--max-wall-min", type=float, default=80.0, help="per variant; the learner stops there")
     ap.add_argument("--in-process-steps", type=float, default=None)
     ap.add_argument("--nice", type=int, default=10)
+    ap.add_argument("--parallel", action="store_true", help="run the variants at the same time")
     ap.add_argument("--curve-episodes", type=int, default=50, help="in-process episodes per checkpoint evaluated")
     ap.add_argument("--domain", type=int, default=200)
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "adapt.json")
@@ -197,9 +198,19 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="steer-bench-adapt-"))
     t0 = time.time()
     results = []
-    for i, name in enumerate(args.variants.split(",")):
-        results.append(run_variant(name, args, args.domain + i, work))
-        report(args, bc, ref, results, t0)
+    names = args.variants.split(",")
+    if args.parallel:  # the variants at once, each in its own DDS domain (they share the cores)
+        from concurrent.futures import ThreadPoolExecutor, as_completed
+
+        with ThreadPoolExecutor(len(names)) as pool:
+            jobs = [pool.submit(run_variant, name, args, args.domain + i, work) for i, name in enumerate(names)]
+            for job in as_completed(jobs):
+                results.append(job.result())
+                report(args, bc, ref, results, t0)
+    else:
+        for i, name in enumerate(names):
+            results.append(run_variant(name, args, args.domain + i, work))
+            report(args, bc, ref, results, t0)
 
 
 def report(args, bc: float, ref: float, results: list, t0: float) -> None:

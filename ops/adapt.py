@@ -327,11 +327,12 @@ def run_adapt(cfg: AdaptConfig, transport=None, progress: bool | None = None) ->
         end = None if cfg.max_wall_s is None else time.monotonic() + cfg.max_wall_s
         evaluating = False
         eval_start = 0
+        # Gradient updates run on their own thread, so the robot's next latent never waits behind one.
+        updater = Updater(learner)
         try:
             while not wire.stopped and (end is None or time.monotonic() < end):
-                # Updates only while no message waits: the robot's next latent never queues behind them.
-                wire.spin_once(0.0 if learner.owed_updates else 0.005)
-                learner.update(1)
+                wire.spin_once(0.005)
+                updater.check()
                 if len(learner.outcomes) > seen:
                     for o in learner.outcomes[seen:]:
                         bar.update(o.steps)
@@ -341,8 +342,7 @@ def run_adapt(cfg: AdaptConfig, transport=None, progress: bool | None = None) ->
                     if not evaluating and learner.progress.due_checkpoint():
                         learner.checkpoint()
                 if learner.done and not evaluating:
-                    while learner.owed_updates:
-                        learner.update(min(64, learner.owed_updates))
+                    updater.drain()
                     learner.checkpoint()
                     if cfg.eval_episodes <= 0:
                         break
@@ -352,6 +352,7 @@ def run_adapt(cfg: AdaptConfig, transport=None, progress: bool | None = None) ->
                 if evaluating and len(learner.outcomes) - eval_start >= cfg.eval_episodes:
                     break
         finally:
+            updater.stop()
             bar.close()
             wire.state = "done" if learner.done else "stopped"
             wire.publish_status(force=True)
@@ -376,6 +377,49 @@ def run_adapt(cfg: AdaptConfig, transport=None, progress: bool | None = None) ->
     if own_transport:
         transport.close()
     return result
+
+
+class Updater:
+    """Runs the learner's owed gradient updates on a thread of their own, one at a time."""
+
+    def __init__(self, learner):
+        import threading
+
+        self.learner = learner
+        self._stop = threading.Event()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name="adapt-updates", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        import sys
+
+        # Hand the interpreter back often: the thread that answers the robot must not wait for an update's
+        # Python parts (the default switch interval, 5 ms, would put latents behind them).
+        sys.setswitchinterval(0.0005)
+        try:
+            while not self._stop.is_set():
+                if not self.learner.update(1):
+                    self._stop.wait(0.005)
+                else:
+                    time.sleep(0.0005)
+        except BaseException as err:  # noqa: BLE001 - reported by the main thread
+            self.error = err
+
+    def drain(self) -> None:
+        """Wait until every owed update ran."""
+        while self.learner.owed_updates and self._thread.is_alive():
+            time.sleep(0.01)
+        self.check()
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+        self.check()
 
 
 class ImpairedTransport:

@@ -24,6 +24,7 @@ step), terminal on success, a time-out (failure after the robot's step limit) bo
 
 from __future__ import annotations
 
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -220,6 +221,10 @@ class RobotDSRL:
         self.chunk_len, self.noise_dim = policy.cfg.chunk_len, policy.cfg.noise_dim
         self.warmup_latent = cfg.warmup_latent_steps(self.chunk_len)
         self.owed_updates = 0
+        self.lock = threading.RLock()
+        """Held while the replay buffer or the networks' training state change (:meth:`end_episode`,
+        :meth:`update`, :meth:`checkpoint`): updates may run on another thread while this one answers the
+        robot; choosing a latent reads the actor without it (it may see a half-applied step)."""
         self.current: RobotEpisode | None = None
         self.outcomes: list[EpisodeOutcome] = list()
         self.discarded = 0
@@ -310,6 +315,11 @@ class RobotDSRL:
         self.discarded += 1
 
     def end_episode(self, steps: int, is_success: bool | None, terminal: bool = True) -> EpisodeOutcome | None:
+        """See :meth:`_end_episode` (under :attr:`lock`)."""
+        with self.lock:
+            return self._end_episode(steps, is_success, terminal)
+
+    def _end_episode(self, steps: int, is_success: bool | None, terminal: bool = True) -> EpisodeOutcome | None:
         """The episode ended after ``steps`` steps; ``is_success`` from the success topic (None: none).
 
         The outcome is the operator's mark if there is one, else ``is_success``, else the success
@@ -374,11 +384,12 @@ class RobotDSRL:
     # -- learning ------------------------------------------------------------------------------------
     def update(self, n: int = 1) -> int:
         """Up to ``n`` of the owed gradient updates; returns how many ran."""
-        n = min(n, self.owed_updates)
-        if n > 0:
-            self.learner.update(n)
-            self.owed_updates -= n
-        return n
+        with self.lock:
+            n = min(n, self.owed_updates)
+            if n > 0:
+                self.learner.update(n)
+                self.owed_updates -= n
+            return n
 
     @property
     def done(self) -> bool:
@@ -394,6 +405,10 @@ class RobotDSRL:
 
     def checkpoint(self) -> None:
         """Save everything to resume from (episodes in flight are not in it)."""
+        with self.lock:
+            self._checkpoint()
+
+    def _checkpoint(self) -> None:
         state, lmeta = self.learner.state()
         meta = {**self.progress.state(), "learner": lmeta, "config": asdict(self.cfg),
                 "rng": self.rng.bit_generator.state,
