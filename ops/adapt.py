@@ -124,13 +124,15 @@ class WireLearner:
         c = config
         self.assembler = ObservationAssembler(config, obs_names)
         sub = transport.subscription
-        self._subs = {"joint": sub(c.topic(c.joint_state_topic), msg.JointState),
-                      "episode": sub(c.topic(c.episode_topic), msg.DiagnosticStatus),
-                      "executed": sub(c.topic(c.latent_executed_topic), msg.DiagnosticStatus),
-                      "safety": sub(c.topic(c.safety_topic), msg.DiagnosticStatus),
-                      "control": sub(c.topic(c.adapt_control_topic), msg.DiagnosticStatus)}
+        # Where the transport gives no send times, messages are handled in this order: state before events,
+        # events before the observations they frame.
+        self._subs = {"safety": sub(c.topic(c.safety_topic), msg.DiagnosticStatus),
+                      "control": sub(c.topic(c.adapt_control_topic), msg.DiagnosticStatus),
+                      "episode": sub(c.topic(c.episode_topic), msg.DiagnosticStatus)}
         for v in c.vectors:
             self._subs["vector:" + v.name] = sub(c.topic(v.topic), msg.Float64MultiArray)
+        self._subs["executed"] = sub(c.topic(c.latent_executed_topic), msg.DiagnosticStatus)
+        self._subs["joint"] = sub(c.topic(c.joint_state_topic), msg.JointState)
         self._latent_pub = transport.publisher(c.topic(c.latent_topic), msg.DiagnosticStatus)
         self._status_pub = transport.publisher(c.topic(c.adapt_status_topic), msg.DiagnosticStatus)
         self.state = "waiting"
@@ -225,6 +227,10 @@ class WireLearner:
             cmd = AdaptControl.from_message(m)
             if cmd.session and cmd.session != self.session:
                 return
+            ep = self.learner.current
+            if cmd.episode and cmd.command in ("mark_success", "mark_failure", "takeover") \
+                    and (ep is None or ep.episode != cmd.episode):
+                return  # about an episode that is over (or another one): it must not judge the current one
             self._control(cmd.command)
 
     def _budget_spent(self) -> bool:
