@@ -105,14 +105,24 @@ class SacChunkLearner:
         self.model = build_sac(policy, venv, cfg)
         self.model.set_logger(_forwarding_logger(run, env_steps))
         self.model._current_progress_remaining = 1.0
+        # Latents are chosen by a copy of the actor: SB3's actor keeps per-call state (its distribution), so
+        # the thread that answers the robot must not share it with the one that trains it.
+        import copy
+
+        self._acting = copy.deepcopy(self.model.actor)
+        self._acting.set_training_mode(False)
 
     @property
     def latent_steps(self) -> int:
         return int(self.model.num_timesteps)
 
     def act(self, obs_norm: np.ndarray, deterministic: bool) -> np.ndarray:
-        w, _ = self.model.predict(np.asarray(obs_norm, np.float32)[None], deterministic=deterministic)
-        return np.asarray(w[0], dtype=np.float32)
+        with torch.no_grad():
+            scaled = self._acting(torch.as_tensor(np.asarray(obs_norm, np.float32))[None], deterministic=deterministic)
+        return np.asarray(self.model.policy.unscale_action(scaled.numpy())[0], dtype=np.float32)
+
+    def _sync(self) -> None:
+        self._acting.load_state_dict(self.model.actor.state_dict())
 
     def store(self, obs_norm, w, reward, next_obs_norm, terminated, truncated) -> None:
         m = self.model
@@ -125,6 +135,7 @@ class SacChunkLearner:
 
     def update(self, n: int) -> None:
         self.model.train(gradient_steps=n, batch_size=self.cfg.batch_size)
+        self._sync()
 
     def actor(self) -> LatentActor:
         from steer.agent.dsrl.sac import latent_actor_from_sb3
@@ -140,6 +151,7 @@ class SacChunkLearner:
         from steer.agent.dsrl.sac import restore_sac
 
         restore_sac(self.model, state, meta)
+        self._sync()
 
 
 def make_chunk_learner(policy: DiffusionPolicy, cfg: DSRLConfig, run: RunLog, env_steps=lambda: 0) -> ChunkLearner:
