@@ -32,6 +32,8 @@ SHOWN = {
     "carl_reward_scaling": ("CaRL vs Roach reward at small and large minibatch", None),
     "conservative": ("DSRL with and without the conservative gate", None),
     "lift": ("robosuite Lift: demos, BC with w ~ N(0, I), DSRL-SAC, 1 seed", None),
+    "adapt": ("DSRL over the wire: `steer adapt` steering a `--steered` node on the simulated robot, 3 processes over DDS",
+              None),
 }
 
 
