@@ -108,6 +108,17 @@ class CheckpointCurve:
         return sorted(self.curve)
 
 
+def _summary(run: Path, log: str) -> dict:
+    """The learner's summary.json, or what its metrics show when it did not finish (the log says why)."""
+    if (run / "summary.json").exists():
+        return json.loads((run / "summary.json").read_text())
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    last = next((r for r in reversed(records) if "charts/episodes" in r), {"step": 0, "charts/episodes": 0})
+    print(f"the learner did not finish (see {log}); figures from its metrics", flush=True)
+    return {"env_steps": last["step"], "episodes": int(last["charts/episodes"]), "eval_success": None,
+            "eval_episodes": 0, "baseline_success": None, "discarded": None, "curve": [], "unfinished": True}
+
+
 def run_variant(name: str, args, domain: int, work: Path) -> dict:
     from steer.robot.closed_loop import send_signed_command
     from steer.robot.config import load_robot_config
@@ -156,7 +167,7 @@ def run_variant(name: str, args, domain: int, work: Path) -> dict:
             except subprocess.TimeoutExpired:
                 p.kill()
         transport.close()
-    summary = json.loads((args.runs / run_name / "summary.json").read_text())
+    summary = _summary(args.runs / run_name, logs["learner"].name)
     node_stats = json.loads((work / f"{name}-node.json").read_text())
     sim_stats = json.loads((work / f"{name}-sim.json").read_text())
     chunks = node_stats["latents_used"] + node_stats["latents_fallback"]
