@@ -218,6 +218,8 @@ class WireLearner:
         elif name == "executed":
             latent = LatentChunk.from_message(m)
             if latent.session == self.session:
+                # A chunk of this session ran: the node is alive (its 1 Hz safety state may have been lost).
+                self._node_seen = self.clock()
                 self.learner.executed(latent.episode, latent.chunk, latent.array(), latent.source,
                                       np.asarray(latent.obs) if latent.obs else None)
         elif name == "safety":
