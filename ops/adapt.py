@@ -350,7 +350,10 @@ def run_adapt(cfg: AdaptConfig, transport=None, progress: bool | None = None) ->
                     if not evaluating and learner.progress.due_checkpoint():
                         learner.checkpoint()
                 if learner.done and not evaluating:
-                    updater.drain()
+                    # The updates still owed run before the final evaluation, within --max-wall-s.
+                    skipped = updater.drain(end)
+                    if skipped:
+                        print(f"steer adapt: {skipped} owed updates left undone at --max-wall-s.", flush=True)
                     learner.checkpoint()
                     if cfg.eval_episodes <= 0:
                         break
@@ -414,11 +417,17 @@ class Updater:
         except BaseException as err:  # noqa: BLE001 - reported by the main thread
             self.error = err
 
-    def drain(self) -> None:
-        """Wait until every owed update ran."""
+    def drain(self, deadline: float | None = None) -> int:
+        """Wait until every owed update ran, or ``deadline`` (monotonic) passes; returns the updates left undone
+        (they are dropped)."""
         while self.learner.owed_updates and self._thread.is_alive():
+            if deadline is not None and time.monotonic() >= deadline:
+                with self.learner.lock:
+                    left, self.learner.owed_updates = self.learner.owed_updates, 0
+                return left
             time.sleep(0.01)
         self.check()
+        return 0
 
     def check(self) -> None:
         if self.error is not None:
