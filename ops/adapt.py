@@ -29,6 +29,7 @@ import numpy as np
 
 from steer.agent.conservative import ConservativeConfig
 from steer.agent.dsrl.core import DSRLConfig
+from steer.ops.run import RunError
 
 STATUS_PERIOD_S = 1.0
 
@@ -100,12 +101,6 @@ class AdaptResult:
         from steer.agent.runlog import to_jsonable
 
         return to_jsonable(self)
-
-
-class RunError(ValueError):
-    """A user-caused problem with ``steer adapt`` (one sentence)."""
-
-    user_facing = True
 
 
 class WireLearner:
