@@ -37,6 +37,8 @@ SHOWN = {
     "conservative": ("DSRL with and without the conservative gate", None),
     "conservative_lift": ("The gate on robosuite Lift, DSRL-SAC at the PlanarPush settings, 1 seed", None),
     "manipulation": ("robosuite Lift and Can: demos, BC with w ~ N(0, I), DSRL-NA and DSRL-SAC, 1 seed", None),
+    "adapt": ("DSRL over the wire: `steer adapt` steering a `--steered` node on the simulated robot, 3 processes over DDS",
+              None),
 }
 SCRIPT = {"conservative_lift": "conservative"}
 """Results files written by a benchmark of another name (``bench/<script>.py --task …``)."""

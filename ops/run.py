@@ -103,7 +103,8 @@ RESUME_MAY_CHANGE = frozenset({
     "resume", "progress", "max_minutes", "eval_episodes", "eval_routes", "runs", "name",
     "ppo.total_timesteps", "dsrl.env_steps",  # a resumed run may train to a larger budget
     "ppo.checkpoint_every", "bc.checkpoint_every", "dsrl.checkpoint_every", "bc.log_every",
-    "ppo.torch_threads", "ppo.device"})
+    "ppo.torch_threads", "ppo.device",
+    "max_wall_s", "domain_id", "node_timeout_s", "loopback"})  # steer adapt: when and where the robot is
 """Options (dotted, as in config.json) a resumed run may change: where it is found, how long, how often it
 saves and where it computes; not what it trains."""
 

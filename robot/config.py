@@ -63,7 +63,13 @@ class RobotConfig:
     vectors: tuple[VectorSource, ...] = ()
     """Further observation sources beside the joint states."""
     control_rate_hz: float = 20.0
-    """Control rate of the policy (Hz)."""
+    """Control rate of the policy (Hz, in the robot's own time)."""
+    time_scale: float = 1.0
+    """Robot seconds per wall-clock second: 1 on a real robot. A simulated robot and its node may both run
+    faster than real time (tests, benchmarks): they tick at control_rate_hz × time_scale wall-clock Hz and the
+    shield's rate limits count robot time. The watchdog and the command timeout grow on a slowed robot
+    (time_scale < 1) and keep their wall-clock values on a faster one. Both processes must be given the same
+    value."""
     watchdog_ms: float = 75.0
     """An observation older than this stops the policy's commands (ms)."""
     watchdog_action: str = "hold"
@@ -91,6 +97,14 @@ class RobotConfig:
     """Safety state for the console, ``diagnostic_msgs/DiagnosticStatus``."""
     episode_topic: str = "episode"
     """Episode status of the simulated robot (``diagnostic_msgs/DiagnosticStatus``); empty: none."""
+    latent_topic: str = "latent"
+    """Steered mode: the learner's latent noise per chunk (:class:`steer.robot.spec.LatentChunk`), volatile."""
+    latent_executed_topic: str = "latent_executed"
+    """Steered mode: the noise the node ran per chunk, with its observation (node -> learner)."""
+    adapt_status_topic: str = "adapt_status"
+    """The learner's :class:`steer.robot.spec.AdaptStatus`, for the console."""
+    adapt_control_topic: str = "adapt_control"
+    """The console's :class:`steer.robot.spec.AdaptControl` (pause, resume, stop, marks, takeover) to the learner."""
     namespace: str = ""
     """Namespace put in front of relative topic names."""
     trusted_operator_keys: tuple[str, ...] = ()
@@ -126,6 +140,8 @@ class RobotConfig:
         if self.watchdog_action not in WATCHDOG_ACTIONS:
             raise RobotError(f"watchdog_action must be one of {WATCHDOG_ACTIONS}, not {self.watchdog_action!r}; "
                              "fix the robot config.")
+        if not (isinstance(self.time_scale, (int, float)) and 0 < self.time_scale <= 20):
+            raise RobotError(f"time_scale must be in (0, 20], not {self.time_scale!r}; fix the robot config.")
         if self.control_rate_hz <= 0 or self.watchdog_ms <= 0 or self.command_timeout_ms <= 0:
             raise RobotError("control_rate_hz, watchdog_ms and command_timeout_ms must be positive; "
                              "fix the robot config.")
@@ -145,8 +161,13 @@ class RobotConfig:
 
     @property
     def control_period_s(self) -> float:
-        """Seconds between two control ticks."""
-        return 1.0 / self.control_rate_hz
+        """Wall-clock seconds between two control ticks (the robot's period divided by ``time_scale``)."""
+        return 1.0 / (self.control_rate_hz * self.time_scale)
+
+    @property
+    def watchdog_wall_ms(self) -> float:
+        """The watchdog in wall-clock ms: ``watchdog_ms``, longer on a robot slowed below real time."""
+        return self.watchdog_ms / min(self.time_scale, 1.0)
 
     @property
     def command_joint_names(self) -> tuple[str, ...]:

@@ -135,7 +135,7 @@ class SimRobot:
         self.period_ns = int(c.control_period_s * 1e9)
         self.reset_ack_budget_s = 0.25 * c.control_period_s
         """Longest wait, at an episode start, for the node to acknowledge the new goal and status."""
-        self.timeout_ns = int(c.command_timeout_ms * 1e6)
+        self.timeout_ns = int(c.command_timeout_ms / min(c.time_scale, 1.0) * 1e6)
         self.stats = SimStats()
         self._command = np.zeros(len(c.command_joints))
         self._command_ns: int | None = None

@@ -13,6 +13,10 @@ with one :class:`WireError` sentence.
 * :class:`OperatorCommand`: a signed operator command (release, arm, promote, adapt_start) on
   ``<ns>/operator_command`` (written by the console, read by the node; signing and checking are
   :mod:`steer.robot.keys`).
+* :class:`LatentChunk`: one chunk's latent noise, on ``<ns>/latent`` (learner -> node, steered mode) and, as
+  the node ran it, on ``<ns>/latent_executed`` (node -> learner).
+* :class:`AdaptStatus` (learner -> console, ``<ns>/adapt_status``) and :class:`AdaptControl` (console ->
+  learner, ``<ns>/adapt_control``): an adaptation session on a robot.
 
 The messages carry one ``KeyValue`` per dataclass field, named after it (see
 :func:`_encode_values`), so a field added to a message class travels without touching either end.
@@ -252,7 +256,11 @@ def _encode_values(obj: Any) -> list[tuple[str, str]]:
     out = []
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
-        out.append((f.name, str(value).lower() if isinstance(value, bool) else str(value)))
+        if isinstance(value, tuple):  # numbers, comma-separated; repr keeps every float exact
+            text = ",".join(str(x) if isinstance(x, (int, str)) else repr(float(x)) for x in value)
+        else:
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+        out.append((f.name, text))
     return out
 
 
@@ -276,6 +284,13 @@ def _decode_values(cls: type, values: Mapping[str, str], what: str) -> dict[str,
                 out[f.name] = int(text)
             except ValueError:
                 raise WireError(f"the {what} says {f.name}={text!r}; expected an integer.") from None
+        elif typing.get_origin(kind) is tuple:
+            item = typing.get_args(kind)[0]
+            try:
+                out[f.name] = tuple(item(x) for x in text.split(",")) if text else ()
+            except ValueError:
+                raise WireError(f"the {what} says {f.name}={text[:60]!r}; expected comma-separated "
+                                f"{item.__name__}s.") from None
         else:
             try:
                 out[f.name] = kind(text)
@@ -341,6 +356,18 @@ class SafetyState:
     """Why the node cannot write its bags (empty while it can); it keeps commanding either way."""
     bag_dropped: int = 0
     """Messages left out of the bags (the writer fell behind or failed)."""
+    steered: bool = False
+    """The node runs in steered mode: a diffusion policy's noise comes from the latent topic."""
+    adapt_session: str = ""
+    """The adaptation session a signed ``adapt_start`` armed (empty: none; an e-stop ends it)."""
+    latents_used: int = 0
+    """Chunks that ran the learner's latent."""
+    latents_late: int = 0
+    """Latents that arrived after their chunk had started (too late to run)."""
+    latents_fallback: int = 0
+    """Chunks of a session that ran the baseline's noise because their latent was late or missing."""
+    latents_rejected: int = 0
+    """Latents refused: outside the armed session, out of bounds, wrong shape or not finite."""
 
     @property
     def level(self) -> int:
@@ -463,3 +490,159 @@ class OperatorCommand:
     def from_message(cls, message: Any) -> OperatorCommand:
         """Parse a command message; :class:`WireError` (one sentence) when malformed."""
         return cls.from_fields(_values_of(message))
+
+
+# -- Adapting on a robot (DSRL over the wire) ---------------------------------------------------
+
+LATENT_SOURCES = ("learner", "baseline")
+"""Who chose an executed chunk's noise: the learner's latent, or the baseline's (fallback or gate)."""
+
+
+@dataclass(frozen=True)
+class LatentChunk:
+    """One chunk's initial diffusion noise w.
+
+    On ``<ns>/latent`` the learner sends the latent it wants run for chunk ``chunk`` of episode ``episode``;
+    on ``<ns>/latent_executed`` the node sends what it actually ran for that chunk (``source``) with the
+    observation it ran the policy on, so the learner stores the transition that happened.
+    """
+
+    session: str = ""
+    """Adaptation session (the id the signed ``adapt_start`` armed)."""
+    episode: str = ""
+    """The robot's episode (as in :class:`EpisodeStatus`)."""
+    chunk: int = 0
+    """Index of the chunk within the episode (the node queries the policy at steps chunk · chunk_len)."""
+    chunk_len: int = 0
+    """Rows of the noise (the policy's chunk length)."""
+    action_dim: int = 0
+    """Columns of the noise (the policy's action dimension)."""
+    noise: tuple[float, ...] = ()
+    """The noise, row-major ``[chunk_len, action_dim]``."""
+    source: str = "learner"
+    """``learner`` or ``baseline`` (executed chunks: the baseline's noise ran)."""
+    obs: tuple[float, ...] = ()
+    """Executed chunks: the observation the policy ran on (policy order); empty on ``latent``."""
+    sent_ns: int = 0
+    """Wall-clock time it was sent (ns since the epoch), for latency figures."""
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(chunk_len, action_dim)``."""
+        return self.chunk_len, self.action_dim
+
+    def problems(self, shape: tuple[int, int], bound: float) -> str:
+        """Why this latent cannot run on a policy of noise ``shape`` with ``bound`` (empty when it can)."""
+        if self.shape != tuple(shape) or len(self.noise) != shape[0] * shape[1]:
+            return f"latent of shape {self.shape} with {len(self.noise)} values; the policy takes {tuple(shape)}"
+        if not all(math.isfinite(x) for x in self.noise):
+            return "latent is not finite"
+        if any(abs(x) > bound for x in self.noise):
+            return f"latent exceeds the noise bound {bound:g}"
+        return ""
+
+    def array(self) -> np.ndarray:
+        """The noise as float32 ``[chunk_len, action_dim]``."""
+        return np.asarray(self.noise, dtype=np.float32).reshape(self.chunk_len, self.action_dim)
+
+    def to_message(self, robot: str):
+        """The chunk as ``diagnostic_msgs/DiagnosticStatus`` from ``robot`` (the node) or to it (the learner)."""
+        return _status(_DIAG_OK, f"{robot}/latent", self.source, robot, _encode_values(self))
+
+    @classmethod
+    def from_message(cls, message: Any) -> LatentChunk:
+        """Parse a latent chunk; :class:`WireError` (one sentence) when a field is mistyped."""
+        chunk = cls(**_decode_values(cls, _values_of(message), "latent chunk"))
+        if chunk.source not in LATENT_SOURCES:
+            raise WireError(f"the latent chunk's source is {chunk.source[:40]!r}; expected one of {LATENT_SOURCES}.")
+        return chunk
+
+
+ADAPT_STATES = ("waiting", "running", "paused", "stopped", "done")
+"""States of an adaptation session, as the learner reports them."""
+GATE_CHOICES = ("explore", "baseline", "")
+"""What the conservative gate runs in the current episode (empty: no episode yet)."""
+
+
+@dataclass(frozen=True)
+class AdaptStatus:
+    """The learner's report on ``<ns>/adapt_status`` (about 1 Hz and on every change), for the console."""
+
+    session: str = ""
+    """Adaptation session id."""
+    state: str = "waiting"
+    """``waiting`` (for the robot or an armed session), ``running``, ``paused``, ``stopped`` or ``done``."""
+    algo: str = "sac"
+    """``sac`` or ``na``."""
+    episodes: int = 0
+    """Episodes finished (and learned from) in this run."""
+    env_steps: int = 0
+    """Robot steps learned from."""
+    success: float = 0.0
+    """Success rate over the recent episodes."""
+    baseline_success: float = 0.0
+    """L_b: the lower confidence bound of the baseline's success, measured on this robot."""
+    threshold: float = 0.0
+    """(1 − α)·L_b: the gate keeps episodes above this."""
+    rho: float = 0.0
+    """Probability that the gate runs the learner for an episode."""
+    gate_choice: str = ""
+    """``explore`` or ``baseline``: what the current episode runs."""
+    shield_interventions: int = 0
+    """The node's shield interventions (clipped + watchdog + non-finite) so far."""
+    late_latents: int = 0
+    """Latents the node reported late."""
+    fallbacks: int = 0
+    """Chunks that ran the baseline's noise because the latent was late or missing."""
+    last_error: str = ""
+    """The learner's last problem, one sentence (empty when none)."""
+
+    def to_message(self, robot: str):
+        """The status as ``diagnostic_msgs/DiagnosticStatus`` about ``robot``."""
+        level = _DIAG_ERROR if self.last_error else (_DIAG_OK if self.state == "running" else _DIAG_WARN)
+        return _status(level, f"{robot}/adapt", self.state, robot, _encode_values(self))
+
+    @classmethod
+    def from_message(cls, message: Any) -> AdaptStatus:
+        """Parse a status; :class:`WireError` (one sentence) when it is not one or mistyped."""
+        values = _values_of(message)
+        if values.get("state") not in ADAPT_STATES:
+            raise WireError(f"the adaptation status has state {values.get('state', '')[:40]!r}; expected one of "
+                            f"{ADAPT_STATES}.")
+        return cls(**_decode_values(cls, values, "adaptation status"))
+
+
+ADAPT_COMMANDS = ("pause", "resume", "stop", "mark_success", "mark_failure", "takeover")
+"""Console → learner commands. Unsigned: each stops or judges, none makes the robot move."""
+
+
+@dataclass(frozen=True)
+class AdaptControl:
+    """An operator's command to the learner on ``<ns>/adapt_control``.
+
+    ``mark_success`` / ``mark_failure`` give the outcome of the current (or just ended) episode where the
+    robot has no success topic, and override it where it has; ``takeover`` ends the episode as a failure
+    (the operator took the robot); ``pause`` stops publishing latents (the node runs the baseline), ``resume``
+    continues inside the already-armed session; ``stop`` ends the learner's run.
+    """
+
+    command: str
+    """One of :data:`ADAPT_COMMANDS`."""
+    session: str = ""
+    """Session it is meant for (empty: whichever runs)."""
+    episode: str = ""
+    """Episode a mark is about (empty: the current or the last one)."""
+    stamp_ns: int = 0
+    """Wall-clock time it was sent (ns since the epoch)."""
+
+    def to_message(self, robot: str):
+        """The command as ``diagnostic_msgs/DiagnosticStatus`` about ``robot``."""
+        return _status(_DIAG_OK, f"{robot}/adapt_control", self.command, robot, _encode_values(self))
+
+    @classmethod
+    def from_message(cls, message: Any) -> AdaptControl:
+        """Parse a command; :class:`WireError` (one sentence) when it is not one of :data:`ADAPT_COMMANDS`."""
+        values = _values_of(message)
+        if values.get("command") not in ADAPT_COMMANDS:
+            raise WireError(f"adaptation command {values.get('command', '')[:40]!r} is not one of {ADAPT_COMMANDS}.")
+        return cls(**_decode_values(cls, values, "adaptation command"))

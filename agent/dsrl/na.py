@@ -127,58 +127,34 @@ def prefill_from_demos(buffer: ChunkReplay, policy: DiffusionPolicy, demos, rewa
     return n
 
 
-def train_na(policy: DiffusionPolicy, env_id: str, cfg: DSRLConfig, run: RunLog, resume: bool, progress: bool,
-             env_wrapper: EnvWrapper | None = None, safe_set: SafeSet | None = None
-             ) -> tuple[LatentActor, dict[str, Any]]:
-    """Train DSRL-NA; returns the deterministic latent actor and details (``progress``, ``gate``)."""
-    pc = policy.cfg
-    acfg = LatentActorConfig(pc.obs_dim, pc.noise_dim, cfg.hidden_dim, cfg.num_layers, cfg.layer_norm,
-                             cfg.latent_noise_bound)
-    actor = GaussianLatentActor(acfg)
-    q_a, q_w = (TwinQ(pc.obs_dim + pc.noise_dim, cfg.hidden_dim, cfg.num_layers, cfg.layer_norm) for _ in range(2))
-    q_a_targ = TwinQ(pc.obs_dim + pc.noise_dim, cfg.hidden_dim, cfg.num_layers, cfg.layer_norm)
-    q_a_targ.load_state_dict(q_a.state_dict())
-    log_alpha = torch.zeros(1, requires_grad=True)
-    opt = {"actor": torch.optim.Adam(actor.parameters(), lr=cfg.lr), "q_a": torch.optim.Adam(q_a.parameters(), lr=cfg.lr),
-           "q_w": torch.optim.Adam(q_w.parameters(), lr=cfg.lr), "alpha": torch.optim.Adam([log_alpha], lr=cfg.lr)}
-    buf = ChunkReplay(cfg.buffer_size, pc.obs_dim, pc.noise_dim)
-    rng = np.random.default_rng(cfg.seed)
-    b = cfg.latent_noise_bound
-    ckpt_dir = Path(run.checkpoint_dir)
-    meta: dict[str, Any] = {}
-    if resume and (ckpt_dir / "dsrl_trainer.safetensors").exists():
-        state, meta = load_checkpoint(ckpt_dir, "dsrl_trainer")
-        for name, mod in (("actor", actor), ("q_a", q_a), ("q_w", q_w), ("q_a_targ", q_a_targ)):
-            mod.load_state_dict(state[name])
-        for name, o in opt.items():
-            o.load_state_dict(state[f"opt_{name}"])
-        with torch.no_grad():
-            log_alpha.copy_(state["log_alpha"])
-        for k in buf.data:  # checkpoints of older versions also hold an unused "w" column
-            buf.data[k][...] = state["buffer"][k]
-        buf.size, buf.pos = int(meta["buffer_size"]), int(meta["buffer_pos"])
-        rng.bit_generator.state = meta["rng"]
-        torch.set_rng_state(state["torch_rng"])
-        run.rewind(int(meta["env_steps"]))
-    elif cfg.na_prefill_demos:
-        from steer.sim.demos import load_demos
+class NaLearner:
+    """DSRL-NA's networks, optimizers, replay buffer and update: what the in-process loop (:func:`train_na`) and
+    the robot learner (:class:`NaChunkLearner`) share. ``rng`` draws minibatches and the baseline's noise."""
 
-        n = prefill_from_demos(buf, policy, load_demos(Path(cfg.na_prefill_demos)), cfg.reward_offset)
-        run.log(0, {"charts/prefilled_transitions": n})
-    prog = Progress(cfg, run, policy, env_id, progress, meta)
-    envs = [LatentNoiseEnv(make_task_env(env_id, env_wrapper), policy, b, cfg.reward_offset, safe_set,
-                           fallback_seed=cfg.fallback_seed(i)) for i in range(cfg.num_envs)]
-    seed0 = cfg.train_seed(prog.episodes)
-    obs = np.stack([e.reset(seed=seed0 + i)[0] for i, e in enumerate(envs)])
-    next_seed = seed0 + len(envs)
-    ep_ret = np.zeros(len(envs))
-    warmup_latent = cfg.warmup_latent_steps(pc.chunk_len)
-    latent_steps = int(meta.get("latent_steps", 0))
-    gate = make_chunk_gate(cfg, policy, meta)
-    updates = 0
+    def __init__(self, policy: DiffusionPolicy, cfg: DSRLConfig, rng: np.random.Generator):
+        pc = policy.cfg
+        self.policy, self.cfg, self.rng = policy, cfg, rng
+        self.acfg = LatentActorConfig(pc.obs_dim, pc.noise_dim, cfg.hidden_dim, cfg.num_layers, cfg.layer_norm,
+                                      cfg.latent_noise_bound)
+        self.actor = GaussianLatentActor(self.acfg)
+        self.q_a, self.q_w = (TwinQ(pc.obs_dim + pc.noise_dim, cfg.hidden_dim, cfg.num_layers, cfg.layer_norm)
+                              for _ in range(2))
+        self.q_a_targ = TwinQ(pc.obs_dim + pc.noise_dim, cfg.hidden_dim, cfg.num_layers, cfg.layer_norm)
+        self.q_a_targ.load_state_dict(self.q_a.state_dict())
+        self.log_alpha = torch.zeros(1, requires_grad=True)
+        self.opt = {"actor": torch.optim.Adam(self.actor.parameters(), lr=cfg.lr),
+                    "q_a": torch.optim.Adam(self.q_a.parameters(), lr=cfg.lr),
+                    "q_w": torch.optim.Adam(self.q_w.parameters(), lr=cfg.lr),
+                    "alpha": torch.optim.Adam([self.log_alpha], lr=cfg.lr)}
+        self.buf = ChunkReplay(cfg.buffer_size, pc.obs_dim, pc.noise_dim)
 
-    def update() -> dict[str, float]:
-        batch = buf.sample(rng, cfg.batch_size)
+    def update(self) -> dict[str, float]:
+        """One update of Q_A, Q_W (``na_distill_steps`` regressions), the actor and the entropy coefficient."""
+        policy, cfg, rng, pc = self.policy, self.cfg, self.rng, self.policy.cfg
+        actor, q_a, q_w, q_a_targ, log_alpha, opt = (self.actor, self.q_a, self.q_w, self.q_a_targ, self.log_alpha,
+                                                     self.opt)
+        b = cfg.latent_noise_bound
+        batch = self.buf.sample(rng, cfg.batch_size)
         alpha = log_alpha.exp().detach()
         with torch.no_grad():
             w_next, logp_next = actor.sample(batch["next_obs"])
@@ -222,8 +198,68 @@ def train_na(policy: DiffusionPolicy, env_id: str, cfg: DSRLConfig, run: RunLog,
         return {"losses/q": loss_q.item() / 2, "losses/q_w": loss_w.item() / 2, "losses/actor": loss_pi.item(),
                 "losses/alpha": float(alpha)}
 
-    def actor_mean(o: torch.Tensor) -> torch.Tensor:
-        return LatentActor.forward(actor, o)
+    def actor_mean(self, o: torch.Tensor) -> torch.Tensor:
+        return LatentActor.forward(self.actor, o)
+
+    def deterministic_actor(self) -> LatentActor:
+        det = LatentActor(self.acfg)
+        det.load_state_dict({k: v for k, v in self.actor.state_dict().items() if not k.startswith("log_std")})
+        return det.eval()
+
+    def state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(tensors, meta) of a checkpoint."""
+        return ({"actor": self.actor.state_dict(), "q_a": self.q_a.state_dict(), "q_w": self.q_w.state_dict(),
+                 "q_a_targ": self.q_a_targ.state_dict(), "log_alpha": self.log_alpha.detach(),
+                 **{f"opt_{n}": o.state_dict() for n, o in self.opt.items()},
+                 "buffer": self.buf.data, "torch_rng": torch.get_rng_state()},
+                {"buffer_size": self.buf.size, "buffer_pos": self.buf.pos, "rng": self.rng.bit_generator.state})
+
+    def load(self, state: dict[str, Any], meta: dict[str, Any]) -> None:
+        for name, mod in (("actor", self.actor), ("q_a", self.q_a), ("q_w", self.q_w), ("q_a_targ", self.q_a_targ)):
+            mod.load_state_dict(state[name])
+        for name, o in self.opt.items():
+            o.load_state_dict(state[f"opt_{name}"])
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+        for k in self.buf.data:  # checkpoints of older versions also hold an unused "w" column
+            self.buf.data[k][...] = state["buffer"][k]
+        self.buf.size, self.buf.pos = int(meta["buffer_size"]), int(meta["buffer_pos"])
+        self.rng.bit_generator.state = meta["rng"]
+        torch.set_rng_state(state["torch_rng"])
+
+
+def train_na(policy: DiffusionPolicy, env_id: str, cfg: DSRLConfig, run: RunLog, resume: bool, progress: bool,
+             env_wrapper: EnvWrapper | None = None, safe_set: SafeSet | None = None
+             ) -> tuple[LatentActor, dict[str, Any]]:
+    """Train DSRL-NA; returns the deterministic latent actor and details (``progress``, ``gate``)."""
+    pc = policy.cfg
+    rng = np.random.default_rng(cfg.seed)
+    na = NaLearner(policy, cfg, rng)
+    actor, buf = na.actor, na.buf
+    b = cfg.latent_noise_bound
+    ckpt_dir = Path(run.checkpoint_dir)
+    meta: dict[str, Any] = {}
+    if resume and (ckpt_dir / "dsrl_trainer.safetensors").exists():
+        state, meta = load_checkpoint(ckpt_dir, "dsrl_trainer")
+        na.load(state, meta)
+        run.rewind(int(meta["env_steps"]))
+    elif cfg.na_prefill_demos:
+        from steer.sim.demos import load_demos
+
+        n = prefill_from_demos(buf, policy, load_demos(Path(cfg.na_prefill_demos)), cfg.reward_offset)
+        run.log(0, {"charts/prefilled_transitions": n})
+    prog = Progress(cfg, run, policy, env_id, progress, meta)
+    envs = [LatentNoiseEnv(make_task_env(env_id, env_wrapper), policy, b, cfg.reward_offset, safe_set,
+                           fallback_seed=cfg.fallback_seed(i)) for i in range(cfg.num_envs)]
+    seed0 = cfg.train_seed(prog.episodes)
+    obs = np.stack([e.reset(seed=seed0 + i)[0] for i, e in enumerate(envs)])
+    next_seed = seed0 + len(envs)
+    ep_ret = np.zeros(len(envs))
+    warmup_latent = cfg.warmup_latent_steps(pc.chunk_len)
+    latent_steps = int(meta.get("latent_steps", 0))
+    gate = make_chunk_gate(cfg, policy, meta)
+    updates = 0
+    actor_mean = na.actor_mean
 
     while prog.env_steps < cfg.env_steps:
         warm = latent_steps < warmup_latent
@@ -255,24 +291,66 @@ def train_na(policy: DiffusionPolicy, env_id: str, cfg: DSRLConfig, run: RunLog,
             gate.record(rewards, dones, infos, prog.env_steps, warm, run)
         if latent_steps >= warmup_latent and buf.size >= cfg.batch_size:
             for _ in range(cfg.na_utd * len(envs)):
-                losses = update()
+                losses = na.update()
                 updates += 1
                 if updates % 100 == 1:
                     run.log(prog.env_steps, losses)
             prog.maybe_eval(actor_mean)
         if prog.due_checkpoint():
-            save_checkpoint(ckpt_dir, "dsrl_trainer",
-                            {"actor": actor.state_dict(), "q_a": q_a.state_dict(), "q_w": q_w.state_dict(),
-                             "q_a_targ": q_a_targ.state_dict(), "log_alpha": log_alpha.detach(),
-                             **{f"opt_{n}": o.state_dict() for n, o in opt.items()},
-                             "buffer": buf.data, "torch_rng": torch.get_rng_state()},
-                            {**prog.state(), "latent_steps": latent_steps, "buffer_size": buf.size,
-                             "buffer_pos": buf.pos, "rng": rng.bit_generator.state, "config": asdict(cfg),
+            state, nmeta = na.state()
+            save_checkpoint(ckpt_dir, "dsrl_trainer", state,
+                            {**prog.state(), "latent_steps": latent_steps, **nmeta, "config": asdict(cfg),
                              **({"conservative": gate.state()} if gate is not None else {})})
     prog.bar.close()
     for e in envs:
         e.close()
-    det = LatentActor(acfg)
-    det.load_state_dict({k: v for k, v in actor.state_dict().items() if not k.startswith("log_std")})
-    det.eval()
-    return det, {"progress": prog, "gate": gate.gated if gate is not None else None}
+    return na.deterministic_actor(), {"progress": prog, "gate": gate.gated if gate is not None else None}
+
+
+class NaChunkLearner:
+    """DSRL-NA fed one chunk at a time (the robot learner, :class:`steer.agent.dsrl.remote.RobotDSRL`).
+
+    It stores the chunk the frozen policy decodes from the learner's observation and the latent that ran
+    (Q_A learns on actions, so it needs no more than the BC policy the node runs)."""
+
+    def __init__(self, policy: DiffusionPolicy, cfg: DSRLConfig, run: RunLog, env_steps=lambda: 0):
+        self.policy, self.cfg, self.run, self.env_steps = policy, cfg, run, env_steps
+        self.na = NaLearner(policy, cfg, np.random.default_rng(cfg.seed))
+        self.latent_steps = 0
+        self.updates = 0
+
+    def act(self, obs_norm: np.ndarray, deterministic: bool) -> np.ndarray:
+        with torch.no_grad():
+            o = torch.as_tensor(np.asarray(obs_norm, np.float32))[None]
+            w = self.na.actor_mean(o) if deterministic else self.na.actor.sample(o)[0]
+        return w[0].numpy().astype(np.float32)
+
+    def store(self, obs_norm, w, reward, next_obs_norm, terminated, truncated) -> None:
+        pc = self.policy.cfg
+        with torch.no_grad():
+            o = torch.as_tensor(np.asarray(obs_norm, np.float32))[None]
+            act = self.policy.sample_normalized(o, torch.as_tensor(np.asarray(w, np.float32)).view(
+                1, pc.chunk_len, pc.action_dim))
+        self.na.buf.add(obs=obs_norm, next_obs=next_obs_norm, act=act.numpy().ravel(), rew=reward,
+                        done=float(terminated))
+        self.latent_steps += 1
+
+    def update(self, n: int) -> None:
+        if self.na.buf.size < self.cfg.batch_size:
+            return
+        for _ in range(n):
+            losses = self.na.update()
+            self.updates += 1
+            if self.updates % 100 == 1:
+                self.run.log(self.env_steps(), losses)
+
+    def actor(self) -> LatentActor:
+        return self.na.deterministic_actor()
+
+    def state(self) -> tuple[dict, dict]:
+        state, meta = self.na.state()
+        return state, {**meta, "latent_steps": self.latent_steps, "updates": self.updates}
+
+    def load(self, state: dict, meta: dict) -> None:
+        self.na.load(state, meta)
+        self.latent_steps, self.updates = int(meta["latent_steps"]), int(meta["updates"])

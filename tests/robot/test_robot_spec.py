@@ -146,3 +146,68 @@ def test_episode_status_round_trips_and_a_bare_one_reads_defaults():
     with pytest.raises(WireError) as err:
         EpisodeStatus.from_message(m.DiagnosticStatus(values=[m.KeyValue("steps", "5.5")]))
     assert "steps='5.5'" in _one_sentence(err)
+
+
+# -- adapting on a robot -------------------------------------------------------------------------
+
+def test_latent_chunk_round_trips_exactly_through_cdr_bytes():
+    import numpy as np
+
+    from steer.robot.spec import LatentChunk
+
+    noise = np.clip(np.random.default_rng(0).standard_normal(8), -1.5, 1.5).astype(np.float32)
+    chunk = LatentChunk(session="s1", episode="7", chunk=3, chunk_len=4, action_dim=2,
+                        noise=tuple(float(x) for x in noise), source="baseline", obs=(0.1, -2.5, 1e-7),
+                        sent_ns=1_700_000_000_123_456_789)
+    message = m.deserialize(m.DiagnosticStatus, m.serialize(chunk.to_message("arm")))
+    back = LatentChunk.from_message(message)
+    assert back == chunk
+    assert np.array_equal(back.array(), noise.reshape(4, 2))  # bit-exact float32
+    assert back.problems((4, 2), 1.5) == "" and back.problems((4, 2), 1.0) != ""
+    assert LatentChunk.from_message(LatentChunk(obs=()).to_message("arm")).obs == ()
+
+
+@pytest.mark.parametrize("noise, shape, needle", [((0.0,) * 8, (4, 3), "shape"), ((float("nan"),) + (0.0,) * 7,
+                                                   (4, 2), "not finite"), ((1.6,) + (0.0,) * 7, (4, 2), "bound 1.5")])
+def test_a_latent_that_cannot_run_says_why(noise, shape, needle):
+    from steer.robot.spec import LatentChunk
+
+    assert needle in LatentChunk(chunk_len=4, action_dim=2, noise=noise).problems(shape, 1.5)
+    assert LatentChunk(chunk_len=4, action_dim=2, noise=(1.5, -1.5) * 4).problems((4, 2), 1.5) == ""
+
+
+def test_a_mistyped_latent_is_one_sentence():
+    from steer.robot.spec import LatentChunk
+
+    for key, value, needle in (("noise", "1.0,abc", "comma-separated floats"), ("chunk", "x", "integer"),
+                               ("source", "attacker", "source")):
+        with pytest.raises(WireError) as err:
+            LatentChunk.from_message(m.DiagnosticStatus(values=[m.KeyValue(key, value)]))
+        assert needle in _one_sentence(err)
+
+
+def test_adapt_status_and_control_round_trip_and_refuse_unknown_states():
+    from steer.robot.spec import ADAPT_COMMANDS, AdaptControl, AdaptStatus
+
+    status = AdaptStatus(session="s1", state="running", algo="na", episodes=12, env_steps=900, success=0.75,
+                         baseline_success=0.21, threshold=0.189, rho=0.4, gate_choice="explore",
+                         shield_interventions=3, late_latents=2, fallbacks=5, last_error="")
+    message = m.deserialize(m.DiagnosticStatus, m.serialize(status.to_message("arm")))
+    assert AdaptStatus.from_message(message) == status and message.level == m.DIAG_OK
+    assert AdaptStatus(last_error="x").to_message("arm").level == m.DIAG_ERROR
+    for command in ADAPT_COMMANDS:
+        control = AdaptControl(command, session="s1", episode="4", stamp_ns=5)
+        assert AdaptControl.from_message(m.deserialize(m.DiagnosticStatus, m.serialize(
+            control.to_message("arm")))) == control
+    with pytest.raises(WireError) as err:
+        AdaptStatus.from_message(m.DiagnosticStatus(values=[m.KeyValue("state", "exploding")]))
+    assert "exploding" in _one_sentence(err)
+    with pytest.raises(WireError) as err:
+        AdaptControl.from_message(m.DiagnosticStatus(values=[m.KeyValue("command", "arm")]))
+    assert "'arm'" in _one_sentence(err)
+
+
+def test_the_safety_state_carries_the_adaptation_session():
+    state = SafetyState("running", steered=True, adapt_session="s1", latents_used=40, latents_late=2,
+                        latents_fallback=3, latents_rejected=1)
+    assert SafetyState.from_message(m.deserialize(m.DiagnosticStatus, m.serialize(state.to_message("arm")))) == state
