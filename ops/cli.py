@@ -37,6 +37,9 @@ COMMANDS: dict[str, Command] = {
     "dsrl": Command("steer.ops.train_cmd:dsrl", "adapt a BC diffusion policy with RL over its latent noise",
                     "steer dsrl --policy runs/bc-push --name dsrl-push\n"
                     "  steer dsrl --policy runs/bc-push --name dsrl-robot --robot  # gate, shield and safe set"),
+    "adapt": Command("steer.ops.adapt_cmd:adapt", "adapt a BC policy on a robot: DSRL learner over ROS 2 topics",
+                     "steer adapt --policy runs/bc-push --domain-id 7 --name adapt-push\n"
+                     "  steer adapt --policy runs/bc-push --domain-id 7 --name adapt-push --resume  # after a kill"),
     "eval": Command("steer.ops.train_cmd:evaluate", "evaluate a BC or DSRL run on held-out seeds",
                     "steer eval runs/dsrl-push --episodes 100"),
     "export": Command("steer.ops.export_cmd:export", "export a trained policy to one ONNX file",
@@ -53,7 +56,8 @@ COMMANDS: dict[str, Command] = {
     "robot sim": Command("steer.ops.robot_cmd:sim", "run the simulated robot over ROS 2 topics (DDS)",
                          "steer robot sim --domain-id 7"),
     "robot run": Command("steer.ops.robot_cmd:run", "run an ONNX policy node over ROS 2 topics (DDS)",
-                         "steer robot run --policy policy.onnx --domain-id 7"),
+                         "steer robot run --policy policy.onnx --domain-id 7\n"
+                         "  steer robot run --policy bc.onnx --domain-id 7 --steered  # noise from steer adapt"),
     "console": Command("steer.ops.console_cmd:console", "the operator console (Textual)", "steer console"),
     "keys init": Command("steer.ops.keys_cmd:init", "create the operator key pair that signs release, arm and promote",
                          "steer keys init --dir ~/.config/steer"),

@@ -76,6 +76,9 @@ class RobotSimConfig:
     """SCHED_FIFO priority (1-99) for the control loop and its DDS threads; 0: normal scheduling."""
     status_every_s: float = 5.0
     """Print a one-line status to stderr every this many seconds (0: never)."""
+    time_scale: float | None = field(default=None, metadata={"range": "(0, 20]"})
+    """Simulated robots only: run this many times faster than real time (give the node the same value);
+    default: the YAML's (1)."""
 
 
 @dataclass(frozen=True)
@@ -119,12 +122,19 @@ class RobotRunConfig:
     """SCHED_FIFO priority (1-99) for the control loop and its DDS threads; 0: normal scheduling."""
     status_every_s: float = 5.0
     """Print a one-line status to stderr every this many seconds (0: never)."""
+    time_scale: float | None = field(default=None, metadata={"range": "(0, 20]"})
+    """Simulated robots only: run this many times faster than real time (give the node the same value);
+    default: the YAML's (1)."""
+    steered: bool = False
+    """Steered mode (BC diffusion policies): the policy's noise comes chunk by chunk from the learner of
+    ``steer adapt`` on the latent topic, inside a session armed by a signed adapt_start; a late or missing
+    latent runs the baseline's noise."""
 
 
 def _robot(cfg: RobotSimConfig | RobotRunConfig, **topics: str | None):
     from steer.robot.processes import robot_config
 
-    return robot_config(cfg.limits, namespace=cfg.namespace, rate_hz=cfg.rate_hz,
+    return robot_config(cfg.limits, namespace=cfg.namespace, rate_hz=cfg.rate_hz, time_scale=cfg.time_scale,
                         joint_state_topic=cfg.joint_state_topic, controller=cfg.controller,
                         estop_topic=cfg.estop_topic, safety_topic=cfg.safety_topic, **topics)
 
@@ -153,6 +163,7 @@ def run(cfg: RobotRunConfig) -> int:
     robot = _robot(cfg, operator_command_topic=cfg.operator_command_topic)
     summary = run_node(robot, cfg.policy, domain_id=cfg.domain_id, duration_s=cfg.duration_s, bag_dir=cfg.bag_dir,
                        stats=cfg.stats, trigger=cfg.trigger, loopback=cfg.loopback,
-                       transport=cfg.transport, rt_priority=cfg.rt_priority, status_every_s=cfg.status_every_s)
+                       transport=cfg.transport, rt_priority=cfg.rt_priority, status_every_s=cfg.status_every_s,
+                       steered=cfg.steered)
     print(json.dumps(summary))
     return 0

@@ -63,7 +63,12 @@ class RobotConfig:
     vectors: tuple[VectorSource, ...] = ()
     """Further observation sources beside the joint states."""
     control_rate_hz: float = 20.0
-    """Control rate of the policy (Hz)."""
+    """Control rate of the policy (Hz, in the robot's own time)."""
+    time_scale: float = 1.0
+    """Robot seconds per wall-clock second: 1 on a real robot. A simulated robot and its node may both run
+    faster than real time (tests, benchmarks): they tick at control_rate_hz × time_scale wall-clock Hz and the
+    shield's rate limits count robot time; the watchdog and command timeout stay wall-clock. Both processes
+    must be given the same value."""
     watchdog_ms: float = 75.0
     """An observation older than this stops the policy's commands (ms)."""
     watchdog_action: str = "hold"
@@ -134,6 +139,8 @@ class RobotConfig:
         if self.watchdog_action not in WATCHDOG_ACTIONS:
             raise RobotError(f"watchdog_action must be one of {WATCHDOG_ACTIONS}, not {self.watchdog_action!r}; "
                              "fix the robot config.")
+        if not (isinstance(self.time_scale, (int, float)) and 0 < self.time_scale <= 20):
+            raise RobotError(f"time_scale must be in (0, 20], not {self.time_scale!r}; fix the robot config.")
         if self.control_rate_hz <= 0 or self.watchdog_ms <= 0 or self.command_timeout_ms <= 0:
             raise RobotError("control_rate_hz, watchdog_ms and command_timeout_ms must be positive; "
                              "fix the robot config.")
@@ -153,8 +160,8 @@ class RobotConfig:
 
     @property
     def control_period_s(self) -> float:
-        """Seconds between two control ticks."""
-        return 1.0 / self.control_rate_hz
+        """Wall-clock seconds between two control ticks (the robot's period divided by ``time_scale``)."""
+        return 1.0 / (self.control_rate_hz * self.time_scale)
 
     @property
     def command_joint_names(self) -> tuple[str, ...]:

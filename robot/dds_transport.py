@@ -140,10 +140,16 @@ class DdsSubscription:
     def take(self) -> list[tuple[Any, int]]:
         """Messages received since the last call, with the (monotonic) time they were taken."""
         now = time.monotonic_ns()
+        return [(m, now) for m, _ in self.take_timed()]
+
+    def take_timed(self) -> list[tuple[Any, int]]:
+        """Messages received since the last call, with the time their writer wrote them (ns since the epoch):
+        messages of several topics from one writer process sort into the order they were sent."""
         if not self.max_sample_bytes or _raw_take is None:
             samples = self._reader.take(N=64)
             # A writer that exits delivers an invalid sample (no data): filter it.
-            return [(s, now) for s in samples if getattr(getattr(s, "sample_info", None), "valid_data", False)]
+            return [(s, s.sample_info.source_timestamp) for s in samples
+                    if getattr(getattr(s, "sample_info", None), "valid_data", False)]
         raw = _raw_take(self._reader._ref, SampleState.Any | ViewState.Any | InstanceState.Any, 64)
         if isinstance(raw, int):
             raise DDSException(raw, f"Occurred while taking data on {self.topic}")
@@ -154,7 +160,7 @@ class DdsSubscription:
             if len(data) > self.max_sample_bytes:
                 self.oversize += 1
                 continue
-            out.append((self._msg_type.deserialize(data), now))
+            out.append((self._msg_type.deserialize(data), int(info.source_timestamp)))
         return out
 
     def matched(self) -> int:

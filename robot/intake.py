@@ -198,3 +198,66 @@ def _as_float(x) -> float:
         return float(x)
     except (TypeError, ValueError, OverflowError):
         return float("nan")
+
+
+MAX_PENDING_LATENTS = 8
+"""Latents held for chunks that have not started yet (older ones are dropped first)."""
+
+
+class LatentIntake:
+    """Steered mode: the learner's latents, accepted only inside the armed adaptation session.
+
+    A latent is refused (``rejected``) when no session is armed, when it names another session, or
+    when it cannot run (shape, non-finite, outside ±``bound``: :meth:`steer.robot.spec.LatentChunk.problems`);
+    one for a chunk that has already started is ``late``. The node asks :meth:`take_for` at every chunk
+    boundary and never waits: no latent there means the baseline's noise (``fallback``).
+    """
+
+    def __init__(self, shape: tuple[int, int], bound: float):
+        self.shape, self.bound = tuple(shape), float(bound)
+        self.session = ""
+        self.used = self.late = self.fallback = self.rejected = 0
+        self._pending: dict[tuple[str, int], object] = {}
+
+    def arm(self, session: str) -> None:
+        """Accept latents of ``session`` from now on (a new session drops the old one's latents)."""
+        if session != self.session:
+            self._pending.clear()
+        self.session = session
+
+    def end(self) -> None:
+        """End the session (e-stop): every later latent is refused until a new signed ``adapt_start``."""
+        self.session = ""
+        self._pending.clear()
+
+    def offer(self, message, episode: str, next_chunk: int) -> None:
+        """Take one received latent message; ``episode``/``next_chunk``: the chunk the node queries next."""
+        from steer.robot.spec import LatentChunk, WireError
+
+        try:
+            latent = LatentChunk.from_message(message)
+        except WireError:
+            self.rejected += 1
+            return
+        if not self.session or latent.session != self.session or latent.problems(self.shape, self.bound):
+            self.rejected += 1
+            return
+        if latent.episode == episode and latent.chunk < next_chunk:
+            self.late += 1  # its chunk already runs (on the baseline's noise)
+            return
+        self._pending[(latent.episode, latent.chunk)] = latent
+        while len(self._pending) > MAX_PENDING_LATENTS:
+            del self._pending[next(iter(self._pending))]
+
+    def take_for(self, episode: str, chunk: int):
+        """The latent for this chunk (None: run the baseline's noise, counted as a fallback in a session)."""
+        latent = self._pending.pop((episode, chunk), None)
+        # Latents for earlier chunks of this episode can no longer run.
+        for key in [k for k in self._pending if k[0] == episode and k[1] < chunk]:
+            del self._pending[key]
+            self.late += 1
+        if latent is not None:
+            self.used += 1
+        elif self.session:
+            self.fallback += 1
+        return latent

@@ -161,6 +161,10 @@ class OnnxPolicy:
         # [1, chunk, A] -> [chunk, A]; PPO's [1, A] -> [1, A]. A wrong shape stays wrong for _probe to see.
         return action[0] if action.ndim == 3 else action
 
+    def base_noise(self) -> np.ndarray:
+        """The next draw of the BC baseline's noise (the stream an unsteered call uses), ``[chunk_len, action_dim]``."""
+        return base_noise(self._rng, (self.spec.chunk_len, self.spec.action_dim), self.spec.latent_noise_bound)
+
     def __call__(self, obs: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
         """The action chunk for one observation: float64 ``[chunk_len, action_dim]``."""
         obs = np.asarray(obs)
@@ -178,23 +182,28 @@ class ChunkExecutor:
         self._chunk: np.ndarray | None = None
         self._index = 0
         self.queries = 0
+        self.chunk_index = 0
+        """Index (within the episode) of the chunk the next query starts."""
 
     def reset(self) -> None:
         """Start a new episode: the next tick queries the policy."""
         self._chunk = None
         self._index = 0
+        self.chunk_index = 0
 
     @property
     def at_boundary(self) -> bool:
         """True when the next tick queries the policy."""
         return self._chunk is None or self._index >= len(self._chunk)
 
-    def act(self, obs: np.ndarray) -> np.ndarray:
-        """The action for this tick (policy order, float64)."""
+    def act(self, obs: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
+        """The action for this tick (policy order, float64); ``noise`` is used when this tick queries
+        (None: the baseline's)."""
         if self.at_boundary:
-            self._chunk = self.policy(obs)
+            self._chunk = self.policy(obs, noise)
             self._index = 0
             self.queries += 1
+            self.chunk_index += 1
         action = self._chunk[self._index]
         self._index += 1
         return action

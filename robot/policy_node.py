@@ -20,6 +20,14 @@ Anyone can stop, only an operator can start: any participant may latch the e-sto
 is unarmed again after an e-stop. Refused commands change nothing; they are counted and the last
 reason is in the safety state and on stderr.
 
+Steered mode (``steered=True``, ``steer robot run --steered``): the policy's ``noise`` input comes, chunk by
+chunk, from the learner's :class:`~steer.robot.spec.LatentChunk` messages on ``<ns>/latent``, accepted only
+inside the adaptation session a signed ``adapt_start`` armed (an e-stop ends it) and checked like any input
+(:class:`~steer.robot.intake.LatentIntake`). The node never waits for a latent: a chunk whose latent has not
+arrived runs the baseline's noise, counted in the safety state. Every query's noise goes out on
+``<ns>/latent_executed`` with the observation it ran on, so the learner learns from what ran. The commands
+pass the shield as always.
+
 A signed ``promote`` names a file in the policies directory (see :mod:`steer.robot.promotion`); it
 is read, checked and loaded on a background thread, and the node swaps it in between two ticks, at
 a chunk boundary (or at once when not running), and reports it (or why it was refused) in the
@@ -42,15 +50,16 @@ from typing import Protocol
 import numpy as np
 
 from steer.robot import messages as msg
-from steer.robot.intake import MAX_STAMP_AHEAD_NS, BoundedTransport, IntakeCounters, ObservationAssembler
+from steer.robot.intake import (MAX_STAMP_AHEAD_NS, BoundedTransport, IntakeCounters, LatentIntake,
+                                ObservationAssembler)
 from steer.robot.bag import EpisodeBagWriter
 from steer.robot.config import RobotConfig
-from steer.robot.errors import RobotError
+from steer.robot.errors import PolicyRefused, RobotError
 from steer.robot.keys import CommandRefused, CommandVerifier
 from steer.robot.onnx_policy import ChunkExecutor, OnnxPolicy
 from steer.robot.promotion import PolicyLoader, PromotionRequest, file_sha256
 from steer.robot.shield import Mode, SafetyShield
-from steer.robot.spec import EpisodeStatus, OperatorCommand, SafetyState
+from steer.robot.spec import EpisodeStatus, LatentChunk, OperatorCommand, SafetyState
 from steer.robot.transport import Transport
 
 
@@ -117,10 +126,14 @@ class PolicyNode:
 
     def __init__(self, config: RobotConfig, policy: OnnxPolicy, transport: Transport,
                  bag: EpisodeBagWriter | None = None, trigger: str = "observation",
-                 clock: Clock | None = None):
+                 clock: Clock | None = None, steered: bool = False):
         if trigger not in ("observation", "timer"):
             raise ValueError("trigger must be 'observation' or 'timer'")
         policy.check_robot(config)
+        if steered and not policy.spec.noise_input:
+            raise PolicyRefused(f"policy {str(policy.path)!r} has no 'noise' input, so it cannot be steered; "
+                                "run a BC diffusion policy exported with `steer export` on a BC run.")
+        self.steered = steered
         self.config, self.policy, self.transport, self.bag = config, policy, transport, bag
         self.trigger = trigger
         self.clock = SystemClock() if clock is None else clock
@@ -155,6 +168,12 @@ class PolicyNode:
                               "Twist": msg.Twist}[c.command_message]
         self._command_pub = transport.publisher(c.command_topic, self._command_type)
         self._safety_pub = transport.publisher(c.topic(c.safety_topic), msg.DiagnosticStatus)
+        spec = policy.spec
+        self.latents = LatentIntake((spec.chunk_len, spec.action_dim), spec.latent_noise_bound)
+        if steered:
+            # Volatile, keep-last: a latent is only worth anything for its own chunk.
+            self._latent_sub = transport.subscription(c.topic(c.latent_topic), msg.DiagnosticStatus)
+            self._executed_pub = transport.publisher(c.topic(c.latent_executed_topic), msg.DiagnosticStatus)
         self._estop_pressed = False
         self._episode: str | None = None
         self._last_tick_ns: int | None = None
@@ -177,11 +196,13 @@ class PolicyNode:
         """Release, arm or promote, if signed by a trusted operator for this robot and policy; else report it."""
         try:
             cmd = OperatorCommand.from_message(m)
-            handlers = {"release": self._release, "arm": self._arm, "promote": self._promote}
+            handlers = {"release": self._release, "arm": self._arm, "promote": self._promote,
+                        "adapt_start": self._adapt_start}
             if cmd.command not in handlers:
                 raise CommandRefused(f"operator command {cmd.command[:40]!r} refused: this node takes "
                                      f"{', '.join(handlers)}.")
             # release and arm name the policy that runs now; promote names the new file (checked on loading).
+            # release, arm and adapt_start name the policy that runs now; promote names the new file.
             self.verifier.verify(cmd, cmd.command, None if cmd.command == "promote" else self.policy_sha256)
             handlers[cmd.command](cmd, now_ns)
         except RobotError as err:  # WireError (malformed) or CommandRefused
@@ -214,6 +235,19 @@ class PolicyNode:
             self.shield.arm(now_ns)
             self.executor.reset()
             self._publish_safety(now_ns, force=True, record=True)
+
+    def _adapt_start(self, cmd: OperatorCommand, now_ns: int) -> None:
+        """Arm an adaptation session: latents of this session may steer the policy's noise until an e-stop."""
+        if not self.steered:
+            raise CommandRefused("adapt_start refused: this node is not in steered mode (start it with --steered).")
+        session = cmd.args.get("session", "")
+        if not (session and len(session) <= 64 and session.isprintable()):
+            raise CommandRefused("adapt_start refused: the command names no session (args.session, at most 64 "
+                                 "printable characters).")
+        if self.shield.mode == Mode.ESTOPPED:
+            raise CommandRefused("adapt_start refused: the e-stop is latched; send a signed release first.")
+        self.latents.arm(session)
+        self._publish_safety(now_ns, force=True, record=True)
 
     def _promote(self, cmd: OperatorCommand, now_ns: int) -> None:
         name = cmd.args.get("policy", "")
@@ -269,6 +303,7 @@ class PolicyNode:
             self._estop_pressed = bool(m.data)
             if m.data:
                 self.shield.estop("e-stop pressed", now)
+                self.latents.end()  # an e-stop ends the adaptation session
                 self._publish_command(self.shield.filter(None, now, None).command, now, safe=True)
         for i, (m, _) in enumerate(self._operator_sub.take()):
             if i < MAX_OPERATOR_COMMANDS_PER_SPIN:
@@ -287,6 +322,9 @@ class PolicyNode:
                     self.intake.malformed += 1
                     continue
                 self._record(self.config.topic(next(v.topic for v in self.config.vectors if v.name == name)), m)
+        if self.steered:
+            for m, _ in self._latent_sub.take():
+                self.latents.offer(m, self._episode or "", self.executor.chunk_index)
         arrivals = []
         for m, recv in self._joint_sub.take():
             if self._take_joint_state(m, recv):
@@ -398,7 +436,10 @@ class PolicyNode:
                        armed=self.shield.mode in (Mode.ARMED, Mode.RUNNING),
                        operator_refusals=self.stats.operator_refusals, last_refusal=self.last_refusal,
                        rejected_messages=self.intake.total(), bag_error=self._bag_error,
-                       bag_dropped=0 if self.bag is None else self.bag.dropped)
+                       bag_dropped=0 if self.bag is None else self.bag.dropped, steered=self.steered,
+                       adapt_session=self.latents.session, latents_used=self.latents.used,
+                       latents_late=self.latents.late, latents_fallback=self.latents.fallback,
+                       latents_rejected=self.latents.rejected)
 
     def safety_message(self) -> msg.DiagnosticStatus:
         """The safety state as a DiagnosticStatus."""
@@ -422,6 +463,21 @@ class PolicyNode:
             if changed or record:
                 self._record(self.config.topic(self.config.safety_topic), m)
 
+    def _chunk_noise(self, obs: np.ndarray) -> np.ndarray:
+        """Steered mode, at a chunk boundary: the learner's latent for this chunk, else the baseline's noise.
+
+        What ran goes out on the executed-latent topic with the observation; it never waits."""
+        episode, chunk = self._episode or "", self.executor.chunk_index
+        latent = self.latents.take_for(episode, chunk)
+        noise = latent.array() if latent is not None else self.policy.base_noise()
+        executed = LatentChunk(session=self.latents.session, episode=episode, chunk=chunk,
+                               chunk_len=noise.shape[0], action_dim=noise.shape[1],
+                               noise=tuple(float(x) for x in noise.ravel()),
+                               source="learner" if latent is not None else "baseline",
+                               obs=tuple(float(x) for x in obs), sent_ns=self.clock.time_ns())
+        self._executed_pub.publish(executed.to_message(self.config.name))
+        return noise
+
     # -- ticks -------------------------------------------------------------------
     def tick(self, recv_ns: int | None) -> np.ndarray:
         """One control tick: observe, act (if running and fresh), shield, publish."""
@@ -439,7 +495,8 @@ class PolicyNode:
             if self._stale:  # back from a watchdog trip: start a fresh chunk
                 self.executor.reset()
             queried = self.executor.at_boundary
-            proposal = self.executor.act(obs)[self.order]
+            noise = self._chunk_noise(obs) if self.steered and queried else None
+            proposal = self.executor.act(obs, noise)[self.order]
             self.stats.queries += int(queried)
         self._stale = self.shield.mode == Mode.RUNNING and not fresh
         position = self.assembler.joint_values(self.joints, 0)

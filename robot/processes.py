@@ -58,6 +58,9 @@ def node_status_line(node) -> str:
     state = node.safety_state()
     episode = state.episode or "-"
     refused = f" · refused {state.operator_refusals}" if state.operator_refusals else ""
+    if state.steered:
+        refused += (f" · latents {state.latents_used} used, {state.latents_fallback} fallback, "
+                    f"{state.latents_late} late, {state.latents_rejected} refused")
     return (f"policy node: mode {state.mode} · episode {episode} · latency p50 {_median_ms(node.stats.latencies_ns)} "
             f"· watchdog trips {state.watchdog_trips} · commands {node.stats.commands} "
             f"({node.stats.safe_commands} safe){refused}")
@@ -110,10 +113,10 @@ def set_realtime_priority(priority: int) -> bool:
 
 
 def robot_config(limits: str | None = None, namespace: str | None = None, rate_hz: float | None = None,
-                 **topics: str | None) -> RobotConfig:
+                 time_scale: float | None = None, **topics: str | None) -> RobotConfig:
     """The robot config from a limits YAML (default: the packaged PlanarPush one) plus overrides."""
     config = load_robot_config(limits)
-    return config.replace(namespace=namespace, control_rate_hz=rate_hz, **topics)
+    return config.replace(namespace=namespace, control_rate_hz=rate_hz, time_scale=time_scale, **topics)
 
 
 def _transport(transport: str, domain_id: int, loopback: bool):
@@ -170,8 +173,11 @@ def run_node(config: RobotConfig, policy: str, domain_id: int = 0, duration_s: f
              bag_dir: str | None = None, stats: str | None = None,
              trigger: str = "observation", loopback: bool = True, transport: str = "dds",
              ready_file: str | None = None, rt_priority: int = 0,
-             status_every_s: float = STATUS_EVERY_S) -> dict[str, Any]:
+             status_every_s: float = STATUS_EVERY_S, steered: bool = False) -> dict[str, Any]:
     """Run the policy node on an ONNX policy; returns (and writes to ``stats``) its timing summary.
+
+    ``steered``: the policy's noise comes from the learner's latent topic inside a signed adaptation session
+    (see :class:`steer.robot.policy_node.PolicyNode`).
 
     The node starts unarmed: it commands the robot only after a signed ``arm`` (see
     :func:`steer.robot.closed_loop.send_operator_command`)."""
@@ -184,7 +190,7 @@ def run_node(config: RobotConfig, policy: str, domain_id: int = 0, duration_s: f
     set_realtime_priority(rt_priority)  # before the transport: its threads inherit the policy
     t = _transport(transport, domain_id, loopback)
     bag = EpisodeBagWriter(bag_dir) if bag_dir else None
-    node = PolicyNode(config, onnx_policy, t, bag=bag, trigger=trigger)
+    node = PolicyNode(config, onnx_policy, t, bag=bag, trigger=trigger, steered=steered)
     _quiet_garbage_collector()
     if ready_file:
         Path(ready_file).write_text(str(time.time()))
@@ -193,7 +199,10 @@ def run_node(config: RobotConfig, policy: str, domain_id: int = 0, duration_s: f
     summary = result.summary() | {"bags": [str(p) for p in (bag.written if bag else [])],
                                   "mode": node.shield.mode.value, "watchdog_trips": node.shield.counters.watchdog,
                                   "rejected_messages": state.rejected_messages,
-                                  "bag_dropped": state.bag_dropped, "bag_error": state.bag_error}
+                                  "bag_dropped": state.bag_dropped, "bag_error": state.bag_error,
+                                  "latents_used": state.latents_used, "latents_late": state.latents_late,
+                                  "latents_fallback": state.latents_fallback,
+                                  "latents_rejected": state.latents_rejected}
     _write_json(stats, summary)
     t.close()
     return summary

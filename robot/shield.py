@@ -97,7 +97,8 @@ class SafetyShield:
         self.position_max = np.array([j.position_max for j in joints])
         self.velocity_max = np.array([j.velocity_max for j in joints])
         self.effort_max = np.array([j.effort_max for j in joints])
-        self.rate_max = np.array([j.command_rate_max for j in joints])
+        # Per wall-clock second: a robot that runs time_scale times faster than real time changes as fast.
+        self.rate_max = np.array([j.command_rate_max for j in joints]) * config.time_scale
         self.dt = config.control_period_s
         self.watchdog_ns = int(config.watchdog_ms * 1e6)
         self.mode = Mode.IDLE
@@ -281,7 +282,7 @@ class ChunkSafeSet:
         if np.any(self.lo > self.hi):
             raise ValueError(f"margin {margin} leaves no room between the position bounds.")
         self.vmax = np.array([j.velocity_max for j in joints])
-        self.dt = config.control_period_s
+        self.dt = 1.0 / config.control_rate_hz  # the robot's own time: positions integrate over it
         self.interface = config.command_interface
         self.position_index = list(position_index)
         self.checks = 0

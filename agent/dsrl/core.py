@@ -180,6 +180,21 @@ class ChunkGate:
                 self.gated.on_episode_end(i, value, env_steps, warmup, run)
                 self._task_return[i] = 0.0
 
+    def discard_episode(self, i: int) -> None:
+        """Forget env ``i``'s episode in flight (its outcome is unknown, e.g. the robot's node died) and plan
+        a fresh one; the gate's statistics do not change."""
+        gate = self.gated.gate
+        plan = self.gated.plans[i]
+        if plan in gate.in_flight:
+            gate.in_flight.remove(plan)
+        gate.episodes_started -= 1  # the refresh cadence counts episodes that finished or run
+        self.gated.plans[i] = gate.begin_episode(force_baseline=plan.kind == "baseline")
+        self._task_return[i] = 0.0
+
+    def plan_kind(self, i: int) -> str:
+        """What env ``i``'s current episode runs: ``explorer``, ``baseline`` or ``mix``."""
+        return self.gated.plans[i].kind
+
     def state(self) -> dict:
         """JSON-able state for checkpoints."""
         return self.gated.state()

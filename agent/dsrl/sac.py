@@ -132,6 +132,31 @@ def _sac_state(model) -> dict[str, Any]:
             "torch_rng": torch.get_rng_state()}
 
 
+def sac_meta(model) -> dict[str, Any]:
+    """The JSON part of a DSRL-SAC checkpoint beside :func:`_sac_state` (counters, buffer position, noise RNG)."""
+    rb = model.replay_buffer
+    return {"latent_steps": model.num_timesteps, "n_updates": model._n_updates, "buffer_pos": rb.pos,
+            "buffer_full": rb.full, "base_noise_rng": model.base_noise_rng.bit_generator.state}
+
+
+def restore_sac(model, state: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Load a checkpoint (:func:`_sac_state` + :func:`sac_meta`) into a model built by :func:`build_sac`."""
+    model.policy.load_state_dict(state["policy"])
+    model.actor.optimizer.load_state_dict(state["actor_opt"])
+    model.critic.optimizer.load_state_dict(state["critic_opt"])
+    with torch.no_grad():
+        model.log_ent_coef.copy_(state["log_ent_coef"])
+    model.ent_coef_optimizer.load_state_dict(state["ent_opt"])
+    rb = model.replay_buffer
+    for k, v in state["buffer"].items():
+        getattr(rb, k)[...] = v
+    rb.pos, rb.full = int(meta["buffer_pos"]), bool(meta["buffer_full"])
+    model.num_timesteps = int(meta["latent_steps"])
+    model._n_updates = int(meta["n_updates"])
+    model.base_noise_rng.bit_generator.state = meta.get("base_noise_rng", meta.get("warmup_rng"))
+    torch.set_rng_state(state["torch_rng"])
+
+
 def latent_actor_from_sb3(model, cfg: DSRLConfig, policy: DiffusionPolicy) -> LatentActor:
     """The SB3 SAC actor's deterministic action as a plain :class:`LatentActor` (same layout, same weights)."""
     actor = LatentActor(LatentActorConfig(policy.cfg.obs_dim, policy.cfg.noise_dim, cfg.hidden_dim, cfg.num_layers,
@@ -171,21 +196,7 @@ def train_sac(policy: DiffusionPolicy, env_id: str, cfg: DSRLConfig, run: RunLog
     model = build_sac(policy, venv, cfg)
     model.set_logger(_forwarding_logger(run, lambda: prog.env_steps))
     if saved:
-        state = saved[0]
-        model.policy.load_state_dict(state["policy"])
-        model.actor.optimizer.load_state_dict(state["actor_opt"])
-        model.critic.optimizer.load_state_dict(state["critic_opt"])
-        with torch.no_grad():
-            model.log_ent_coef.copy_(state["log_ent_coef"])
-        model.ent_coef_optimizer.load_state_dict(state["ent_opt"])
-        rb = model.replay_buffer
-        for k, v in state["buffer"].items():
-            getattr(rb, k)[...] = v
-        rb.pos, rb.full = int(meta["buffer_pos"]), bool(meta["buffer_full"])
-        model.num_timesteps = int(meta["latent_steps"])
-        model._n_updates = int(meta["n_updates"])
-        model.base_noise_rng.bit_generator.state = meta.get("base_noise_rng", meta.get("warmup_rng"))
-        torch.set_rng_state(state["torch_rng"])
+        restore_sac(model, saved[0], meta)
     gate = make_chunk_gate(cfg, policy, meta)
     model.chunk_gate = gate
 
@@ -212,12 +223,8 @@ def train_sac(policy: DiffusionPolicy, env_id: str, cfg: DSRLConfig, run: RunLog
             if not warm:
                 prog.maybe_eval(actor_mean)
             if prog.due_checkpoint():
-                rb = self.model.replay_buffer
                 save_checkpoint(ckpt_dir, "dsrl_trainer", _sac_state(self.model),
-                                {**prog.state(), "latent_steps": self.model.num_timesteps,
-                                 "n_updates": self.model._n_updates, "buffer_pos": rb.pos, "buffer_full": rb.full,
-                                 "base_noise_rng": self.model.base_noise_rng.bit_generator.state,
-                                 "config": asdict(cfg),
+                                {**prog.state(), **sac_meta(self.model), "config": asdict(cfg),
                                  **({"conservative": gate.state()} if gate is not None else {})})
             return prog.env_steps < cfg.env_steps
 

@@ -22,7 +22,7 @@ def push_gain(k_puck: float = 3.0, k_goal: float = 2.0) -> np.ndarray:
 
 def make_policy(path, *, kind="dsrl", obs_names=PUSH_OBS, action_names=PUSH_ACTIONS, chunk_len=4,
                 rate=20.0, gain=None, bias=None, opset=17, noise_input=False, spec=None, spec_overrides=None,
-                output_name="action", obs_dim=None, action_dim=None, out_chunk=None, bound=0.3):
+                output_name="action", obs_dim=None, action_dim=None, out_chunk=None, bound=0.3, noise_gain=0.001):
     """Write a linear ONNX policy: action = clip(gain @ obs + bias) repeated over the chunk.
 
     The graph follows the steer.policy/1 contract; every argument can be bent to make it malformed.
@@ -54,7 +54,7 @@ def make_policy(path, *, kind="dsrl", obs_names=PUSH_OBS, action_names=PUSH_ACTI
         if noise_input:
             # Noise shifts every action a little, so a test can see it was used.
             inputs.append(helper.make_tensor_value_info("noise", TensorProto.FLOAT, ["batch", chunk_len, action_dim]))
-            inits.append(numpy_helper.from_array(np.array(0.001, np.float32), "eps"))
+            inits.append(numpy_helper.from_array(np.array(noise_gain, np.float32), "eps"))
             nodes += [helper.make_node("Tile", ["a3", "reps"], ["tiled"]),
                       helper.make_node("Mul", ["noise", "eps"], ["small"]),
                       helper.make_node("Add", ["tiled", "small"], [output_name])]
