@@ -3,10 +3,12 @@
 The screen is driven headless with Textual's pilot. The learner and the node are stood in for by the
 messages they publish (their classes in ``steer.robot.spec``): once through the link's in-memory transport
 (what each key and button sends, exactly) and once over real DDS on loopback, from a second participant
-in this process, which also records what the console sends back.
+in this process, which also records what the console sends back. The last test runs the real thing: the
+simulated robot, the steered node and ``steer adapt`` as processes, operated from the console.
 """
 
 import asyncio
+import json
 import functools
 import itertools
 import os
@@ -19,6 +21,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "robot"))
 
 from robot_helpers import MemoryTransport, operator_key  # noqa: E402
+from test_robot_adapt import bc_run  # noqa: E402,F401  (the BC run and its ONNX, as the adapt tests build them)
 
 from steer.robot.spec import AdaptControl, AdaptStatus, OperatorCommand, SafetyState  # noqa: E402
 
@@ -301,3 +304,77 @@ def test_snapshot_adapt(snap_compare, tmp_path):
                           latents={"used": 1472, "late": 4, "fallback": 2, "rejected": 0}, adapt=adapt)
     link.poll = lambda now_ns=None: link.view
     assert snap_compare(_app(tmp_path, link), terminal_size=(80, 24), press=["4"])
+
+
+# -- the operator's loop with the real processes ---------------------------------------------------
+
+@pytest.mark.slow
+@headless
+async def test_the_console_starts_a_real_learners_session_on_a_steered_node_stops_it_and_e_stops(
+        tmp_path, dds_domain, bc_run):  # noqa: F811
+    """Simulated robot, steered node and ``steer adapt`` as processes over DDS; the console arms the robot,
+    starts the learner's session (signed), shows it running, stops it, and its e-stop ends the node's session."""
+    import subprocess
+
+    from robot_helpers import RobotProcesses, trusting_keys
+    from steer.ops.console.robot import RobotLink
+    from steer.robot.processes import robot_config
+
+    domain, namespace = dds_domain
+    run_dir, onnx = bc_run
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    procs = RobotProcesses({"domain": domain, "env": env, "python": sys.executable}, tmp_path)
+    robot = {"namespace": namespace, "trusted_operator_keys": trusting_keys(), "time_scale": 2.0}
+    learner = None
+    try:
+        procs.start("node", policy=str(onnx), robot=dict(robot), steered=True, status_every_s=0)
+        procs.start("sim", robot=dict(robot), episodes=0, seed=3, wait_for_node_s=60.0,
+                    task_kwargs={"max_steps": 20}, status_every_s=0)
+        learner = subprocess.Popen(
+            [sys.executable, "-m", "steer.ops.cli", "adapt", "--policy", str(run_dir), "--domain-id", str(domain),
+             "--namespace", namespace, "--name", "adapt", "--runs", str(tmp_path / "runs"), "--session", "s1",
+             "--no-progress", "--dsrl.env-steps", "100000", "--dsrl.warmup-env-steps", "40", "--dsrl.utd", "1",
+             "--dsrl.batch-size", "32", "--dsrl.hidden-dim", "32", "--dsrl.num-layers", "2",
+             "--dsrl.buffer-size", "5000", "--dsrl.conservative.min-baseline-episodes", "2"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs.procs.append(learner)
+        config = robot_config(namespace=namespace)
+        link = RobotLink(config, domain, key=operator_key())
+        app = _app(tmp_path, link, domain_id=domain)
+        view = link.view
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("2")
+            assert await _until(pilot, lambda: view.policy_sha256 and view.mode != "unknown", 60.0), \
+                "the node never reported its policy"
+            await pilot.press("A", "y")
+            assert await _until(pilot, lambda: view.armed, 20.0), "the node refused the console's arm"
+            await pilot.press("4")
+            screen = app.screen
+            # steer adapt imports torch and builds its model: give it time to speak.
+            assert await _until(pilot, lambda: view.adapt.status is not None, 90.0), "no status from steer adapt"
+            assert view.adapt.session == "s1" and view.adapt.status.state == "waiting" and view.adapt_session == ""
+            await pilot.press("S")
+            assert await _until(pilot, lambda: type(app.screen).__name__ == "ConfirmScreen")
+            await pilot.press("y")
+            assert await _until(pilot, lambda: view.adapt_session == "s1", 20.0), view.last_refusal
+            assert await _until(pilot, lambda: view.adapt.status.state == "running"
+                                and view.adapt.status.episodes >= 3, 90.0), view.adapt.status
+            await pilot.pause(0.3)
+            status, node = _texts(screen)
+            shown = view.adapt.status
+            assert "session   s1  RUNNING  sac" in status and f"episodes  {shown.episodes} " in status
+            assert view.latents["used"] + view.latents["fallback"] > 0 and "session s1" in node
+            assert view.adapt.curve and view.adapt.curve[-1][0] <= shown.episodes
+            # Stop: the learner ends its run cleanly and says so before it exits.
+            await pilot.press("x")
+            assert await _until(pilot, lambda: learner.poll() is not None, 60.0), "steer adapt did not stop"
+            out, err = learner.communicate()
+            assert learner.returncode == 0, err[-2000:]
+            summary = json.loads((tmp_path / "runs" / "adapt" / "summary.json").read_text())
+            assert summary["episodes"] >= shown.episodes >= 3
+            # The e-stop from this screen stops the node and ends its session.
+            await pilot.press("e")
+            assert await _until(pilot, lambda: view.mode == "estopped" and view.adapt_session == "", 10.0)
+            assert "none armed" in _texts(screen)[1]
+    finally:
+        procs.stop_all()
