@@ -177,12 +177,18 @@ async def test_adapt_screen_keys_and_buttons_send_the_controls_start_is_signed_a
         assert all(abs(c.stamp_ns / 1e9 - time.time()) < 60 for c in controls)
         assert len(transport.sent["/operator_command"]) == 1  # none of them is signed
         assert "take over sent: the episode ends as a failure" in said
-        # The e-stop: e, the button, ctrl+e; each publishes the latched stop from this screen.
+        # The e-stop: under the start dialog (which stays open), then e, the button and ctrl+e on the screen;
+        # each publishes the latched stop.
+        await pilot.press("S")
+        assert await _until(pilot, lambda: type(app.screen).__name__ == "ConfirmScreen")
+        await pilot.press("e")
+        assert type(app.screen).__name__ == "ConfirmScreen" and len(transport.sent["/estop"]) == 1
+        await pilot.press("n")
         await pilot.press("e")
         await _click(pilot, "#estop")
         await pilot.press("ctrl+e")
-        assert [b.data for b in transport.sent["/estop"]] == [True, True, True]
-        assert type(app.screen).__name__ == "AdaptScreen"
+        assert [b.data for b in transport.sent["/estop"]] == [True] * 4
+        assert type(app.screen).__name__ == "AdaptScreen" and len(transport.sent["/operator_command"]) == 1
 
 
 @headless
