@@ -69,9 +69,8 @@ def adapt_status_text(adapt: AdaptView, topic: str, domain_id: int | None) -> st
                 f"Start one next to the robot:\nsteer adapt --policy runs/<bc> --domain-id {domain_id}")
     state = s.state.upper()
     style = {"RUNNING": "green", "PAUSED": "yellow", "WAITING": "yellow", "STOPPED": "red", "DONE": "cyan"}
-    above = s.success == s.success and s.threshold == s.threshold and s.success >= s.threshold
-    verdict = "" if s.success != s.success or s.threshold != s.threshold else (
-        "  [green]≥[/]" if above else "  [red]<[/]")
+    measured = s.success == s.success and s.threshold == s.threshold  # NaN: not measured yet
+    verdict = ("  [green]≥[/]" if s.success >= s.threshold else "  [red]<[/]") if measured else ""
     lines = [f"session   {s.session[:12] or '-'}  [{style.get(state, 'yellow')} b]{state}[/]  {s.algo}",
              f"episodes  {s.episodes}   env steps {s.env_steps:,}",
              f"success   {_num(s.success)}{verdict} threshold {_num(s.threshold)}",
@@ -81,6 +80,6 @@ def adapt_status_text(adapt: AdaptView, topic: str, domain_id: int | None) -> st
              f"latents   {s.late_latents} late · {s.fallbacks} fallbacks"]
     if s.last_error:
         lines.append(f"[red]{s.last_error[:70]}[/]")
-    if adapt.silent:
+    if adapt.silent and adapt.age_s is not None:
         lines.append(f"[yellow]learner silent for {adapt.age_s:.0f} s[/]")
     return "\n".join(lines)

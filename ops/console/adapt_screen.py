@@ -163,6 +163,10 @@ class AdaptScreen(Screen):
             self.notify(f"no learner heard on {link.topics['adapt status']}: start one with "
                         f"steer adapt --policy runs/<bc> --domain-id {link.domain_id}", severity="error")
             return
+        if view.adapt.silent:
+            self.notify(f"the learner has been silent for {view.adapt.age_s:.0f} s: is steer adapt still running?",
+                        severity="error")
+            return
         if status.state in ("stopped", "done"):
             self.notify(f"the learner's session {status.session[:12]} is {status.state}: start a new steer adapt.",
                         severity="error")

@@ -122,7 +122,7 @@ def test_the_session_panel_says_where_it_listens_and_compares_success_with_the_t
 # -- every key and button, through the link's transport ------------------------------------------
 
 @headless
-async def test_adapt_screen_keys_and_buttons_send_the_controls_start_is_signed_and_e_stops(tmp_path):
+async def test_adapt_screen_keys_and_buttons_send_the_controls_start_is_signed_and_e_stops(tmp_path, monkeypatch):
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from steer.ops.console.robot import RobotLink
@@ -152,6 +152,12 @@ async def test_adapt_screen_keys_and_buttons_send_the_controls_start_is_signed_a
         assert said[-1] == "the node does not run in steered mode: start it with steer robot run --steered."
         safety.publish(_safety(armed=False).to_message("push"))
         await pilot.pause(0.3)
+        # A learner that stopped talking gets no session.
+        monkeypatch.setattr("steer.ops.console.adapt.SILENT_AFTER_S", 0.0)
+        await pilot.press("S")
+        assert said[-1].startswith("the learner has been silent for ") and said[-1].endswith(
+            " s: is steer adapt still running?")
+        monkeypatch.setattr("steer.ops.console.adapt.SILENT_AFTER_S", 3600.0)  # a loaded machine is slow
         # Start asks; no sends nothing; yes sends the signed adapt_start of the learner's session.
         await pilot.press("S")
         assert type(app.screen).__name__ == "ConfirmScreen"
