@@ -1,9 +1,11 @@
 """The operator console: runs, robots and policies in one terminal app (Textual).
 
-Three screens, switched with 1 / 2 / 3: **Runs** (every run directory with its status, live
+Four screens, switched with 1 / 2 / 3 / 4: **Runs** (every run directory with its status, live
 metric plots, config, checkpoints; start, stop, resume, compare), **Robots** (one robot's
 topics over DDS: joints, last command, shield mode, interventions, latency, watchdog; the
-e-stop) and **Policies** (exported ONNX files; promote a run to the robot). ``e`` sends the
+e-stop), **Policies** (exported ONNX files; promote a run to the robot) and **Adapt** (a learner
+steering the robot's policy: its session, success against the gate's threshold; start, pause,
+stop, outcome marks, take over). ``e`` sends the
 e-stop from every screen, over the help and under every dialog; ``ctrl+e`` also from inside a
 text field (see :mod:`steer.ops.console.estop`). The widgets are thin: what they show comes from
 :mod:`steer.ops.run` (run directories), :mod:`steer.ops.console.jobs` (child processes),
@@ -23,6 +25,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from steer.ops.console import ConsoleError
+from steer.ops.console.adapt_screen import AdaptScreen
 from steer.ops.console.dialogs import ConfirmScreen
 from steer.ops.console.estop import ESTOP_BINDINGS, ESTOP_HELP, typing_in_a_field
 from steer.ops.console.jobs import STEER, RunJobs
@@ -82,8 +85,8 @@ def binding_table() -> list[tuple[str, str, str]]:
     """(screen, keys, action) of every key binding of the console."""
     rows = []
     for title, bindings in (("everywhere", ConsoleApp.BINDINGS), ("Runs", RunsScreen.BINDINGS),
-                            ("Robots", RobotsScreen.BINDINGS), ("Policies", PoliciesScreen.BINDINGS),
-                            ("dialogs", ConfirmScreen.BINDINGS)):
+                            ("dialogs", ConfirmScreen.BINDINGS), ("Robots", RobotsScreen.BINDINGS),
+                            ("Policies", PoliciesScreen.BINDINGS), ("Adapt", AdaptScreen.BINDINGS)):
         rows += [(title, keys, desc) for keys, desc in _binding_rows(bindings)]
     return rows
 
@@ -93,7 +96,7 @@ def help_columns() -> tuple[str, str]:
     cols: list[list[str]] = [[], []]
     last = None
     for title, keys, desc in binding_table():
-        col = cols[0] if title in ("everywhere", "Runs") else cols[1]
+        col = cols[0] if title in ("everywhere", "Runs", "dialogs") else cols[1]
         if title != last:
             col.append(f"[b]{title}[/b]")
             last = title
@@ -110,10 +113,11 @@ class ConsoleApp(App):
     CSS_PATH = "console.tcss"
     ENABLE_COMMAND_PALETTE = False
     TITLE = "steer console"
-    MODES = {"runs": RunsScreen, "robots": RobotsScreen, "policies": PoliciesScreen}
+    MODES = {"runs": RunsScreen, "robots": RobotsScreen, "policies": PoliciesScreen, "adapt": AdaptScreen}
     BINDINGS = [Binding("1", "switch_mode('runs')", "Runs", tooltip="Runs screen"),
                 Binding("2", "switch_mode('robots')", "Robots", tooltip="Robots screen"),
                 Binding("3", "switch_mode('policies')", "Policies", tooltip="Policies screen"),
+                Binding("4", "switch_mode('adapt')", "Adapt", tooltip="Adapt screen"),
                 *ESTOP_BINDINGS,
                 Binding("question_mark", "help", "Help", tooltip="this help"),
                 Binding("q", "quit", "Quit", tooltip="quit (runs go on)")]

@@ -11,6 +11,10 @@ with the operator's Ed25519 key (:func:`steer.robot.keys.sign_command`) on
 arm bind the sha256 of the policy the node reports in its safety state; a promotion binds the new
 file's sha256 and names it relative to the robot's policies directory, never by an absolute path.
 Without a key the link still shows everything and still e-stops.
+
+An adaptation session (issue 15) rides on the same link: the learner's status on ``<ns>/adapt_status``
+is folded into :attr:`RobotView.adapt`, the unsigned session controls go out on ``<ns>/adapt_control``
+and the start is the signed ``adapt_start`` operator command (see :mod:`steer.ops.console.adapt`).
 """
 
 from __future__ import annotations
@@ -24,10 +28,19 @@ from pathlib import Path
 from steer.robot import messages as msg
 from steer.robot.config import RobotConfig
 from steer.ops.console import ConsoleError
-from steer.robot.spec import SafetyState, WireError
+from steer.ops.console.adapt import AdaptView
+from steer.robot.spec import ADAPT_COMMANDS, AdaptControl, AdaptStatus, SafetyState, WireError
 
-NO_KEY = "no operator key: cannot release, arm or promote (steer keys init)"
+
+def no_key(what: str) -> str:
+    """What the console says when asked to ``what`` without a readable operator key."""
+    return f"no operator key: cannot {what} (steer keys init)"
+
+
+NO_KEY = no_key("release, arm or promote")
 """What the console says when asked to release, arm or promote without a readable key."""
+NO_KEY_ADAPT = no_key("start an adaptation session")
+"""What it says when asked to start an adaptation session without one."""
 
 SILENT_AFTER_S = 0.5
 """No joint state for this long: the robot is shown as silent."""
@@ -89,6 +102,14 @@ class RobotView:
     """DDS domain the link listens on."""
     namespace: str = ""
     """Robot namespace the link listens in."""
+    steered: bool = False
+    """The node runs in steered mode (a learner's latents choose its noise)."""
+    adapt_session: str = ""
+    """The adaptation session the node accepts latents for (empty: none armed)."""
+    latents: dict[str, int] = field(default_factory=dict)
+    """The node's latent counters: used, late, fallback, rejected."""
+    adapt: AdaptView = field(default_factory=AdaptView)
+    """The learner's adaptation session, as its status reports it."""
 
     @property
     def silent(self) -> bool:
@@ -130,6 +151,9 @@ class RobotLink:
         self._safety_sub = transport.subscription(c.topic(c.safety_topic), msg.DiagnosticStatus)
         self._estop_pub = transport.publisher(c.topic(c.estop_topic), msg.Bool, latched=True)
         self._operator_pub = transport.publisher(self.operator_topic, msg.DiagnosticStatus)
+        self._adapt_sub = transport.subscription(c.topic(c.adapt_status_topic), msg.DiagnosticStatus)
+        self._adapt_pub = transport.publisher(c.topic(c.adapt_control_topic), msg.DiagnosticStatus)
+        self._adapt_ns: int | None = None
         self.view = RobotView(connected=True, domain_id=domain_id, namespace=c.namespace)
         self._joint_ns: int | None = None
         self._command_ns: int | None = None
@@ -150,7 +174,8 @@ class RobotLink:
         c = self.config
         return {"joint states": c.topic(c.joint_state_topic), "commands": c.command_topic,
                 "safety": c.topic(c.safety_topic), "e-stop": c.topic(c.estop_topic),
-                "operator": self.operator_topic}
+                "operator": self.operator_topic, "adapt status": c.topic(c.adapt_status_topic),
+                "adapt control": c.topic(c.adapt_control_topic)}
 
     # -- out -----------------------------------------------------------------------
     def estop(self) -> int:
@@ -159,11 +184,11 @@ class RobotLink:
         self.estop_sent_ns = time.monotonic_ns()
         return self.estop_sent_ns
 
-    def _sign(self, command: str, policy_sha256: str, args: dict[str, str] | None = None):
+    def _sign(self, command: str, policy_sha256: str, args: dict[str, str] | None = None, missing: str = NO_KEY):
         from steer.robot.keys import sign_command
 
         if self.key is None:
-            raise ConsoleError(NO_KEY)
+            raise ConsoleError(missing)
         return sign_command(self.key, command, self.config.namespace, policy_sha256, args)
 
     def _active_sha256(self, command: str) -> str:
@@ -196,6 +221,23 @@ class RobotLink:
             raise ConsoleError(f"{name!r} is not a file name inside the policies directory.")
         cmd = self._sign("promote", sha256, {"policy": Path(name).as_posix()})
         self._operator_pub.publish(cmd.to_message(self.config.name))
+
+    def adapt_start(self, session: str) -> None:
+        """A signed ``adapt_start`` of the learner's session ``session`` (the operator confirmed): the node
+        then runs that learner's latents while it is armed. Bound to the node's active policy."""
+        if not session:
+            raise ConsoleError("no adaptation session to start: the learner has not reported one yet.")
+        cmd = self._sign("adapt_start", self._active_sha256("adapt_start"), {"session": session}, NO_KEY_ADAPT)
+        self._operator_pub.publish(cmd.to_message(self.config.name))
+
+    def adapt_control(self, command: str) -> AdaptControl:
+        """An unsigned session control (pause, resume, stop, mark_success, mark_failure, takeover) for the
+        session the learner reports (empty before one is heard: the learner takes it as its own)."""
+        if command not in ADAPT_COMMANDS:
+            raise ConsoleError(f"{command!r} is not one of {', '.join(ADAPT_COMMANDS)}.")
+        control = AdaptControl(command=command, session=self.view.adapt.session, stamp_ns=time.time_ns())
+        self._adapt_pub.publish(control.to_message(self.config.name))
+        return control
 
     # -- in ------------------------------------------------------------------------
     def poll(self, now_ns: int | None = None) -> RobotView:
@@ -232,10 +274,21 @@ class RobotLink:
             v.policy_sha256 = state.policy_sha256 or v.policy_sha256
             v.promote_error = state.promote_error
             v.armed, v.operator_refusals, v.last_refusal = state.armed, state.operator_refusals, state.last_refusal
+            v.steered, v.adapt_session = state.steered, state.adapt_session
+            v.latents = {"used": state.latents_used, "late": state.latents_late, "fallback": state.latents_fallback,
+                         "rejected": state.latents_rejected}
+        for m, recv in self._adapt_sub.take():
+            try:
+                status = AdaptStatus.from_message(m)
+            except WireError:
+                continue  # not a steer learner's status (or the writer's exit sample)
+            self._adapt_ns = recv
+            v.adapt.update(status)
         now = time.monotonic_ns() if now_ns is None else now_ns
         v.joint_age_s = None if self._joint_ns is None else (now - self._joint_ns) / 1e9
         v.command_age_s = None if self._command_ns is None else (now - self._command_ns) / 1e9
         v.safety_age_s = None if self._safety_ns is None else (now - self._safety_ns) / 1e9
+        v.adapt.age_s = None if self._adapt_ns is None else (now - self._adapt_ns) / 1e9
         v.commands_per_s = command_rate(self._command_times, now, RATE_WINDOW_S)
         if self._latencies:
             v.latency_ms = statistics.median(self._latencies)

@@ -278,8 +278,9 @@ def test_robots_screen_shows_the_robot_and_the_estop_key_stops_it_within_50_ms(s
 
 @pytest.mark.parametrize("sim_and_node", [0.01], indirect=True)  # 1 cm/s: ~30 s from the limits
 def test_estop_keys_stop_the_robot_within_50_ms_over_help_dialogs_and_text_fields(sim_and_node, tmp_path):
-    """``e`` over the help screen and under the confirm and pick-run dialogs; in the command and connect
-    dialogs (a text field has focus) ``e`` types an e and ``ctrl+e`` stops. One robot, one console."""
+    """``e`` over the help screen, under the confirm and pick-run dialogs and on the Adapt screen; in the
+    command and connect dialogs (a text field has focus) ``e`` types an e and ``ctrl+e`` stops. One robot,
+    one console."""
     from textual.widgets import Input
 
     from steer.ops.console.app import ConsoleApp, ConsoleSettings
@@ -300,7 +301,8 @@ def test_estop_keys_stop_the_robot_within_50_ms_over_help_dialogs_and_text_field
              ("confirm", "2", ["R"], "ConfirmScreen", "e"),
              ("pick run", "3", ["p"], "PickRunScreen", "e"),
              ("command line", "1", ["s"], "CommandScreen", "ctrl+e"),
-             ("connect", "2", ["o"], "ConnectScreen", "ctrl+e")]
+             ("connect", "2", ["o"], "ConnectScreen", "ctrl+e"),
+             ("adapt screen", "4", [], "AdaptScreen", "e")]
     stops: dict[str, float | None] = {}
 
     async def drive():
