@@ -19,7 +19,7 @@ import numpy as np
 from steer.driving.carla_coords import from_carla, ours_to_transform, to_carla, transform_to_ours
 from steer.driving.geometry import wrap_angle
 from steer.driving.roadmap import LIGHT_GREEN, LIGHT_RED, LIGHT_YELLOW
-from steer.driving.simulator import DrivingSim, SimConfig, world_from_map
+from steer.driving.simulator import DrivingSim, SimConfig, map_min_radius, world_from_map
 
 
 class CarlaUnavailableError(RuntimeError):
@@ -228,7 +228,6 @@ class CarlaSim(DrivingSim):
         import tempfile
 
         from steer.driving.maps import load_map
-        from steer.driving.routes import min_turn_radius
 
         import dataclasses
 
@@ -243,7 +242,7 @@ class CarlaSim(DrivingSim):
             with open(path + ".tmp", "w") as f:
                 f.write(xodr)
             os.replace(path + ".tmp", path)
-        m = load_map(path, min_turn_radius(cfg.wheelbase, cfg.max_steer, margin=1.0))
+        m = load_map(path, map_min_radius(cfg))
         world = world_from_map(m, n_routes, cfg.seed, cfg.route_min_length, cfg.route_max_length, cfg)
         super().__init__(1, cfg, world=world)
         self.map_path = path

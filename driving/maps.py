@@ -92,21 +92,17 @@ def _load(path: str, mtime: float, min_radius: float):
         raise MapFileError(str(err)) from err
 
 
-def load_map_file(path: str, min_radius: float | None = None):
+def load_map_file(path: str, min_radius: float):
     """The imported map of a ``.net.xml`` or ``.xodr`` file as a :class:`~steer.driving.sumo_import.SumoMap`
     (the road map plus the SUMO ids behind it; cached per file and modification time). Connections
-    tighter than ``min_radius`` metres are left out (default: the turning circle of the default car,
-    so that turnarounds go but every turn some car can make stays for traffic)."""
-    if min_radius is None:
-        from steer.driving.routes import min_turn_radius
-        from steer.driving.simulator import SimConfig
-
-        min_radius = min_turn_radius(SimConfig.wheelbase, SimConfig.max_steer, margin=1.0)
+    tighter than ``min_radius`` metres are left out (the simulator passes its car's turning circle,
+    :func:`steer.driving.simulator.map_min_radius`, so that turnarounds go but every turn some car can
+    make stays for traffic)."""
     map_kind(path)
     return _load(os.path.abspath(str(path)), os.path.getmtime(path), float(min_radius))
 
 
-def load_map(path: str, min_radius: float | None = None) -> RoadMap:
+def load_map(path: str, min_radius: float) -> RoadMap:
     """The :class:`RoadMap` of a ``.net.xml`` or ``.xodr`` file (see :func:`load_map_file`)."""
     return load_map_file(path, min_radius).roadmap
 

@@ -25,6 +25,7 @@ from typing import NamedTuple
 import numpy as np
 
 from steer.driving.geometry import boxes_overlap, point_box_distance, wrap_angle
+from steer.driving.maps import load_map
 from steer.driving.roadmap import (
     CONNECTOR_LANE, CONTROL_LIGHT, CONTROL_NONE, CONTROL_STOP, CONTROL_YIELD, LIGHT_GREEN, LIGHT_GREEN_YIELD, LIGHT_RED,
     LIGHT_YELLOW, ROAD_LANE, RoadMap, merge_maps,
@@ -159,6 +160,12 @@ class StepResult(NamedTuple):
     finished: np.ndarray
 
 
+def map_min_radius(cfg: SimConfig = SimConfig()) -> float:
+    """Connections of a map file tighter than this (the turning circle of ``cfg``'s car) are left out
+    when the file is imported: SUMO's turnarounds go, every turn some car can make stays."""
+    return min_turn_radius(cfg.wheelbase, cfg.max_steer, margin=1.0)
+
+
 def world_from_map(m: RoadMap, n_routes: int, seed: int = 0, min_length: float = 100.0,
                    max_length: float = 400.0, cfg: SimConfig = SimConfig()) -> tuple[RoadMap, RoutePool]:
     """A world over a given map (e.g. an imported network) with ``n_routes`` random routes that the
@@ -173,10 +180,8 @@ def build_world(cfg: SimConfig) -> tuple[RoadMap, RoutePool]:
     """Generate the towns and the route pool of a config (deterministic in ``cfg.seed``), or draw the
     routes on the map file ``cfg.map_path``."""
     if cfg.map_path:
-        from steer.driving.maps import load_map
-
         # Traffic may use every turn a car can make; the ego's routes keep a tracking margin.
-        return world_from_map(load_map(cfg.map_path, min_turn_radius(cfg.wheelbase, cfg.max_steer, margin=1.0)),
+        return world_from_map(load_map(cfg.map_path, map_min_radius(cfg)),
                               cfg.n_towns * cfg.routes_per_town, cfg.seed,
                               cfg.route_min_length, cfg.route_max_length, cfg)
     ss = np.random.SeedSequence(cfg.seed)

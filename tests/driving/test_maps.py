@@ -13,7 +13,7 @@ from steer.driving.roadmap import (  # noqa: E402
     CONNECTOR_LANE, CONTROL_LIGHT, CONTROL_NONE, CONTROL_STOP, CONTROL_YIELD, LIGHT_GREEN, LIGHT_GREEN_YIELD, LIGHT_RED,
 )
 from steer.driving.routes import astar_lanes, min_turn_radius  # noqa: E402
-from steer.driving.simulator import INFRACTIONS, SimConfig  # noqa: E402
+from steer.driving.simulator import INFRACTIONS, SimConfig, map_min_radius  # noqa: E402
 from steer.driving.sumo_import import import_sumo_net  # noqa: E402
 
 RADIUS = min_turn_radius(SimConfig.wheelbase, SimConfig.max_steer)
@@ -121,7 +121,7 @@ def test_routes_never_use_a_turn_tighter_than_the_car_can_make(nets):
     raw = import_sumo_net(nets["grid"]).roadmap  # every connection, the turnarounds included
     tight = np.flatnonzero((raw.lane_kind == CONNECTOR_LANE) & (raw.lane_min_radius < 2.5))
     assert len(tight) >= 8  # netgenerate's 180-degree turnarounds
-    m = load_map(nets["grid"])  # as driven: connections tighter than the car's turning circle left out
+    m = load_map(nets["grid"], map_min_radius())  # as driven: connections tighter than the car's turning circle left out
     conn = m.lane_kind == CONNECTOR_LANE
     assert conn.sum() == (raw.lane_kind == CONNECTOR_LANE).sum() - len(tight)
     circle = min_turn_radius(SimConfig.wheelbase, SimConfig.max_steer, margin=1.0)
@@ -165,7 +165,7 @@ def test_expert_drives_stock_networks(nets, kind):
     assert res["route_completion"].mean() >= 0.95, (res["route_completion"].mean(), faults)
     assert sum(faults.values()) == 0, faults
     # The routes were not trivial: they cross junctions where the driver must give way or stop.
-    m = load_map(nets[kind])
+    m = load_map(nets[kind], map_min_radius())
     assert (m.lane_yields.any(1) | (m.lane_light >= 0)).sum() > 20
 
 
@@ -189,7 +189,7 @@ def test_opendrive_town_matches_carla_reading(town):
     carla = pytest.importorskip("carla", reason="the carla client wheel is not installed (Python 3.11)")
     from steer.driving.carla_coords import from_carla, to_carla
 
-    m = load_map(town)
+    m = load_map(town, map_min_radius())
     cmap = carla.Map("town", open(town).read())
     road = np.flatnonzero(m.lane_kind == 0)
     assert (m.lane_left[road] >= 0).sum() > 10  # multi-lane roads survive as lane-change neighbours
@@ -239,13 +239,13 @@ def test_expert_drives_the_opendrive_town_and_obeys_its_lights(town):
 
 def test_map_file_errors(tmp_path):
     with pytest.raises(MapFileError, match="does not exist"):
-        load_map(str(tmp_path / "none.xodr"))
+        load_map(str(tmp_path / "none.xodr"), map_min_radius())
     (tmp_path / "town.osm").write_text("<osm/>")
     with pytest.raises(MapFileError, match="not a SUMO .net.xml or an OpenDRIVE .xodr"):
-        load_map(str(tmp_path / "town.osm"))
+        load_map(str(tmp_path / "town.osm"), map_min_radius())
     (tmp_path / "bad.xodr").write_text("<OpenDRIVE><road")
     with pytest.raises(MapFileError, match="cannot be read"):
-        load_map_file(str(tmp_path / "bad.xodr"))
+        load_map_file(str(tmp_path / "bad.xodr"), map_min_radius())
     (tmp_path / "bad.net.xml").write_text("<net><edge")
     with pytest.raises(MapFileError, match="cannot be read"):
-        load_map_file(str(tmp_path / "bad.net.xml"))
+        load_map_file(str(tmp_path / "bad.net.xml"), map_min_radius())

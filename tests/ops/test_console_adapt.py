@@ -387,6 +387,7 @@ async def test_the_console_starts_a_real_learners_session_on_a_steered_node_stop
             # The e-stop from this screen stops the node and ends its session.
             await pilot.press("e")
             assert await _until(pilot, lambda: view.mode == "estopped" and view.adapt_session == "", 10.0)
-            assert "none armed" in _texts(screen)[1]
+            # The panel redraws on its next refresh after the link's view changed.
+            assert await _until(pilot, lambda: "none armed" in _texts(screen)[1], 5.0), _texts(screen)[1]
     finally:
         procs.stop_all()
