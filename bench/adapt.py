@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -33,6 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from benchlib import write_results  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 ROOT = Path(__file__).resolve().parent
 IMPAIRED = ["--impair-delay-ms", "20", "--impair-drop", "0.05"]
@@ -249,13 +249,8 @@ def report(args, bc: float, ref: float, results: list, t0: float) -> None:
               f"{r['episodes']:>9} {str(r['success_adapted']):>8} {r['late_latent_frac']:>6.3f} "
               f"{r['obs_to_command_p99_ms']:>7.1f} {r['wall_minutes']:>6.1f}")
     print(f"BC {bc:.2f}; in-process steps to 0.9 (gated): {ref:,.0f}")
-    doc = {"figures": figures,
-           "details": {"in_process_steps_to_0.9": ref, "time_scale": args.time_scale, "env_steps_budget": args.env_steps,
-                       "runs": results},
-           "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "gpu": None},
-           "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    args.out.parent.mkdir(exist_ok=True, parents=True)
-    args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    write_results(args.out, figures, {"in_process_steps_to_0.9": ref, "time_scale": args.time_scale,
+                                      "env_steps_budget": args.env_steps, "runs": results})
     print(f"wrote {args.out}")
 
 

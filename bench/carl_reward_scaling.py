@@ -73,7 +73,7 @@ def one_run(reward: str, size: str, seed: int) -> dict:
 
 
 def main() -> int:
-    from ppo_throughput import machine
+    from benchlib import machine
 
     records = []
     for seed in range(SEEDS):

@@ -36,15 +36,14 @@ It writes ``bench/results/conservative_lift.json`` unless ``--out`` says otherwi
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
+from benchlib import write_results  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 # The demonstrations and BC policy are prepared exactly as for bench/dsrl.py (same folder layout).
 from dsrl import _median, _steps_to, prepare  # noqa: E402  (bench/ is on sys.path when run as a script)
@@ -229,11 +228,7 @@ def report(args, base: dict, results: list, t0: float, partial: bool) -> None:
           f"({'met' if goal['below_threshold_met'] else 'missed'}); gated final ≥ 0.9 × ungated = "
           f"{goal['final_success_limit']:.2f} within {goal['budget_ratio']:.1f}× the env steps "
           f"({'met' if goal['final_success_met'] else 'missed'})")
-    doc = {"figures": figures, "details": details,
-           "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "gpu": None},
-           "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    args.out.parent.mkdir(exist_ok=True, parents=True)
-    args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    write_results(args.out, figures, details)
     print(f"wrote {args.out}")
 
 

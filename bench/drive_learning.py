@@ -131,7 +131,7 @@ def plot(records: list[dict], expert: dict, out_png: str) -> None:
 
 
 def main() -> int:
-    from ppo_throughput import machine
+    from benchlib import machine
 
     runs = os.environ.get("DRIVE_RUNS") or tempfile.mkdtemp(prefix="drive_learning_")
     jobs = [(s, seed) for seed in range(SEEDS) for s in SETTINGS if s != "bev" or seed < BEV_SEEDS]

@@ -61,7 +61,7 @@ def drive(path: str, routes: int) -> dict:
 def main() -> int:
     import numpy as np
 
-    from ppo_throughput import machine
+    from benchlib import machine
     from steer.driving.maps import stock_network
     from steer.driving.simulator import INFRACTIONS
 

@@ -17,13 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
+from benchlib import write_results  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 ROOT = Path(__file__).resolve().parent
 TASK = "steer/PlanarPush-v0"
@@ -178,12 +178,8 @@ def write(results: list[dict], algos: list[str], args, complete: bool) -> None:
         s = figures[f"steps_to_0.9.{algo}"]
         print(f"{algo:<12} {('not reached' if s is None else f'{s:,.0f}'):>22} "
               f"{figures[f'final_success.{algo}']:>23.2f}")
-    doc = {"figures": figures, "details": details,
-           "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "gpu": None},
-           "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
     out = ROOT / "results" / "dsrl.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(doc, indent=2) + "\n")
+    write_results(out, figures, details)
     print(f"wrote {out}")
 
 

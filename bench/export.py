@@ -11,13 +11,11 @@ the weights). Both are timed in the same process, interleaved in rounds.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
+from benchlib import write_results  # noqa: E402  (bench/ is on sys.path when run as a script)
 import torch
 
 ROOT = Path(__file__).resolve().parent
@@ -97,12 +95,9 @@ def main() -> None:
     for name in ("onnx", "torch"):
         print(f"{name:<8}{figures[f'{name}_p50_ms']:>10.3f}{figures[f'{name}_p99_ms']:>10.3f}")
     print(f"speedup (torch p50 / onnx p50): {figures['speedup']:.1f}x; max |onnx - torch| = {diff:.1e}")
-    doc = {"figures": figures, "details": {"repeats": per, "calls_per_repeat": args.calls, "run": str(run),
-                                           "threads": 1, "onnxruntime": ort.__version__, "torch": torch.__version__},
-           "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "gpu": None},
-           "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    (ROOT / "results").mkdir(exist_ok=True)
-    (ROOT / "results" / "export.json").write_text(json.dumps(doc, indent=2) + "\n")
+    write_results(ROOT / "results" / "export.json", figures,
+                  {"repeats": per, "calls_per_repeat": args.calls, "run": str(run), "threads": 1,
+                   "onnxruntime": ort.__version__, "torch": torch.__version__})
 
 
 if __name__ == "__main__":

@@ -27,11 +27,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
+
+from benchlib import write_results
 
 ROOT = Path(__file__).resolve().parent
 TASKS = {"lift": "steer/Lift-v0", "can": "steer/Can-v0"}
@@ -168,15 +169,11 @@ def main() -> int:
         figures[f"steps_to_0.9.{key}"] = steps_to(r["curve"])
         figures[f"minutes.{key}"] = r["train_s"] / 60
     png = plot(results, prep, args.out.with_suffix(".png"))
-    doc = {"figures": figures,
-           "details": {"prepare": prep, "runs": results, "seed": args.seed, "eval_episodes": args.eval_episodes,
-                       "wall_s": time.time() - t0, "load_average": {"start": load0, "end": os.getloadavg()},
-                       "plot": png.name, "one_seed": True,
-                       "not_measured": [TASKS[t] for t in TASKS if t not in args.tasks]},
-           "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "gpu": None},
-           "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    write_results(args.out, figures,
+                  {"prepare": prep, "runs": results, "seed": args.seed, "eval_episodes": args.eval_episodes,
+                   "wall_s": time.time() - t0, "load_average": {"start": load0, "end": os.getloadavg()},
+                   "plot": png.name, "one_seed": True,
+                   "not_measured": [TASKS[t] for t in TASKS if t not in args.tasks]})
     print(f"{'figure':<32} value")
     for k, v in figures.items():
         print(f"{k:<32} {'—' if v is None else f'{v:.3g}'}")

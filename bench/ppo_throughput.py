@@ -24,12 +24,12 @@ import datetime
 import gc
 import json
 import os
-import platform
 import statistics
 import sys
 import time
 
 import numpy as np
+from benchlib import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SIZES = (64, 256, 1024)
@@ -183,16 +183,6 @@ def _previous_figures() -> dict:
             return json.load(f)["figures"]
     except (OSError, KeyError, ValueError):
         return {}
-
-
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": None}
 
 
 def main() -> int:

@@ -28,7 +28,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from robot_loop import _machine, _policy
+from benchlib import machine
+from robot_loop import _policy
 
 RESULTS = Path(__file__).resolve().parent / "results" / "robot_fuzz.json"
 
@@ -62,7 +63,7 @@ def main() -> int:
     out = {"figures": figures,
            "details": details | {"goal": "crashes == 0, out_of_limit == 0, max_slope_ratio <= 1.053, "
                                          "unauthenticated_state_changes == 0"},
-           "machine": _machine(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+           "machine": machine(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2, default=str))

@@ -23,7 +23,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from benchlib import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
 import yaml
 
 RATE_HZ = 100.0
@@ -141,16 +141,6 @@ def _one(kind: str, seconds: float, domain: int, work: Path, limits: str, policy
     return out
 
 
-def _machine() -> dict:
-    cpu = platform.processor()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": None}
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=60.0, help="total seconds of our loop (split over repeats)")
@@ -207,7 +197,7 @@ def main() -> int:
               "details": {"rate_hz": RATE_HZ, "seconds_ours": args.seconds, "repeats": args.repeats,
                           "rt_priority": args.rt_priority,
                           "goal": "latency_p99_ms <= 2, missed_deadlines == 0", "runs": runs},
-              "machine": _machine(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+              "machine": machine(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
