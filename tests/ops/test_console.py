@@ -25,6 +25,7 @@ from steer.ops.console.jobs import RunJobs, resume_argv  # noqa: E402
 from steer.ops.run import MetricTail, checkpoints, config_lines, read_run, run_status, scan_runs, sps_of  # noqa: E402
 from steer.robot.promotion import file_sha256 as sha256_file  # noqa: E402
 from steer.robot.spec import OperatorCommand  # noqa: E402
+from console_helpers import until  # noqa: E402
 
 HOST = socket.gethostname()
 
@@ -233,13 +234,7 @@ def _settings(runs, **kw):
     return ConsoleSettings(runs=runs, policies=kw.pop("policies", runs.parent / "policies"), **kw)
 
 
-async def _until(pilot, cond, timeout=20.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        await pilot.pause(0.05)
-    return False
+_until = until
 
 
 @headless

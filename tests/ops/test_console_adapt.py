@@ -24,6 +24,7 @@ from robot_helpers import MemoryTransport, operator_key  # noqa: E402
 from test_robot_adapt import bc_run  # noqa: E402,F401  (the BC run and its ONNX, as the adapt tests build them)
 
 from steer.robot.spec import AdaptControl, AdaptStatus, OperatorCommand, SafetyState  # noqa: E402
+from console_helpers import until  # noqa: E402
 
 SHA = "ab" * 32
 SESSION = "s-7f3a9c21"
@@ -40,12 +41,7 @@ def headless(fn):
 
 
 async def _until(pilot, cond, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        await pilot.pause(0.05)
-    return False
+    return await until(pilot, cond, timeout)
 
 
 def _status(episodes=37, success=0.82, threshold=0.62, state="running", session=SESSION) -> AdaptStatus:

@@ -23,6 +23,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "robot"))
 
 from robot_helpers import arm_over_dds, make_policy, operator_key, trusting_keys  # noqa: E402
+from console_helpers import until  # noqa: E402
 
 pytestmark = pytest.mark.slow
 ESTOP_BUDGET_S = 0.050
@@ -178,12 +179,7 @@ async def _resume(pilot, app, recorder, robot) -> None:
 
 
 async def _until(pilot, cond, timeout):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        await pilot.pause(0.02)
-    return False
+    return await until(pilot, cond, timeout, poll=0.02)  # fine-grained: these tests time the e-stop
 
 
 def test_robots_screen_shows_the_robot_and_the_estop_key_stops_it_within_50_ms(sim_and_node, tmp_path):
