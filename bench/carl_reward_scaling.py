@@ -14,8 +14,6 @@ Knobs (environment): ``SCALING_SEEDS`` (3), ``SCALING_STEPS`` (samples per run, 
 
 from __future__ import annotations
 
-import datetime
-import json
 import os
 import statistics
 import sys
@@ -73,7 +71,7 @@ def one_run(reward: str, size: str, seed: int) -> dict:
 
 
 def main() -> int:
-    from benchlib import machine
+    from benchlib import write_results
 
     records = []
     for seed in range(SEEDS):
@@ -94,16 +92,12 @@ def main() -> int:
         for size in ("small", "large"):
             print(f"{reward:6s} {MINIBATCH[size]:>9d} {figures[f'rc.{reward}.{size}']:>12.3f} "
                   f"{figures[f'ds.{reward}.{size}']:>13.3f}")
-    out = {"figures": figures,
-           "details": {"runs": records, "seeds": SEEDS, "samples_per_run": STEPS, "num_envs": NUM_ENVS,
-                       "num_steps": NUM_STEPS, "minibatch": MINIBATCH, "heldout_routes": ROUTES,
-                       "world": "2 generated 3x3 towns, 60-150 m routes, 4 traffic vehicles, lights; "
-                                "BEV 32x32 at 0.5 px/m",
-                       "statistic": "median over seeds of the mean over held-out routes"},
-           "machine": machine(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", "carl_reward_scaling.json"), "w") as f:
-        json.dump(out, f, indent=2)
+    write_results(os.path.join(HERE, "results", "carl_reward_scaling.json"), figures,
+                  {"runs": records, "seeds": SEEDS, "samples_per_run": STEPS, "num_envs": NUM_ENVS,
+                   "num_steps": NUM_STEPS, "minibatch": MINIBATCH, "heldout_routes": ROUTES,
+                   "world": "2 generated 3x3 towns, 60-150 m routes, 4 traffic vehicles, lights; "
+                            "BEV 32x32 at 0.5 px/m",
+                   "statistic": "median over seeds of the mean over held-out routes"})
     return 0
 
 

@@ -23,7 +23,6 @@ once, 1), ``DRIVE_PROCESSES`` (training processes per run; 0: the trainer's defa
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
 import os
 import statistics
@@ -131,7 +130,7 @@ def plot(records: list[dict], expert: dict, out_png: str) -> None:
 
 
 def main() -> int:
-    from benchlib import machine
+    from benchlib import write_results
 
     runs = os.environ.get("DRIVE_RUNS") or tempfile.mkdtemp(prefix="drive_learning_")
     jobs = [(s, seed) for seed in range(SEEDS) for s in SETTINGS if s != "bev" or seed < BEV_SEEDS]
@@ -156,15 +155,12 @@ def main() -> int:
         figures[f"{k}.expert"] = v
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     plot(records, expert, os.path.join(HERE, "results", "drive_learning.png"))
-    out = {"figures": figures,
-           "details": {"records": records, "seeds": SEEDS, "settings": SETTINGS, "max_minutes": MINUTES,
-                       "max_steps": STEPS, "curve_every_minutes": CURVE_MINUTES, "parallel_runs": PARALLEL,
-                       "processes_per_run": PROCESSES or "default", "bev_seeds": BEV_SEEDS,
-                       "heldout": "100 routes, 4 towns from world seed 1000003, traffic and lights as in training",
-                       "load_average_at_end": os.getloadavg()},
-           "machine": machine(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-    with open(os.path.join(HERE, "results", "drive_learning.json"), "w") as f:
-        json.dump(out, f, indent=2)
+    write_results(os.path.join(HERE, "results", "drive_learning.json"), figures,
+                  {"records": records, "seeds": SEEDS, "settings": SETTINGS, "max_minutes": MINUTES,
+                   "max_steps": STEPS, "curve_every_minutes": CURVE_MINUTES, "parallel_runs": PARALLEL,
+                   "processes_per_run": PROCESSES or "default", "bev_seeds": BEV_SEEDS,
+                   "heldout": "100 routes, 4 towns from world seed 1000003, traffic and lights as in training",
+                   "load_average_at_end": os.getloadavg()})
     print(json.dumps(figures, indent=1))
     return 0
 

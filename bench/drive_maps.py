@@ -17,8 +17,6 @@ Knobs (environment): ``MAPS_ROUTES`` (100 per kind, split over the network seeds
 
 from __future__ import annotations
 
-import datetime
-import json
 import os
 import sys
 import tempfile
@@ -61,7 +59,7 @@ def drive(path: str, routes: int) -> dict:
 def main() -> int:
     import numpy as np
 
-    from benchlib import machine
+    from benchlib import write_results
     from steer.driving.maps import stock_network
     from steer.driving.simulator import INFRACTIONS
 
@@ -87,13 +85,9 @@ def main() -> int:
         print(f"{kind:9s}: {len(res['route_completion'])} routes, {km:.1f} km, route completion "
               f"{figures[f'rc.{kind}']:.3f}, driving score {figures[f'ds.{kind}']:.3f}, infractions {hit or 'none'}",
               flush=True)
-    out = {"figures": figures,
-           "details": {"per_kind": details, "routes_per_kind": ROUTES, "network_seeds": SEEDS,
-                       "world_seed": 1_000_003, "traffic": "7 vehicles per route (SimConfig default)"},
-           "machine": machine(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", "drive_maps.json"), "w") as f:
-        json.dump(out, f, indent=2)
+    write_results(os.path.join(HERE, "results", "drive_maps.json"), figures,
+                  {"per_kind": details, "routes_per_kind": ROUTES, "network_seeds": SEEDS,
+                   "world_seed": 1_000_003, "traffic": "7 vehicles per route (SimConfig default)"})
     return 0
 
 
