@@ -95,22 +95,11 @@ class CanExpert(ScriptedOperator):
         obs_names: Optional[list] = None,
         seed: int = 0,
     ):
-        self.p_offset = p_offset
-        self.offset_m = offset_m
-        self.offset_axis = offset_axis
-        self.offset_sign = offset_sign
-        self.hover_height = hover_height
-        self.grasp_depth = grasp_depth
-        self.close_steps = close_steps
         self.carry_z = carry_z
         self.place_z = place_z
         self.target_xy = np.asarray(target_xy, dtype=np.float64)
-        names = list(obs_names) if obs_names is not None else OBS_NAMES
-        idx = {n: i for i, n in enumerate(names)}
-        self._i_eef = [idx["eef_pos_x"], idx["eef_pos_y"], idx["eef_pos_z"]]
-        self._i_quat = [idx["eef_quat_x"], idx["eef_quat_y"], idx["eef_quat_z"], idx["eef_quat_w"]]
-        self._i_can = [idx["can_pos_x"], idx["can_pos_y"], idx["can_pos_z"]]
-        super().__init__(noise_std=noise_std, gain=gain, seed=seed)
+        super().__init__(list(obs_names) if obs_names is not None else OBS_NAMES, "can", p_offset, offset_m,
+                         offset_axis, offset_sign, hover_height, grasp_depth, close_steps, noise_std, gain, seed)
 
     def _begin(self) -> None:
         self.phase = self.APPROACH
@@ -118,7 +107,7 @@ class CanExpert(ScriptedOperator):
 
     def act(self, obs) -> np.ndarray:
         obs = np.asarray(obs, dtype=np.float64)
-        eef, quat, can = obs[self._i_eef], obs[self._i_quat], obs[self._i_can]
+        eef, quat, can = obs[self._i_eef], obs[self._i_quat], obs[self._i_obj]
         place = np.array([self.target_xy[0], self.target_xy[1], self.carry_z])
 
         gripper = -1.0

@@ -197,9 +197,23 @@ class ScriptedOperator:
     before each episode.
     """
 
-    def __init__(self, noise_std: float, gain: float, seed: int):
+    def __init__(self, obs_names: list, obj: str, p_offset: float, offset_m: float, offset_axis: int,
+                 offset_sign: int | None, hover_height: float, grasp_depth: float, close_steps: int,
+                 noise_std: float, gain: float, seed: int):
+        self.p_offset = p_offset
+        self.offset_m = offset_m
+        self.offset_axis = offset_axis
+        self.offset_sign = offset_sign
+        self.hover_height = hover_height
+        self.grasp_depth = grasp_depth
+        self.close_steps = close_steps
         self.noise_std = noise_std
         self.gain = gain
+        # Where the hand's position and orientation and the object's position sit in the observation.
+        idx = {n: i for i, n in enumerate(obs_names)}
+        self._i_eef = [idx["eef_pos_x"], idx["eef_pos_y"], idx["eef_pos_z"]]
+        self._i_quat = [idx["eef_quat_x"], idx["eef_quat_y"], idx["eef_quat_z"], idx["eef_quat_w"]]
+        self._i_obj = [idx[f"{obj}_pos_x"], idx[f"{obj}_pos_y"], idx[f"{obj}_pos_z"]]
         self._episodes = np.random.default_rng(seed)
         self.reset(np.random.default_rng(0))
 
@@ -223,7 +237,7 @@ class ScriptedOperator:
     def _draw_mode(self, rng: np.random.Generator) -> str:
         """The grasp-offset operator both tasks use: with probability ``p_offset`` a calibration error
         shifts the grasp point by ``offset_m`` along ``offset_axis`` (sign ``offset_sign``, or random
-        when None); the subclass sets those attributes before calling ``__init__``."""
+        when None)."""
         mode = "offset" if rng.random() < self.p_offset else "careful"
         self.offset = np.zeros(3)
         if mode == "offset":

@@ -81,20 +81,9 @@ class LiftExpert(ScriptedOperator):
         obs_names: Optional[list] = None,
         seed: int = 0,
     ):
-        self.p_offset = p_offset
-        self.offset_m = offset_m
-        self.offset_axis = offset_axis
-        self.offset_sign = offset_sign
-        self.hover_height = hover_height
-        self.grasp_depth = grasp_depth
-        self.close_steps = close_steps
         self.lift_height = lift_height
-        names = list(obs_names) if obs_names is not None else OBS_NAMES
-        idx = {n: i for i, n in enumerate(names)}
-        self._i_eef = [idx["eef_pos_x"], idx["eef_pos_y"], idx["eef_pos_z"]]
-        self._i_quat = [idx["eef_quat_x"], idx["eef_quat_y"], idx["eef_quat_z"], idx["eef_quat_w"]]
-        self._i_cube = [idx["cube_pos_x"], idx["cube_pos_y"], idx["cube_pos_z"]]
-        super().__init__(noise_std=noise_std, gain=gain, seed=seed)
+        super().__init__(list(obs_names) if obs_names is not None else OBS_NAMES, "cube", p_offset, offset_m,
+                         offset_axis, offset_sign, hover_height, grasp_depth, close_steps, noise_std, gain, seed)
 
     def _begin(self) -> None:
         self.phase = self.APPROACH
@@ -105,7 +94,7 @@ class LiftExpert(ScriptedOperator):
         obs = np.asarray(obs, dtype=np.float64)
         eef = obs[self._i_eef]
         quat = obs[self._i_quat]
-        cube = obs[self._i_cube]
+        cube = obs[self._i_obj]
 
         gripper = -1.0
         if self.phase == self.APPROACH:
