@@ -79,6 +79,8 @@ class Batch(NamedTuple):
     """PPO-Lag's cost advantages, returns and values (None or zeros without the Lagrangian)."""
     cost_returns: torch.Tensor | None = None
     cost_values: torch.Tensor | None = None
+    guide: torch.Tensor | None = None
+    """The scripted driver's actions as Beta samples in (0, 1) (None without ``warm_start.ppo_coef``)."""
 
     def take(self, idx: torch.Tensor, device: torch.device | str = "cpu") -> "Batch":
         """Rows ``idx`` of every field, on ``device``."""
@@ -135,18 +137,23 @@ def update_multiplier(lam: float, episode_cost: float, cfg) -> float:
 
 def ppo_update(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, minibatches: list[torch.Tensor],
                cfg: PPOConfig, device: torch.device | str = "cpu", lagrange: float | None = None,
-               policy: bool = True) -> dict[str, float]:
+               policy: bool = True, guide_coef: float = 0.0) -> dict[str, float]:
     """Train on one rollout: one gradient step per index set in ``minibatches`` (epochs included);
     ``policy=False`` trains the critic's head alone (the policy stays as it is).
 
     ``model`` may be DistributedDataParallel-wrapped: it then averages the gradients over ranks, and
     each rank passes its own share of every minibatch. With ``lagrange`` (PPO-Lag's λ) the model has
     a cost head: the policy follows :func:`lagrangian_advantages` and the cost critic is trained too.
+    With ``guide_coef`` > 0 the loss adds that weight times the negative log-likelihood of
+    ``batch.guide`` (the imitation term of ``warm_start.ppo_coef``).
     """
     clipfracs, stats = [], {}
     for idx in minibatches:
         mb = batch.take(idx, device)
-        _, newlogprob, entropy, newvalue = model(mb.obs, mb.x, critic_head_only=not policy)
+        guided = guide_coef > 0 and mb.guide is not None
+        out = model(mb.obs, mb.x, critic_head_only=not policy, **({"guide": mb.guide} if guided else {}))
+        _, newlogprob, entropy, newvalue = out[:4]
+        guide_loss = -out[4].mean() if guided else None
         cost_v_loss = None
         if lagrange is not None:
             newvalue, newcost = newvalue[:, 0], newvalue[:, 1]
@@ -166,7 +173,10 @@ def ppo_update(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch,
         v_loss = value_loss(newvalue, mb.values, mb.returns, cfg.clip_coef if cfg.clip_vloss else None)
         entropy_loss = entropy.mean()
         # Critic only: the policy terms count 0 (not left out: DDP expects a gradient for every parameter).
-        loss = (pg_loss - cfg.ent_coef * entropy_loss) * (1.0 if policy else 0.0) + cfg.vf_coef * v_loss
+        policy_terms = pg_loss - cfg.ent_coef * entropy_loss
+        if guide_loss is not None:
+            policy_terms = policy_terms + guide_coef * guide_loss
+        loss = policy_terms * (1.0 if policy else 0.0) + cfg.vf_coef * v_loss
         if cost_v_loss is not None:
             loss = loss + cfg.vf_coef * cost_v_loss
         optimizer.zero_grad(set_to_none=True)
@@ -178,6 +188,8 @@ def ppo_update(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch,
                  "losses/approx_kl": approx_kl.item(), "losses/grad_norm": float(grad_norm)}
         if cost_v_loss is not None:
             stats["losses/cost_value_loss"] = cost_v_loss.item()
+        if guide_loss is not None:
+            stats["losses/imitation_nll"] = guide_loss.item()
     stats["losses/clipfrac"] = float(np.mean(clipfracs)) if clipfracs else 0.0
     return stats
 
@@ -216,10 +228,16 @@ def _average_gradients(model: nn.Module) -> None:
                 p.grad /= _world()
 
 
+def beta_targets(actions: np.ndarray) -> torch.Tensor:
+    """Actions in [-1, 1] as Beta targets in (0, 1), kept off the edges where the log-density is unbounded."""
+    return torch.from_numpy((np.asarray(actions).clip(-1.0, 1.0) + 1.0) / 2.0).float().clamp(0.01, 0.99)
+
+
 def warm_start(model: CarlActorCritic, envs, cfg: PPOConfig, seed: int, device: torch.device | str = "cpu"
-               ) -> tuple[dict[str, np.ndarray], int, dict[str, float]]:
+               ) -> tuple[dict[str, np.ndarray], dict[str, Any], int, dict[str, float]]:
     """DAgger imitation of the env's scripted driver (see :class:`WarmStartConfig`); returns the first
-    observation of fresh episodes for PPO, the env steps taken by this rank and the last losses."""
+    observation and info of fresh episodes for PPO (with the driver's labels when ``ppo_coef`` > 0),
+    the env steps taken by this rank and the last losses."""
     from steer.agent.ppo_nets import beta_log_prob
 
     ws = cfg.warm_start
@@ -241,11 +259,19 @@ def warm_start(model: CarlActorCritic, envs, cfg: PPOConfig, seed: int, device: 
             obs, _, _, _, info = envs.step(act)
             steps += len(act)
         model.train()
+        if sum(len(v) for v in labels) > ws.max_samples // _world():  # forget the oldest rounds
+            while sum(len(v) for v in labels) - len(labels[0]) >= ws.max_samples // _world():
+                labels.pop(0)
+                for v in data.values():
+                    v.pop(0)
         x_all = {k: torch.from_numpy(np.concatenate(v)) for k, v in data.items()}
-        # Beta targets in (0, 1), kept off the edges where the log-density is unbounded.
-        y_all = torch.from_numpy((np.concatenate(labels).clip(-1.0, 1.0) + 1.0) / 2.0).float().clamp(0.01, 0.99)
+        y_all = beta_targets(np.concatenate(labels))
         mb = max(1, ws.minibatch_size // _world())
-        for idx in minibatch_indices(len(y_all), mb, ws.epochs, gen):
+        # ``epochs`` passes' worth of the newest round's samples, drawn from the whole set: every round
+        # costs the same however large the set has grown.
+        n_new = ws.steps * len(act)
+        n_steps = max(1, ws.epochs * n_new // mb)
+        for idx in torch.randint(len(y_all), (n_steps, mb), generator=gen):
             o = {k: v[idx].to(device) for k, v in x_all.items()}
             alpha, beta = model.distribution(model.features(o))
             loss = -beta_log_prob(y_all[idx].to(device), alpha, beta).sum(-1).mean()
@@ -258,8 +284,8 @@ def warm_start(model: CarlActorCritic, envs, cfg: PPOConfig, seed: int, device: 
             mean_err = (2.0 * alpha / (alpha + beta) - 1.0 - (2.0 * y_all[idx].to(device) - 1.0)).abs().mean(0)
         stats = {"warm_start/nll": loss.item(), "warm_start/steer_error": mean_err[0].item(),
                  "warm_start/accel_error": mean_err[1].item(), "warm_start/samples": float(len(y_all))}
-    obs, _ = envs.reset(seed=seed + 1, options={"expert_labels": False})
-    return obs, steps, stats
+    obs, info = envs.reset(seed=seed + 1, options={"expert_labels": ws.ppo_coef > 0})
+    return obs, info, steps, stats
 
 
 def minibatch_indices(n: int, minibatch: int, epochs: int, generator: torch.Generator) -> list[torch.Tensor]:
@@ -459,12 +485,17 @@ def train_ppo(cfg: PPOConfig, run: RunLog, resume: bool = False, progress: bool 
     # Sampling and minibatch order differ per rank and per resume point, and are reproducible.
     torch.manual_seed(cfg.seed + 1000 * rank + 7919 * (start_update - 1))
     shuffle = torch.Generator().manual_seed(cfg.seed + 1000 * rank + 7919 * (start_update - 1) + 1)
-    next_obs, _ = envs.reset(seed=cfg.seed + 1000 * rank + 7919 * (start_update - 1))
+    guided = cfg.warm_start.ppo_coef > 0
+    next_obs, next_info = envs.reset(seed=cfg.seed + 1000 * rank + 7919 * (start_update - 1),
+                                     options={"expert_labels": guided})
+    if guided and "expert_action" not in next_info:
+        raise PPOConfigError(f"{cfg.env_id} gives no expert labels; set warm_start.ppo_coef to 0.")
 
     T, N = cfg.num_steps, n_local
     obs_buf = {k: torch.zeros((T, N) + s.shape, dtype=torch.from_numpy(np.zeros(0, s.dtype)).dtype)
                for k, s in space.spaces.items()}
     x_buf = torch.zeros((T, N, 2))
+    guide_buf = torch.zeros((T, N, 2)) if guided else None
     logp_buf, rew_buf, done_buf, val_buf = (torch.zeros((T, N)) for _ in range(4))
     cost_buf, cval_buf = torch.zeros((T, N)), torch.zeros((T, N))
     ep_cost = np.zeros(N)
@@ -480,7 +511,7 @@ def train_ppo(cfg: PPOConfig, run: RunLog, resume: bool = False, progress: bool 
     episodes: dict[str, float] = {}
     value_only_until = start_update - 1
     if cfg.warm_start.rounds > 0 and not resume:
-        next_obs, ws_steps, ws_stats = warm_start(model, envs, cfg, cfg.seed + 1000 * rank + 17, device)
+        next_obs, next_info, ws_steps, ws_stats = warm_start(model, envs, cfg, cfg.seed + 1000 * rank + 17, device)
         global_step += ws_steps * world
         value_only_until = cfg.warm_start.value_updates
         if rank == 0:
@@ -495,12 +526,15 @@ def train_ppo(cfg: PPOConfig, run: RunLog, resume: bool = False, progress: bool 
             obs_t = obs_to_torch(next_obs)
             for k, v in obs_t.items():
                 obs_buf[k][t] = v
+            if guide_buf is not None:
+                guide_buf[t] = beta_targets(next_info["expert_action"])
             with torch.no_grad():
                 x, logp, _, value = model({k: v.to(device) for k, v in obs_t.items()})
             if lagrange is not None:
                 value, cval_buf[t] = value[:, 0], value[:, 1].cpu()
             x_buf[t], logp_buf[t], val_buf[t] = x.cpu(), logp.cpu(), value.cpu()
             next_obs, reward, term, trunc, infos = envs.step((2.0 * x - 1.0).cpu().numpy())
+            next_info = infos
             done = term | trunc
             if reward_scale is not None:
                 reward_scale.update(reward, done)
@@ -534,11 +568,17 @@ def train_ppo(cfg: PPOConfig, run: RunLog, resume: bool = False, progress: bool 
         adv, ret = gae(rew_buf, val_buf, done_buf, last_value, cfg.gamma, cfg.gae_lambda)
         batch = Batch({k: v.reshape((T * N,) + v.shape[2:]) for k, v in obs_buf.items()}, x_buf.reshape(T * N, -1), logp_buf.reshape(-1),
                       adv.reshape(-1), ret.reshape(-1), val_buf.reshape(-1),
-                      cadv.reshape(-1), cret.reshape(-1), cval_buf.reshape(-1))
+                      cadv.reshape(-1), cret.reshape(-1), cval_buf.reshape(-1),
+                      guide_buf.reshape(T * N, -1) if guide_buf is not None else None)
         # ---- learn
         model.train()
         mbs = minibatch_indices(T * N, mb_local, cfg.update_epochs, shuffle)
-        stats = ppo_update(ddp, optimizer, batch, mbs, cfg, device, lagrange, policy=update > value_only_until)
+        ws = cfg.warm_start
+        guide_coef = ws.ppo_coef * (max(0.0, 1.0 - global_step / ws.ppo_decay_steps) if ws.ppo_decay_steps else 1.0)
+        stats = ppo_update(ddp, optimizer, batch, mbs, cfg, device, lagrange, policy=update > value_only_until,
+                           guide_coef=guide_coef)
+        if guided:
+            stats["charts/imitation_coef"] = guide_coef
         # ---- report
         y_pred, y_true = batch.values.numpy(), batch.returns.numpy()
         var_y = np.var(y_true)

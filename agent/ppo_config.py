@@ -71,13 +71,24 @@ class WarmStartConfig:
     steps: int = field(default=64, metadata={"range": "[1, inf)"})
     """Env steps per env in each round."""
     epochs: int = field(default=4, metadata={"range": "[1, inf)"})
-    """Passes over the labelled set after each round."""
+    """Gradient steps after each round: this many passes' worth of the round's new samples, drawn at
+    random from the whole labelled set (so a round costs the same however many came before)."""
+    max_samples: int = field(default=2_000_000, metadata={"range": "[1, inf)"})
+    """Labelled samples kept, all ranks together (the oldest rounds are dropped first)."""
     minibatch_size: int = field(default=2048, metadata={"range": "[1, inf)"})
     """Samples per gradient step, all ranks together."""
     learning_rate: float = field(default=1e-3, metadata={"range": "(0, inf)"})
     """Adam step size of the imitation."""
     value_updates: int = field(default=5, metadata={"range": "[0, inf)"})
     """First PPO updates that train the critic only."""
+    ppo_coef: float = field(default=0.0, metadata={"range": "[0, inf)"})
+    """Weight of the same imitation during PPO (DAPG's idea, Rajeswaran et al. 2018, with DAgger's
+    labels): the rollouts are labelled with the driver's actions for the states the policy visits, and
+    each minibatch adds ``ppo_coef`` x the Beta negative log-likelihood of those actions to the PPO
+    loss. 0: PPO alone after the warm start (the advantages may then walk the policy away from what
+    the driver showed, e.g. through red lights, faster than the reward teaches it back)."""
+    ppo_decay_steps: int = field(default=0, metadata={"range": "[0, inf)"})
+    """Env steps over which ``ppo_coef`` falls linearly to 0 (0: it stays)."""
 
 
 @dataclass(frozen=True)

@@ -157,17 +157,22 @@ class CarlActorCritic(nn.Module):
         """(α, β) of the Beta policy, each [B, action_dim]."""
         return beta_params(self.policy_head(feat))
 
-    def forward(self, obs: dict[str, torch.Tensor], x: torch.Tensor | None = None, critic_head_only: bool = False):
+    def forward(self, obs: dict[str, torch.Tensor], x: torch.Tensor | None = None, critic_head_only: bool = False,
+                guide: torch.Tensor | None = None):
         """(x, log_prob [B], entropy [B], value [B] or [B, 2] with a cost head); ``x`` is drawn from the
         policy when None. ``critic_head_only`` keeps the value's gradient out of the shared layers (a
-        critic trained under a fixed policy)."""
+        critic trained under a fixed policy). With ``guide`` (other Beta samples [B, action_dim], e.g. a
+        teacher's actions) a fifth element: their log-probability [B] under the same policy."""
         feat = self.features(obs)
         alpha, beta = self.distribution(feat)
         if x is None:
             x = sample_beta(alpha, beta)
         logp = beta_log_prob(x, alpha, beta).sum(-1)
         ent = beta_entropy(alpha, beta).sum(-1)
-        return x, logp, ent, self.value_from(feat.detach() if critic_head_only else feat, obs)
+        value = self.value_from(feat.detach() if critic_head_only else feat, obs)
+        if guide is None:
+            return x, logp, ent, value
+        return x, logp, ent, value, beta_log_prob(guide, alpha, beta).sum(-1)
 
     @torch.no_grad()
     def act(self, obs: dict[str, torch.Tensor], deterministic: bool = True) -> torch.Tensor:

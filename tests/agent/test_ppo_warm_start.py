@@ -7,7 +7,7 @@ import torch
 from ppo_worlds import short_route_env, tiny_ppo_config
 
 from steer.agent.ppo import (
-    Batch, make_env, make_model, minibatch_indices, obs_to_torch, ppo_update, train_ppo, warm_start,
+    Batch, beta_targets, make_env, make_model, minibatch_indices, obs_to_torch, ppo_update, train_ppo, warm_start,
 )
 from steer.agent.ppo_config import WarmStartConfig
 from steer.agent.runlog import MemoryLog
@@ -43,7 +43,7 @@ def test_dagger_warm_start_drives_short_routes_before_any_ppo_update():
     torch.manual_seed(0)
     model = make_model(env.single_observation_space, cfg.net)
     rc_before = _mean_action_rc(model, cfg.env)
-    obs, steps, stats = warm_start(model, env, cfg, seed=0)
+    obs, _, steps, stats = warm_start(model, env, cfg, seed=0)
     rc_after = _mean_action_rc(model, cfg.env)
     print(f"route completion untrained {rc_before:.3f}, after imitation {rc_after:.3f}; {stats}")
     assert steps == 3 * 32 * cfg.num_envs and stats["warm_start/samples"] == steps
@@ -89,3 +89,46 @@ def test_warm_start_under_two_ddp_processes(tmp_path):
                                                processes=2))
     # Both ranks imitate on their own envs with averaged gradients, then train; the steps of both count.
     assert out.global_step == 8 * 32 + 2048 and out.summary["world_size"] == 2
+
+
+def test_imitation_term_pulls_the_policy_toward_the_drivers_actions_during_ppo():
+    """With zero advantages PPO alone moves the policy only through the entropy bonus and the shared trunk
+    of the critic; ``guide_coef`` moves it toward ``batch.guide``."""
+    cfg = tiny_ppo_config()
+    env = make_env(16, cfg)
+    obs, info = env.reset(seed=0, options={"expert_labels": True})
+    o = obs_to_torch(obs)
+    guide = beta_targets(info["expert_action"])
+
+    def guide_logp_after(coef: float) -> tuple[float, float]:
+        torch.manual_seed(0)
+        model = make_model(env.single_observation_space, cfg.net)
+        with torch.no_grad():
+            x, logp, _, value, before = model(o, guide=guide)
+        n = len(logp)
+        batch = Batch(o, x, logp, torch.zeros(n), value, value, guide=guide)
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        stats = ppo_update(model, opt, batch, minibatch_indices(n, n, 20, torch.Generator().manual_seed(0)), cfg,
+                           guide_coef=coef)
+        with torch.no_grad():
+            after = model(o, guide=guide)[4]
+        assert ("losses/imitation_nll" in stats) == (coef > 0)
+        return before.mean().item(), after.mean().item()
+
+    b0, a0 = guide_logp_after(0.0)
+    b1, a1 = guide_logp_after(1.0)
+    print(f"log-likelihood of the driver's actions: PPO alone {b0:.3f} -> {a0:.3f}, with imitation {b1:.3f} -> {a1:.3f}")
+    assert a1 - b1 > 2.0 and a1 - b1 > 4.0 * abs(a0 - b0)
+
+
+def test_trainer_labels_its_rollouts_and_decays_the_imitation_weight(tmp_path):
+    torch.set_num_threads(1)
+    batch = 32 * 32
+    cfg = tiny_ppo_config(total_timesteps=4 * batch,
+                          warm_start=WarmStartConfig(rounds=0, ppo_coef=0.5, ppo_decay_steps=4 * batch))
+    log = MemoryLog(tmp_path)
+    train_ppo(cfg, log)
+    coefs = [r["charts/imitation_coef"] for r in log.records if "charts/imitation_coef" in r]
+    nll = [r["losses/imitation_nll"] for r in log.records if "losses/imitation_nll" in r]
+    assert coefs == [0.375, 0.25, 0.125, 0.0]  # linear in the env steps after each rollout
+    assert len(nll) == 3 and all(np.isfinite(nll))  # the last update's weight is 0: no imitation term
