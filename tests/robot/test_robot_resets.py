@@ -181,3 +181,37 @@ def test_in_operator_reset_mode_the_robot_holds_until_a_signed_reset_done(robot_
     last = log["safety"][-1]
     assert last.operator_refusals == 0 and last.watchdog_trips == 0
     assert json.loads((tmp_path / "node.json").read_text())["watchdog_trips"] == 0
+
+
+def test_the_node_lets_the_robots_reset_done_pass_and_the_robot_refuses_operator_mode_without_keys(tmp_path):
+    from robot_helpers import FakeClock, MemoryTransport, signed, trusting
+    from steer.robot import messages as m
+    from steer.robot.config import load_robot_config
+    from steer.robot.errors import RobotError
+    from steer.robot.onnx_policy import OnnxPolicy
+    from steer.robot.policy_node import PolicyNode
+    from steer.robot.sim_robot import SimRobot
+    from steer.robot.spec import EpisodeStatus
+
+    config = trusting(load_robot_config())
+    clock = FakeClock()
+    transport = MemoryTransport(clock)
+    node = PolicyNode(config, OnnxPolicy(make_policy(tmp_path / "p.onnx"), robot=config), transport, clock=clock)
+    operator = transport.publisher("/operator_command", m.DiagnosticStatus)
+    episode = transport.publisher("/episode", m.DiagnosticStatus)
+    episode.publish(EpisodeStatus("start", "0").to_message("r"))
+    operator.publish(signed("reset_done", "", clock, args={"episode": "0"}))
+    operator.publish(_unsigned(signed("reset_done", "", clock, args={"episode": "0"})))
+    # The robot's wait after an episode is no new episode for the node, even one it has not seen.
+    episode.publish(EpisodeStatus("awaiting_reset", "7").to_message("r"))
+    node.spin_once()
+    state = node.safety_state()
+    assert (state.operator_refusals, state.armed, state.episode) == (0, False, "0")
+    operator.publish(signed("arm", "", clock))  # the same path still refuses what is the node's own
+    node.spin_once()
+    assert node.safety_state().operator_refusals == 1
+
+    with pytest.raises(RobotError, match="reset_mode must be one of"):
+        load_robot_config().replace(reset_mode="manual")
+    with pytest.raises(RobotError, match="reset_mode operator needs trusted_operator_keys"):
+        SimRobot(load_robot_config().replace(reset_mode="operator"), MemoryTransport())
