@@ -177,6 +177,7 @@ class SimRobot:
             self.verifier = CommandVerifier(c.trusted_operator_keys, c.namespace, c.command_max_age_s)
         self._reset_confirmed = False
         self._last_refusal_report = -float("inf")
+        self._last_obs: np.ndarray | None = None  # where the last episode left the robot (it holds there)
 
     def wait_for_node(self, timeout_s: float) -> bool:
         """Wait until a node subscribes to everything the robot publishes and publishes commands.

@@ -89,7 +89,8 @@ def _unsigned(message):
 
 def test_in_operator_reset_mode_the_robot_holds_until_a_signed_reset_done(robot_processes, dds_env, tmp_path):
     """The simulated robot waits after each episode, joint states flowing, until the operator's signed reset_done
-    for that episode; unsigned, untrusted, stale, other-episode and replayed ones are refused and counted."""
+    for that episode; unsigned, untrusted, stale, other-episode and replayed ones are refused and counted; the
+    e-stop works throughout."""
     from steer.robot import messages as m
     from steer.robot.dds_transport import DdsTransport
     from steer.robot.keys import sign_command
@@ -170,16 +171,28 @@ def test_in_operator_reset_mode_the_robot_holds_until_a_signed_reset_done(robot_
     pump(1.0)
     assert not events("start", "2")
 
+    # The e-stop works during the wait, and a confirmed reset does not undo it: episode 2 starts, the node
+    # commands nothing but zeros.
+    commands = transport.subscription("/pusher_velocity_controller/commands", m.Float64MultiArray)
+    transport.publisher("/estop", m.Bool, latched=True).publish(m.Bool(True))
+    assert pump(5, lambda: log["safety"][-1].mode == "estopped")
+    commands.take()
+    operator.publish(reset_done("1"))
+    assert pump(5, lambda: events("start", "2")), "episode 2 did not start after the signed reset_done"
+    pump(0.3)
+    after = [list(c.data) for c, _ in commands.take()]
+    assert len(after) >= 5 and all(v == 0.0 for c in after for v in c), after[:5]
+
     node.send_signal(signal.SIGINT)
     node.wait(timeout=30)
     sim.send_signal(signal.SIGINT)
     sim.wait(timeout=30)
     summary = json.loads((tmp_path / "sim.json").read_text())
-    assert summary["episodes"] == 2 and summary["resets_confirmed"] == 1 and summary["operator_refusals"] == 5
+    assert summary["episodes"] in (2, 3) and summary["resets_confirmed"] == 2 and summary["operator_refusals"] == 5
     assert summary["reset_wait_s"][0] >= 3.5
     # The node let the robot's command pass: none of the five counts as its refusal, and it never tripped.
     last = log["safety"][-1]
-    assert last.operator_refusals == 0 and last.watchdog_trips == 0
+    assert last.operator_refusals == 0 and last.watchdog_trips == 0 and last.mode == "estopped"
     assert json.loads((tmp_path / "node.json").read_text())["watchdog_trips"] == 0
 
 
