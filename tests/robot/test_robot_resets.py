@@ -228,3 +228,12 @@ def test_the_node_lets_the_robots_reset_done_pass_and_the_robot_refuses_operator
         load_robot_config().replace(reset_mode="manual")
     with pytest.raises(RobotError, match="reset_mode operator needs trusted_operator_keys"):
         SimRobot(load_robot_config().replace(reset_mode="operator"), MemoryTransport())
+
+
+def test_steer_robot_sim_refuses_operator_resets_without_trusted_keys_in_one_sentence(dds_env, capsys):
+    from steer.ops.cli import main
+
+    assert main(["robot", "sim", "--reset-mode", "operator", "--duration-s", "1", "--status-every-s", "0",
+                 "--domain-id", str(dds_env["domain"])]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "reset_mode operator needs trusted_operator_keys" in err[0], err
