@@ -171,7 +171,8 @@ class SimRobot:
         if c.reset_mode == "operator":
             if not c.trusted_operator_keys:
                 raise RobotError("reset_mode operator needs trusted_operator_keys in the robot config (the operator "
-                                 "confirms each reset with a signed reset_done); add the line `steer keys init` printed.")
+                                 "confirms each reset with a signed reset_done); add the line `steer keys init` "
+                                 "printed.")
             # Volatile, as for the node: a restarted robot never sees an old confirmation again.
             self._operator_sub = transport.subscription(c.topic(c.operator_command_topic), msg.DiagnosticStatus)
             self.verifier = CommandVerifier(c.trusted_operator_keys, c.namespace, c.command_max_age_s)

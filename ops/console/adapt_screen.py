@@ -5,8 +5,8 @@ choice, shield interventions, late latents and fallbacks; :mod:`steer.ops.consol
 the node reports (mode, armed, steered, its session and latent counters), with the success curve of
 the session against the threshold. Start is the signed ``adapt_start``, and so is the confirmation that
 the robot is reset (``reset_done``, for a robot in operator reset mode: it lets the robot move again);
-pause, resume, stop, the outcome marks and take over are unsigned :class:`~steer.robot.spec.AdaptControl` messages, and the
-e-stop is the app's, as on every screen. All of it goes through the app's one
+pause, resume, stop, the outcome marks and take over are unsigned :class:`~steer.robot.spec.AdaptControl`
+messages, and the e-stop is the app's, as on every screen. All of it goes through the app's one
 :class:`~steer.ops.console.robot.RobotLink`.
 """
 
