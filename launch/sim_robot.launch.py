@@ -20,6 +20,8 @@ ARGUMENTS = {
     "seed": ("--seed", "", "Seed of the first episode."),
     "transport": ("--transport", "rclpy", "rclpy (ROS 2 installed) or dds (Cyclone DDS directly)."),
     "rt_priority": ("--rt-priority", "", "SCHED_FIFO priority of the simulation loop (empty: normal scheduling)."),
+    "reset_mode": ("--reset-mode", "", "auto (the robot resets itself) or operator (it waits after each episode "
+                   "for the operator's signed reset_done)."),
 }
 
 

@@ -4,7 +4,8 @@ The robot runs the BC policy in its policy node in steered mode (``steer robot r
 --steered``); the operator arms an adaptation session with a signed ``adapt_start``. This process:
 
 * reads the robot's observations (joint states and vector topics, assembled by name exactly as the node
-  does), its episode events (``EpisodeStatus``: starts, ends, ``is_success``), the node's executed latents
+  does), its episode events (``EpisodeStatus``: starts, ends, ``is_success``, and ``awaiting_reset`` where the
+  operator confirms resets: passed on in the status for the console), the node's executed latents
   and safety state, and the console's :class:`~steer.robot.spec.AdaptControl` commands;
 * publishes a latent per chunk (:class:`~steer.robot.spec.LatentChunk`) and its
   :class:`~steer.robot.spec.AdaptStatus` about once a second and on every change;
@@ -138,6 +139,7 @@ class WireLearner:
         self._status_key = None
         self.last_error = ""
         self.latents_sent = 0
+        self.awaiting_reset = ""  # the episode after which the robot waits for the operator's reset
 
     # -- inputs ------------------------------------------------------------------------------------
     def _take_all(self) -> list[tuple[int, int, str, object]]:
@@ -202,7 +204,10 @@ class WireLearner:
             self.assembler.update_vector(name.split(":", 1)[1], m)
         elif name == "episode":
             status = EpisodeStatus.from_message(m)
-            if status.event == "start":
+            if status.event == "awaiting_reset":
+                self.awaiting_reset = status.episode  # shown to the operator, who confirms it (signed)
+            elif status.event == "start":
+                self.awaiting_reset = ""
                 if self.node_ready and not self.paused and not self.stopped and not self._budget_spent():
                     self.learner.start_episode(status.episode)
                 elif self.learner.current is not None:
@@ -266,11 +271,12 @@ class WireLearner:
             gate_choice={"explorer": "explore", "mix": "explore", "baseline": "baseline"}.get(plan, ""),
             shield_interventions=(n.clipped + n.watchdog_trips + n.non_finite) if n is not None else 0,
             late_latents=n.latents_late if n is not None else 0,
-            fallbacks=n.latents_fallback if n is not None else 0, last_error=self.last_error)
+            fallbacks=n.latents_fallback if n is not None else 0, last_error=self.last_error,
+            awaiting_reset=self.awaiting_reset)
 
     def publish_status(self, force: bool = False) -> None:
         status = self.status()
-        key = (status.state, status.episodes, status.gate_choice, status.last_error)
+        key = (status.state, status.episodes, status.gate_choice, status.last_error, status.awaiting_reset)
         now = self.clock()
         if force or key != self._status_key or now - self._last_status >= STATUS_PERIOD_S:
             self._status_pub.publish(status.to_message(self.config.name))

@@ -79,6 +79,10 @@ class RobotSimConfig:
     time_scale: float | None = field(default=None, metadata={"range": "(0, 20]"})
     """Simulated robots only: run this many times faster than real time (give the node the same value);
     default: the YAML's (1)."""
+    reset_mode: Literal["auto", "operator"] | None = None
+    """How the next episode starts: ``auto`` (at once, as a robot with its own reset routine) or ``operator``
+    (the robot holds still after each episode until the operator confirms the reset with a signed reset_done,
+    key C on the console's Adapt screen; needs trusted_operator_keys). Default: the YAML's (auto)."""
 
 
 @dataclass(frozen=True)
@@ -145,7 +149,7 @@ def sim(cfg: RobotSimConfig) -> int:
     from steer.robot.processes import run_sim
 
     _check_common(cfg)
-    summary = run_sim(_robot(cfg), domain_id=cfg.domain_id, task=cfg.task,
+    summary = run_sim(_robot(cfg, reset_mode=cfg.reset_mode), domain_id=cfg.domain_id, task=cfg.task,
                       episodes=cfg.episodes, seed=cfg.seed, duration_s=cfg.duration_s,
                       wait_for_node_s=cfg.wait_for_node_s, results=cfg.results, loopback=cfg.loopback,
                       transport=cfg.transport, rt_priority=cfg.rt_priority, status_every_s=cfg.status_every_s)

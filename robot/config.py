@@ -16,6 +16,7 @@ COMMAND_INTERFACES = ("velocity", "position", "effort")
 COMMAND_MESSAGES = ("Float64MultiArray", "JointTrajectory", "Twist")
 TWIST_FIELDS = ("linear.x", "linear.y", "linear.z", "angular.x", "angular.y", "angular.z")
 WATCHDOG_ACTIONS = ("hold", "zero")
+RESET_MODES = ("auto", "operator")
 
 
 @dataclass(frozen=True)
@@ -91,8 +92,9 @@ class RobotConfig:
     estop_topic: str = "estop"
     """E-stop topic, ``std_msgs/Bool`` (true stops and latches)."""
     operator_command_topic: str = "operator_command"
-    """Signed operator commands (release, arm, promote), ``diagnostic_msgs/DiagnosticStatus``; volatile,
-    so a restarted node never re-applies an old one (see :class:`steer.robot.spec.OperatorCommand`)."""
+    """Signed operator commands (release, arm, promote, adapt_start; reset_done for the robot),
+    ``diagnostic_msgs/DiagnosticStatus``; volatile, so a restarted node never re-applies an old one (see
+    :class:`steer.robot.spec.OperatorCommand`)."""
     safety_topic: str = "safety_state"
     """Safety state for the console, ``diagnostic_msgs/DiagnosticStatus``."""
     episode_topic: str = "episode"
@@ -108,8 +110,8 @@ class RobotConfig:
     namespace: str = ""
     """Namespace put in front of relative topic names."""
     trusted_operator_keys: tuple[str, ...] = ()
-    """Ed25519 public keys (64 hex each, from ``steer keys init``) whose signed release, arm and promote
-    this robot obeys; empty: it obeys none (it still stops on the e-stop)."""
+    """Ed25519 public keys (64 hex each, from ``steer keys init``) whose signed commands (release, arm,
+    promote, adapt_start, reset_done) this robot obeys; empty: it obeys none (it still stops on the e-stop)."""
     policies_dir: str = ""
     """The only directory promoted policies are read from (empty: promotion is refused); in a YAML, a
     relative path is relative to the YAML's directory."""
@@ -117,6 +119,10 @@ class RobotConfig:
     """Largest policy file a promotion may name (bytes)."""
     command_max_age_s: float = 30.0
     """A signed command older (or further in the future) than this is refused as stale (s)."""
+    reset_mode: str = "auto"
+    """How a (simulated) robot gets to its next episode: ``auto`` (its own reset routine, at once) or
+    ``operator`` (it holds still after each episode until an operator's signed ``reset_done`` confirms the
+    scene is reset; needs ``trusted_operator_keys``)."""
 
     def __post_init__(self) -> None:
         # YAML and JSON give lists; a frozen config holds tuples.
@@ -140,6 +146,8 @@ class RobotConfig:
         if self.watchdog_action not in WATCHDOG_ACTIONS:
             raise RobotError(f"watchdog_action must be one of {WATCHDOG_ACTIONS}, not {self.watchdog_action!r}; "
                              "fix the robot config.")
+        if self.reset_mode not in RESET_MODES:
+            raise RobotError(f"reset_mode must be one of {RESET_MODES}, not {self.reset_mode!r}; fix the robot config.")
         if not (isinstance(self.time_scale, (int, float)) and 0 < self.time_scale <= 20):
             raise RobotError(f"time_scale must be in (0, 20], not {self.time_scale!r}; fix the robot config.")
         if self.control_rate_hz <= 0 or self.watchdog_ms <= 0 or self.command_timeout_ms <= 0:

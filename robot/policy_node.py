@@ -59,7 +59,7 @@ from steer.robot.keys import CommandRefused, CommandVerifier
 from steer.robot.onnx_policy import ChunkExecutor, OnnxPolicy
 from steer.robot.promotion import PolicyLoader, PromotionRequest, file_sha256
 from steer.robot.shield import Mode, SafetyShield
-from steer.robot.spec import EpisodeStatus, LatentChunk, OperatorCommand, SafetyState
+from steer.robot.spec import ROBOT_COMMANDS, EpisodeStatus, LatentChunk, OperatorCommand, SafetyState
 from steer.robot.transport import Transport
 
 
@@ -196,6 +196,8 @@ class PolicyNode:
         """Release, arm or promote, if signed by a trusted operator for this robot and policy; else report it."""
         try:
             cmd = OperatorCommand.from_message(m)
+            if cmd.command in ROBOT_COMMANDS:
+                return  # for the robot itself (reset_done), which checks it; nothing the node does
             handlers = {"release": self._release, "arm": self._arm, "promote": self._promote,
                         "adapt_start": self._adapt_start}
             if cmd.command not in handlers:
@@ -338,8 +340,8 @@ class PolicyNode:
             self.intake.malformed += 1
             return  # not an episode event this node understands
         episode = status.episode
-        if status.event == "connect":
-            return  # the robot's discovery handshake, not an episode
+        if status.event in ("connect", "awaiting_reset"):
+            return  # the robot's discovery handshake, or its wait after an episode: no new episode
         if not episode or episode == self._episode:
             return
         if not (episode.isascii() and episode.isdigit() and len(episode) <= 9):

@@ -49,8 +49,10 @@ def sim_status_line(stats) -> str:
     """One line about a running simulated robot (:class:`steer.robot.sim_robot.SimStats`)."""
     n = len(stats.episodes)
     success = f"{sum(e.success for e in stats.episodes)}/{n}" if n else "-"
+    waits = f" · awaiting reset after episode {stats.awaiting_reset}" if stats.awaiting_reset else ""
+    refused = f" · refused {stats.operator_refusals}" if stats.operator_refusals else ""
     return (f"sim robot: episodes {n} · success {success} · latency p50 {_median_ms(stats.latencies_ns)} "
-            f"· late steps {stats.late_steps} · held steps {stats.held_steps}")
+            f"· late steps {stats.late_steps} · held steps {stats.held_steps}{waits}{refused}")
 
 
 def node_status_line(node) -> str:

@@ -10,11 +10,20 @@ command watchdog does.
 
 Per step it publishes the episode status and vectors before the joint states, so a
 node that ticks on joint states always has the matching goal and episode.
+
+Resets: with ``reset_mode: auto`` the next episode starts right after one ends (a robot with its
+own reset routine). With ``reset_mode: operator`` the robot holds still after each episode, keeps
+publishing its joint states (so the node's watchdog stays quiet) and an ``awaiting_reset`` episode
+status about once a second, and starts the next episode only when the operator confirms the reset
+with a signed ``reset_done`` for that episode on ``<ns>/operator_command``. Anyone can stop, only the
+operator can start: the command is checked like the node's (:class:`steer.robot.keys.CommandVerifier`
+against ``trusted_operator_keys``); refusals are counted and reported in the ``awaiting_reset`` status.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -24,10 +33,15 @@ import numpy as np
 from steer.robot import messages as msg
 from steer.robot.config import RobotConfig
 from steer.robot.errors import RobotError
-from steer.robot.spec import EpisodeStatus, SafetyState, WireError
+from steer.robot.keys import CommandRefused, CommandVerifier
+from steer.robot.spec import EpisodeStatus, OperatorCommand, SafetyState, WireError
 from steer.robot.transport import Transport
 
 DEFAULT_TASK = "steer/PlanarPush-v0"
+MAX_RESET_COMMANDS_PER_PASS = 8
+"""Operator commands checked per wait (each costs a signature check); more are refused unchecked."""
+AWAITING_EVERY_S = 1.0
+"""Wall-clock seconds between two ``awaiting_reset`` statuses while the robot waits (late listeners learn it)."""
 
 
 @dataclass
@@ -67,6 +81,16 @@ class SimStats:
     """Monotonic time of every physics step."""
     unacked_starts: int = 0
     """Episode starts whose goal and status the node had not acknowledged when the first joint state went out."""
+    awaiting_reset: str = ""
+    """Operator reset mode: the episode after which the robot now waits for a signed reset_done (empty: not)."""
+    resets_confirmed: int = 0
+    """Resets the operator confirmed with a valid signed reset_done."""
+    reset_wait_s: list[float] = field(default_factory=list)
+    """Seconds the robot waited for each confirmed reset."""
+    operator_refusals: int = 0
+    """reset_done commands refused (unsigned, untrusted, stale, replayed, foreign, another episode, not waiting)."""
+    last_refusal: str = ""
+    """The last refusal's one sentence."""
 
     def summary(self, period_s: float) -> dict[str, Any]:
         """Success rate, latency percentiles (ms), tick jitter and missed deadlines."""
@@ -87,6 +111,10 @@ class SimStats:
             "held_steps": int(self.held_steps),
             "steps": int(len(self.step_times_ns)),
             "unacked_starts": int(self.unacked_starts),
+            "resets_confirmed": int(self.resets_confirmed),
+            "reset_wait_s": [round(w, 3) for w in self.reset_wait_s],
+            "operator_refusals": int(self.operator_refusals),
+            "last_refusal": self.last_refusal,
             "results": [asdict(e) for e in self.episodes],
         }
 
@@ -139,6 +167,18 @@ class SimRobot:
         self.stats = SimStats()
         self._command = np.zeros(len(c.command_joints))
         self._command_ns: int | None = None
+        self._operator_sub = self.verifier = None
+        if c.reset_mode == "operator":
+            if not c.trusted_operator_keys:
+                raise RobotError("reset_mode operator needs trusted_operator_keys in the robot config (the operator "
+                                 "confirms each reset with a signed reset_done); add the line `steer keys init` "
+                                 "printed.")
+            # Volatile, as for the node: a restarted robot never sees an old confirmation again.
+            self._operator_sub = transport.subscription(c.topic(c.operator_command_topic), msg.DiagnosticStatus)
+            self.verifier = CommandVerifier(c.trusted_operator_keys, c.namespace, c.command_max_age_s)
+        self._reset_confirmed = False
+        self._last_refusal_report = -float("inf")
+        self._last_obs: np.ndarray | None = None  # where the last episode left the robot (it holds there)
 
     def wait_for_node(self, timeout_s: float) -> bool:
         """Wait until a node subscribes to everything the robot publishes and publishes commands.
@@ -232,6 +272,8 @@ class SimRobot:
         """Take pending commands; True if one arrived after ``since_ns``."""
         if self._safety_sub is not None:
             self._safety_sub.take()  # read only during the handshake; drained so waits do not return at once
+        if self._operator_sub is not None:
+            self._take_operator_commands()
         fresh = False
         for m, recv in self._command_sub.take():
             data = np.asarray(m.data, dtype=np.float64)
@@ -240,9 +282,79 @@ class SimRobot:
                 fresh = fresh or recv >= since_ns
         return fresh
 
+    # -- operator resets --------------------------------------------------------
+    def _take_operator_commands(self) -> None:
+        """Check pending signed commands addressed to the robot (reset_done); the node's ones pass by."""
+        for i, (m, _) in enumerate(self._operator_sub.take()):
+            if i >= MAX_RESET_COMMANDS_PER_PASS:  # a flood must not stall the control loop
+                self._refuse("reset_done refused: more than "
+                             f"{MAX_RESET_COMMANDS_PER_PASS} operator commands arrived at once.")
+                continue
+            try:
+                cmd = OperatorCommand.from_message(m)
+                if cmd.command != "reset_done":
+                    continue  # release, arm, promote, adapt_start: the node's
+                self.verifier.verify(cmd, "reset_done")
+                waiting = self.stats.awaiting_reset
+                if not waiting:
+                    raise CommandRefused("reset_done refused: the robot is not waiting for a reset.")
+                if cmd.args.get("episode", "") != waiting:
+                    raise CommandRefused(f"reset_done refused: it confirms the reset after episode "
+                                         f"{cmd.args.get('episode', '')[:12]!r}; the robot waits after episode "
+                                         f"{waiting}.")
+                self._reset_confirmed = True
+            except RobotError as err:  # WireError (malformed) or CommandRefused
+                self._refuse(str(err))
+
+    def _refuse(self, reason: str) -> None:
+        self.stats.operator_refusals += 1
+        self.stats.last_refusal = reason
+        if time.monotonic() - self._last_refusal_report >= 0.1:  # a flood must not flood stderr
+            self._last_refusal_report = time.monotonic()
+            print(f"sim robot: {reason}", file=sys.stderr, flush=True)
+
+    def _awaiting_status(self, episode: str, seed: int) -> EpisodeStatus:
+        return EpisodeStatus("awaiting_reset", episode, seed=seed, operator_refusals=self.stats.operator_refusals,
+                             last_refusal=self.stats.last_refusal)
+
+    def _await_reset(self, index: int, end: float | None, should_stop) -> bool:
+        """Hold still after episode ``index`` until a signed reset_done for it arrives; False when stopped first.
+
+        Joint states keep their cadence (the last positions, zero velocities) so the node's watchdog stays
+        quiet; its commands are taken and ignored. The ``awaiting_reset`` status goes out at once, about
+        once a second, and after each refusal (so the operator sees it)."""
+        episode, seed = str(index), self.seed + index
+        held = np.array(self._last_obs, dtype=float)
+        held[self._joint_vel] = 0.0  # holding still
+        self.stats.awaiting_reset, self._reset_confirmed = episode, False
+        started = time.monotonic()
+        next_status, refusals = started, self.stats.operator_refusals
+        deadline = time.monotonic_ns()
+        try:
+            while not should_stop() and (end is None or time.monotonic() < end):
+                if self._status_pub is not None and (time.monotonic() >= next_status
+                                                     or self.stats.operator_refusals != refusals):
+                    self._status_pub.publish(self._awaiting_status(episode, seed).to_message(self.config.name))
+                    next_status, refusals = time.monotonic() + AWAITING_EVERY_S, self.stats.operator_refusals
+                self._publish(held, None)
+                deadline += self.period_ns
+                while (now := time.monotonic_ns()) < deadline:
+                    self.transport.wait((deadline - now) / 1e9)
+                    self._absorb_commands(deadline)
+                    if self._reset_confirmed:
+                        self.stats.resets_confirmed += 1
+                        self.stats.reset_wait_s.append(time.monotonic() - started)
+                        return True
+                deadline = max(deadline, time.monotonic_ns() - self.period_ns)  # after a stall: no burst
+            return False
+        finally:
+            self.stats.awaiting_reset = ""
+
     # -- the loop ----------------------------------------------------------------
     def run(self, episodes: int, duration_s: float | None = None, should_stop=lambda: False) -> SimStats:
-        """Run ``episodes`` episodes (0: until stopped) in real time; seeds ``seed, seed+1, …``."""
+        """Run ``episodes`` episodes (0: until stopped) in real time; seeds ``seed, seed+1, …``.
+
+        In operator reset mode each episode after the first starts only on the operator's signed reset_done."""
         end = None if duration_s is None else time.monotonic() + duration_s
         index = 0
         while not should_stop() and (episodes <= 0 or index < episodes):
@@ -251,6 +363,9 @@ class SimRobot:
             if not self._episode(index, end, should_stop):
                 break
             index += 1
+            more = episodes <= 0 or index < episodes
+            if more and self.config.reset_mode == "operator" and not self._await_reset(index - 1, end, should_stop):
+                break
         return self.stats
 
     def _episode(self, index: int, end: float | None, should_stop) -> bool:
@@ -288,6 +403,7 @@ class SimRobot:
             done = terminated or truncated
             stop = should_stop() or (end is not None and time.monotonic() >= end)
             if done or stop:
+                self._last_obs = obs
                 success = bool(info.get("is_success", False))
                 if done:
                     result = EpisodeResult(index, seed, success, ret, steps, late, held, [float(x) for x in obs])

@@ -9,10 +9,10 @@ with one :class:`WireError` sentence.
 * :class:`SafetyState`: the node's ``diagnostic_msgs/DiagnosticStatus`` on the safety topic
   (written by the policy node, read by the console and the simulated robot).
 * :class:`EpisodeStatus`: the simulated robot's episode events (written by the simulated robot,
-  read by the node).
-* :class:`OperatorCommand`: a signed operator command (release, arm, promote, adapt_start) on
-  ``<ns>/operator_command`` (written by the console, read by the node; signing and checking are
-  :mod:`steer.robot.keys`).
+  read by the node, the learner and the tests).
+* :class:`OperatorCommand`: a signed operator command (release, arm, promote, adapt_start, reset_done) on
+  ``<ns>/operator_command`` (written by the console, read by the node; ``reset_done`` by the robot itself;
+  signing and checking are :mod:`steer.robot.keys`).
 * :class:`LatentChunk`: one chunk's latent noise, on ``<ns>/latent`` (learner -> node, steered mode) and, as
   the node ran it, on ``<ns>/latent_executed`` (node -> learner).
 * :class:`AdaptStatus` (learner -> console, ``<ns>/adapt_status``) and :class:`AdaptControl` (console ->
@@ -399,7 +399,9 @@ class EpisodeStatus:
     """An episode event of the simulated robot: the node starts a new chunk (and bag) on a new episode."""
 
     event: str = ""
-    """``connect`` (discovery handshake, not an episode), ``start`` or ``end``."""
+    """``connect`` (discovery handshake, not an episode), ``start``, ``end`` or ``awaiting_reset``: a robot
+    whose ``reset_mode`` is ``operator`` holds still after episode ``episode`` ended until a signed
+    ``reset_done`` for that episode arrives (it repeats this event about once a second while it waits)."""
     episode: str = ""
     """Index of the episode (empty on ``connect``)."""
     seed: int = 0
@@ -408,6 +410,11 @@ class EpisodeStatus:
     """Steps taken (``end``)."""
     is_success: bool = False
     """Whether the task succeeded (``end``)."""
+    operator_refusals: int = 0
+    """``awaiting_reset``: signed ``reset_done`` commands the robot refused so far (unsigned, untrusted,
+    stale, replayed, for another robot or episode, or sent while it was not waiting)."""
+    last_refusal: str = ""
+    """``awaiting_reset``: the last refusal's one sentence."""
 
     def to_message(self, robot: str):
         """The event as ``diagnostic_msgs/DiagnosticStatus`` from robot ``robot``."""
@@ -421,8 +428,12 @@ class EpisodeStatus:
 
 # -- Signed operator commands ------------------------------------------------------------------
 
-#: Commands that change what a robot does and so need an operator's signature.
-SIGNED_COMMANDS = ("release", "arm", "promote", "adapt_start")
+#: Commands that change what a robot does and so need an operator's signature. ``reset_done`` (the operator
+#: confirms the scene is reset after episode ``args["episode"]``, so the next may start) is for the robot,
+#: which checks it itself; the node lets it pass.
+SIGNED_COMMANDS = ("release", "arm", "promote", "adapt_start", "reset_done")
+ROBOT_COMMANDS = ("reset_done",)
+"""Signed commands that the robot (the simulated one here), not the policy node, acts on."""
 _SIGNED_DOMAIN = b"steer-signed-command-v1\n"
 
 
@@ -439,13 +450,15 @@ class OperatorCommand:
     namespace: str
     """The robot namespace it is meant for; another robot refuses it."""
     policy_sha256: str
-    """sha256 of the policy the operator saw (release/arm: the active one; promote: the new file)."""
+    """sha256 of the policy the operator saw (release/arm: the active one; promote: the new file; reset_done:
+    empty, the robot does not know the policy)."""
     timestamp: float
     """Unix time of signing (s); the robot refuses it outside its window."""
     nonce: str
     """Random hex; the robot refuses a nonce it has seen."""
     args: dict[str, str] = field(default_factory=dict)
-    """Command-specific arguments, signed too (promote: ``policy``, a file name in the policies directory)."""
+    """Command-specific arguments, signed too (promote: ``policy``, a file name in the policies directory;
+    adapt_start: ``session``; reset_done: ``episode``, the episode after which the robot waits)."""
     key_id: str = ""
     """Which trusted key signed it (first 16 hex of the public key)."""
     signature: str = ""
@@ -596,6 +609,9 @@ class AdaptStatus:
     """Chunks that ran the baseline's noise because the latent was late or missing."""
     last_error: str = ""
     """The learner's last problem, one sentence (empty when none)."""
+    awaiting_reset: str = ""
+    """The episode after which the robot holds still until the operator's signed ``reset_done`` (the robot's
+    ``awaiting_reset`` event; empty: it is not waiting)."""
 
     def to_message(self, robot: str):
         """The status as ``diagnostic_msgs/DiagnosticStatus`` about ``robot``."""

@@ -5,7 +5,8 @@ The learner (``steer adapt``) publishes :class:`steer.robot.spec.AdaptStatus` on
 other topics and folds it into an :class:`AdaptView` (the newest status and the success curve of
 this session). The operator's answers go back as :class:`steer.robot.spec.AdaptControl` on
 ``<ns>/adapt_control`` (unsigned: each one stops, pauses or judges, none moves the robot), except
-starting, which is the signed ``adapt_start`` operator command (see :mod:`steer.robot.keys`).
+starting, which is the signed ``adapt_start`` operator command (see :mod:`steer.robot.keys`), and the
+confirmation of a robot's reset (``AdaptStatus.awaiting_reset``), the signed ``reset_done``.
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ def adapt_status_text(adapt: AdaptView, topic: str, domain_id: int | None) -> st
              f"ρ         {_num(s.rho)}   episode: {s.gate_choice or '-'}",
              f"shield    {s.shield_interventions} interventions",
              f"latents   {s.late_latents} late · {s.fallbacks} fallbacks"]
+    if s.awaiting_reset:
+        lines.append(f"[yellow b]awaiting reset[/] after episode {s.awaiting_reset[:12]}: C confirms")
     if s.last_error:
         lines.append(f"[red]{s.last_error[:70]}[/]")
     if adapt.silent and adapt.age_s is not None:

@@ -3,9 +3,10 @@
 It shows what the learner reports (episodes, success against the gate's threshold, ρ, the gate's
 choice, shield interventions, late latents and fallbacks; :mod:`steer.ops.console.adapt`) beside what
 the node reports (mode, armed, steered, its session and latent counters), with the success curve of
-the session against the threshold. Start is the signed ``adapt_start``; pause, resume, stop, the
-outcome marks and take over are unsigned :class:`~steer.robot.spec.AdaptControl` messages, and the
-e-stop is the app's, as on every screen. All of it goes through the app's one
+the session against the threshold. Start is the signed ``adapt_start``, and so is the confirmation that
+the robot is reset (``reset_done``, for a robot in operator reset mode: it lets the robot move again);
+pause, resume, stop, the outcome marks and take over are unsigned :class:`~steer.robot.spec.AdaptControl`
+messages, and the e-stop is the app's, as on every screen. All of it goes through the app's one
 :class:`~steer.ops.console.robot.RobotLink`.
 """
 
@@ -22,7 +23,7 @@ from textual_plotext import PlotextPlot
 from steer.ops.console import ConsoleError
 from steer.ops.console.dialogs import ConfirmScreen
 from steer.ops.console.estop import BottomBar
-from steer.ops.console.robot import NO_KEY_ADAPT, RobotView
+from steer.ops.console.robot import NO_KEY_ADAPT, NO_KEY_RESET, RobotView
 from steer.ops.console.adapt import adapt_status_text
 
 SENT = {"pause": "pause sent: the node runs the baseline until you resume",
@@ -60,7 +61,8 @@ class AdaptScreen(Screen):
                 Binding("x", "control('stop')", "Stop", tooltip="stop the session"),
                 Binding("s", "control('mark_success')", "Success", tooltip="mark the episode a success"),
                 Binding("f", "control('mark_failure')", "Failure", tooltip="mark the episode a failure"),
-                Binding("t", "control('takeover')", "Take over", tooltip="take over (episode fails)")]
+                Binding("t", "control('takeover')", "Take over", tooltip="take over (episode fails)"),
+                Binding("C", "confirm_reset", "Reset done", tooltip="reset done (asks; signed)")]
 
     def __init__(self):
         super().__init__()
@@ -188,5 +190,35 @@ class AdaptScreen(Screen):
                 self.notify(str(err), severity="error")
                 return
             self.notify(f"signed adapt_start sent for session {session[:12]}")
+
+        self.app.push_screen(ConfirmScreen(question), confirmed)
+
+    def action_confirm_reset(self) -> None:
+        """Ask, then send the signed ``reset_done`` for the episode after which the robot waits."""
+        link = self.app.link
+        if link is None:
+            self.notify("no robot connected", severity="error")
+            return
+        if link.key is None:
+            self.notify(NO_KEY_RESET + (f" ({link.key_error})" if link.key_error else ""), severity="error")
+            return
+        status = link.view.adapt.status
+        episode = status.awaiting_reset if status is not None else ""
+        if not episode:
+            self.notify("the robot is not waiting for a reset (only a robot in reset mode operator does, after "
+                        "each episode)", severity="error")
+            return
+        question = (f"Is the scene reset after episode {episode[:12]}? The robot starts its next episode and the "
+                    "policy moves it.")
+
+        def confirmed(yes: bool | None) -> None:
+            if not yes or self.app.link is not link:
+                return
+            try:
+                link.reset_done(episode)
+            except ConsoleError as err:
+                self.notify(str(err), severity="error")
+                return
+            self.notify(f"signed reset_done sent for episode {episode[:12]}")
 
         self.app.push_screen(ConfirmScreen(question), confirmed)

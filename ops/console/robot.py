@@ -14,7 +14,8 @@ Without a key the link still shows everything and still e-stops.
 
 An adaptation session (issue 15) rides on the same link: the learner's status on ``<ns>/adapt_status``
 is folded into :attr:`RobotView.adapt`, the unsigned session controls go out on ``<ns>/adapt_control``
-and the start is the signed ``adapt_start`` operator command (see :mod:`steer.ops.console.adapt`).
+and the start is the signed ``adapt_start`` operator command (see :mod:`steer.ops.console.adapt`). A robot
+that waits for the operator after each episode (``reset_mode: operator``) gets a signed ``reset_done``.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ NO_KEY = no_key("release, arm or promote")
 """What the console says when asked to release, arm or promote without a readable key."""
 NO_KEY_ADAPT = no_key("start an adaptation session")
 """What it says when asked to start an adaptation session without one."""
+NO_KEY_RESET = no_key("confirm a reset")
+"""What it says when asked to confirm a robot's reset without one."""
 
 SILENT_AFTER_S = 0.5
 """No joint state for this long: the robot is shown as silent."""
@@ -228,6 +231,15 @@ class RobotLink:
         if not session:
             raise ConsoleError("no adaptation session to start: the learner has not reported one yet.")
         cmd = self._sign("adapt_start", self._active_sha256("adapt_start"), {"session": session}, NO_KEY_ADAPT)
+        self._operator_pub.publish(cmd.to_message(self.config.name))
+
+    def reset_done(self, episode: str) -> None:
+        """A signed ``reset_done`` for the robot (the operator confirmed the scene is reset after ``episode``):
+        a robot in operator reset mode then starts its next episode. Bound to that episode, not to a policy
+        (the robot checks it, and it does not know the policy)."""
+        if not episode:
+            raise ConsoleError("the robot is not waiting for a reset.")
+        cmd = self._sign("reset_done", "", {"episode": episode}, NO_KEY_RESET)
         self._operator_pub.publish(cmd.to_message(self.config.name))
 
     def adapt_control(self, command: str) -> AdaptControl:

@@ -8,6 +8,7 @@ simulated robot, the steered node and ``steer adapt`` as processes, operated fro
 """
 
 import asyncio
+import dataclasses
 import json
 import functools
 import itertools
@@ -219,6 +220,60 @@ async def test_without_a_key_start_says_so_and_stop_pause_and_e_stop_still_work(
         assert "/operator_command" not in transport.sent
 
 
+@headless
+async def test_c_confirms_the_robots_reset_with_a_signed_reset_done_for_the_episode_it_waits_after(tmp_path):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from steer.ops.console.robot import NO_KEY_RESET, RobotLink
+    from steer.robot import messages as m
+    from steer.robot.keys import CommandVerifier, public_key_hex
+    from steer.robot.processes import robot_config
+
+    key = Ed25519PrivateKey.generate()
+    transport = MemoryTransport()
+    link = RobotLink(robot_config(), transport=transport, key=key)
+    app = _app(tmp_path, link)
+    said: list[str] = []
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("4")
+        screen = app.screen
+        screen.notify = lambda message, **kw: said.append(message)
+        status = transport.publisher("/adapt_status", m.DiagnosticStatus)
+        status.publish(_status().to_message("push"))
+        await pilot.pause(0.3)
+        await pilot.press("C")  # the robot does not wait: nothing to confirm, nothing asked
+        assert said[-1].startswith("the robot is not waiting for a reset") and type(app.screen) is type(screen)
+        assert "awaiting reset" not in _texts(screen)[0]
+        status.publish(dataclasses.replace(_status(), awaiting_reset="4").to_message("push"))
+        assert await _until(pilot, lambda: "awaiting reset after episode 4: C confirms" in _texts(screen)[0])
+        # C asks; no sends nothing; yes sends one reset_done, signed, for episode 4.
+        await pilot.press("C")
+        assert type(app.screen).__name__ == "ConfirmScreen"
+        assert "Is the scene reset after episode 4?" in str(app.screen.query_one("#question").render())
+        await pilot.press("n")
+        assert "/operator_command" not in transport.sent
+        await pilot.press("C", "y")
+        assert await _until(pilot, lambda: "/operator_command" in transport.sent)
+        (sent,) = transport.sent["/operator_command"]
+        cmd = OperatorCommand.from_message(sent)
+        CommandVerifier([public_key_hex(key.public_key())], namespace="").verify(cmd, "reset_done")
+        assert cmd.args == {"episode": "4"} and said[-1] == "signed reset_done sent for episode 4"
+    # Without a key: one sentence, no dialog, nothing sent.
+    transport = MemoryTransport()
+    link = RobotLink(robot_config(), transport=transport, key_error="cannot read the operator key k")
+    app = _app(tmp_path, link)
+    said.clear()
+    async with app.run_test(size=(80, 24)) as pilot:
+        transport.publisher("/adapt_status", m.DiagnosticStatus).publish(
+            dataclasses.replace(_status(), awaiting_reset="4").to_message("push"))
+        await pilot.press("4")
+        app.screen.notify = lambda message, **kw: said.append(message)
+        await pilot.press("C")
+        assert said == [NO_KEY_RESET + " (cannot read the operator key k)"]
+        assert NO_KEY_RESET == "no operator key: cannot confirm a reset (steer keys init)"
+        assert type(app.screen).__name__ == "AdaptScreen" and "/operator_command" not in transport.sent
+
+
 # -- over real DDS on loopback ---------------------------------------------------------------------
 
 _counter = itertools.count()
@@ -390,3 +445,70 @@ async def test_the_console_starts_a_real_learners_session_on_a_steered_node_stop
             assert await _until(pilot, lambda: "none armed" in _texts(screen)[1], 5.0), _texts(screen)[1]
     finally:
         procs.stop_all()
+
+
+@pytest.mark.slow
+@headless
+async def test_the_consoles_reset_confirmation_starts_a_waiting_robots_next_episode(tmp_path, dds_domain):
+    """The simulated robot in operator reset mode as a process over DDS; a peer in this process stands in for the
+    learner (it passes the robot's awaiting_reset on in an AdaptStatus); C, y on the console lets the robot go on."""
+    from robot_helpers import RobotProcesses, trusting_keys
+    from steer.ops.console.robot import RobotLink
+    from steer.robot import messages as m
+    from steer.robot.dds_transport import DdsTransport
+    from steer.robot.processes import robot_config
+    from steer.robot.spec import EpisodeStatus
+
+    domain, namespace = dds_domain
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    procs = RobotProcesses({"domain": domain, "env": env, "python": sys.executable}, tmp_path)
+    robot = {"namespace": namespace, "trusted_operator_keys": trusting_keys(), "time_scale": 2.0,
+             "reset_mode": "operator"}
+    config = robot_config(namespace=namespace)
+    peer = DdsTransport(domain)
+    try:
+        episodes = peer.subscription(config.topic(config.episode_topic), m.DiagnosticStatus)
+        status_pub = peer.publisher(config.topic(config.adapt_status_topic), m.DiagnosticStatus)
+        # No node: the robot holds through its 20-step episodes (command timeout) and waits after each.
+        procs.start("sim", robot=dict(robot), episodes=0, seed=3, task_kwargs={"max_steps": 20}, status_every_s=0,
+                    results=str(tmp_path / "sim.json"))
+        link = RobotLink(config, domain, key=operator_key())
+        app = _app(tmp_path, link, domain_id=domain)
+        seen: list[tuple[float, EpisodeStatus]] = []
+
+        def relay():  # the learner's part: the robot's wait goes into its status
+            for msg_, _ in episodes.take():
+                e = EpisodeStatus.from_message(msg_)
+                seen.append((time.monotonic(), e))
+                if e.event in ("awaiting_reset", "start"):
+                    status_pub.publish(dataclasses.replace(_status(session="s1"), awaiting_reset=e.episode
+                                                           if e.event == "awaiting_reset" else "").to_message("r"))
+            return seen
+
+        def waits(episode):
+            return [e for _, e in seen if e.event == "awaiting_reset" and e.episode == episode]
+
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("4")
+            screen = app.screen
+            assert await _until(pilot, lambda: relay() and waits("0") and link._operator_pub.matched(), 60.0), \
+                "the robot never waited after its first episode (or its command reader never matched)"
+            assert await _until(pilot, lambda: relay() is not None and "awaiting reset after episode 0" in
+                                _texts(screen)[0], 10.0), _texts(screen)[0]
+            await pilot.press("C")
+            assert await _until(pilot, lambda: type(app.screen).__name__ == "ConfirmScreen")
+            await pilot.press("y")
+            pressed = time.monotonic()
+            assert await _until(pilot, lambda: relay() is not None and any(
+                e.event == "start" and e.episode == "1" for _, e in seen), 10.0), "the robot did not take the reset"
+            started = next(t for t, e in seen if e.event == "start" and e.episode == "1")
+            assert started - pressed < 2.0
+            # The robot waits again after episode 1, having refused nothing.
+            assert await _until(pilot, lambda: relay() is not None and waits("1"), 10.0)
+            assert waits("1")[-1].operator_refusals == 0
+            assert await _until(pilot, lambda: relay() is not None and "after episode 1" in _texts(screen)[0], 10.0)
+    finally:
+        procs.stop_all()
+        peer.close()
+    summary = json.loads((tmp_path / "sim.json").read_text())
+    assert summary["resets_confirmed"] == 1 and summary["operator_refusals"] == 0 and summary["episodes"] == 2

@@ -125,3 +125,20 @@ def test_a_silent_node_or_an_estop_discards_the_episode_in_flight(wire):
     pub["/latent_executed"].publish(m.DiagnosticStatus(values=[m.KeyValue("chunk", "x")]))
     w.spin_once(0)
     assert "refused" in _status(t).last_error
+
+
+def test_the_status_tells_the_console_when_the_robot_awaits_the_operators_reset(wire):
+    w, t, clock, pub = wire
+    _node(pub)
+    pub["/episode"].publish(EpisodeStatus("start", "1").to_message("r"))
+    _steps(w, t, 6)
+    pub["/episode"].publish(EpisodeStatus("end", "1", steps=6, is_success=True).to_message("r"))
+    pub["/episode"].publish(EpisodeStatus("awaiting_reset", "1").to_message("r"))
+    sent = len(t.sent["/adapt_status"])
+    w.spin_once(0)
+    # Published at once (not at the next 1 Hz beat): the operator is the one who has to act.
+    assert len(t.sent["/adapt_status"]) == sent + 1 and _status(t).awaiting_reset == "1"
+    assert w.learner.progress.episodes == 1 and _status(t).state == "running"
+    pub["/episode"].publish(EpisodeStatus("start", "2").to_message("r"))
+    _steps(w, t, 3)
+    assert _status(t).awaiting_reset == "" and w.learner.current.episode == "2"

@@ -67,7 +67,8 @@ def _stub_launch(monkeypatch):
 SAMPLE = {"policy": "/tmp/p.onnx", "limits": "/tmp/limits.yaml", "rate_hz": "50.0", "namespace": "arm1",
           "joint_state_topic": "js", "controller": "vel_ctrl", "estop_topic": "stop", "safety_topic": "safe",
           "operator_command_topic": "operator",
-          "bag_dir": "/tmp/bags", "transport": "dds", "task": "steer/PlanarPush-v0", "episodes": "3", "seed": "7", "rt_priority": "30"}
+          "bag_dir": "/tmp/bags", "transport": "dds", "task": "steer/PlanarPush-v0", "episodes": "3", "seed": "7", "rt_priority": "30",
+          "reset_mode": "operator"}
 
 
 LAUNCH_FILES = {"policy.launch.py": ("run", "RobotRunConfig"), "sim_robot.launch.py": ("sim", "RobotSimConfig")}
