@@ -233,12 +233,22 @@ def beta_targets(actions: np.ndarray) -> torch.Tensor:
     return torch.from_numpy((np.asarray(actions).clip(-1.0, 1.0) + 1.0) / 2.0).float().clamp(0.01, 0.99)
 
 
+def imitation_loss(model: CarlActorCritic, obs: dict[str, torch.Tensor], targets: torch.Tensor, head_l2: float
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, α, β): the Beta negative log-likelihood of ``targets`` (in (0, 1), :func:`beta_targets`)
+    plus ``head_l2`` times the mean squared raw output of the policy head (see ``WarmStartConfig.head_l2``)."""
+    from steer.agent.ppo_nets import beta_log_prob, beta_params
+
+    raw = model.policy_head(model.features(obs))
+    alpha, beta = beta_params(raw)
+    return -beta_log_prob(targets, alpha, beta).sum(-1).mean() + head_l2 * raw.pow(2).mean(), alpha, beta
+
+
 def warm_start(model: CarlActorCritic, envs, cfg: PPOConfig, seed: int, device: torch.device | str = "cpu"
                ) -> tuple[dict[str, np.ndarray], dict[str, Any], int, dict[str, float]]:
     """DAgger imitation of the env's scripted driver (see :class:`WarmStartConfig`); returns the first
     observation and info of fresh episodes for PPO (with the driver's labels when ``ppo_coef`` > 0),
     the env steps taken by this rank and the last losses."""
-    from steer.agent.ppo_nets import beta_log_prob
 
     ws = cfg.warm_start
     obs, info = envs.reset(seed=seed, options={"expert_labels": True})
@@ -267,14 +277,9 @@ def warm_start(model: CarlActorCritic, envs, cfg: PPOConfig, seed: int, device: 
         x_all = {k: torch.from_numpy(np.concatenate(v)) for k, v in data.items()}
         y_all = beta_targets(np.concatenate(labels))
         mb = max(1, ws.minibatch_size // _world())
-        # ``epochs`` passes' worth of the newest round's samples, drawn from the whole set: every round
-        # costs the same however large the set has grown.
-        n_new = ws.steps * len(act)
-        n_steps = max(1, ws.epochs * n_new // mb)
-        for idx in torch.randint(len(y_all), (n_steps, mb), generator=gen):
+        for idx in minibatch_indices(len(y_all), mb, ws.epochs, gen):
             o = {k: v[idx].to(device) for k, v in x_all.items()}
-            alpha, beta = model.distribution(model.features(o))
-            loss = -beta_log_prob(y_all[idx].to(device), alpha, beta).sum(-1).mean()
+            loss, alpha, beta = imitation_loss(model, o, y_all[idx].to(device), ws.head_l2)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             _average_gradients(model)

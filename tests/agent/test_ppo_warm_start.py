@@ -1,13 +1,14 @@
 """Warm start by imitation of the scripted driver (DAgger) and the critic-only updates after it."""
 
 import dataclasses
+import json
 
 import numpy as np
 import torch
 from ppo_worlds import short_route_env, tiny_ppo_config
 
 from steer.agent.ppo import (
-    Batch, beta_targets, make_env, make_model, minibatch_indices, obs_to_torch, ppo_update, train_ppo, warm_start,
+    Batch, beta_targets, imitation_loss, make_env, make_model, minibatch_indices, obs_to_torch, ppo_update, train_ppo, warm_start,
 )
 from steer.agent.ppo_config import WarmStartConfig
 from steer.agent.runlog import MemoryLog
@@ -84,11 +85,15 @@ def test_trainer_counts_the_warm_start_steps_and_logs_its_losses(tmp_path):
 def test_warm_start_under_two_ddp_processes(tmp_path):
     from steer.ops.drive_stages import DriveTrainConfig, train_driving_local
 
-    ppo = tiny_ppo_config(total_timesteps=2048, warm_start=WarmStartConfig(rounds=1, steps=8, value_updates=1))
+    ppo = tiny_ppo_config(total_timesteps=2048,
+                          warm_start=WarmStartConfig(rounds=1, steps=8, value_updates=1, ppo_coef=0.5))
     out = train_driving_local(DriveTrainConfig(name="w", runs=tmp_path, eval_routes=0, progress=False, ppo=ppo,
                                                processes=2))
-    # Both ranks imitate on their own envs with averaged gradients, then train; the steps of both count.
+    # Both ranks imitate on their own envs with averaged gradients, then train (with the imitation term on
+    # each rank's labelled rollouts); the steps of both count.
     assert out.global_step == 8 * 32 + 2048 and out.summary["world_size"] == 2
+    records = [json.loads(line) for line in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["charts/imitation_coef"] for r in records if "charts/SPS" in r] == [0.5, 0.5]
 
 
 def test_imitation_term_pulls_the_policy_toward_the_drivers_actions_during_ppo():
@@ -132,3 +137,38 @@ def test_trainer_labels_its_rollouts_and_decays_the_imitation_weight(tmp_path):
     nll = [r["losses/imitation_nll"] for r in log.records if "losses/imitation_nll" in r]
     assert coefs == [0.375, 0.25, 0.125, 0.0]  # linear in the env steps after each rollout
     assert len(nll) == 3 and all(np.isfinite(nll))  # the last update's weight is 0: no imitation term
+
+
+def test_head_penalty_keeps_the_imitated_policy_able_to_leave_hard_braking():
+    """Labels at the Beta's edge (the driver's full brake) push α's raw output toward -inf, where softplus has
+    no gradient left: without the penalty the policy can no longer learn to drive off (one seed of the
+    30-minute benchmark ended so); with it, it can."""
+    cfg = tiny_ppo_config()
+    env = make_env(64, cfg)
+    obs, _ = env.reset(seed=0)
+    o = obs_to_torch(obs)
+    brake = beta_targets(np.tile([[0.0, -1.0]], (64, 1)))
+    go = beta_targets(np.tile([[0.0, 0.7]], (64, 1)))
+
+    def brake_then_go(head_l2: float) -> tuple[float, float]:
+        torch.manual_seed(0)
+        model = make_model(env.single_observation_space, cfg.net)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        for targets, steps in ((brake, 2000), (go, 300)):
+            for _ in range(steps):
+                loss, _, _ = imitation_loss(model, o, targets, head_l2)
+                opt.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+                opt.step()
+            if targets is brake:
+                with torch.no_grad():
+                    raw_min = model.policy_head(model.features(o))[:, 1].min().item()
+        return raw_min, model.act(o)[:, 1].mean().item()
+
+    raw_free, accel_free = brake_then_go(0.0)
+    raw_kept, accel_kept = brake_then_go(1e-3)
+    print(f"raw α output after braking labels: {raw_free:.1f} free, {raw_kept:.1f} penalized; "
+          f"mean accel after go labels: {accel_free:.2f} free, {accel_kept:.2f} penalized")
+    assert raw_free < -100 and abs(accel_free) < 0.1  # dead: the go labels cannot move it
+    assert raw_kept > -10 and accel_kept > 0.5
