@@ -20,8 +20,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Header, Static
 from textual_plotext import PlotextPlot
 
-from steer.ops.console import ConsoleError
-from steer.ops.console.dialogs import ConfirmScreen
+from steer.ops.console.dialogs import confirm_then_send, signing_link
 from steer.ops.console.estop import BottomBar
 from steer.ops.console.robot import NO_KEY_ADAPT, NO_KEY_RESET, RobotView
 from steer.ops.console.adapt import adapt_status_text
@@ -152,12 +151,8 @@ class AdaptScreen(Screen):
 
     def action_start(self) -> None:
         """Ask, then send the signed ``adapt_start`` of the session the learner reports."""
-        link = self.app.link
+        link = signing_link(self, NO_KEY_ADAPT)
         if link is None:
-            self.notify("no robot connected", severity="error")
-            return
-        if link.key is None:
-            self.notify(NO_KEY_ADAPT + (f" ({link.key_error})" if link.key_error else ""), severity="error")
             return
         view = link.view
         status = view.adapt.status
@@ -180,27 +175,13 @@ class AdaptScreen(Screen):
         session = status.session
         question = (f"Start adaptation session {session[:12]}? The learner will steer the policy while the robot "
                     "is armed." + ("" if view.armed else " The robot is not armed yet (A on Robots)."))
-
-        def confirmed(yes: bool | None) -> None:
-            if not yes or self.app.link is not link:
-                return
-            try:
-                link.adapt_start(session)
-            except ConsoleError as err:
-                self.notify(str(err), severity="error")
-                return
-            self.notify(f"signed adapt_start sent for session {session[:12]}")
-
-        self.app.push_screen(ConfirmScreen(question), confirmed)
+        confirm_then_send(self, link, question, lambda: link.adapt_start(session),
+                          f"signed adapt_start sent for session {session[:12]}")
 
     def action_confirm_reset(self) -> None:
         """Ask, then send the signed ``reset_done`` for the episode after which the robot waits."""
-        link = self.app.link
+        link = signing_link(self, NO_KEY_RESET)
         if link is None:
-            self.notify("no robot connected", severity="error")
-            return
-        if link.key is None:
-            self.notify(NO_KEY_RESET + (f" ({link.key_error})" if link.key_error else ""), severity="error")
             return
         status = link.view.adapt.status
         episode = status.awaiting_reset if status is not None else ""
@@ -210,15 +191,5 @@ class AdaptScreen(Screen):
             return
         question = (f"Is the scene reset after episode {episode[:12]}? The robot starts its next episode and the "
                     "policy moves it.")
-
-        def confirmed(yes: bool | None) -> None:
-            if not yes or self.app.link is not link:
-                return
-            try:
-                link.reset_done(episode)
-            except ConsoleError as err:
-                self.notify(str(err), severity="error")
-                return
-            self.notify(f"signed reset_done sent for episode {episode[:12]}")
-
-        self.app.push_screen(ConfirmScreen(question), confirmed)
+        confirm_then_send(self, link, question, lambda: link.reset_done(episode),
+                          f"signed reset_done sent for episode {episode[:12]}")

@@ -9,6 +9,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, OptionList
 
+from steer.ops.console import ConsoleError
+
 
 class ConfirmScreen(ModalScreen[bool]):
     """A yes/no question; ``y`` / ``n`` or the buttons."""
@@ -120,3 +122,32 @@ class PickRunScreen(ModalScreen[str | None]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+def signing_link(screen, no_key: str):
+    """The app's robot link when it can sign operator commands; else None, after saying why in one sentence
+    (``no_key``: what cannot be done without an operator key)."""
+    link = screen.app.link
+    if link is None:
+        screen.notify("no robot connected", severity="error")
+        return None
+    if link.key is None:
+        screen.notify(no_key + (f" ({link.key_error})" if link.key_error else ""), severity="error")
+        return None
+    return link
+
+
+def confirm_then_send(screen, link, question: str, send, sent: str) -> None:
+    """Ask ``question``; on yes (and the same link still connected) call ``send()`` and say ``sent``, or the
+    refusal's one sentence."""
+    def confirmed(yes: bool | None) -> None:
+        if not yes or screen.app.link is not link:
+            return
+        try:
+            send()
+        except ConsoleError as err:
+            screen.notify(str(err), severity="error")
+            return
+        screen.notify(sent)
+
+    screen.app.push_screen(ConfirmScreen(question), confirmed)

@@ -12,7 +12,7 @@ from textual.screen import Screen
 from textual.widgets import Button, DataTable, Header, Static
 
 from steer.ops.console import ConsoleError
-from steer.ops.console.dialogs import ConfirmScreen, ConnectScreen
+from steer.ops.console.dialogs import ConnectScreen, confirm_then_send, signing_link
 from steer.ops.console.estop import BottomBar
 from steer.ops.console.robot import NO_KEY, RobotView
 from steer.ops.console.text import fmt
@@ -129,25 +129,9 @@ class RobotsScreen(Screen):
 
     def _signed(self, what: str, question: str, send) -> None:
         """Ask, then send a signed command; every refusal here is one sentence."""
-        link = self.app.link
-        if link is None:
-            self.notify("no robot connected", severity="error")
-            return
-        if link.key is None:
-            self.notify(NO_KEY + (f" ({link.key_error})" if link.key_error else ""), severity="error")
-            return
-
-        def confirmed(yes: bool | None) -> None:
-            if not yes or self.app.link is not link:
-                return
-            try:
-                send(link)
-            except ConsoleError as err:
-                self.notify(str(err), severity="error")
-                return
-            self.notify(f"signed {what} sent")
-
-        self.app.push_screen(ConfirmScreen(question), confirmed)
+        link = signing_link(self, NO_KEY)
+        if link is not None:
+            confirm_then_send(self, link, question, lambda: send(link), f"signed {what} sent")
 
     def action_release(self) -> None:
         self._signed("release", "Release the e-stop? The robot stays unarmed until you arm it (A).",

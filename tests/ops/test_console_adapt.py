@@ -73,6 +73,19 @@ async def _click(pilot, selector: str) -> None:
     await pilot.click(selector)
 
 
+def _signing_console(tmp_path):
+    """(key, transport, link, app): a console whose robot link signs with a fresh operator key over memory."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from steer.ops.console.robot import RobotLink
+    from steer.robot.processes import robot_config
+
+    key = Ed25519PrivateKey.generate()
+    transport = MemoryTransport()
+    link = RobotLink(robot_config(), transport=transport, key=key)
+    return key, transport, link, _app(tmp_path, link)
+
+
 def _texts(screen) -> tuple[str, str]:
     return str(screen.query_one("#adapt-status").render()), str(screen.query_one("#adapt-node").render())
 
@@ -120,17 +133,10 @@ def test_the_session_panel_says_where_it_listens_and_compares_success_with_the_t
 
 @headless
 async def test_adapt_screen_keys_and_buttons_send_the_controls_start_is_signed_and_e_stops(tmp_path, monkeypatch):
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    from steer.ops.console.robot import RobotLink
     from steer.robot import messages as m
     from steer.robot.keys import CommandVerifier, public_key_hex
-    from steer.robot.processes import robot_config
 
-    key = Ed25519PrivateKey.generate()
-    transport = MemoryTransport()
-    link = RobotLink(robot_config(), transport=transport, key=key)
-    app = _app(tmp_path, link)
+    key, transport, link, app = _signing_console(tmp_path)
     said: list[str] = []
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("4")
@@ -222,17 +228,12 @@ async def test_without_a_key_start_says_so_and_stop_pause_and_e_stop_still_work(
 
 @headless
 async def test_c_confirms_the_robots_reset_with_a_signed_reset_done_for_the_episode_it_waits_after(tmp_path):
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
     from steer.ops.console.robot import NO_KEY_RESET, RobotLink
     from steer.robot import messages as m
     from steer.robot.keys import CommandVerifier, public_key_hex
     from steer.robot.processes import robot_config
 
-    key = Ed25519PrivateKey.generate()
-    transport = MemoryTransport()
-    link = RobotLink(robot_config(), transport=transport, key=key)
-    app = _app(tmp_path, link)
+    key, transport, link, app = _signing_console(tmp_path)
     said: list[str] = []
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("4")
