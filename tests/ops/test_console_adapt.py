@@ -177,8 +177,12 @@ async def test_adapt_screen_keys_and_buttons_send_the_controls_start_is_signed_a
         assert cmd.args == {"session": SESSION} and said[-1] == f"signed adapt_start sent for session {SESSION}"
         # Every control by key, then by button: one unsigned AdaptControl each, for the learner's session.
         await pilot.press("p", "r", "s", "f", "t", "x")
-        for button in ("pause", "resume", "success", "failure", "takeover", "stop"):
+        # Each input is handled before the next: a click sent while the app still worked through the keys
+        # was lost once on a loaded machine.
+        assert await _until(pilot, lambda: len(transport.sent.get("/adapt_control", [])) == 6)
+        for i, button in enumerate(("pause", "resume", "success", "failure", "takeover", "stop")):
             await _click(pilot, f"#adapt-{button}")
+            assert await _until(pilot, lambda: len(transport.sent["/adapt_control"]) == 7 + i), button
         controls = [AdaptControl.from_message(c) for c in transport.sent["/adapt_control"]]
         order = ["pause", "resume", "mark_success", "mark_failure", "takeover", "stop"]
         assert [c.command for c in controls] == order * 2
