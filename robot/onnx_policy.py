@@ -197,6 +197,13 @@ class ChunkExecutor:
         self._chunk = None
         self._index = 0
 
+    def skip_chunk(self) -> None:
+        """Count a chunk that runs no policy query (steered mode's lead-in, chunk 0): the next query starts the
+        next chunk."""
+        self._chunk = None
+        self._index = 0
+        self.chunk_index += 1
+
     @property
     def at_boundary(self) -> bool:
         """True when the next tick queries the policy."""

@@ -24,7 +24,9 @@ Steered mode (``steered=True``, ``steer robot run --steered``): the policy's ``n
 chunk, from the learner's :class:`~steer.robot.spec.LatentChunk` messages on ``<ns>/latent``, accepted only
 inside the adaptation session a signed ``adapt_start`` armed (an e-stop ends it) and checked like any input
 (:class:`~steer.robot.intake.LatentIntake`). The node never waits for a latent: a chunk whose latent has not
-arrived runs the baseline's noise, counted in the safety state. Every query's noise goes out on
+arrived runs the baseline's noise, counted in the safety state. An episode's chunk 0 is a lead-in: the
+node holds still for :data:`~steer.robot.spec.STEERED_LEAD_IN_STEPS` tick(s), on time, while the learner
+chooses chunk 1 from the episode's first observation. Every query's noise goes out on
 ``<ns>/latent_executed`` with the observation it ran on, so the learner learns from what ran. The commands
 pass the shield as always.
 
@@ -59,7 +61,8 @@ from steer.robot.keys import CommandRefused, CommandVerifier
 from steer.robot.onnx_policy import ChunkExecutor, OnnxPolicy
 from steer.robot.promotion import PolicyLoader, PromotionRequest, file_sha256
 from steer.robot.shield import Mode, SafetyShield
-from steer.robot.spec import ROBOT_COMMANDS, EpisodeStatus, LatentChunk, OperatorCommand, SafetyState
+from steer.robot.spec import (ROBOT_COMMANDS, STEERED_LEAD_IN_STEPS, EpisodeStatus, LatentChunk, OperatorCommand,
+                              SafetyState)
 from steer.robot.transport import Transport
 
 
@@ -184,6 +187,8 @@ class PolicyNode:
         self._last_command_ns = 0
         self._last_safety_ns = 0
         self._stale = False
+        self._lead_in_left = 0
+        """Steered mode: lead-in ticks (holding still) left before chunk 1 starts."""
         self._events_seen = 0
         self._command_subscribers = 0
         self._safety_listeners = 0
@@ -496,10 +501,19 @@ class PolicyNode:
         if self.shield.mode == Mode.RUNNING and fresh and obs is not None and finite:
             if self._stale:  # back from a watchdog trip: start a fresh chunk
                 self.executor.restart_chunk()
-            queried = self.executor.at_boundary
-            noise = self._chunk_noise(obs) if self.steered and queried else None
-            proposal = self.executor.act(obs, noise)[self.order]
-            self.stats.queries += int(queried)
+            if self.steered and self.executor.chunk_index == 0 and self.executor.at_boundary:
+                # Steered: chunk 0 is a lead-in that holds still while the learner chooses chunk 1 from the
+                # episode's first observation (see STEERED_LEAD_IN_STEPS).
+                self._lead_in_left = STEERED_LEAD_IN_STEPS
+                self.executor.skip_chunk()
+            if self._lead_in_left > 0:
+                self._lead_in_left -= 1
+                proposal = self.shield.safe_command(self.assembler.joint_values(self.joints, 0), "hold")
+            else:
+                queried = self.executor.at_boundary
+                noise = self._chunk_noise(obs) if self.steered and queried else None
+                proposal = self.executor.act(obs, noise)[self.order]
+                self.stats.queries += int(queried)
         self._stale = self.shield.mode == Mode.RUNNING and not fresh
         position = self.assembler.joint_values(self.joints, 0)
         effort = self.assembler.joint_values(self.joints, 2)

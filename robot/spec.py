@@ -507,6 +507,21 @@ class OperatorCommand:
 
 # -- Adapting on a robot (DSRL over the wire) ---------------------------------------------------
 
+STEERED_LEAD_IN_STEPS = 1
+"""Steered mode: an episode opens with a lead-in, chunk 0: the node holds still (the shield's ``hold``
+command, sent on time) for this many ticks and queries no policy; chunk ``k ≥ 1`` starts at step
+``lead_in + (k − 1) · chunk_len``. The node never waits for the learner, so no latent chosen from an episode's
+first observation could reach its first step; during the lead-in the learner chooses chunk 1 from that
+observation, and because the robot held still, chunk 1 runs on (nearly) the observation it was chosen from.
+The start of an episode, where a policy commits to how it solves the task, is thus steered like every other
+chunk, instead of running a whole chunk of the baseline's noise."""
+
+
+def steered_chunk_start(chunk: int, chunk_len: int, lead_in: int = STEERED_LEAD_IN_STEPS) -> int:
+    """The step at which chunk ``chunk`` of a steered episode starts (no watchdog restarts in between)."""
+    return 0 if chunk <= 0 else lead_in + (chunk - 1) * chunk_len
+
+
 LATENT_SOURCES = ("learner", "baseline")
 """Who chose an executed chunk's noise: the learner's latent, or the baseline's (fallback or gate)."""
 
@@ -525,7 +540,7 @@ class LatentChunk:
     episode: str = ""
     """The robot's episode (as in :class:`EpisodeStatus`)."""
     chunk: int = 0
-    """Index of the chunk within the episode (the node queries the policy at steps chunk · chunk_len)."""
+    """Index of the chunk within the episode (the node queries the policy at :func:`steered_chunk_start`)."""
     chunk_len: int = 0
     """Rows of the noise (the policy's chunk length)."""
     action_dim: int = 0

@@ -8,7 +8,9 @@ free of any transport (``steer adapt`` feeds it from ROS 2 topics; tests feed it
 * :meth:`RobotDSRL.start_episode` / :meth:`~RobotDSRL.end_episode` / :meth:`~RobotDSRL.discard_episode`;
 * :meth:`RobotDSRL.observe` on every observation: on the last step of a chunk it returns the latent for
   the next chunk (chosen from that observation: the node needs it *before* the next chunk starts, and it
-  never waits). The first chunk of an episode therefore always runs the baseline's noise;
+  never waits). An episode's chunk 0 is therefore the node's lead-in, holding still
+  (:data:`~steer.robot.spec.STEERED_LEAD_IN_STEPS`, one step): chunk 1 is chosen from the episode's first
+  observation, so the start of the episode is steered;
 * :meth:`RobotDSRL.executed`: what the node ran for a chunk (the learner's latent, or the baseline's on a
   fallback); the learner stores the latent that ran;
 * :meth:`RobotDSRL.update`: gradient updates owed (UTD per stored transition), one call at a time, so
@@ -39,6 +41,7 @@ from steer.agent.diffusion import DiffusionPolicy
 from steer.agent.dsrl.core import ChunkGate, DSRLConfig, Progress
 from steer.agent.dsrl.latent_actor import LatentActor, save_dsrl_policy
 from steer.agent.runlog import RunLog
+from steer.robot.spec import STEERED_LEAD_IN_STEPS
 
 CHECKPOINT = "adapt_trainer"
 """Name of the learner's resumable checkpoint in the run's checkpoints."""
@@ -174,6 +177,8 @@ class RobotEpisode:
     """chunk → (observation the latent was chosen from, latent sent)."""
     executed: dict[int, tuple[np.ndarray, str]] = field(default_factory=dict)
     """chunk → (noise the node ran, ``learner`` or ``baseline``)."""
+    ran_on: dict[int, np.ndarray] = field(default_factory=dict)
+    """chunk → the observation the node ran it on (its first step's), where the node reported it."""
     observations: list[np.ndarray] = field(default_factory=list)
     """Every observation of the episode, in order."""
     starts: dict[int, int] = field(default_factory=dict)
@@ -205,7 +210,7 @@ class RobotDSRL:
     """The DSRL learner of one robot, one call per thing the robot reports (see the module docstring)."""
 
     def __init__(self, policy: DiffusionPolicy, cfg: DSRLConfig, run: RunLog, resume: bool = False,
-                 success_detector: SuccessDetector | None = None):
+                 success_detector: SuccessDetector | None = None, lead_in: int = STEERED_LEAD_IN_STEPS):
         if cfg.num_envs != 1:
             raise ValueError("a robot is one environment: num_envs must be 1")
         cfg.check_policy(policy)
@@ -231,6 +236,10 @@ class RobotDSRL:
         self.gate = ChunkGate(cfg, policy, meta.get("conservative")) if cfg.conservative.enabled else None
         self.detector = success_detector
         self.chunk_len, self.noise_dim = policy.cfg.chunk_len, policy.cfg.noise_dim
+        if not 1 <= lead_in <= self.chunk_len:
+            raise ValueError(f"lead_in must be 1 to chunk_len ({self.chunk_len}), got {lead_in}")
+        self.lead_in = lead_in
+        """Steps of chunk 0 (the node's lead-in; chunk_len for a node whose chunk 0 runs a whole chunk)."""
         self.warmup_latent = cfg.warmup_latent_steps(self.chunk_len)
         self.owed_updates = 0
         self.lock = threading.RLock()
@@ -258,7 +267,7 @@ class RobotDSRL:
         if self.current is not None:
             self.discard_episode()
         plan = self.gate.plan_kind(0) if self.gate is not None else ("baseline" if self.warming_up else "explorer")
-        self.current = RobotEpisode(episode, plan=plan, starts={0: 0}, decide_at=self.chunk_len - 1)
+        self.current = RobotEpisode(episode, plan=plan, starts={0: 0, 1: self.lead_in}, decide_at=self.lead_in - 1)
 
     def observe(self, obs: np.ndarray) -> tuple[int, np.ndarray] | None:
         """Take the episode's next observation; on a chunk's last step, (next chunk, its latent) to send."""
@@ -293,16 +302,20 @@ class RobotDSRL:
         """What the node ran for ``chunk`` of ``episode`` (ignored for another episode).
 
         ``obs``, the observation the node ran it on, re-aligns the learner's step count where it missed an
-        observation (a lost message): that observation is step ``chunk · chunk_len``."""
+        observation (a lost message) or where a watchdog trip restarted a chunk: that observation is the
+        step the chunk started at."""
         ep = self.current
         if ep is None or ep.episode != episode:
             return
         ep.executed[chunk] = (np.asarray(noise, np.float32).reshape(-1), source)
-        if obs is None or not ep.observations:
+        if obs is None:
+            return
+        obs = np.asarray(obs, dtype=np.float32)
+        ep.ran_on[chunk] = obs
+        if not ep.observations:
             return
         # The step the chunk started at is the one whose observation the node ran on. A watchdog trip, or
         # an observation this learner missed, moves the node's chunk boundaries: follow the node's.
-        obs = np.asarray(obs, dtype=np.float32)
         recent = range(len(ep.observations) - 1, max(-1, len(ep.observations) - 2 * self.chunk_len - 1), -1)
         j = next((i for i in recent if np.array_equal(ep.observations[i], obs)), None)
         if j is None:
@@ -347,7 +360,8 @@ class RobotDSRL:
         if success is None or steps < 1:
             self.discard_episode()
             return None
-        # Chunk k runs from its start to the next chunk's (chunk_len steps unless the node restarted one).
+        # Chunk k runs from its start to the next chunk's (chunk 0: the lead-in; then chunk_len steps unless the
+        # node restarted one).
         starts = [0]
         while starts[-1] < steps:
             k = len(starts)
@@ -369,11 +383,16 @@ class RobotDSRL:
             info = {"chunk_steps": chunk_steps, **({"is_success": bool(success)} if last else {})}
             rewards.append(reward), dones.append(last), infos.append(info)
             if k == 0 or k not in ep.decisions or k not in ep.executed:
-                continue  # chunk 0 ran before any observation could choose its latent
-            obs = self.normalize(ep.decisions[k][0])
+                continue  # chunk 0 is the node's lead-in (it held still): no latent ran
+            # The transition that happened: the observation the node ran the chunk on (the latent was chosen
+            # one step earlier, the freshest the learner could act on), the latent that ran, and the next
+            # chunk's observation. Where the node did not report one, the decision's observation stands in.
+            obs = self.normalize(ep.ran_on.get(k, ep.decisions[k][0]))
             w = np.clip(ep.executed[k][0], -self.cfg.latent_noise_bound, self.cfg.latent_noise_bound)
             if last:
                 nxt = self.normalize(ep.observations[-1])
+            elif k + 1 in ep.ran_on:
+                nxt = self.normalize(ep.ran_on[k + 1])
             elif k + 1 in ep.decisions:
                 nxt = self.normalize(ep.decisions[k + 1][0])
             else:

@@ -1,5 +1,6 @@
 """RobotDSRL, the robot learner's chunk loop, driven without a transport by a PlanarPush env playing the
-robot and its steered node (chunk 0 runs the baseline's noise; later chunks the learner's latent)."""
+robot and its steered node (chunk 0 is a one-step lead-in holding still; later chunks run the learner's
+latent, chosen on the step before each starts)."""
 
 import dataclasses
 
@@ -11,6 +12,7 @@ from steer.agent.conservative import ConservativeConfig
 from steer.agent.dsrl import DSRLConfig
 from steer.agent.dsrl.remote import RobotDSRL
 from steer.agent.runlog import MemoryLog
+from steer.robot.spec import STEERED_LEAD_IN_STEPS, steered_chunk_start
 
 MAX_STEPS = 24  # six chunks of four
 
@@ -22,28 +24,41 @@ def _cfg(**kw):
     return dataclasses.replace(base, **kw)
 
 
-def _episode(learner, env, policy, seed, lose_executed=()):
-    """One episode: the env is the robot, the loop body is what the steered node does per tick."""
+def _chunks(steps: int) -> int:
+    """Chunks a steered episode of ``steps`` steps ran: the lead-in, then chunks of four."""
+    return 1 + -(-(steps - STEERED_LEAD_IN_STEPS) // 4)
+
+
+def _episode(learner, env, policy, seed, lose_executed=(), with_obs=True, ran_on=None):
+    """One episode: the env is the robot, the loop body is what the steered node does per tick (chunk 0 is
+    the lead-in, STEERED_LEAD_IN_STEPS ticks holding still, then chunks of four)."""
     rng = np.random.default_rng(seed)
     obs, _ = env.reset(seed=seed)
     learner.start_episode(str(seed))
-    latents, chunk, t, success = {}, None, 0, False
+    latents, chunk, i, t, k, success = {}, None, 0, 0, -1, False
+    ran_on = {} if ran_on is None else ran_on
     while True:
         decision = learner.observe(obs)  # the learner sees the step's observation as the node does
         if decision is not None:
             latents[decision[0]] = decision[1]
-        if t % 4 == 0:
-            k = t // 4
-            w = latents.get(k)
-            source = "learner" if w is not None else "baseline"
-            w = w if w is not None else np.clip(rng.standard_normal(8), -1.5, 1.5).astype(np.float32)
-            if k not in lose_executed:
-                learner.executed(str(seed), k, w, source)
-            with torch.no_grad():
-                chunk = policy.sample(torch.as_tensor(obs, dtype=torch.float32)[None],
-                                      torch.as_tensor(w).reshape(1, 4, 2))[0].numpy()
-        obs, _, term, trunc, info = env.step(chunk[t % 4])
-        t += 1
+        if chunk is None or i == len(chunk):
+            k += 1
+            assert t == steered_chunk_start(k, 4)
+            if k == 0:  # the lead-in: the node holds still (zero velocity) and queries nothing
+                chunk, i = np.zeros((STEERED_LEAD_IN_STEPS, 2), np.float32), 0
+            else:
+                w = latents.get(k)
+                source = "learner" if w is not None else "baseline"
+                w = w if w is not None else np.clip(rng.standard_normal(8), -1.5, 1.5).astype(np.float32)
+                if k not in lose_executed:
+                    learner.executed(str(seed), k, w, source, obs if with_obs else None)
+                    ran_on[k] = obs
+                with torch.no_grad():
+                    chunk = policy.sample(torch.as_tensor(obs, dtype=torch.float32)[None],
+                                          torch.as_tensor(w).reshape(1, 4, 2))[0].numpy()
+                i = 0
+        obs, _, term, trunc, info = env.step(chunk[i])
+        i, t = i + 1, t + 1
         if term or trunc:
             success = bool(info["is_success"])
             break
@@ -66,9 +81,11 @@ def test_each_episode_stores_its_chunks_after_the_first_and_the_gate_measures_th
     for i in range(5):
         outcome, latents = _episode(learner, env, policy, 100 + i)
         plans.append(outcome.plan)
-        n_chunks = -(-outcome.steps // 4)
-        assert outcome.transitions == n_chunks - 1  # chunk 0 ran before the learner could choose
-        assert sorted(latents) == list(range(1, n_chunks + (outcome.steps % 4 == 0)))[:len(latents)]
+        n_chunks = _chunks(outcome.steps)
+        assert outcome.transitions == n_chunks - 1  # chunk 0, the lead-in, ran before the learner could choose
+        # Chunk k is chosen on the step before it starts: one more when the episode ended on a chunk's end.
+        ended_on_boundary = (outcome.steps - STEERED_LEAD_IN_STEPS) % 4 == 0
+        assert sorted(latents) == list(range(1, n_chunks + ended_on_boundary))
         assert outcome.learner_chunks == n_chunks - 1
     # The first three episodes measure the baseline on the robot; L_b then exists.
     assert plans[:3] == ["baseline"] * 3
@@ -93,7 +110,7 @@ def test_a_discarded_episode_changes_nothing_learned_and_a_missing_executed_chun
     assert (learner.progress.env_steps, learner.learner.latent_steps, learner.discarded) == (steps, stored, 1)
     assert learner.end_episode(20, True) is None  # nothing in flight any more
     outcome, _ = _episode(learner, env, policy, 3, lose_executed={2})
-    assert outcome.transitions == -(-outcome.steps // 4) - 2
+    assert outcome.transitions == _chunks(outcome.steps) - 2
 
 
 def test_the_operator_mark_overrides_the_success_topic_and_no_outcome_discards(tiny_bc, env):
@@ -144,3 +161,24 @@ def test_dsrl_na_learns_from_the_robots_chunks_too(tiny_bc, env, tmp_path):
     learner.checkpoint()
     back = RobotDSRL(policy, _cfg(algorithm="na", na_distill_steps=1), MemoryLog(tmp_path), resume=True)
     assert back.learner.latent_steps == na.latent_steps and back.learner.updates == 2
+
+
+def test_the_learner_stores_the_observation_each_chunk_ran_on_not_the_one_it_chose_from(tiny_bc, env):
+    """A latent is chosen on the step before its chunk starts (the node never waits), but the transition
+    stored is the one that happened: the observation the node ran the chunk on, as the node reports it."""
+    policy, _ = tiny_bc
+    learner = RobotDSRL(policy, _cfg(), MemoryLog())
+    ran_on = {}
+    outcome, _ = _episode(learner, env, policy, 400, ran_on=ran_on)
+    rb = learner.learner.model.replay_buffer
+    stored = rb.observations[: outcome.transitions, 0]
+    expected = np.stack([learner.normalize(ran_on[k]) for k in range(1, outcome.transitions + 1)])
+    assert np.allclose(stored, expected)
+    assert np.allclose(rb.next_observations[: outcome.transitions - 1, 0], expected[1:])
+    # The same episode on a node that reports no observations: the decisions' observations (one step of
+    # motion earlier) stand in.
+    chosen = RobotDSRL(policy, _cfg(), MemoryLog())
+    outcome2, _ = _episode(chosen, env, policy, 400, with_obs=False)
+    stored2 = chosen.learner.model.replay_buffer.observations[: outcome2.transitions, 0]
+    assert outcome2.transitions == outcome.transitions
+    assert np.abs(stored2 - expected).max() > 1e-3

@@ -13,7 +13,7 @@ from steer.robot.config import load_robot_config
 from steer.robot.errors import PolicyRefused
 from steer.robot.onnx_policy import OnnxPolicy
 from steer.robot.policy_node import PolicyNode
-from steer.robot.spec import LatentChunk, SafetyState
+from steer.robot.spec import STEERED_LEAD_IN_STEPS, LatentChunk, SafetyState
 
 ROBOT = trusting(load_robot_config())
 CMD = "/pusher_velocity_controller/commands"
@@ -64,11 +64,12 @@ def _executed(transport):
 def test_latents_steer_the_commands_inside_a_signed_session_and_late_or_missing_ones_fall_back(tmp_path):
     node, transport, clock = _node(tmp_path)
     _arm(node, transport, clock)
-    _tick(node, transport, clock, episode="0")  # chunk 0: no latent yet, the baseline's noise runs
+    lead_in = [_tick(node, transport, clock, episode="0")]  # chunk 0, the lead-in: the node holds still
     assert node.safety_state().adapt_session == "s1"
-    for _ in range(3):
-        _tick(node, transport, clock)
-    # The learner's latent for chunk 1 (all +1.0) arrives before the chunk starts: its four commands carry it.
+    lead_in += [_tick(node, transport, clock) for _ in range(STEERED_LEAD_IN_STEPS - 1)]
+    assert np.all(np.array(lead_in) == 0.0) and node.stats.queries == 0  # on time, no policy query
+    # The learner's latent for chunk 1 (all +1.0), chosen from the episode's first observation, arrives before
+    # the chunk starts: its four commands carry it.
     _send(transport, "/latent", _latent("s1", "0", 1, 1.0))
     steered = [_tick(node, transport, clock) for _ in range(4)]
     _send(transport, "/latent", _latent("s1", "0", 2, -1.0))
@@ -82,11 +83,10 @@ def test_latents_steer_the_commands_inside_a_signed_session_and_late_or_missing_
     _send(transport, "/latent", _latent("s1", "0", 3, 0.5))
     _tick(node, transport, clock)
     state = node.safety_state()
-    assert (state.latents_used, state.latents_fallback, state.latents_late, state.latents_rejected) == (2, 2, 1, 0)
+    assert (state.latents_used, state.latents_fallback, state.latents_late, state.latents_rejected) == (2, 1, 1, 0)
     executed = _executed(transport)
-    assert [(e.chunk, e.source) for e in executed] == [(0, "baseline"), (1, "learner"), (2, "learner"),
-                                                       (3, "baseline")]
-    assert executed[1].noise == (1.0,) * 8 and len(executed[1].obs) == 10 and executed[1].session == "s1"
+    assert [(e.chunk, e.source) for e in executed] == [(1, "learner"), (2, "learner"), (3, "baseline")]
+    assert executed[0].noise == (1.0,) * 8 and len(executed[0].obs) == 10 and executed[0].session == "s1"
     assert SafetyState.from_message(node.safety_message()).latents_late == 1
 
 
@@ -101,12 +101,12 @@ def test_latents_outside_a_session_or_from_another_or_out_of_bounds_are_refused(
     assert node.safety_state().latents_fallback == 0  # no session: the baseline is simply what runs
     _send(transport, "/operator_command", signed("adapt_start", node.policy_sha256, clock, args={"session": "s1"}))
     _tick(node, transport, clock)
-    for bad in (_latent("other", "0", 2, 0.5), _latent("s1", "0", 2, 1.6),  # another session; beyond the bound 1.5
-                LatentChunk(session="s1", episode="0", chunk=2, chunk_len=2, action_dim=2,
+    for bad in (_latent("other", "0", 3, 0.5), _latent("s1", "0", 3, 1.6),  # another session; beyond the bound 1.5
+                LatentChunk(session="s1", episode="0", chunk=3, chunk_len=2, action_dim=2,
                             noise=(0.1,) * 4).to_message("x"),
                 m.DiagnosticStatus(values=[m.KeyValue("noise", "nan-ish")])):
         _send(transport, "/latent", bad)
-    for _ in range(4):
+    for _ in range(3):  # the rest of chunk 2, which started without a latent on the tick above
         _tick(node, transport, clock)
     state = node.safety_state()
     assert (state.latents_rejected, state.latents_used, state.latents_fallback) == (5, 0, 1)
