@@ -132,7 +132,8 @@ class RobotRunConfig:
     steered: bool = False
     """Steered mode (BC diffusion policies): the policy's noise comes chunk by chunk from the learner of
     ``steer adapt`` on the latent topic, inside a session armed by a signed adapt_start; a late or missing
-    latent runs the baseline's noise."""
+    latent runs the baseline's noise. Each episode opens with a one-tick lead-in holding still, while the
+    learner chooses the first steered chunk."""
 
 
 def _robot(cfg: RobotSimConfig | RobotRunConfig, **topics: str | None):
