@@ -249,7 +249,6 @@ def warm_start(model: CarlActorCritic, envs, cfg: PPOConfig, seed: int, device: 
     """DAgger imitation of the env's scripted driver (see :class:`WarmStartConfig`); returns the first
     observation and info of fresh episodes for PPO (with the driver's labels when ``ppo_coef`` > 0),
     the env steps taken by this rank and the last losses."""
-
     ws = cfg.warm_start
     obs, info = envs.reset(seed=seed, options={"expert_labels": True})
     if "expert_action" not in info:

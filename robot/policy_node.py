@@ -497,6 +497,7 @@ class PolicyNode:
             self.executor.reset()
         fresh = obs_time is not None and now - obs_time <= self.shield.watchdog_ns
         proposal = None
+        position = self.assembler.joint_values(self.joints, 0)
         finite = obs is None or bool(np.all(np.isfinite(obs)))
         if self.shield.mode == Mode.RUNNING and fresh and obs is not None and finite:
             if self._stale:  # back from a watchdog trip: start a fresh chunk
@@ -508,14 +509,13 @@ class PolicyNode:
                 self.executor.skip_chunk()
             if self._lead_in_left > 0:
                 self._lead_in_left -= 1
-                proposal = self.shield.safe_command(self.assembler.joint_values(self.joints, 0), "hold")
+                proposal = self.shield.safe_command(position, "hold")
             else:
                 queried = self.executor.at_boundary
                 noise = self._chunk_noise(obs) if self.steered and queried else None
                 proposal = self.executor.act(obs, noise)[self.order]
                 self.stats.queries += int(queried)
         self._stale = self.shield.mode == Mode.RUNNING and not fresh
-        position = self.assembler.joint_values(self.joints, 0)
         effort = self.assembler.joint_values(self.joints, 2)
         out = self.shield.filter(proposal, now, obs_time if obs is not None else None, position, effort,
                                  observation_ok=finite)

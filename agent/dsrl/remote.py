@@ -41,7 +41,7 @@ from steer.agent.diffusion import DiffusionPolicy
 from steer.agent.dsrl.core import ChunkGate, DSRLConfig, Progress
 from steer.agent.dsrl.latent_actor import LatentActor, save_dsrl_policy
 from steer.agent.runlog import RunLog
-from steer.robot.spec import STEERED_LEAD_IN_STEPS
+from steer.robot.spec import steered_chunk_start
 
 CHECKPOINT = "adapt_trainer"
 """Name of the learner's resumable checkpoint in the run's checkpoints."""
@@ -175,10 +175,8 @@ class RobotEpisode:
     episode: str
     decisions: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     """chunk → (observation the latent was chosen from, latent sent)."""
-    executed: dict[int, tuple[np.ndarray, str]] = field(default_factory=dict)
-    """chunk → (noise the node ran, ``learner`` or ``baseline``)."""
-    ran_on: dict[int, np.ndarray] = field(default_factory=dict)
-    """chunk → the observation the node ran it on (its first step's), where the node reported it."""
+    executed: dict[int, tuple[np.ndarray, str, np.ndarray | None]] = field(default_factory=dict)
+    """chunk → (noise the node ran, ``learner`` or ``baseline``, the observation it ran on if reported)."""
     observations: list[np.ndarray] = field(default_factory=list)
     """Every observation of the episode, in order."""
     starts: dict[int, int] = field(default_factory=dict)
@@ -191,6 +189,16 @@ class RobotEpisode:
     """The gate's plan for the episode: ``explorer``, ``baseline`` or ``mix``."""
     mark: bool | None = None
     """The operator's mark (overrides the success topic)."""
+
+
+def _ran_on(ep: RobotEpisode, chunk: int) -> np.ndarray | None:
+    """The observation ``chunk`` ran on, as the node reported it; else the one its latent was chosen from (a
+    step earlier); None when the learner has neither."""
+    executed = ep.executed.get(chunk)
+    if executed is not None and executed[2] is not None:
+        return executed[2]
+    decision = ep.decisions.get(chunk)
+    return None if decision is None else decision[0]
 
 
 @dataclass(frozen=True)
@@ -210,7 +218,7 @@ class RobotDSRL:
     """The DSRL learner of one robot, one call per thing the robot reports (see the module docstring)."""
 
     def __init__(self, policy: DiffusionPolicy, cfg: DSRLConfig, run: RunLog, resume: bool = False,
-                 success_detector: SuccessDetector | None = None, lead_in: int = STEERED_LEAD_IN_STEPS):
+                 success_detector: SuccessDetector | None = None):
         if cfg.num_envs != 1:
             raise ValueError("a robot is one environment: num_envs must be 1")
         cfg.check_policy(policy)
@@ -236,10 +244,6 @@ class RobotDSRL:
         self.gate = ChunkGate(cfg, policy, meta.get("conservative")) if cfg.conservative.enabled else None
         self.detector = success_detector
         self.chunk_len, self.noise_dim = policy.cfg.chunk_len, policy.cfg.noise_dim
-        if not 1 <= lead_in <= self.chunk_len:
-            raise ValueError(f"lead_in must be 1 to chunk_len ({self.chunk_len}), got {lead_in}")
-        self.lead_in = lead_in
-        """Steps of chunk 0 (the node's lead-in; chunk_len for a node whose chunk 0 runs a whole chunk)."""
         self.warmup_latent = cfg.warmup_latent_steps(self.chunk_len)
         self.owed_updates = 0
         self.lock = threading.RLock()
@@ -267,7 +271,8 @@ class RobotDSRL:
         if self.current is not None:
             self.discard_episode()
         plan = self.gate.plan_kind(0) if self.gate is not None else ("baseline" if self.warming_up else "explorer")
-        self.current = RobotEpisode(episode, plan=plan, starts={0: 0, 1: self.lead_in}, decide_at=self.lead_in - 1)
+        first = steered_chunk_start(1, self.chunk_len)  # after the node's lead-in
+        self.current = RobotEpisode(episode, plan=plan, starts={0: 0, 1: first}, decide_at=first - 1)
 
     def observe(self, obs: np.ndarray) -> tuple[int, np.ndarray] | None:
         """Take the episode's next observation; on a chunk's last step, (next chunk, its latent) to send."""
@@ -307,12 +312,9 @@ class RobotDSRL:
         ep = self.current
         if ep is None or ep.episode != episode:
             return
-        ep.executed[chunk] = (np.asarray(noise, np.float32).reshape(-1), source)
-        if obs is None:
-            return
-        obs = np.asarray(obs, dtype=np.float32)
-        ep.ran_on[chunk] = obs
-        if not ep.observations:
+        obs = None if obs is None else np.asarray(obs, dtype=np.float32)
+        ep.executed[chunk] = (np.asarray(noise, np.float32).reshape(-1), source, obs)
+        if obs is None or not ep.observations:
             return
         # The step the chunk started at is the one whose observation the node ran on. A watchdog trip, or
         # an observation this learner missed, moves the node's chunk boundaries: follow the node's.
@@ -371,7 +373,7 @@ class RobotDSRL:
         self.current = None
         if self.deterministic:
             outcome = EpisodeOutcome(ep.episode, bool(success), steps, 0, "eval",
-                                     sum(s == "learner" for _, s in ep.executed.values()))
+                                     sum(e[1] == "learner" for e in ep.executed.values()))
             self.outcomes.append(outcome)
             return outcome
         offset = self.cfg.reward_offset
@@ -386,17 +388,12 @@ class RobotDSRL:
                 continue  # chunk 0 is the node's lead-in (it held still): no latent ran
             # The transition that happened: the observation the node ran the chunk on (the latent was chosen
             # one step earlier, the freshest the learner could act on), the latent that ran, and the next
-            # chunk's observation. Where the node did not report one, the decision's observation stands in.
-            obs = self.normalize(ep.ran_on.get(k, ep.decisions[k][0]))
-            w = np.clip(ep.executed[k][0], -self.cfg.latent_noise_bound, self.cfg.latent_noise_bound)
-            if last:
-                nxt = self.normalize(ep.observations[-1])
-            elif k + 1 in ep.ran_on:
-                nxt = self.normalize(ep.ran_on[k + 1])
-            elif k + 1 in ep.decisions:
-                nxt = self.normalize(ep.decisions[k + 1][0])
-            else:
+            # chunk's observation.
+            nxt = ep.observations[-1] if last else _ran_on(ep, k + 1)
+            if nxt is None:
                 continue
+            obs, nxt = self.normalize(_ran_on(ep, k)), self.normalize(nxt)
+            w = np.clip(ep.executed[k][0], -self.cfg.latent_noise_bound, self.cfg.latent_noise_bound)
             self.learner.store(obs, w, reward, nxt, terminated=last and bool(success) and terminal,
                                truncated=last and not (bool(success) and terminal))
             stored += 1
@@ -408,7 +405,7 @@ class RobotDSRL:
                 self.gate.record(np.array([r]), np.array([d]), [info], self.progress.env_steps,
                                  self.warming_up, self.run)
         outcome = EpisodeOutcome(ep.episode, bool(success), steps, stored, ep.plan,
-                                 sum(s == "learner" for _, s in ep.executed.values()))
+                                 sum(e[1] == "learner" for e in ep.executed.values()))
         self.outcomes.append(outcome)
         return outcome
 
