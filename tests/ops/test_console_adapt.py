@@ -143,6 +143,8 @@ async def test_adapt_screen_keys_and_buttons_send_the_controls_start_is_signed_a
         screen = app.screen
         assert type(screen).__name__ == "AdaptScreen"
         screen.notify = lambda message, **kw: said.append(message)  # notices expire; keep them
+        await pilot.pause()
+        buttons_at = screen.query_one("#adapt-pause").region  # nothing heard yet: the node's panel is short
         # Before a learner speaks, start says where to start one, and nothing is signed.
         await pilot.press("S")
         assert said[-1].startswith("no learner heard on /adapt_status: start one with steer adapt")
@@ -180,6 +182,8 @@ async def test_adapt_screen_keys_and_buttons_send_the_controls_start_is_signed_a
         # Each input is handled before the next: a click sent while the app still worked through the keys
         # was lost once on a loaded machine.
         assert await _until(pilot, lambda: len(transport.sent.get("/adapt_control", [])) == 6)
+        # The node's panel now shows its full status; the buttons stayed where the pointer found them.
+        assert screen.query_one("#adapt-pause").region == buttons_at
         for i, button in enumerate(("pause", "resume", "success", "failure", "takeover", "stop")):
             await _click(pilot, f"#adapt-{button}")
             assert await _until(pilot, lambda: len(transport.sent["/adapt_control"]) == 7 + i), button
