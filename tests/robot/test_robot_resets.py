@@ -130,7 +130,9 @@ def test_in_operator_reset_mode_the_robot_holds_until_a_signed_reset_done(robot_
                             **kw).to_message("planar_push")
 
     assert pump(60, lambda: events("awaiting_reset", "0")), "the robot never waited after its first episode"
-    assert [e.episode for _, e in events("start")] == ["0"] and events("end", "0")
+    # Episode 0 ran and ended, and no other began. (Its start may go out before discovery has matched this
+    # test's reader to the robot: a clean-clone CI run missed it once.)
+    assert {e.episode for _, e in events("start")} <= {"0"} and events("end", "0")
     waited_from = events("awaiting_reset", "0")[0][0]
     trips = [s.watchdog_trips for s in log["safety"] if s.mode == "running"][-1]
     # 3 s: no episode 1, the robot holds still and keeps its joint-state cadence, the node's watchdog stays quiet.
