@@ -31,6 +31,7 @@ from steer.agent.checkpoint import load_checkpoint, save_checkpoint
 from steer.agent.ppo_config import NetConfig, PPOConfig
 from steer.agent.ppo_nets import CarlActorCritic, obs_shapes
 from steer.agent.runlog import RunLog, to_jsonable
+from steer.driving.score import per_km
 
 CHECKPOINT = "last"
 """Name of the checkpoint a run keeps (overwritten atomically)."""
@@ -409,15 +410,14 @@ class EpisodeStats:
             return out
         out.update({"episodic_return": s["episode_return"] / n, "episodic_length": s["episode_length"] / n})
         out.update({k: s[k] / n for k in self.metrics})
-        km = max(float(s[self.distance]) / 1000.0, 1e-9) if self.distance else None
-        if km is not None:
-            out["km_driven"] = km
         for k in self.infractions:
             out[f"infractions/{k}"] = s[k] / n
-            if km is not None:
-                out[f"infractions/{k}_per_km"] = s[k] / km
-        if km is not None and self.infractions:
-            out["infractions/total_per_km"] = sum(s[k] for k in self.infractions) / km
+        if self.distance:
+            km = float(s[self.distance]) / 1000.0
+            out["km_driven"] = km
+            if self.infractions:  # a rate without distance is None: left out of the logged scalars
+                rates = per_km({k: s[k] for k in self.infractions}, km)
+                out.update({k: v for k, v in rates.items() if v is not None})
         return out
 
 

@@ -35,6 +35,16 @@ def driving_score(route_completion: np.ndarray, infractions: dict[str, np.ndarra
     return score
 
 
+def per_km(counts: dict[str, float], km: float) -> dict[str, float | None]:
+    """``infractions/<type>_per_km`` for each count and ``infractions/total_per_km``: counts / km. With
+    no distance driven a rate has no meaning unless nothing happened: 0 for no infractions, else None
+    (a car that crashed where it started; JSON writes null, tables a dash)."""
+    total = float(sum(counts.values()))
+    rate = (lambda c: c / km) if km > 0 else (lambda c: 0.0 if c == 0 else None)  # noqa: E731
+    return {**{f"infractions/{k}_per_km": rate(float(c)) for k, c in counts.items()},
+            "infractions/total_per_km": rate(total)}
+
+
 def summarize(sums: dict[str, float]) -> dict[str, float]:
     """Per-episode means and per-km rates from episode sums: ``episodes``, ``return``, ``length``,
     ``route_completion``, ``driving_score``, ``distance_m`` and one count per infraction type."""
@@ -42,14 +52,13 @@ def summarize(sums: dict[str, float]) -> dict[str, float]:
     out = {"episodes": n}
     if n == 0:
         return out
-    km = max(float(sums["distance_m"]) / 1000.0, 1e-9)
+    km = float(sums["distance_m"]) / 1000.0
     out.update({"episodic_return": sums["return"] / n, "episodic_length": sums["length"] / n,
                 "route_completion": sums["route_completion"] / n, "driving_score": sums["driving_score"] / n,
                 "km_driven": km})
     for k in INFRACTIONS:
         out[f"infractions/{k}"] = sums[k] / n
-        out[f"infractions/{k}_per_km"] = sums[k] / km
-    out["infractions/total_per_km"] = sum(sums[k] for k in INFRACTIONS) / km
+    out.update(per_km({k: sums[k] for k in INFRACTIONS}, km))
     return out
 
 
@@ -68,6 +77,7 @@ def route_summary(per_route: dict[str, np.ndarray]) -> dict[str, float]:
 def format_table(rows: dict[str, dict[str, float]]) -> str:
     """A text table: one column per policy (``rows`` maps a name to :func:`route_summary`)."""
     names = list(rows)
+    rate = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731  (no km driven, see per_km)
     lines = [("metric", *names)]
     first = rows[names[0]]
     lines.append(("routes", *(f"{rows[n]['episodes']:.0f}" for n in names)))
@@ -77,9 +87,9 @@ def format_table(rows: dict[str, dict[str, float]]) -> str:
     for k in INFRACTIONS:
         if f"infractions/{k}" in first:
             lines.append((f"{k} (count, /km)", *(
-                f"{rows[n][f'infractions/{k}'] * rows[n]['episodes']:.0f}, {rows[n][f'infractions/{k}_per_km']:.2f}"
+                f"{rows[n][f'infractions/{k}'] * rows[n]['episodes']:.0f}, {rate(rows[n][f'infractions/{k}_per_km'])}"
                 for n in names)))
-    lines.append(("infractions / km", *(f"{rows[n]['infractions/total_per_km']:.2f}" for n in names)))
+    lines.append(("infractions / km", *(rate(rows[n]['infractions/total_per_km']) for n in names)))
     widths = [max(len(str(r[i])) for r in lines) for i in range(len(lines[0]))]
     return "\n".join("  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in
                                enumerate(zip(r, widths))) for r in lines)

@@ -192,12 +192,17 @@ def run_closed_loop(policy: str | Path, episodes: int = 20, seed: int = 0, domai
     results = sorted(sim_summary["results"], key=lambda r: r["seed"])
     return ClosedLoopResult(
         episodes=len(results), success_rate=float(np.mean([r["success"] for r in results])) if results else 0.0,
-        latency_ms_p50=sim_summary["latency_p50_ms"], latency_ms_p99=sim_summary["latency_p99_ms"],
-        node_latency_ms_p99=node_summary.get("latency_p99_ms", float("nan")),
+        latency_ms_p50=_ms(sim_summary["latency_p50_ms"]), latency_ms_p99=_ms(sim_summary["latency_p99_ms"]),
+        node_latency_ms_p99=_ms(node_summary.get("latency_p99_ms")),
         missed_deadlines=sim_summary["missed_deadlines"], overruns=sim_summary["overruns"],
         successes=tuple(bool(r["success"]) for r in results),
         final_obs=tuple(tuple(r["final_obs"]) for r in results), bags=tuple(node_summary.get("bags", ())),
         details={"robot": sim_summary, "node": node_summary, "domain_id": domain_id})
+
+
+def _ms(value) -> float:
+    """A latency from a summary file: null there (nothing measured) is NaN here."""
+    return float("nan") if value is None else float(value)
 
 
 def arm_node(config, domain_id: int, env: dict[str, str], key, policy_sha256: str, alive=lambda: True) -> None:

@@ -93,21 +93,22 @@ class SimStats:
     """The last refusal's one sentence."""
 
     def summary(self, period_s: float) -> dict[str, Any]:
-        """Success rate, latency percentiles (ms), tick jitter and missed deadlines."""
+        """Success rate, latency percentiles (ms), tick jitter and missed deadlines; a figure with nothing to
+        measure (no episode ended, no command came) is None, which JSON writes as null (NaN is not JSON)."""
         lat = np.asarray(self.latencies_ns, dtype=float) / 1e6
         steps = np.diff(np.asarray(self.step_times_ns, dtype=float)) / 1e6
         jitter = np.abs(steps - period_s * 1e3) if len(steps) else np.zeros(0)
         n = len(self.episodes)
         return {
             "episodes": n,
-            "success_rate": float(np.mean([e.success for e in self.episodes])) if n else float("nan"),
-            "latency_p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
-            "latency_p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
-            "jitter_p99_ms": float(np.percentile(jitter, 99)) if len(jitter) else float("nan"),
+            "success_rate": float(np.mean([e.success for e in self.episodes])) if n else None,
+            "latency_p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
+            "latency_p99_ms": float(np.percentile(lat, 99)) if len(lat) else None,
+            "jitter_p99_ms": float(np.percentile(jitter, 99)) if len(jitter) else None,
             "missed_deadlines": int(self.late_steps),
             "missed_deadline_steps": list(self.late_step_indices),
             "overruns": int(self.overruns),
-            "latency_max_ms": float(lat.max()) if len(lat) else float("nan"),
+            "latency_max_ms": float(lat.max()) if len(lat) else None,
             "held_steps": int(self.held_steps),
             "steps": int(len(self.step_times_ns)),
             "unacked_starts": int(self.unacked_starts),

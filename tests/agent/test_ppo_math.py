@@ -163,6 +163,33 @@ def test_episode_stats_count_only_finished_episodes_and_rate_per_km():
     assert summarize({"episodes": 0})["episodes"] == 0
 
 
+def test_per_km_rates_without_distance_are_zero_or_missing_not_a_billion():
+    """A car that crashed where it started drove 0 km: its rate is undefined (None, a dash in the
+    table, left out of the logged scalars), and a clean standstill is 0 per km."""
+    from steer.driving.score import per_km
+    from steer.driving.simulator import INFRACTIONS
+
+    rates = per_km({"collision_vehicle": 1.0, "red_light": 0.0}, 0.0)
+    assert rates == {"infractions/collision_vehicle_per_km": None, "infractions/red_light_per_km": 0.0,
+                     "infractions/total_per_km": None}
+    assert per_km({"red_light": 2.0}, 0.5)["infractions/red_light_per_km"] == pytest.approx(4.0)
+    sums = {"episodes": 1, "return": 0.0, "length": 3, "route_completion": 0.0, "driving_score": 0.0,
+            "distance_m": 0.0, **{k: 0.0 for k in INFRACTIONS}, "collision_static": 1.0}
+    s = summarize(sums)
+    assert s["infractions/collision_static_per_km"] is None and s["infractions/red_light_per_km"] == 0.0
+    row = [line for line in format_table({"policy": s}).splitlines() if line.startswith("collision_static")][0]
+    assert row.split()[-1] == "-"
+    infos = {"route_completion": np.zeros(1), "driving_score": np.zeros(1), "episode_return": np.zeros(1),
+             "episode_length": np.ones(1), "distance_driven": np.zeros(1),
+             **{k: np.zeros(1, bool) for k in INFRACTIONS}}
+    infos["collision_static"] = np.ones(1, bool)
+    st = EpisodeStats({"infractions": INFRACTIONS, "episode_metrics": ("route_completion", "driving_score"),
+                       "distance_info": "distance_driven"})
+    st.add(infos, np.ones(1, bool))
+    logged = st.summary()
+    assert "infractions/collision_static_per_km" not in logged and logged["infractions/red_light_per_km"] == 0.0
+
+
 def test_vector_network_is_an_mlp_whose_actor_ignores_the_value_only_inputs():
     shapes = {"measurements": (4,), "value_inputs": (4,), "vector": (30,)}
     net = NetConfig(vector_layers=(32,), hidden=16, value_hidden=8)

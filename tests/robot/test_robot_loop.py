@@ -204,3 +204,19 @@ def test_robot_loop_benchmark_runs_and_writes_its_figures(dds_env, tmp_path):
     assert 0 < figures["latency_p50_ms"] <= figures["latency_p99_ms"] < 10.0
     assert set(result["machine"]) == {"cpu", "cores", "gpu"} and result["date"]
     assert "observation→command p99" in proc.stdout
+
+
+def test_a_robot_that_measured_nothing_writes_valid_json_with_nulls():
+    """No episode ended and no command came (e.g. stopped before the node appeared): the summary's
+    figures are null, not NaN, so the results file stays valid JSON for any reader."""
+    import json
+
+    from steer.robot.sim_robot import SimStats
+
+    summary = SimStats().summary(period_s=0.05)
+    text = json.dumps(summary, allow_nan=False)  # raises on NaN
+    back = json.loads(text)
+    assert back["episodes"] == 0 and back["success_rate"] is None and back["latency_p99_ms"] is None
+    stats = SimStats(latencies_ns=[2_000_000, 4_000_000], step_times_ns=[0, 50_000_000, 101_000_000])
+    s = stats.summary(period_s=0.05)
+    assert s["latency_p50_ms"] == pytest.approx(3.0) and s["jitter_p99_ms"] == pytest.approx(0.99, abs=0.02)
