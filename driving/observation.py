@@ -4,10 +4,10 @@ Ego frame: x forward, y to the left of the ego's centre, metres, before scaling.
 scaled to roughly [-1, 1] by a fixed constant (no running statistics), so that an exported policy
 needs no normalizer. Groups, in order (the names are in :meth:`VectorObservation.field_names`):
 
-``ego`` (7)
-    ``speed`` (/10 m/s), ``lon_accel`` (/5 m/s², last step), ``yaw_rate`` (rad/s), ``steer`` and
-    ``accel`` (the last action, in [-1, 1]), ``speed_limit`` (/10 m/s, here), ``speed_limit_ahead``
-    (/10 m/s, 20 m ahead on the route).
+``ego`` (5)
+    ``speed`` (/10 m/s), ``lon_accel`` (/5 m/s², last step), ``yaw_rate`` (rad/s), ``speed_limit``
+    (/10 m/s, here), ``speed_limit_ahead`` (/10 m/s, 20 m ahead on the route). Not the last action:
+    see :data:`steer.driving.env.MEASUREMENTS` (the critic gets it as a value-only input).
 ``route`` (2 P + 1)
     ``route.x{i}``, ``route.y{i}``: the route centre line at arc lengths ``route_ahead_m`` ahead of
     the ego's projection (/20 m; points past the end repeat the end), then ``lane_width`` (/4 m).
@@ -28,12 +28,21 @@ needs no normalizer. Groups, in order (the names are in :meth:`VectorObservation
     the K nearest road users within ``user_radius_m``, nearest first, each: ``present`` (1/0; the
     other fields are 0 when absent), ``x``, ``y`` (/20 m), ``cos``, ``sin`` of its heading relative
     to the ego's, ``vx``, ``vy`` (its velocity in the ego frame, /10 m/s), ``length``, ``width``
-    (/5 m) and a one-hot over :data:`ROAD_USER_KINDS`.
+    (/5 m), a one-hot over :data:`ROAD_USER_KINDS`, and where it stands against the ego's route (its
+    nearest route point among ``route_frame_m`` around the ego): ``along`` (route metres from the ego's
+    projection to its own, /20, in [-1, 3]), ``across`` (its centre's signed offset from the route's
+    centre line, left positive, /4 m, in [-3, 3]) and ``v_along``, ``v_across`` (its velocity along and
+    across the route there, /10 m/s), and ``gap``: the room between its box and the route's centre line
+    (``|across|`` less its half extent across the route, /4 m, in [-3, 3]; negative when it covers the
+    centre line), which says directly how far to shift past a parked car. The route frame makes "in my path, and how soon" a few linear
+    pieces on a curved road; in the ego frame alone the policy imitated the scripted driver's braking
+    for pedestrians and cut-ins poorly (it held speed where the driver braked fully).
 
 Road users come from :func:`road_users`: the traffic vehicles, the pedestrians (waiting at the kerb
 or crossing) and the static obstacles (parked cars, road works); a new kind joins by adding its
 arrays there with its kind index: the slot layout and the network stay the same. The layout grew
-from 212 floats (``light``, 5 fields, before pedestrians and stop signs) to 215 (``junction``, 8);
+from 212 floats (``light``, 5 fields, before pedestrians and stop signs) to 215 (``junction``, 8) and
+to 253 (the route frame of each road user, 5 fields; the last action left the ``ego`` group);
 an exported policy's spec records the size it was trained with.
 """
 
@@ -54,7 +63,8 @@ ROAD_USER_KINDS = ("vehicle", "pedestrian", "obstacle")
 JUNCTION_FIELDS = ("distance", "none", "green", "yellow", "red", "stop", "yield", "clear")
 """Fields of the ``junction`` group."""
 
-USER_FIELDS = ("present", "x", "y", "cos", "sin", "vx", "vy", "length", "width", *(f"is_{k}" for k in ROAD_USER_KINDS))
+USER_FIELDS = ("present", "x", "y", "cos", "sin", "vx", "vy", "length", "width", *(f"is_{k}" for k in ROAD_USER_KINDS),
+               "along", "across", "v_along", "v_across", "gap")
 """Fields of one road-user slot."""
 
 
@@ -76,6 +86,9 @@ class VectorObsConfig:
     """Road users farther than this are not observed, metres."""
     light_range_m: float = 100.0
     """Junction entries farther ahead than this count as none, metres."""
+    route_frame_m: tuple[float, float] = (-8.0, 72.0)
+    """Route span (metres behind and ahead of the ego's projection) on which road users are projected
+    for their ``along`` / ``across`` fields."""
 
 
 class RoadUsers(NamedTuple):
@@ -121,8 +134,7 @@ class VectorObservation:
     def field_names(self) -> list[str]:
         """Name of every float of the observation, in order (see the module docstring)."""
         cfg = self.cfg
-        names = [f"ego.{k}" for k in ("speed", "lon_accel", "yaw_rate", "steer", "accel", "speed_limit",
-                                      "speed_limit_ahead")]
+        names = [f"ego.{k}" for k in ("speed", "lon_accel", "yaw_rate", "speed_limit", "speed_limit_ahead")]
         for i in range(len(cfg.route_ahead_m)):
             names += [f"route.x{i}", f"route.y{i}"]
         names.append("route.lane_width")
@@ -155,9 +167,8 @@ class VectorObservation:
         ego[:, 0] = v / 10.0
         ego[:, 1] = sim.prev_lon_acc[idx] / 5.0
         ego[:, 2] = sim.prev_yaw_rate[idx]
-        ego[:, 3:5] = sim.last_action[idx]
-        ego[:, 5] = pool.speed_limit[r, seg] / 10.0
-        ego[:, 6] = pool.speed_limit[r, ahead_i] / 10.0
+        ego[:, 3] = pool.speed_limit[r, seg] / 10.0
+        ego[:, 4] = pool.speed_limit[r, ahead_i] / 10.0
 
         # route ahead (linear interpolation between the ~1 m route points)
         f = np.minimum((sim.s[idx][:, None] + self._ahead[None, :]) / sp[:, None], last[:, None].astype(np.float64))
@@ -227,7 +238,30 @@ class VectorObservation:
         slots[:, :kk, 7] = take(u.length) / 5.0
         slots[:, :kk, 8] = take(u.width) / 5.0
         kind = take(u.kind)
-        slots[:, :kk, 9:] = kind[..., None] == np.arange(len(ROAD_USER_KINDS))
+        nk = len(ROAD_USER_KINDS)
+        slots[:, :kk, 9:9 + nk] = kind[..., None] == np.arange(nk)
+        # In the route frame: the nearest route point (about 1 m apart) in the span around the ego.
+        lo, hi = (np.floor(np.asarray(cfg.route_frame_m) / sp[:, None]).astype(np.int64)).T
+        w = int((hi - lo).max()) + 1
+        ri = np.clip(seg[:, None] + lo[:, None] + np.arange(w), 0, last[:, None])  # [n, W]
+        px, py, ph = pool.pts[r[:, None], ri, 0], pool.pts[r[:, None], ri, 1], pool.heading[r[:, None], ri]
+        wx, wy = take(u.x), take(u.y)
+        dx, dy = wx[:, :, None] - px[:, None, :], wy[:, :, None] - py[:, None, :]  # [n, K, W]
+        j = np.argmin(dx * dx + dy * dy, axis=2)[..., None]
+        jx, jy = np.take_along_axis(dx, j, 2)[..., 0], np.take_along_axis(dy, j, 2)[..., 0]
+        jh = np.take_along_axis(np.broadcast_to(ph[:, None, :], dx.shape), j, 2)[..., 0]
+        js = np.take_along_axis(np.broadcast_to(ri[:, None, :], dx.shape), j, 2)[..., 0] * sp[:, None]
+        ch, sh = np.cos(jh), np.sin(jh)
+        uyaw = take(u.yaw)
+        vx_w, vy_w = spd * np.cos(uyaw), spd * np.sin(uyaw)
+        a0 = 9 + nk
+        slots[:, :kk, a0] = np.clip((js - sim.s[idx][:, None]) / 20.0, -1.0, 3.0)
+        slots[:, :kk, a0 + 1] = np.clip((-jx * sh + jy * ch) / 4.0, -3.0, 3.0)
+        slots[:, :kk, a0 + 2] = (vx_w * ch + vy_w * sh) / 10.0
+        slots[:, :kk, a0 + 3] = (-vx_w * sh + vy_w * ch) / 10.0
+        rel_h = uyaw - jh
+        half_across = 0.5 * (np.abs(np.cos(rel_h)) * take(u.width) + np.abs(np.sin(rel_h)) * take(u.length))
+        slots[:, :kk, a0 + 4] = np.clip((np.abs(-jx * sh + jy * ch) - half_across) / 4.0, -3.0, 3.0)
         slots[:, :kk] *= present[..., None]
         out[:, self.slices["users"]] = slots.reshape(n, -1)
         return out

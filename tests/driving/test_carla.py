@@ -299,7 +299,7 @@ def test_carla_backend_has_the_embedded_interface(carla_town, tmp_path):
     assert len(sim._npcs) == 3 and (sim.nx[0] < 1e5).sum() == 3
     assert np.hypot(*(sim.map.lane_pose(sim.n_lane[0], sim.n_s[0])[:2] - np.stack([sim.nx[0], sim.ny[0]]))).max() < 1.0
     obs, r, term, trunc, info = env.step(np.array([[0.0, 0.5]], np.float32))
-    assert set(INFRACTIONS) <= set(info) and info["speed"][0] > 0.1 and obs["measurements"][0, 2] > 0.01
+    assert set(INFRACTIONS) <= set(info) and info["speed"][0] > 0.1 and obs["measurements"][0, 0] > 0.01
     # One server tick is one step of our clock; closing destroys every actor and restores the settings.
     assert server.settings.synchronous_mode and server.settings.fixed_delta_seconds == sim.cfg.dt
     sim.close()

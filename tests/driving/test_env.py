@@ -25,6 +25,12 @@ def test_vector_env_spaces_and_same_step_autoreset():
     env = d.DriveVectorEnv(4, CFG)
     obs, _ = env.reset(seed=0)
     assert env.observation_space.contains(obs)
+    # The last action reaches the critic's inputs only, not the policy's (see MEASUREMENTS).
+    probe = np.array([[0.3, -0.5], [0.1, 0.2], [0.0, 0.0], [-0.2, 0.4]], np.float32)
+    obs, *_ = env.step(probe)
+    np.testing.assert_array_equal(obs["value_inputs"][:, 4:6], probe)
+    assert "last_steer" not in d.MEASUREMENTS and not any("steer" in f for f in env.metadata["obs_fields"]["vector"])
+    obs, _ = env.reset(seed=0)
     steer_hard = np.tile(np.array([[0.15, 1.0]], np.float32), (4, 1))
     steer_hard[1:] = [0.0, 0.0]
     for k in range(300):
@@ -36,7 +42,9 @@ def test_vector_env_spaces_and_same_step_autoreset():
     assert info["final_obs"]["bev"].shape[0] == 1
     assert info["episode_length"][0] == k + 1
     # the returned observation is the first of the new episode: full time budget left
-    assert np.isclose(obs["value_inputs"][0, 0], 1.0) and obs["measurements"][0, 2] == 0.0
+    # (speed 0 and a zero last action, which only the critic sees)
+    assert np.isclose(obs["value_inputs"][0, 0], 1.0) and obs["measurements"][0, 0] == 0.0
+    assert (obs["value_inputs"][0, 4:6] == 0.0).all() and d.VALUE_INPUTS[4:6] == ("last_steer", "last_accel")
     assert env.sim.steps[0] == 0 and env.sim.steps[1] == k + 1
     for key in d.INFRACTIONS + ("route_completion", "distance_driven"):
         assert info[key].shape == (4,)
@@ -90,7 +98,7 @@ def test_light_start_curriculum_starts_before_a_stop_line_often_red():
     assert (dist > 1.0).all() and (dist < 42.0).all()
     signalled = has_line & (light[:, col["none"]] == 0) & (light[:, col["stop"]] == 0) & (light[:, col["yield"]] == 0)
     assert signalled.sum() >= 5 and light[signalled, col["red"]].mean() > 0.9
-    v = obs["measurements"][has_line, 2] * 10.0
+    v = obs["measurements"][has_line, 0] * 10.0
     assert 0.3 < (v == 0).mean() < 0.7 and (v ** 2 <= 2 * 4.0 * (dist + 1.0) + 1e-6).all()
     # routes without a stop line start at their start, standing; evaluation never uses the curriculum
     assert (env.sim.s[~has_line] == 0).all()

@@ -138,7 +138,45 @@ def test_pedestrians_and_obstacles_fill_user_slots(small_world):
     assert ped["vy"] == pytest.approx(0.15) and ped["vx"] == pytest.approx(0, abs=1e-6)
     assert ped["length"] == pytest.approx(sim.cfg.pedestrian_size / 5)
     assert car["is_obstacle"] == 1 and car["y"] == pytest.approx(-3 / 20) and car["vx"] == 0
+    # In the route frame: the pedestrian is 8 m along, on the centre line, crossing to the left; the
+    # parked car 15 m along and 3 m to the right, still.
+    assert ped["along"] == pytest.approx(8 / 20, abs=0.06) and ped["across"] == pytest.approx(0.0, abs=0.1)
+    assert ped["v_across"] == pytest.approx(0.15, abs=0.01) and ped["v_along"] == pytest.approx(0.0, abs=0.01)
+    assert car["along"] == pytest.approx(15 / 20, abs=0.06) and car["across"] == pytest.approx(-3 / 4, abs=0.1)
+    assert car["v_along"] == 0 and car["v_across"] == 0
+    # The parked car (2 m wide, along the route) leaves 3 - 1 = 2 m to the centre line; the pedestrian
+    # (0.6 m square) covers it.
+    assert car["gap"] == pytest.approx(2 / 4, abs=0.1) and ped["gap"] < 0
     np.testing.assert_array_equal(slots[2:], 0.0)
+
+
+def test_route_frame_follows_a_curved_route(small_world):
+    """A user standing on the route 30 m further along is on the centre line in the route frame, even
+    where the route turns and the ego frame puts it off to the side."""
+    sim = make_sim(small_world, 1)
+    ob = VectorObservation(sim)
+    _park_traffic_far(sim)
+    r = sim.route[0]
+    sp, n, head = sim.pool.spacing[r], sim.pool.n[r], sim.pool.heading[r]
+    turn = np.abs(np.angle(np.exp(1j * (head[30:n - 1] - head[: n - 31]))))  # heading change over ~30 m
+    i0 = int(np.argmax(turn))
+    assert turn[i0] > 0.5, "the test world's route should turn somewhere"
+    _place_ego_on_route(sim, i0 * sp)
+    j = i0 + int(round(30 / sp))
+    h = head[j]
+    # A pedestrian on the route point, and a vehicle 2 m to its left driving along the route at 5 m/s.
+    sim.px[0, 0], sim.py[0, 0], sim.pyaw[0, 0], sim.pv[0, 0] = sim.pool.pts[r, j, 0], sim.pool.pts[r, j, 1], h, 0.0
+    sim.nx[0, 0], sim.ny[0, 0] = sim.pool.pts[r, j, 0] - 2 * np.sin(h), sim.pool.pts[r, j, 1] + 2 * np.cos(h)
+    sim.nyaw[0, 0], sim.n_v[0, 0] = h, 5.0
+    slots = ob()[0, ob.slices["users"]].reshape(ob.cfg.max_users, len(USER_FIELDS))
+    rows = [dict(zip(USER_FIELDS, row)) for row in slots if row[0] == 1]
+    ped = next(u for u in rows if u["is_pedestrian"] == 1)
+    car = next(u for u in rows if u["is_vehicle"] == 1)
+    assert abs(ped["y"]) * 20 > 3.0  # off to the side in the ego frame
+    assert ped["along"] == pytest.approx((j - i0) * sp / 20, abs=0.06)
+    assert ped["across"] == pytest.approx(0.0, abs=0.1)
+    assert car["across"] == pytest.approx(2 / 4, abs=0.1)
+    assert car["v_along"] == pytest.approx(0.5, abs=0.01) and car["v_across"] == pytest.approx(0.0, abs=0.01)
 
 
 def test_all_envs_at_once_equal_one_by_one(small_world):
