@@ -26,9 +26,9 @@ SHOWN = {
                        ["sps.vector.ours", "sps.vector.sb3", "speedup.vector", "cpu_sps.vector.ours",
                         "cpu_sps.vector.sb3", "sps.ours.1024", "sps.sb3.1024", "speedup.1024"]),
     "drive_learning": ("steer drive train defaults: 100 held-out routes in unseen towns (median of seeds)",
-                       ["rc.vector", "ds.vector", "minutes_to_0.9.vector", "steps_to_0.9.vector", "sps.vector",
+                       ["rc.vector", "ds.vector", "rc_fresh.vector", "ds_fresh.vector", "minutes_to_0.9.vector", "steps_to_0.9.vector", "sps.vector",
                         "sps_per_cpu.vector", "red_light_per_km.vector", "collision_per_km.vector", "rc.bev",
-                        "ds.bev", "rc.expert", "ds.expert"]),
+                        "ds.bev", "rc.expert", "ds.expert", "rc_fresh.expert"]),
     "drive_maps": ("Scripted expert on untuned maps: stock netgenerate grid, spider, random; OpenDRIVE town "
                    "(100 routes each, traffic)",
                    ["rc.grid", "ds.grid", "rc.spider", "ds.spider", "rc.random", "ds.random", "rc.opendrive",
