@@ -100,6 +100,19 @@ class DriveConfigError(ValueError):
     user_facing = True
 
 
+def check_env_config(config: DriveEnvConfig) -> None:
+    """One-sentence :class:`DriveConfigError` for env options that cannot work (the trainer calls it
+    before it starts any process)."""
+    if config.reward not in REWARDS:
+        raise DriveConfigError(f"unknown reward {config.reward!r}; choose one of {', '.join(REWARDS)}.")
+    if config.obs not in OBSERVATIONS:
+        raise DriveConfigError(f"unknown observation {config.obs!r}; choose one of {', '.join(OBSERVATIONS)}.")
+    span = tuple(config.vector.route_frame_m)
+    if len(span) != 2 or not span[0] <= 0.0 < span[1]:
+        raise DriveConfigError(f"--ppo.env.vector.route-frame-m takes two numbers, metres behind (at most 0) and "
+                               f"ahead (more than 0) of the ego, e.g. -8 72; got {list(span)}.")
+
+
 @functools.lru_cache(maxsize=4)
 def _cached_world(cfg: SimConfig):
     return build_world(cfg)
@@ -114,10 +127,7 @@ class DriveVectorEnv(VectorEnv):
                  autoreset: bool = True, sim: DrivingSim | None = None):
         if reward is not None:
             config = dataclasses.replace(config, reward=reward)
-        if config.reward not in REWARDS:
-            raise DriveConfigError(f"unknown reward {config.reward!r}; choose one of {', '.join(REWARDS)}.")
-        if config.obs not in OBSERVATIONS:
-            raise DriveConfigError(f"unknown observation {config.obs!r}; choose one of {', '.join(OBSERVATIONS)}.")
+        check_env_config(config)
         self.config = config
         self.num_envs = num_envs
         self.autoreset = autoreset

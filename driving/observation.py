@@ -86,7 +86,7 @@ class VectorObsConfig:
     """Road users farther than this are not observed, metres."""
     light_range_m: float = 100.0
     """Junction entries farther ahead than this count as none, metres."""
-    route_frame_m: tuple[float, float] = (-8.0, 72.0)
+    route_frame_m: tuple[float, float] = field(default=(-8.0, 72.0), metadata={"range": "(-inf, inf)"})
     """Route span (metres behind and ahead of the ego's projection) on which road users are projected
     for their ``along`` / ``across`` fields."""
 

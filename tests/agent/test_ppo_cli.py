@@ -60,4 +60,8 @@ def test_user_errors_are_one_sentence(tmp_path, capsys):
     assert main(["drive", "train", "--runs", str(tmp_path), "--ppo.minibatch-size", "1000", "--no-progress",
                  "--ppo.total-timesteps", "4096"]) == 2
     assert "minibatches" in capsys.readouterr().err
+    assert main(["drive", "train", "--runs", str(tmp_path), "--ppo.env.vector.route-frame-m", "10", "72",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "route-frame-m takes two numbers" in err and "Traceback" not in err
     assert not (tmp_path / "carl").exists()  # nothing is created for a config that cannot run

@@ -189,3 +189,14 @@ def test_all_envs_at_once_equal_one_by_one(small_world):
     assert np.isfinite(full).all() and np.abs(full).max() <= 10.0  # inside the Box bounds of the env's space
     for e in range(6):
         np.testing.assert_array_equal(ob(np.array([e]))[0], full[e])
+
+
+def test_route_frame_span_must_reach_ahead():
+    import dataclasses
+
+    from steer.driving.env import DriveConfigError, DriveEnvConfig, DriveVectorEnv
+    from steer.driving.observation import VectorObsConfig
+
+    for bad in ((10.0, 72.0), (-8.0, -1.0), (-8.0,)):
+        with pytest.raises(DriveConfigError, match="route-frame-m"):
+            DriveVectorEnv(1, dataclasses.replace(DriveEnvConfig(), vector=VectorObsConfig(route_frame_m=bad)))
