@@ -77,11 +77,11 @@ def one_run(setting: str, seed: int, runs: str) -> dict:
     hit = next((c for c in curve if c["rc"] >= 0.9), None)
     ev = out.summary["eval"]
     fresh = fresh_eval(out.path)
+    rates = _per_km(ev)
     return {"setting": setting, "seed": seed, "rc": ev["route_completion"], "ds": ev["driving_score"],
             "rc_fresh": fresh["route_completion"], "ds_fresh": fresh["driving_score"],
-            "per_km": _per_km(ev), "per_km_fresh": _per_km(fresh),
-            "red_light_per_km": ev["infractions/red_light_per_km"],
-            "collision_per_km": ev["infractions/collision_vehicle_per_km"],
+            "per_km": rates, "per_km_fresh": _per_km(fresh),
+            "red_light_per_km": rates["red_light"], "collision_per_km": rates["collision_vehicle"],
             "infractions_per_km": ev["infractions/total_per_km"], "sps": out.sps,
             "sps_per_cpu": out.summary["sps_per_cpu"], "steps": out.global_step, "minutes": out.summary["minutes"],
             "minutes_to_0.9": hit["minutes"] if hit else None, "steps_to_0.9": hit["step"] if hit else None,
@@ -112,10 +112,8 @@ def _per_km(ev: dict) -> dict:
 def expert_row() -> dict:
     from steer.ops.drive_stages import DriveTrainConfig, HeldOut, evaluate_drivers
 
-    _, res = evaluate_drivers(DriveTrainConfig().ppo, HeldOut(), None, expert=True)
-    ev = res["expert"]
-    _, res = evaluate_drivers(DriveTrainConfig().ppo, HeldOut(world_seed=FRESH_WORLD_SEED), None, expert=True)
-    fresh = res["expert"]
+    ev, fresh = (evaluate_drivers(DriveTrainConfig().ppo, held, None, expert=True)[1]["expert"]
+                 for held in (HeldOut(), HeldOut(world_seed=FRESH_WORLD_SEED)))
     return {"rc": ev["route_completion"], "ds": ev["driving_score"],
             "rc_fresh": fresh["route_completion"], "ds_fresh": fresh["driving_score"],
             "red_light_per_km": ev["infractions/red_light_per_km"],

@@ -246,22 +246,21 @@ class VectorObservation:
         ri = np.clip(seg[:, None] + lo[:, None] + np.arange(w), 0, last[:, None])  # [n, W]
         px, py, ph = pool.pts[r[:, None], ri, 0], pool.pts[r[:, None], ri, 1], pool.heading[r[:, None], ri]
         wx, wy = take(u.x), take(u.y)
-        dx, dy = wx[:, :, None] - px[:, None, :], wy[:, :, None] - py[:, None, :]  # [n, K, W]
-        j = np.argmin(dx * dx + dy * dy, axis=2)[..., None]
-        jx, jy = np.take_along_axis(dx, j, 2)[..., 0], np.take_along_axis(dy, j, 2)[..., 0]
-        jh = np.take_along_axis(np.broadcast_to(ph[:, None, :], dx.shape), j, 2)[..., 0]
-        js = np.take_along_axis(np.broadcast_to(ri[:, None, :], dx.shape), j, 2)[..., 0] * sp[:, None]
+        j = np.argmin((wx[:, :, None] - px[:, None, :]) ** 2 + (wy[:, :, None] - py[:, None, :]) ** 2, axis=2)  # [n, K]
+        pick = lambda a: np.take_along_axis(a, j, 1)  # noqa: E731  (route arrays [n, W] at each user's point)
+        jx, jy, jh = wx - pick(px), wy - pick(py), pick(ph)
         ch, sh = np.cos(jh), np.sin(jh)
+        across = -jx * sh + jy * ch
         uyaw = take(u.yaw)
         vx_w, vy_w = spd * np.cos(uyaw), spd * np.sin(uyaw)
-        a0 = 9 + nk
-        slots[:, :kk, a0] = np.clip((js - sim.s[idx][:, None]) / 20.0, -1.0, 3.0)
-        slots[:, :kk, a0 + 1] = np.clip((-jx * sh + jy * ch) / 4.0, -3.0, 3.0)
-        slots[:, :kk, a0 + 2] = (vx_w * ch + vy_w * sh) / 10.0
-        slots[:, :kk, a0 + 3] = (-vx_w * sh + vy_w * ch) / 10.0
         rel_h = uyaw - jh
         half_across = 0.5 * (np.abs(np.cos(rel_h)) * take(u.width) + np.abs(np.sin(rel_h)) * take(u.length))
-        slots[:, :kk, a0 + 4] = np.clip((np.abs(-jx * sh + jy * ch) - half_across) / 4.0, -3.0, 3.0)
+        a0 = 9 + nk
+        slots[:, :kk, a0] = np.clip((pick(ri) * sp[:, None] - sim.s[idx][:, None]) / 20.0, -1.0, 3.0)
+        slots[:, :kk, a0 + 1] = np.clip(across / 4.0, -3.0, 3.0)
+        slots[:, :kk, a0 + 2] = (vx_w * ch + vy_w * sh) / 10.0
+        slots[:, :kk, a0 + 3] = (-vx_w * sh + vy_w * ch) / 10.0
+        slots[:, :kk, a0 + 4] = np.clip((np.abs(across) - half_across) / 4.0, -3.0, 3.0)
         slots[:, :kk] *= present[..., None]
         out[:, self.slices["users"]] = slots.reshape(n, -1)
         return out

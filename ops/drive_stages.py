@@ -318,14 +318,11 @@ class _RankLog:
 def _check_train(cfg: DriveTrainConfig, world: int = 1) -> None:
     """One-sentence errors for options that cannot work, before any process or run directory is made."""
     from steer.agent.ppo import check_config
-    from steer.driving.env import DriveConfigError, check_env_config
+    from steer.driving.env import check_env_config
     from steer.driving.simulator import INFRACTIONS
 
     check_map(cfg.map or cfg.ppo.env.sim.map_path)
-    try:
-        check_env_config(cfg.ppo.env)
-    except DriveConfigError as err:
-        raise DriveStageError(str(err)) from err
+    check_env_config(cfg.ppo.env)  # its DriveConfigError is user-facing: the CLI prints its one sentence
     if cfg.eval_routes < 0 or cfg.max_minutes < 0 or cfg.curve_every_minutes < 0 or cfg.processes < 1:
         raise DriveStageError("eval-routes, max-minutes and curve-every-minutes must not be negative, and "
                               "processes must be at least 1.")
