@@ -55,3 +55,30 @@ def test_threads_render_the_same_pictures(small_world):
     assert one[:, CH["vehicles"]].any() and one[:, CH["route"]].any()
     np.testing.assert_array_equal(one, two)
     np.testing.assert_array_equal(BevRenderer(sim, BevConfig(threads=2)).render(np.arange(70, 80)), one[70:])
+
+
+def test_static_layers_are_the_nearest_raster_cells(small_world):
+    """The compiled lookup against the geometry written out in numpy: every pixel's road, lane-marking,
+    speed-limit and shoulder value is that of the raster cell under the pixel's centre."""
+    sim = make_sim(small_world, 16)
+    rng = np.random.default_rng(1)
+    for _ in range(15):
+        sim.step(rng.uniform(-0.3, 1.0, (16, 2)))
+    cfg = BevConfig(size=48, pixels_per_meter=1.5, ego_from_bottom=16)
+    bev = BevRenderer(sim, cfg).render()
+    m = sim.map
+    rows, cols = np.mgrid[0:48, 0:48]
+    fwd = (48 - 16 - rows - 0.5) / 1.5
+    left = (24 - cols - 0.5) / 1.5
+    _, gh, gw = m.sdf.shape
+    for i in range(16):
+        c, s = np.cos(sim.yaw[i]), np.sin(sim.yaw[i])
+        wx = sim.x[i] + c * fwd - s * left
+        wy = sim.y[i] + s * fwd + c * left
+        ix = np.clip(((wx - m.grid_origin[sim.town[i], 0]) / m.grid_res).astype(int), 0, gw - 1)
+        iy = np.clip(((wy - m.grid_origin[sim.town[i], 1]) / m.grid_res).astype(int), 0, gh - 1)
+        want = m.static_layers[sim.town[i], iy, ix]  # [H, W, 4]
+        for layer, ch in enumerate((CH["road"], CH["lane_markings"], CH["speed_limit"], CH["shoulder"])):
+            # float32 in the renderer, float64 here: a pixel centre on a cell edge may round either way
+            assert (bev[i, ch] == want[..., layer]).mean() > 0.995, (i, BEV_CHANNELS[ch])
+    assert bev[:, CH["road"]].any() and bev[:, CH["shoulder"]].any()
