@@ -20,6 +20,7 @@ Figures (one seed per setting: that is what fits on 2 cores):
 
     python bench/manipulation.py --tasks lift --env-steps 6000
     python bench/manipulation.py --tasks lift can --algos na sac
+    python bench/manipulation.py --tasks lift can --dsrl-tasks lift   # Can: demos and BC only
 """
 
 from __future__ import annotations
@@ -115,6 +116,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", nargs="+", choices=sorted(TASKS), default=["lift", "can"])
     ap.add_argument("--algos", nargs="+", choices=("na", "sac"), default=["na", "sac"])
+    ap.add_argument("--dsrl-tasks", nargs="*", choices=sorted(TASKS), default=None,
+                    help="tasks whose DSRL runs (default: all of --tasks); the others get demos and BC only")
     ap.add_argument("--demos", type=int, default=200)
     ap.add_argument("--env-steps", type=int, default=None, help="DSRL env steps per run (default: the preset's)")
     ap.add_argument("--eval-episodes", type=int, default=100)
@@ -142,6 +145,10 @@ def main() -> int:
             print(f"--set {item}: expected ALGO.FIELD=VALUE with ALGO one of {', '.join(args.algos)}.")
             return 2
         overrides[algo][name] = json.loads(value) if value[0] in "-0123456789[{tf" else value
+    dsrl_tasks = args.tasks if args.dsrl_tasks is None else args.dsrl_tasks
+    if set(dsrl_tasks) - set(args.tasks):
+        print(f"--dsrl-tasks {' '.join(dsrl_tasks)}: each must be one of --tasks ({' '.join(args.tasks)}).")
+        return 2
     args.work.mkdir(parents=True, exist_ok=True)
     t0, load0 = time.time(), os.getloadavg()
     prep, results = {}, []
@@ -149,13 +156,14 @@ def main() -> int:
         preps = {task: pool.submit(prepare, task, args.work, args.demos, args.eval_episodes, args.seed)
                  for task in args.tasks}
         jobs = []
-        for task in args.tasks:
+        for task in dsrl_tasks:
             prep[task] = preps[task].result()
             steps = args.env_steps or dsrl_preset(TASKS[task]).get("env_steps", 24_000)
             jobs += [pool.submit(dsrl_job, task, algo, args.work, steps, args.eval_episodes, args.seed,
                                  overrides[algo]) for algo in args.algos]
         for j in as_completed(jobs):
             results.append(j.result())
+        prep.update({task: preps[task].result() for task in args.tasks})
     figures: dict[str, float | None] = {}
     for task in args.tasks:
         p = prep[task]
@@ -173,7 +181,8 @@ def main() -> int:
                   {"prepare": prep, "runs": results, "seed": args.seed, "eval_episodes": args.eval_episodes,
                    "wall_s": time.time() - t0, "load_average": {"start": load0, "end": os.getloadavg()},
                    "plot": png.name, "one_seed": True,
-                   "not_measured": [TASKS[t] for t in TASKS if t not in args.tasks]})
+                   "not_measured": [TASKS[t] for t in TASKS if t not in args.tasks],
+                   "dsrl_not_run": [TASKS[t] for t in args.tasks if t not in dsrl_tasks]})
     print(f"{'figure':<32} value")
     for k, v in figures.items():
         print(f"{k:<32} {'—' if v is None else f'{v:.3g}'}")

@@ -79,6 +79,10 @@ class DSRLConfig:
     """DSRL-NA: regression steps of Q_W onto Q_A per update (official: 10 on a GPU)."""
     na_prefill_demos: str = ""
     """DSRL-NA: a dataset folder whose demonstration chunks prefill the replay buffer ('' for none)."""
+    max_minutes: float = field(default=0.0, metadata={"range": "[0, inf)"})
+    """Wall-clock budget of this process's training, minutes (0: none): training stops at the first latent
+    step past it, before ``env_steps``, saves a checkpoint (``--resume`` goes on from there) and the run
+    is evaluated as usual; the run's summary records the env steps it reached."""
     eval_every: int = field(default=2_000, metadata={"range": "[1, inf)"})
     """Env steps between evaluations of the deterministic latent actor (learning curve)."""
     eval_episodes: int = 50
@@ -259,8 +263,16 @@ class Progress:
         self.run.log(self.env_steps, {"eval/success_rate": res.success_rate, "eval/return_mean": res.return_mean})
         self.next_eval = (self.env_steps // self.cfg.eval_every + 1) * self.cfg.eval_every
 
+    def out_of_time(self) -> bool:
+        """The wall-clock budget (``max_minutes``) is spent."""
+        return self.cfg.max_minutes > 0 and time.time() - self.t0 >= 60.0 * self.cfg.max_minutes
+
+    def done(self) -> bool:
+        """Training should stop: the env-step budget or the wall-clock budget is spent."""
+        return self.env_steps >= self.cfg.env_steps or self.out_of_time()
+
     def due_checkpoint(self) -> bool:
-        if self.env_steps >= self.next_ckpt or self.env_steps >= self.cfg.env_steps:
+        if self.env_steps >= self.next_ckpt or self.done():
             self.next_ckpt = (self.env_steps // self.cfg.checkpoint_every + 1) * self.cfg.checkpoint_every
             return True
         return False

@@ -261,7 +261,7 @@ def train_na(policy: DiffusionPolicy, env_id: str, cfg: DSRLConfig, run: RunLog,
     updates = 0
     actor_mean = na.actor_mean
 
-    while prog.env_steps < cfg.env_steps:
+    while not prog.done():
         warm = latent_steps < warmup_latent
         with torch.no_grad():
             if warm:

@@ -421,8 +421,8 @@ class RobotDSRL:
 
     @property
     def done(self) -> bool:
-        """The env-step budget is spent."""
-        return self.progress.env_steps >= self.cfg.env_steps
+        """The env-step budget or the wall-clock budget (``max_minutes``) is spent."""
+        return self.progress.done()
 
     def gate_status(self) -> dict[str, float]:
         """L_b, (1 − α)·L_b and ρ of the gate (zeros without one)."""

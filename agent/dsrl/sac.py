@@ -226,9 +226,9 @@ def train_sac(policy: DiffusionPolicy, env_id: str, cfg: DSRLConfig, run: RunLog
                 save_checkpoint(ckpt_dir, "dsrl_trainer", _sac_state(self.model),
                                 {**prog.state(), **sac_meta(self.model), "config": asdict(cfg),
                                  **({"conservative": gate.state()} if gate is not None else {})})
-            return prog.env_steps < cfg.env_steps
+            return not prog.done()
 
-    if prog.env_steps < cfg.env_steps:
+    if not prog.done():
         model.learn(total_timesteps=10**9, callback=AfterChunk(), reset_num_timesteps=not saved, log_interval=4)
     prog.bar.close()
     venv.close()

@@ -60,3 +60,25 @@ def test_gaussian_latent_actor_log_prob_is_the_tanh_squashed_normal():
     keep = y.abs().amax(-1) < 0.99  # away from the edges, where the 1e-6 guard dominates
     assert keep.sum() > 100
     torch.testing.assert_close(logp[keep], ref[keep], atol=2e-3, rtol=1e-4)
+
+
+def test_wall_clock_budget_stops_both_algorithms_early_with_a_checkpoint(tiny_bc, tmp_path):
+    """``max_minutes`` ends training long before ``env_steps`` (100k here), and the run leaves a
+    checkpoint that ``--resume`` would continue from."""
+    import time
+
+    from steer.agent.checkpoint import load_checkpoint
+
+    policy, _ = tiny_bc
+    for algo in ("na", "sac"):
+        log = MemoryLog(tmp_path / algo)
+        cfg = DSRLConfig(algorithm=algo, env_steps=100_000, warmup_env_steps=50, utd=1, na_utd=1,
+                         na_distill_steps=1, batch_size=32, eval_every=10**6, checkpoint_every=10**6,
+                         max_minutes=0.05)
+        t0 = time.time()
+        _, details = train_dsrl(policy, "steer/PlanarPush-v0", cfg, log, progress=False)
+        took = time.time() - t0
+        steps = details["progress"].env_steps
+        assert 0 < steps < 100_000 and 3.0 <= took < 30.0, (algo, steps, took)
+        _, meta = load_checkpoint(log.checkpoint_dir, "dsrl_trainer")
+        assert int(meta["env_steps"]) == steps
