@@ -154,7 +154,7 @@ def ppo_update(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch,
         guided = guide_coef > 0 and mb.guide is not None
         out = model(mb.obs, mb.x, critic_head_only=not policy, **({"guide": mb.guide} if guided else {}))
         _, newlogprob, entropy, newvalue = out[:4]
-        guide_loss = -out[4].mean() if guided else None
+        guide_loss = weighted_nll(out[4], cfg.warm_start.action_weights) if guided else None
         cost_v_loss = None
         if lagrange is not None:
             newvalue, newcost = newvalue[:, 0], newvalue[:, 1]
@@ -234,15 +234,25 @@ def beta_targets(actions: np.ndarray) -> torch.Tensor:
     return torch.from_numpy((np.asarray(actions).clip(-1.0, 1.0) + 1.0) / 2.0).float().clamp(0.01, 0.99)
 
 
-def imitation_loss(model: CarlActorCritic, obs: dict[str, torch.Tensor], targets: torch.Tensor, head_l2: float
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(loss, α, β): the Beta negative log-likelihood of ``targets`` (in (0, 1), :func:`beta_targets`)
-    plus ``head_l2`` times the mean squared raw output of the policy head (see ``WarmStartConfig.head_l2``)."""
+def weighted_nll(logp: torch.Tensor, weights: tuple[float, ...]) -> torch.Tensor:
+    """Mean over samples of the negative log-likelihood per action dimension ``logp`` [B, action_dim],
+    the dimensions weighted by ``weights`` (``WarmStartConfig.action_weights``)."""
+    if len(weights) != logp.shape[-1]:
+        raise PPOConfigError(f"warm_start.action_weights has {len(weights)} weights for {logp.shape[-1]} action "
+                             "dimensions")
+    return -(logp * logp.new_tensor(weights)).sum(-1).mean()
+
+
+def imitation_loss(model: CarlActorCritic, obs: dict[str, torch.Tensor], targets: torch.Tensor, head_l2: float,
+                   weights: tuple[float, ...] = (1.0, 1.0)) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, α, β): the Beta negative log-likelihood of ``targets`` (in (0, 1), :func:`beta_targets`),
+    its action dimensions weighted by ``weights``, plus ``head_l2`` times the mean squared raw output of
+    the policy head (see ``WarmStartConfig.head_l2``)."""
     from steer.agent.ppo_nets import beta_log_prob, beta_params
 
     raw = model.policy_head(model.features(obs))
     alpha, beta = beta_params(raw)
-    return -beta_log_prob(targets, alpha, beta).sum(-1).mean() + head_l2 * raw.pow(2).mean(), alpha, beta
+    return weighted_nll(beta_log_prob(targets, alpha, beta), weights) + head_l2 * raw.pow(2).mean(), alpha, beta
 
 
 def warm_start(model: CarlActorCritic, envs, cfg: PPOConfig, seed: int, device: torch.device | str = "cpu"
@@ -279,7 +289,7 @@ def warm_start(model: CarlActorCritic, envs, cfg: PPOConfig, seed: int, device: 
         mb = max(1, ws.minibatch_size // _world())
         for idx in minibatch_indices(len(y_all), mb, ws.epochs, gen):
             o = {k: v[idx].to(device) for k, v in x_all.items()}
-            loss, alpha, beta = imitation_loss(model, o, y_all[idx].to(device), ws.head_l2)
+            loss, alpha, beta = imitation_loss(model, o, y_all[idx].to(device), ws.head_l2, ws.action_weights)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             _average_gradients(model)

@@ -162,7 +162,8 @@ class CarlActorCritic(nn.Module):
         """(x, log_prob [B], entropy [B], value [B] or [B, 2] with a cost head); ``x`` is drawn from the
         policy when None. ``critic_head_only`` keeps the value's gradient out of the shared layers (a
         critic trained under a fixed policy). With ``guide`` (other Beta samples [B, action_dim], e.g. a
-        teacher's actions) a fifth element: their log-probability [B] under the same policy."""
+        teacher's actions) a fifth element: their log-probability per action dimension [B, action_dim] under
+        the same policy (the imitation weighs the dimensions, ``WarmStartConfig.action_weights``)."""
         feat = self.features(obs)
         alpha, beta = self.distribution(feat)
         if x is None:
@@ -172,7 +173,7 @@ class CarlActorCritic(nn.Module):
         value = self.value_from(feat.detach() if critic_head_only else feat, obs)
         if guide is None:
             return x, logp, ent, value
-        return x, logp, ent, value, beta_log_prob(guide, alpha, beta).sum(-1)
+        return x, logp, ent, value, beta_log_prob(guide, alpha, beta)
 
     @torch.no_grad()
     def act(self, obs: dict[str, torch.Tensor], deterministic: bool = True) -> torch.Tensor:

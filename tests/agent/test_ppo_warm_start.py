@@ -4,6 +4,7 @@ import dataclasses
 import json
 
 import numpy as np
+import pytest
 import torch
 from ppo_worlds import short_route_env, tiny_ppo_config
 
@@ -110,13 +111,14 @@ def test_imitation_term_pulls_the_policy_toward_the_drivers_actions_during_ppo()
         model = make_model(env.single_observation_space, cfg.net)
         with torch.no_grad():
             x, logp, _, value, before = model(o, guide=guide)
+            before = before.sum(-1)
         n = len(logp)
         batch = Batch(o, x, logp, torch.zeros(n), value, value, guide=guide)
         opt = torch.optim.Adam(model.parameters(), lr=3e-3)
         stats = ppo_update(model, opt, batch, minibatch_indices(n, n, 20, torch.Generator().manual_seed(0)), cfg,
                            guide_coef=coef)
         with torch.no_grad():
-            after = model(o, guide=guide)[4]
+            after = model(o, guide=guide)[4].sum(-1)
         assert ("losses/imitation_nll" in stats) == (coef > 0)
         return before.mean().item(), after.mean().item()
 
@@ -172,3 +174,16 @@ def test_head_penalty_keeps_the_imitated_policy_able_to_leave_hard_braking():
           f"mean accel after go labels: {accel_free:.2f} free, {accel_kept:.2f} penalized")
     assert raw_free < -100 and abs(accel_free) < 0.1  # dead: the go labels cannot move it
     assert raw_kept > -10 and accel_kept > 0.5
+
+
+def test_action_weights_scale_each_dimension_of_the_imitation():
+    """``warm_start.action_weights`` multiplies each action dimension's log-likelihood; a weight vector
+    of the wrong length is refused in one sentence."""
+    from steer.agent.ppo import PPOConfigError, weighted_nll
+
+    logp = torch.tensor([[-1.0, -3.0], [-2.0, -5.0]])
+    assert weighted_nll(logp, (1.0, 1.0)).item() == pytest.approx((4.0 + 7.0) / 2)
+    assert weighted_nll(logp, (4.0, 1.0)).item() == pytest.approx((4 * 1.0 + 3.0 + 4 * 2.0 + 5.0) / 2)
+    assert weighted_nll(logp, (0.0, 1.0)).item() == pytest.approx((3.0 + 5.0) / 2)
+    with pytest.raises(PPOConfigError, match="2 action dimensions"):
+        weighted_nll(logp, (1.0, 1.0, 1.0))
