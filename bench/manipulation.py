@@ -13,7 +13,8 @@ Figures (one seed per setting: that is what fits on 2 cores):
 * ``success.<task>.{bc,dsrl_na,dsrl_sac}``: success on ``--eval-episodes`` held-out episodes
   (DSRL: the deterministic latent actor);
 * ``steps_to_0.9.<task>.{dsrl_na,dsrl_sac}``: first learning-curve evaluation (the preset's
-  episodes per point) at or above 0.9, null when the budget ran out first;
+  episodes per point) from which the curve and the final evaluation stay at or above 0.9, null
+  when there is none;
 * ``minutes.<task>.{demos,bc,dsrl_na,dsrl_sac}``: wall-clock minutes of each stage (BC and DSRL
   include their final evaluation; a resumed DSRL run counts from its first start), on a machine
   whose load is recorded in the details.
@@ -82,9 +83,19 @@ def dsrl_job(task: str, algo: str, work: Path, env_steps: int, eval_episodes: in
             "config": doc["config"]["dsrl"]}
 
 
-def steps_to(curve: list, level: float = 0.9):
-    """Env steps of the first curve point at or above ``level`` (None when none is)."""
-    return next((int(s) for s, success, *_ in curve if success >= level), None)
+def steps_to(curve: list, final: float, level: float = 0.9):
+    """Env steps of the first curve point from which every later point and the ``final`` evaluation
+    stay at or above ``level`` (None when there is none: a run that touches 0.9 on one 20-episode
+    point and then collapses has not reached it)."""
+    if final < level:
+        return None
+    reached = None
+    for s, success, *_ in curve:
+        if success < level:
+            reached = None
+        elif reached is None:
+            reached = int(s)
+    return reached
 
 
 def plot(results: list[dict], prep: dict, out_png: Path) -> Path:
@@ -174,7 +185,7 @@ def main() -> int:
     for r in sorted(results, key=lambda r: (r["task"], r["algo"])):
         key = f"{r['task']}.dsrl_{r['algo']}"
         figures[f"success.{key}"] = r["success"]
-        figures[f"steps_to_0.9.{key}"] = steps_to(r["curve"])
+        figures[f"steps_to_0.9.{key}"] = steps_to(r["curve"], r["success"])
         figures[f"minutes.{key}"] = r["train_s"] / 60
     png = plot(results, prep, args.out.with_suffix(".png"))
     write_results(args.out, figures,
