@@ -50,9 +50,9 @@ def _kernels():
     """The compiled loops (built on first use; numba caches them on disk)."""
     global _KERNELS
     if _KERNELS is None:
-        from steer.driving import _bev_kernels
+        import steer.driving._bev_kernels as kernels
 
-        _KERNELS = _bev_kernels
+        _KERNELS = kernels
     return _KERNELS
 
 
