@@ -162,19 +162,19 @@ def main() -> int:
         return 2
     args.work.mkdir(parents=True, exist_ok=True)
     t0, load0 = time.time(), os.getloadavg()
-    prep, results = {}, []
+    results = []
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         preps = {task: pool.submit(prepare, task, args.work, args.demos, args.eval_episodes, args.seed)
                  for task in args.tasks}
         jobs = []
         for task in dsrl_tasks:
-            prep[task] = preps[task].result()
+            preps[task].result()  # DSRL starts from the task's BC run
             steps = args.env_steps or dsrl_preset(TASKS[task]).get("env_steps", 24_000)
             jobs += [pool.submit(dsrl_job, task, algo, args.work, steps, args.eval_episodes, args.seed,
                                  overrides[algo]) for algo in args.algos]
         for j in as_completed(jobs):
             results.append(j.result())
-        prep.update({task: preps[task].result() for task in args.tasks})
+        prep = {task: preps[task].result() for task in args.tasks}
     figures: dict[str, float | None] = {}
     for task in args.tasks:
         p = prep[task]

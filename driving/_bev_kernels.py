@@ -1,6 +1,8 @@
-"""The BEV renderer's two inner loops, compiled with numba (see :mod:`steer.driving.bev`).
+"""The BEV renderer's inner loops, compiled with numba (see :mod:`steer.driving.bev`): the static
+layers' per-pixel lookup, and the route, road-user boxes and stop-line points written pixel by pixel
+through one ``_put``.
 
-Both write into ``out`` uint8 [n, C, H, W] and release the GIL. Their arithmetic is the renderer's
+All write into ``out`` uint8 [n, C, H, W] and release the GIL. Their arithmetic is the renderer's
 float32 geometry, step for step, so that a pixel lands where the geometry says whatever the
 number of threads.
 """

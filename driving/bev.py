@@ -43,17 +43,12 @@ class BevConfig:
     caller's thread."""
 
 
-_KERNELS = None
-
-
 def _kernels():
-    """The compiled loops (built on first use; numba caches them on disk)."""
-    global _KERNELS
-    if _KERNELS is None:
-        import steer.driving._bev_kernels as kernels
+    """The compiled loops, imported on the first render (numba is slow to load; it caches the
+    compiled code on disk)."""
+    import steer.driving._bev_kernels as kernels
 
-        _KERNELS = kernels
-    return _KERNELS
+    return kernels
 
 
 class BevRenderer:
@@ -149,19 +144,14 @@ class BevRenderer:
         cx = -s[:, None] * self.left_cols
         cy = c[:, None] * self.left_cols
         town_off = (town_i * (gh * gw)).astype(np.int64)
-        _kernels().gather_static(self.static32.reshape(-1), town_off, np.argsort(town_off, kind="stable"), rx, ry, cx, cy,
-                                 gw, gh, out)
+        kern = _kernels()
+        kern.gather_static(self.static32.reshape(-1), town_off, np.argsort(town_off, kind="stable"), rx, ry, cx, cy,
+                           gw, gh, out)
         ego_row, ego_col = np.float32(h - cfg.ego_from_bottom), np.float32(w / 2.0)
         ppm = np.float32(cfg.pixels_per_meter)
 
-        def scatter(channel: int, px, py, value):
-            # px, py world points [n, P]; value scalar or [n, P].
-            px, py = np.asarray(px, np.float64), np.asarray(py, np.float64)
-            vals = np.ascontiguousarray(np.broadcast_to(np.asarray(value, np.uint8), px.shape))
-            _kernels().scatter_points(out, channel, px, py, vals, ex, ey, c, s, ego_row, ego_col, ppm)
-
         # Route ahead, lane-wide: points along the route shifted sideways.
-        pool, kern = sim.pool, _kernels()
+        pool = sim.pool
         r = sim.route[idx]
         k = int(min(cfg.route_ahead_m, self.view_radius) / self.route_step)
         kern.scatter_route(out, 1, np.uint8(255), r, sim.s[idx] / pool.spacing[r], self.route_step / pool.spacing[r],
@@ -173,15 +163,14 @@ class BevRenderer:
                            sim.n_v[idx], self.box_u, self.box_v, ex, ey, c, s, ego_row, ego_col, ppm)
 
         # Lights and stop lines: one state per light of the town, gathered per stop-line point.
-        town = sim.town[idx]
-        sx, sy = self.sl_xy[town, :, 0], self.sl_xy[town, :, 1]
-        st_light = self._light_states(idx, self.town_light_ids[town])
-        st = np.take_along_axis(st_light, self.sl_light_pos[town], axis=1)
-        st = np.where(self.sl_light[town] >= 0, st, -1)
+        sx, sy = self.sl_xy[town_i, :, 0], self.sl_xy[town_i, :, 1]
+        st_light = self._light_states(idx, self.town_light_ids[town_i])
+        st = np.take_along_axis(st_light, self.sl_light_pos[town_i], axis=1)
+        st = np.where(self.sl_light[town_i] >= 0, st, -1)
         lval = np.select([(st == LIGHT_GREEN) | (st == LIGHT_GREEN_YIELD), st == LIGHT_YELLOW, st == LIGHT_RED], [80, 170, 255],
                          0).astype(np.uint8)
-        scatter(4, sx, sy, lval)
-        scatter(5, sx, sy, np.uint8(255))
+        kern.scatter_points(out, 4, sx, sy, lval, ex, ey, c, s, ego_row, ego_col, ppm)
+        kern.scatter_points(out, 5, sx, sy, np.full_like(lval, 255), ex, ey, c, s, ego_row, ego_col, ppm)
 
     def _light_states(self, idx, light):
         sim, m = self.sim, self.sim.map
