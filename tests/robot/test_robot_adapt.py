@@ -198,7 +198,13 @@ def test_killing_the_node_ends_the_learners_episode_cleanly(rig):
     rig.start_robot()
     learner = rig.start_learner("--dsrl.env-steps", "100000")
     rig.operate()
+    from steer.robot.spec import LatentChunk
+
     assert rig.pump(60, until=lambda: (rig.status() or 0) and rig.status().episodes >= 2)
+    # Kill the node with an episode in flight: just after the learner sent an early chunk of a new episode
+    # (killing it right after an episode ended would leave nothing to discard).
+    seen = len(rig.log["latent"])
+    assert rig.pump(30, until=lambda: any(LatentChunk.from_message(x).chunk <= 2 for x in rig.log["latent"][seen:]))
     rig.node.send_signal(signal.SIGKILL)
     rig.node.wait(10)
     # The learner notices (no safety state), drops the episode in flight and waits; it does not crash.
