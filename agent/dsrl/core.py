@@ -68,6 +68,10 @@ class DSRLConfig:
     """Layer norm after every hidden linear layer."""
     target_entropy: float = field(default=0.0, metadata={"range": "(-inf, inf)"})
     """Target of automatic entropy tuning (official default 0)."""
+    init_alpha: float = field(default=1.0, metadata={"range": "(0, inf)"})
+    """Starting value of the tuned entropy coefficient α (SB3's and the official default: 1). The entropy
+    bonus of a noise_dim-D squashed latent is worth up to α·noise_dim·log 2 nats per chunk, which at α = 1
+    outweighs a chunk's task reward of about −chunk_len until α has been tuned down."""
     num_envs: int = field(default=4, metadata={"range": "[1, inf)"})
     """Task envs stepped together."""
     buffer_size: int = field(default=100_000, metadata={"range": "[1, inf)"})

@@ -141,7 +141,7 @@ class NaLearner:
                               for _ in range(2))
         self.q_a_targ = TwinQ(pc.obs_dim + pc.noise_dim, cfg.hidden_dim, cfg.num_layers, cfg.layer_norm)
         self.q_a_targ.load_state_dict(self.q_a.state_dict())
-        self.log_alpha = torch.zeros(1, requires_grad=True)
+        self.log_alpha = torch.full((1,), float(np.log(cfg.init_alpha)), requires_grad=True)
         self.opt = {"actor": torch.optim.Adam(self.actor.parameters(), lr=cfg.lr),
                     "q_a": torch.optim.Adam(self.q_a.parameters(), lr=cfg.lr),
                     "q_w": torch.optim.Adam(self.q_w.parameters(), lr=cfg.lr),

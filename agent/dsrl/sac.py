@@ -173,7 +173,8 @@ def build_sac(policy: DiffusionPolicy, venv, cfg: DSRLConfig):
     model = DSRLSAC(LayerNormSACPolicy, venv, learning_rate=cfg.lr, buffer_size=cfg.buffer_size,
                     learning_starts=cfg.warmup_latent_steps(policy.cfg.chunk_len), batch_size=cfg.batch_size,
                     tau=cfg.tau, gamma=cfg.gamma, train_freq=1, gradient_steps=cfg.utd * cfg.num_envs,
-                    ent_coef="auto", target_entropy=cfg.target_entropy, seed=cfg.seed, device="cpu",
+                    ent_coef=f"auto_{cfg.init_alpha!r}", target_entropy=cfg.target_entropy, seed=cfg.seed,
+                    device="cpu",
                     policy_kwargs={"net_arch": [cfg.hidden_dim] * cfg.num_layers})
     model.base_policy = policy
     model.base_noise_rng = np.random.default_rng(cfg.seed)

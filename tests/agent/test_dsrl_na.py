@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 import steer.sim  # noqa: F401
@@ -82,3 +83,25 @@ def test_wall_clock_budget_stops_both_algorithms_early_with_a_checkpoint(tiny_bc
         assert 0 < steps < 100_000 and 3.0 <= took < 30.0, (algo, steps, took)
         _, meta = load_checkpoint(log.checkpoint_dir, "dsrl_trainer")
         assert int(meta["env_steps"]) == steps
+
+
+
+def test_both_algorithms_start_their_entropy_coefficient_at_init_alpha(tiny_bc):
+    """``init_alpha`` is where the tuned α starts (1 by default, as SB3 and the official code), in both learners."""
+    from steer.agent.dsrl.na import NaLearner
+    from steer.agent.dsrl.sac import build_sac, make_latent_vec_env
+
+    policy, _ = tiny_bc
+    for init in (1.0, 0.02):
+        cfg = DSRLConfig(init_alpha=init, batch_size=16, num_envs=1)
+        na = NaLearner(policy, cfg, np.random.default_rng(0))
+        sac = build_sac(policy, make_latent_vec_env("steer/PlanarPush-v0", policy, cfg), cfg)
+        assert float(na.log_alpha.exp()) == pytest.approx(init, rel=1e-6)
+        assert float(sac.log_ent_coef.exp()) == pytest.approx(init, rel=1e-6)
+        # NA tunes it: each update moves log α by about lr (Adam), toward the target entropy.
+        for _ in range(40):
+            na.buf.add(obs=np.zeros(10, np.float32), next_obs=np.zeros(10, np.float32), act=np.zeros(8, np.float32),
+                       rew=-4.0, done=0.0)
+        for _ in range(5):
+            na.update()
+        assert 0 < abs(float(na.log_alpha) - np.log(init)) < 6 * 3e-4
