@@ -265,7 +265,12 @@ class Progress:
                                seed=CURVE_SEED_BASE)
         self.curve.append([self.env_steps, res.success_rate, res.return_mean])
         self.run.log(self.env_steps, {"eval/success_rate": res.success_rate, "eval/return_mean": res.return_mean})
-        self.next_eval = (self.env_steps // self.cfg.eval_every + 1) * self.cfg.eval_every
+        # The next multiple of eval_every, skipping one that is under half an interval away (the first
+        # evaluation lands wherever warm-up ended, and two of nearly the same actor would say nothing new).
+        every = self.cfg.eval_every
+        self.next_eval = (self.env_steps // every + 1) * every
+        if self.next_eval - self.env_steps < every / 2:
+            self.next_eval += every
 
     def out_of_time(self) -> bool:
         """The wall-clock budget (``max_minutes``) is spent."""

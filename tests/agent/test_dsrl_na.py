@@ -105,3 +105,16 @@ def test_both_algorithms_start_their_entropy_coefficient_at_init_alpha(tiny_bc):
         for _ in range(5):
             na.update()
         assert 0 < abs(float(na.log_alpha) - np.log(init)) < 6 * 3e-4
+
+
+def test_learning_curve_points_are_at_least_half_an_interval_apart(tiny_bc, tmp_path):
+    """The first evaluation lands where warm-up ended (here 8 env steps before a multiple of eval_every);
+    the next one skips that multiple instead of evaluating nearly the same actor again."""
+    policy, _ = tiny_bc
+    for algo in ("na", "sac"):
+        cfg = DSRLConfig(algorithm=algo, env_steps=420, warmup_env_steps=190, utd=1, na_utd=1, na_distill_steps=1,
+                         batch_size=16, eval_every=100, eval_episodes=2, checkpoint_every=10**6)
+        _, details = train_dsrl(policy, "steer/PlanarPush-v0", cfg, MemoryLog(tmp_path / algo), progress=False)
+        steps = [c[0] for c in details["progress"].curve]
+        assert len(steps) >= 2 and steps[0] < 200, (algo, steps)
+        assert min(np.diff(steps)) >= 50, (algo, steps)
