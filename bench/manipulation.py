@@ -107,7 +107,7 @@ def plot(results: list[dict], prep: dict, out_png: Path) -> Path:
 
     from steer.ops.report import _save
 
-    tasks = sorted({r["task"] for r in results})
+    tasks = list(prep)  # a task without DSRL runs still shows its demonstrations and BC
     fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4), dpi=110, squeeze=False)
     for ax, task in zip(axes[0], tasks):
         for r in (r for r in results if r["task"] == task):
@@ -117,6 +117,8 @@ def plot(results: list[dict], prep: dict, out_png: Path) -> Path:
             ax.plot([r["env_steps"]], [r["success"]], marker="*", ms=12, ls="", color=line.get_color(),
                     label=f"DSRL-{r['algo'].upper()} final, {r['episodes']} episodes: {r['success']:.2f}")
         ax.axhline(prep[task]["bc_success"], color="gray", ls="--", label=f"BC {prep[task]['bc_success']:.2f}")
+        ax.axhline(prep[task]["demo_success"], color="gray", ls=":",
+                   label=f"demonstrations {prep[task]['demo_success']:.2f}")
         ax.set(title=f"{TASKS[task]}", xlabel="env steps", ylabel="success (deterministic actor)", ylim=(0, 1.02))
         ax.legend(loc="lower right", fontsize=8)
         ax.grid(alpha=0.3)
