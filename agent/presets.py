@@ -36,6 +36,9 @@ _ROBOSUITE_COMMON: dict[str, Any] = {
     "num_layers": 3,
     "layer_norm": True,
     "target_entropy": 0.0,
+    # Official: α starts at 1. Here at 1 the entropy bonus of the 28-D latent outweighed the task's −4 per
+    # chunk for the whole of a 40-minute run (NA fell to 0.00 on Lift); from 0.01 NA reached 0.84 over BC's 0.74.
+    "init_alpha": 0.01,
     "num_envs": 4,
 }
 

@@ -27,6 +27,8 @@ def test_robosuite_tasks_start_from_the_papers_choices(task):
     cfg = apply_dsrl_preset(DSRLConfig(), task)
     assert cfg.algorithm == "na" and cfg.latent_noise_bound == 1.5 and cfg.reward_offset == 1.0
     assert cfg.num_envs == 4 and cfg.layer_norm and cfg.target_entropy == 0.0
+    # ... except where α starts: from the official 1, NA fell to 0.00 on Lift on 2 cores.
+    assert cfg.init_alpha == 0.01 and DSRLConfig().init_alpha == 1.0
     assert cfg != DSRLConfig()
 
 
