@@ -7,7 +7,8 @@ core). Every stage is the CLI's own stage function, its run directory under ``--
 (``<task>-data``, ``<task>-bc``, ``<task>-dsrl_na``, ``<task>-dsrl_sac``); a stage that already
 finished there is reused, so the benchmark can be resumed or assembled from runs made by hand.
 
-Figures (one seed per setting: that is what fits on 2 cores):
+Figures (with ``--seeds N``, the median over N DSRL seeds on the one BC policy; one seed by default,
+since each run is up to an hour of both cores):
 
 * ``success.<task>.demos``: share of successful demonstrations;
 * ``success.<task>.{bc,dsrl_na,dsrl_sac}``: success on ``--eval-episodes`` held-out episodes
@@ -22,6 +23,7 @@ Figures (one seed per setting: that is what fits on 2 cores):
     python bench/manipulation.py --tasks lift --env-steps 6000
     python bench/manipulation.py --tasks lift can --algos na sac
     python bench/manipulation.py --tasks lift can --dsrl-tasks lift   # Can: demos and BC only
+    python bench/manipulation.py --tasks lift --seeds 3 --algo-seeds sac=1 --set na.max_minutes=35
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ def dsrl_job(task: str, algo: str, work: Path, env_steps: int, eval_episodes: in
     from steer.agent.dsrl import DSRLConfig
     from steer.ops.stages import DSRLResult, DSRLRunConfig, finished, run_dsrl
 
-    name = f"{task}-dsrl_{algo}"
+    name = run_name(task, algo, seed)
     res = finished(work / name, DSRLResult)
     if res is None:
         if algo == "na":  # Q_A learns from the demonstrations too (executed actions need no latent)
@@ -78,9 +80,25 @@ def dsrl_job(task: str, algo: str, work: Path, env_steps: int, eval_episodes: in
     doc = json.loads((work / name / "config.json").read_text())
     # A resumed run's train_s counts only its last process: wall time runs from the first start to the summary.
     wall_s = (work / name / "summary.json").stat().st_mtime - (doc.get("resumed_from") or doc["started"])
-    return {"task": task, "algo": algo, "success": res.eval.success_rate, "episodes": res.eval.episodes,
+    return {"task": task, "algo": algo, "seed": seed, "success": res.eval.success_rate, "episodes": res.eval.episodes,
             "env_steps": res.env_steps, "curve": res.curve, "train_s": wall_s, "resumed": "resumed_from" in doc,
             "config": doc["config"]["dsrl"]}
+
+
+def run_name(task: str, algo: str, seed: int) -> str:
+    """The DSRL run's folder under ``--work`` (seed 0 keeps the one-seed name)."""
+    return f"{task}-dsrl_{algo}" + (f"-s{seed}" if seed else "")
+
+
+def median_or_none(values: list):
+    """Median of per-seed figures where None (never reached) counts as above every number; None if the median is."""
+    import numpy as np
+
+    ranked = sorted(values, key=lambda v: (v is None, v if v is not None else 0))
+    lo, hi = ranked[(len(ranked) - 1) // 2], ranked[len(ranked) // 2]
+    if lo is None or hi is None:
+        return None
+    return float(np.mean([lo, hi]))
 
 
 def steps_to(curve: list, final: float, level: float = 0.9):
@@ -113,9 +131,10 @@ def plot(results: list[dict], prep: dict, out_png: Path) -> Path:
         for r in (r for r in results if r["task"] == task):
             xs, ys = [c[0] for c in r["curve"]], [c[1] for c in r["curve"]]
             n = r["config"]["eval_episodes"]
-            line, = ax.plot(xs, ys, marker="o", label=f"DSRL-{r['algo'].upper()} (curve: {n} episodes a point)")
+            name = f"DSRL-{r['algo'].upper()} seed {r.get('seed', 0)}"
+            line, = ax.plot(xs, ys, marker="o", label=f"{name} (curve: {n} episodes a point)")
             ax.plot([r["env_steps"]], [r["success"]], marker="*", ms=12, ls="", color=line.get_color(),
-                    label=f"DSRL-{r['algo'].upper()} final, {r['episodes']} episodes: {r['success']:.2f}")
+                    label=f"{name} final, {r['episodes']} episodes: {r['success']:.2f}")
         ax.axhline(prep[task]["bc_success"], color="gray", ls="--", label=f"BC {prep[task]['bc_success']:.2f}")
         ax.axhline(prep[task]["demo_success"], color="gray", ls=":",
                    label=f"demonstrations {prep[task]['demo_success']:.2f}")
@@ -134,7 +153,11 @@ def main() -> int:
     ap.add_argument("--demos", type=int, default=200)
     ap.add_argument("--env-steps", type=int, default=None, help="DSRL env steps per run (default: the preset's)")
     ap.add_argument("--eval-episodes", type=int, default=100)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="seed of BC and of the first DSRL run per algorithm")
+    ap.add_argument("--seeds", type=int, default=1, help="DSRL runs per task and algorithm (seeds --seed, --seed+1, "
+                    "...); the figures are their medians")
+    ap.add_argument("--algo-seeds", nargs="*", default=[], metavar="ALGO=N",
+                    help="fewer (or more) seeds for one algorithm, e.g. sac=1")
     ap.add_argument("--set", nargs="*", default=[], metavar="ALGO.FIELD=VALUE",
                     help="DSRL settings over the preset, e.g. sac.lr=1e-4 na.na_utd=2")
     ap.add_argument("--workers", type=int, default=2)
@@ -158,6 +181,13 @@ def main() -> int:
             print(f"--set {item}: expected ALGO.FIELD=VALUE with ALGO one of {', '.join(args.algos)}.")
             return 2
         overrides[algo][name] = json.loads(value) if value[0] in "-0123456789[{tf" else value
+    n_seeds = {a: args.seeds for a in args.algos}
+    for item in args.algo_seeds:
+        algo, _, n = item.partition("=")
+        if algo not in n_seeds or not n.isdigit() or int(n) < 1:
+            print(f"--algo-seeds {item}: expected ALGO=N with ALGO one of {', '.join(args.algos)} and N at least 1.")
+            return 2
+        n_seeds[algo] = int(n)
     dsrl_tasks = args.tasks if args.dsrl_tasks is None else args.dsrl_tasks
     if set(dsrl_tasks) - set(args.tasks):
         print(f"--dsrl-tasks {' '.join(dsrl_tasks)}: each must be one of --tasks ({' '.join(args.tasks)}).")
@@ -172,8 +202,9 @@ def main() -> int:
         for task in dsrl_tasks:
             preps[task].result()  # DSRL starts from the task's BC run
             steps = args.env_steps or dsrl_preset(TASKS[task]).get("env_steps", 24_000)
-            jobs += [pool.submit(dsrl_job, task, algo, args.work, steps, args.eval_episodes, args.seed,
-                                 overrides[algo]) for algo in args.algos]
+            jobs += [pool.submit(dsrl_job, task, algo, args.work, steps, args.eval_episodes, args.seed + k,
+                                 overrides[algo]) for k in range(max(n_seeds.values())) for algo in args.algos
+                     if k < n_seeds[algo]]
         for j in as_completed(jobs):
             results.append(j.result())
         prep = {task: preps[task].result() for task in args.tasks}
@@ -184,16 +215,21 @@ def main() -> int:
         figures[f"success.{task}.bc"] = p["bc_success"]
         figures[f"minutes.{task}.demos"] = p["collect_s"] / 60
         figures[f"minutes.{task}.bc"] = p["bc_s"] / 60
-    for r in sorted(results, key=lambda r: (r["task"], r["algo"])):
-        key = f"{r['task']}.dsrl_{r['algo']}"
-        figures[f"success.{key}"] = r["success"]
-        figures[f"steps_to_0.9.{key}"] = steps_to(r["curve"], r["success"])
-        figures[f"minutes.{key}"] = r["train_s"] / 60
+    results.sort(key=lambda r: (r["task"], r["algo"], r["seed"]))
+    for task, algo in sorted({(r["task"], r["algo"]) for r in results}):
+        rs = [r for r in results if (r["task"], r["algo"]) == (task, algo)]
+        key = f"{task}.dsrl_{algo}"
+        for r in rs:
+            r["steps_to_0.9"] = steps_to(r["curve"], r["success"])
+        figures[f"success.{key}"] = median_or_none([r["success"] for r in rs])
+        figures[f"steps_to_0.9.{key}"] = median_or_none([r["steps_to_0.9"] for r in rs])
+        figures[f"minutes.{key}"] = median_or_none([r["train_s"] / 60 for r in rs])
     png = plot(results, prep, args.out.with_suffix(".png"))
     write_results(args.out, figures,
                   {"prepare": prep, "runs": results, "seed": args.seed, "eval_episodes": args.eval_episodes,
                    "wall_s": time.time() - t0, "load_average": {"start": load0, "end": os.getloadavg()},
-                   "plot": png.name, "one_seed": True,
+                   "plot": png.name, "seeds": {a: list(range(args.seed, args.seed + n)) for a, n in n_seeds.items()},
+                   "median_over_seeds": True,
                    "not_measured": [TASKS[t] for t in TASKS if t not in args.tasks],
                    "dsrl_not_run": [TASKS[t] for t in args.tasks if t not in dsrl_tasks]})
     print(f"{'figure':<32} value")
