@@ -126,7 +126,7 @@ def plot(results: list[dict], prep: dict, out_png: Path) -> Path:
     from steer.ops.report import _save
 
     tasks = list(prep)  # a task without DSRL runs still shows its demonstrations and BC
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4), dpi=110, squeeze=False)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 5.5), dpi=110, squeeze=False)
     for ax, task in zip(axes[0], tasks):
         for r in (r for r in results if r["task"] == task):
             xs, ys = [c[0] for c in r["curve"]], [c[1] for c in r["curve"]]
@@ -139,7 +139,7 @@ def plot(results: list[dict], prep: dict, out_png: Path) -> Path:
         ax.axhline(prep[task]["demo_success"], color="gray", ls=":",
                    label=f"demonstrations {prep[task]['demo_success']:.2f}")
         ax.set(title=f"{TASKS[task]}", xlabel="env steps", ylabel="success (deterministic actor)", ylim=(0, 1.02))
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=7)
         ax.grid(alpha=0.3)
     return _save(fig, out_png)
 
