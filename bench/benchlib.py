@@ -34,3 +34,12 @@ def write_results(out: Path | str, figures: dict, details: dict) -> dict:
     tmp.write_text(json.dumps(doc, indent=2) + "\n")
     os.replace(tmp, out)
     return doc
+
+
+def median_or_none(values: list) -> float | None:
+    """Median of per-seed figures where None (a level never reached) counts as above every number;
+    None when the median itself was not reached."""
+    ranked = sorted(float("inf") if v is None else float(v) for v in values)
+    n = len(ranked)
+    m = (ranked[(n - 1) // 2] + ranked[n // 2]) / 2
+    return None if m == float("inf") else m

@@ -43,10 +43,10 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
-from benchlib import write_results  # noqa: E402  (bench/ is on sys.path when run as a script)
+from benchlib import median_or_none, write_results  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 # The demonstrations and BC policy are prepared exactly as for bench/dsrl.py (same folder layout).
-from dsrl import _median, _steps_to, prepare  # noqa: E402  (bench/ is on sys.path when run as a script)
+from dsrl import _steps_to, prepare  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 ROOT = Path(__file__).resolve().parent
 TASKS = {"push": "steer/PlanarPush-v0", "lift": "steer/Lift-v0"}
@@ -198,7 +198,7 @@ def report(args, base: dict, results: list, t0: float, partial: bool) -> None:
         rs = [r for r in results if r["gated"] == gated]
         figures[f"below_threshold_frac.{name}"] = float(np.median([r["window_frac"] for r in rs]))
         figures[f"final_success.{name}"] = float(np.median([r["final_success"] for r in rs]))
-        figures[f"steps_to_0.9.{name}"] = _median([r["steps_to_0.9"] for r in rs])
+        figures[f"steps_to_0.9.{name}"] = median_or_none([r["steps_to_0.9"] for r in rs])
     ung, gat = figures["final_success.ungated"], figures["final_success.gated"]
     goal = {"below_threshold_limit": args.delta + noise_floor,
             "below_threshold_met": figures["below_threshold_frac.gated"] <= args.delta + noise_floor,

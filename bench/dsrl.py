@@ -23,7 +23,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
-from benchlib import write_results  # noqa: E402  (bench/ is on sys.path when run as a script)
+from benchlib import median_or_none, write_results  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 ROOT = Path(__file__).resolve().parent
 TASK = "steer/PlanarPush-v0"
@@ -114,13 +114,6 @@ def run_sac_scratch(seed: int, env_steps: int, eval_every: int) -> dict:
             "final_success": final, "wall_s": time.time() - t}
 
 
-def _median(values):
-    """Median with None (not reached) counted as +inf; None if the median itself was not reached."""
-    v = sorted(np.inf if x is None else x for x in values)
-    m = float(np.median(v))
-    return None if not np.isfinite(m) else m
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=3)
@@ -173,7 +166,7 @@ def write(results: list[dict], algos: list[str], args, complete: bool) -> None:
         if not rs:
             continue
         details[f"seeds_finished.{algo}"] = len(rs)
-        figures[f"steps_to_0.9.{algo}"] = _median([r["steps_to_0.9"] for r in rs])
+        figures[f"steps_to_0.9.{algo}"] = median_or_none([r["steps_to_0.9"] for r in rs])
         figures[f"final_success.{algo}"] = float(np.median([r["final_success"] for r in rs]))
         s = figures[f"steps_to_0.9.{algo}"]
         print(f"{algo:<12} {('not reached' if s is None else f'{s:,.0f}'):>22} "

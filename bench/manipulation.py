@@ -36,7 +36,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-from benchlib import write_results
+from benchlib import median_or_none, write_results
 
 ROOT = Path(__file__).resolve().parent
 TASKS = {"lift": "steer/Lift-v0", "can": "steer/Can-v0"}
@@ -88,17 +88,6 @@ def dsrl_job(task: str, algo: str, work: Path, env_steps: int, eval_episodes: in
 def run_name(task: str, algo: str, seed: int) -> str:
     """The DSRL run's folder under ``--work`` (seed 0 keeps the one-seed name)."""
     return f"{task}-dsrl_{algo}" + (f"-s{seed}" if seed else "")
-
-
-def median_or_none(values: list):
-    """Median of per-seed figures where None (never reached) counts as above every number; None if the median is."""
-    import numpy as np
-
-    ranked = sorted(values, key=lambda v: (v is None, v if v is not None else 0))
-    lo, hi = ranked[(len(ranked) - 1) // 2], ranked[len(ranked) // 2]
-    if lo is None or hi is None:
-        return None
-    return float(np.mean([lo, hi]))
 
 
 def steps_to(curve: list, final: float, level: float = 0.9):

@@ -85,7 +85,6 @@ def test_wall_clock_budget_stops_both_algorithms_early_with_a_checkpoint(tiny_bc
         assert int(meta["env_steps"]) == steps
 
 
-
 def test_both_algorithms_start_their_entropy_coefficient_at_init_alpha(tiny_bc):
     """``init_alpha`` is where the tuned α starts (1 by default, as SB3 and the official code), in both learners."""
     from steer.agent.dsrl.na import NaLearner

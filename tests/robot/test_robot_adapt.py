@@ -195,11 +195,11 @@ def test_killing_the_learner_leaves_the_robot_on_the_baseline_and_resume_continu
 
 
 def test_killing_the_node_ends_the_learners_episode_cleanly(rig):
+    from steer.robot.spec import LatentChunk
+
     rig.start_robot()
     learner = rig.start_learner("--dsrl.env-steps", "100000")
     rig.operate()
-    from steer.robot.spec import LatentChunk
-
     assert rig.pump(60, until=lambda: (rig.status() or 0) and rig.status().episodes >= 2)
     # Kill the node with an episode in flight: just after the learner sent an early chunk of a new episode
     # (killing it right after an episode ended would leave nothing to discard).
