@@ -170,6 +170,9 @@ def main() -> int:
             print(f"--set {item}: expected ALGO.FIELD=VALUE with ALGO one of {', '.join(args.algos)}.")
             return 2
         overrides[algo][name] = json.loads(value) if value[0] in "-0123456789[{tf" else value
+    if args.seeds < 1:
+        print(f"--seeds {args.seeds}: expected at least 1 DSRL run per task and algorithm.")
+        return 2
     n_seeds = {a: args.seeds for a in args.algos}
     for item in args.algo_seeds:
         algo, _, n = item.partition("=")
