@@ -20,6 +20,13 @@ Knobs (environment): ``DRIVE_SEEDS`` (3), ``DRIVE_SETTINGS`` ("vector,bev"), ``D
 (30), ``DRIVE_STEPS`` (0: no step limit), ``DRIVE_CURVE_MINUTES`` (3), ``DRIVE_PARALLEL`` (runs at
 once, 1), ``DRIVE_PROCESSES`` (training processes per run; 0: the trainer's default, 2),
 ``DRIVE_BEV_SEEDS`` (as many as ``DRIVE_SEEDS``), ``DRIVE_RUNS`` (run directories, a temporary folder).
+
+A run of some settings keeps the records of the other settings already in the results file, so the
+settings can be measured at different times (``DRIVE_SETTINGS=bev`` adds BEV beside the vector
+figures); each record carries the date of its run.
+
+    DRIVE_SETTINGS=vector python bench/drive_learning.py
+    DRIVE_SETTINGS=bev DRIVE_SEEDS=1 python bench/drive_learning.py
 """
 
 from __future__ import annotations
@@ -156,7 +163,21 @@ def plot(records: list[dict], expert: dict, out_png: str) -> None:
     plt.close(fig)
 
 
+def kept_records(path: str, settings: list[str]) -> list[dict]:
+    """The records of the results file at ``path`` whose setting is not among ``settings`` (measured
+    before and not re-run now); each keeps the date of the run it came from."""
+    if not os.path.exists(path):
+        return []
+    doc = json.loads(Path(path).read_text())
+    det = doc.get("details", {})
+    run_keys = {"date": doc.get("date"), "max_minutes": det.get("max_minutes"),
+                "parallel_runs": det.get("parallel_runs"), "processes_per_run": det.get("processes_per_run")}
+    return [{**run_keys, **r} for r in det.get("records", []) if r["setting"] not in settings]
+
+
 def main() -> int:
+    import datetime
+
     from benchlib import write_results
 
     runs = os.environ.get("DRIVE_RUNS") or tempfile.mkdtemp(prefix="drive_learning_")
@@ -166,13 +187,20 @@ def main() -> int:
             records = list(pool.map(one_run, *zip(*jobs), [runs] * len(jobs)))
     else:
         records = [one_run(s, seed, runs) for s, seed in jobs]
+    today = datetime.date.today().isoformat()
+    records = [{**r, "date": today, "max_minutes": MINUTES, "parallel_runs": PARALLEL,
+                "processes_per_run": PROCESSES or "default"} for r in records]
+    out_json = os.path.join(HERE, "results", "drive_learning.json")
+    kept = kept_records(out_json, SETTINGS)
     for r in records:
         print(f"{r['setting']:6s} seed {r['seed']}: rc {r['rc']:.3f} ds {r['ds']:.3f} after {r['steps']} steps, "
               f"{r['minutes']:.1f} min, {r['sps']:.0f} steps/s ({r['sps_per_cpu']:.0f} per CPU-second); "
               f"rc >= 0.9 after {r['minutes_to_0.9']} min", flush=True)
     expert = expert_row()
+    records = kept + records
+    settings = [s for s in ("vector", "bev") if any(r["setting"] == s for r in records)]
     figures: dict[str, float | None] = {}
-    for s in SETTINGS:
+    for s in settings:
         rs = [r for r in records if r["setting"] == s]
         for k in ("rc", "ds", "rc_fresh", "ds_fresh", "minutes_to_0.9", "steps_to_0.9", "sps", "sps_per_cpu",
                   "red_light_per_km",
@@ -186,8 +214,11 @@ def main() -> int:
         figures[f"{k}.expert"] = v
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     plot(records, expert, os.path.join(HERE, "results", "drive_learning.png"))
-    write_results(os.path.join(HERE, "results", "drive_learning.json"), figures,
-                  {"records": records, "seeds": SEEDS, "settings": SETTINGS, "max_minutes": MINUTES,
+    write_results(out_json, figures,
+                  {"records": records, "settings": settings,
+                   "seeds": {s: sorted(r["seed"] for r in records if r["setting"] == s) for s in settings},
+                   "run_now": SETTINGS, "kept_from_earlier_runs": sorted({r["setting"] for r in kept}),
+                   "max_minutes": MINUTES,
                    "max_steps": STEPS, "curve_every_minutes": CURVE_MINUTES, "parallel_runs": PARALLEL,
                    "processes_per_run": PROCESSES or "default", "bev_seeds": BEV_SEEDS,
                    "heldout": "100 routes, 4 towns from world seed 1000003, traffic and lights as in training",
