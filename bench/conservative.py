@@ -31,6 +31,15 @@ defaults, no Lift preset): on Lift those are the settings under which the learne
 It writes ``bench/results/conservative_lift.json`` unless ``--out`` says otherwise.
 
     python bench/conservative.py --task lift --seeds 1 --env-steps 4000 --window 20 --baseline-episodes 100
+
+``--harmful N`` shows the gate against a deliberately harmful explorer instead of a learner: an
+explorer that plays the latent +b in every coordinate (the BC policy decoding it never succeeded
+on Lift: 0 of 12 episodes), nothing learned. Ungated, every one of the N training episodes runs it;
+gated, the same gate as in training decides per episode. Figures: the windows below the threshold,
+the mean value of all training episodes against the threshold (what the gate's guarantee is about,
+in expectation) and the explorer's share. Writes ``conservative_<task>_harmful.json``.
+
+    python bench/conservative.py --task lift --harmful 200 --window 20 --baseline-episodes 100
 """
 
 from __future__ import annotations
@@ -95,6 +104,62 @@ def run_one(task: str, gated: bool, seed: int, ckpt: str, env_steps: int, eval_e
             "rho": [[s, m["safety/rho"]] for s, m in ((r["step"], r) for r in log.records) if "safety/rho" in m]}
 
 
+def run_harmful(task: str, gated: bool, seed: int, ckpt: str, episodes: int, alpha: float, delta: float,
+                gate_kwargs: dict | None = None) -> dict:
+    """``episodes`` training episodes whose explorer plays the constant latent +b (deliberately harmful,
+    nothing learned), under the gate (``gated``) or alone (the gate only measures)."""
+    import torch
+
+    import steer.sim  # noqa: F401
+    from steer.agent.bc import load_policy
+    from steer.agent.conservative import ConservativeConfig
+    from steer.agent.dsrl import DSRLConfig
+    from steer.agent.dsrl.core import ChunkGate, make_task_env
+    from steer.agent.dsrl.latent_env import LatentNoiseEnv
+
+    torch.set_num_threads(1)
+    policy = load_policy(Path(ckpt))
+    gate_cfg = ConservativeConfig(variant="epsmix" if gated else "monitor", alpha=alpha, delta=delta, seed=seed,
+                                  **(gate_kwargs or {}))
+    cfg = DSRLConfig(seed=seed, conservative=gate_cfg)
+    gate = ChunkGate(cfg, policy)
+    rng = np.random.default_rng(seed)
+    envs = [LatentNoiseEnv(make_task_env(task), policy, cfg.latent_noise_bound, cfg.reward_offset,
+                           fallback_seed=cfg.fallback_seed(i)) for i in range(cfg.num_envs)]
+    harmful = np.full((len(envs), policy.cfg.noise_dim), cfg.latent_noise_bound, np.float32)
+    next_seed = cfg.train_seed(0)
+    obs = [e.reset(seed=next_seed + i)[0] for i, e in enumerate(envs)]
+    next_seed += len(envs)
+    t, env_steps, started = time.time(), 0, len(envs)
+    active = np.ones(len(envs), bool)
+    while active.any():
+        w = gate.latents(harmful, lambda: harmful, rng)
+        rewards, dones, infos = np.zeros(len(envs)), np.zeros(len(envs), bool), []
+        for i, env in enumerate(envs):
+            if not active[i]:
+                infos.append({"chunk_steps": 0})
+                continue
+            obs[i], rewards[i], term, trunc, info = env.step(w[i])
+            env_steps += info["chunk_steps"]
+            dones[i] = term or trunc
+            infos.append(info)
+        gate.record(rewards, dones, infos, env_steps, False, None)
+        for i in np.flatnonzero(dones):
+            if started < episodes:
+                obs[i] = envs[i].reset(seed=next_seed)[0]
+                next_seed += 1
+                started += 1
+            else:
+                active[i] = False
+    for e in envs:
+        e.close()
+    # Ungated (the gate only measures), every episode ran the explorer, also the first ones the gate's
+    # records call "baseline" (in training those are the warm-up's).
+    records = [[r.env_steps, r.value, r.kind if gated else "explorer", round(r.gate_rho, 4)]
+               for r in gate.gated.records]
+    return {"gated": gated, "seed": seed, "episodes": records, "env_steps": env_steps, "wall_s": time.time() - t}
+
+
 def below_threshold(records: list, threshold: float, window: int) -> dict:
     """Window-level and episode-level fractions of training episodes below ``threshold``."""
     values = np.array([r[1] for r in records], dtype=float)
@@ -127,11 +192,18 @@ def main() -> int:
                     help="the gate's explorer_window (default: the library's)")
     ap.add_argument("--explorer", choices=("deterministic", "stochastic"), default=None,
                     help="what the gated explorer episodes run (default: the library's explorer_deterministic)")
+    ap.add_argument("--harmful", type=int, default=0, metavar="N",
+                    help="instead of DSRL: N training episodes of a deliberately harmful explorer (the constant "
+                         "latent +b), gated and ungated, --seeds seeds each")
     ap.add_argument("--out", type=Path, default=None, help="default: results/conservative.json "
-                    "(conservative_lift.json with --task lift)")
+                    "(conservative_lift.json with --task lift, conservative_<task>_harmful.json with --harmful)")
     args = ap.parse_args()
+    if args.harmful < 0 or args.seeds < 1 or args.window < 1:
+        print("--harmful must not be negative, and --seeds and --window must be at least 1.")
+        return 2
     if args.out is None:
-        args.out = ROOT / "results" / ("conservative.json" if args.task == "push" else f"conservative_{args.task}.json")
+        name = "conservative" if args.task == "push" else f"conservative_{args.task}"
+        args.out = ROOT / "results" / (name + ("_harmful" if args.harmful else "") + ".json")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     task = TASKS[args.task]
     if args.task == "lift":
@@ -142,6 +214,14 @@ def main() -> int:
     else:
         ckpt = str(prepare(args.work, args.bc_steps))
     t0 = time.time()
+    if args.harmful:
+        with ProcessPoolExecutor(max_workers=args.workers) as pool:
+            base_job = pool.submit(baseline_value, task, ckpt, args.baseline_episodes)
+            jobs = [pool.submit(run_harmful, task, gated, seed, ckpt, args.harmful, args.alpha, args.delta,
+                                gate_kwargs(args)) for seed in range(args.seeds) for gated in (False, True)]
+            results = [j.result() for j in jobs]
+            report_harmful(args, base_job.result(), results, t0)
+        return 0
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         base_job = pool.submit(baseline_value, task, ckpt, args.baseline_episodes)
         jobs = [pool.submit(run_one, task, gated, seed, ckpt, budget(args, gated), args.eval_every, args.eval_episodes,
@@ -179,18 +259,60 @@ def budget(args, gated: bool) -> int:
     return int(round(args.env_steps * (args.gated_budget if gated else 1.0)))
 
 
-def report(args, base: dict, results: list, t0: float, partial: bool) -> None:
-    """Figures, table and JSON from the finished runs."""
+def _threshold(args, base: dict) -> tuple[float, float, float]:
+    """(L_b, threshold, window noise floor): the baseline's lower bound, (1 − α)·L_b, and how often a window
+    of the baseline alone falls under the threshold (sampling error)."""
     from scipy import stats
 
     from steer.agent.conservative import clopper_pearson_bounds
 
-    results = sorted(results, key=lambda r: (r["seed"], r["gated"]))
     lb, _ = clopper_pearson_bounds(base["successes"], base["episodes"], args.delta)
     threshold = (1 - args.alpha) * lb
-    # Sampling error: how often a window of the baseline alone falls under the threshold.
     k_below = int(np.ceil(threshold * args.window)) - 1
     noise_floor = float(stats.binom.cdf(k_below, args.window, base["success_rate"])) if k_below >= 0 else 0.0
+    return lb, threshold, noise_floor
+
+
+def report_harmful(args, base: dict, results: list, t0: float) -> None:
+    """Figures, table and JSON of the harmful-explorer runs."""
+    from steer.agent.conservative import clopper_pearson_bounds
+
+    lb, threshold, noise_floor = _threshold(args, base)
+    figures: dict[str, float | None] = {}
+    for r in results:
+        r.update(below_threshold(r["episodes"], threshold, args.window))
+        values = [e[1] for e in r["episodes"]]
+        r["mean_value"] = float(np.mean(values))
+        r["mean_value_lower"] = clopper_pearson_bounds(int(sum(values)), len(values), args.delta)[0]
+    for name, gated in (("gated", True), ("ungated", False)):
+        rs = [r for r in results if r["gated"] == gated]
+        figures[f"below_threshold_frac.{name}"] = median_or_none([r["window_frac"] for r in rs])
+        figures[f"mean_value.{name}"] = median_or_none([r["mean_value"] for r in rs])
+        figures[f"explorer_share.{name}"] = median_or_none([r["explorer_share"] for r in rs])
+    figures["threshold"] = threshold
+    goal = {"mean_value_at_or_above_threshold": figures["mean_value.gated"] >= threshold,
+            "ungated_windows_below": figures["below_threshold_frac.ungated"],
+            "window_noise_floor_of_the_baseline": noise_floor}
+    print(f"baseline success {base['success_rate']:.2f} (L_b {lb:.2f}), threshold {threshold:.2f}; "
+          f"harmful explorer, {args.harmful} training episodes per run, windows of {args.window}")
+    print(f"{'':<10} {'below-thr windows':>18} {'mean value':>11} {'explorer share':>15}")
+    for name in ("ungated", "gated"):
+        print(f"{name:<10} {figures[f'below_threshold_frac.{name}']:>18.3f} {figures[f'mean_value.{name}']:>11.3f} "
+              f"{figures[f'explorer_share.{name}']:>15.3f}")
+    write_results(args.out, figures, {
+        "task": TASKS[args.task], "explorer": "constant latent +b in every coordinate (deliberately harmful)",
+        "baseline": {**base, "lower_bound": lb, "threshold": threshold}, "window_episodes": args.window,
+        "window_noise_floor": noise_floor, "alpha": args.alpha, "delta": args.delta, "seeds": args.seeds,
+        "episodes_per_run": args.harmful, "gate_config": {k: v for k, v in vars(_gate_config(args)).items()
+                                                          if k != "seed"},
+        "goal": goal, "wall_s": time.time() - t0, "runs": results})
+    print(f"wrote {args.out}")
+
+
+def report(args, base: dict, results: list, t0: float, partial: bool) -> None:
+    """Figures, table and JSON from the finished runs."""
+    results = sorted(results, key=lambda r: (r["seed"], r["gated"]))
+    lb, threshold, noise_floor = _threshold(args, base)
     for r in results:
         r.update(below_threshold(r["episodes"], threshold, args.window))
     figures = {}
