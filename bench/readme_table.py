@@ -36,12 +36,14 @@ SHOWN = {
     "carl_reward_scaling": ("CaRL vs Roach reward at small and large minibatch", None),
     "conservative": ("DSRL with and without the conservative gate", None),
     "conservative_lift": ("The gate on robosuite Lift, DSRL-SAC at the PlanarPush settings, 1 seed", None),
+    "conservative_lift_harmful": ("The gate on robosuite Lift against a deliberately harmful explorer (constant latent +b)",
+                                  None),
     "manipulation": ("robosuite Lift and Can: demos, BC with w ~ N(0, I), DSRL-NA and DSRL-SAC (median of the DSRL "
                      "seeds in the details)", None),
     "adapt": ("DSRL over the wire: `steer adapt` steering a `--steered` node on the simulated robot, 3 processes over DDS",
               None),
 }
-SCRIPT = {"conservative_lift": "conservative"}
+SCRIPT = {"conservative_lift": "conservative", "conservative_lift_harmful": "conservative"}
 """Results files written by a benchmark of another name (``bench/<script>.py --task …``)."""
 
 
