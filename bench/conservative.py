@@ -128,35 +128,29 @@ def run_harmful(task: str, gated: bool, seed: int, ckpt: str, episodes: int, alp
                            fallback_seed=cfg.fallback_seed(i)) for i in range(cfg.num_envs)]
     harmful = np.full((len(envs), policy.cfg.noise_dim), cfg.latent_noise_bound, np.float32)
     next_seed = cfg.train_seed(0)
-    obs = [e.reset(seed=next_seed + i)[0] for i, e in enumerate(envs)]
+    for i, e in enumerate(envs):  # the explorer ignores observations: the wrapper keeps what it decodes from
+        e.reset(seed=next_seed + i)
     next_seed += len(envs)
-    t, env_steps, started = time.time(), 0, len(envs)
-    active = np.ones(len(envs), bool)
-    while active.any():
+    t, env_steps = time.time(), 0
+    # Every env keeps running until the gate has recorded enough episodes; those still in flight are dropped.
+    while len(gate.gated.records) < episodes:
         w = gate.latents(harmful, lambda: harmful, rng)
         rewards, dones, infos = np.zeros(len(envs)), np.zeros(len(envs), bool), []
         for i, env in enumerate(envs):
-            if not active[i]:
-                infos.append({"chunk_steps": 0})
-                continue
-            obs[i], rewards[i], term, trunc, info = env.step(w[i])
+            _, rewards[i], term, trunc, info = env.step(w[i])
             env_steps += info["chunk_steps"]
             dones[i] = term or trunc
             infos.append(info)
-        gate.record(rewards, dones, infos, env_steps, False, None)
-        for i in np.flatnonzero(dones):
-            if started < episodes:
-                obs[i] = envs[i].reset(seed=next_seed)[0]
+            if dones[i]:
+                env.reset(seed=next_seed)
                 next_seed += 1
-                started += 1
-            else:
-                active[i] = False
+        gate.record(rewards, dones, infos, env_steps, False, None)
     for e in envs:
         e.close()
     # Ungated (the gate only measures), every episode ran the explorer, also the first ones the gate's
     # records call "baseline" (in training those are the warm-up's).
     records = [[r.env_steps, r.value, r.kind if gated else "explorer", round(r.gate_rho, 4)]
-               for r in gate.gated.records]
+               for r in gate.gated.records[:episodes]]
     return {"gated": gated, "seed": seed, "episodes": records, "env_steps": env_steps, "wall_s": time.time() - t}
 
 
@@ -198,9 +192,10 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=None, help="default: results/conservative.json "
                     "(conservative_lift.json with --task lift, conservative_<task>_harmful.json with --harmful)")
     args = ap.parse_args()
-    if args.harmful < 0 or args.seeds < 1 or args.window < 1:
-        print("--harmful must not be negative, and --seeds and --window must be at least 1.")
-        return 2
+    for name, value, least in (("--harmful", args.harmful, 0), ("--seeds", args.seeds, 1), ("--window", args.window, 1)):
+        if value < least:
+            print(f"{name} {value}: expected at least {least}.")
+            return 2
     if args.out is None:
         name = "conservative" if args.task == "push" else f"conservative_{args.task}"
         args.out = ROOT / "results" / (name + ("_harmful" if args.harmful else "") + ".json")

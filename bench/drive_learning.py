@@ -23,7 +23,8 @@ once, 1), ``DRIVE_PROCESSES`` (training processes per run; 0: the trainer's defa
 
 A run of some settings keeps the records of the other settings already in the results file, so the
 settings can be measured at different times (``DRIVE_SETTINGS=bev`` adds BEV beside the vector
-figures); each record carries the date of its run.
+figures); each record carries the date and the settings of its run (minutes, runs at once,
+processes per run).
 
     DRIVE_SETTINGS=vector python bench/drive_learning.py
     DRIVE_SETTINGS=bev DRIVE_SEEDS=1 python bench/drive_learning.py
@@ -217,10 +218,7 @@ def main() -> int:
     write_results(out_json, figures,
                   {"records": records, "settings": settings,
                    "seeds": {s: sorted(r["seed"] for r in records if r["setting"] == s) for s in settings},
-                   "run_now": SETTINGS, "kept_from_earlier_runs": sorted({r["setting"] for r in kept}),
-                   "max_minutes": MINUTES,
-                   "max_steps": STEPS, "curve_every_minutes": CURVE_MINUTES, "parallel_runs": PARALLEL,
-                   "processes_per_run": PROCESSES or "default", "bev_seeds": BEV_SEEDS,
+                   "run_now": SETTINGS, "max_steps": STEPS, "curve_every_minutes": CURVE_MINUTES,
                    "heldout": "100 routes, 4 towns from world seed 1000003, traffic and lights as in training",
                    "load_average_at_end": os.getloadavg()})
     print(json.dumps(figures, indent=1))
