@@ -24,6 +24,7 @@ since each run is up to an hour of both cores):
     python bench/manipulation.py --tasks lift can --algos na sac
     python bench/manipulation.py --tasks lift can --dsrl-tasks lift   # Can: demos and BC only
     python bench/manipulation.py --tasks lift --seeds 3 --algo-seeds sac=1 --set na.max_minutes=35
+    python bench/manipulation.py --tasks lift can --seeds 3 --only-finished   # figures of the runs there
 """
 
 from __future__ import annotations
@@ -150,6 +151,9 @@ def main() -> int:
     ap.add_argument("--set", nargs="*", default=[], metavar="ALGO.FIELD=VALUE",
                     help="DSRL settings over the preset, e.g. sac.lr=1e-4 na.na_utd=2")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--only-finished", action="store_true",
+                    help="start no DSRL run: assemble the figures from the runs already finished under --work "
+                         "(the planned runs missing there are listed in the details)")
     ap.add_argument("--work", type=Path, default=Path("runs/bench-manipulation"))
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "manipulation.json")
     args = ap.parse_args()
@@ -190,13 +194,18 @@ def main() -> int:
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         preps = {task: pool.submit(prepare, task, args.work, args.demos, args.eval_episodes, args.seed)
                  for task in args.tasks}
-        jobs = []
+        jobs, missing = [], []
         for task in dsrl_tasks:
             preps[task].result()  # DSRL starts from the task's BC run
             steps = args.env_steps or dsrl_preset(TASKS[task]).get("env_steps", 24_000)
-            jobs += [pool.submit(dsrl_job, task, algo, args.work, steps, args.eval_episodes, args.seed + k,
-                                 overrides[algo]) for k in range(max(n_seeds.values())) for algo in args.algos
-                     if k < n_seeds[algo]]
+            planned = [(algo, args.seed + k) for k in range(max(n_seeds.values())) for algo in args.algos
+                       if k < n_seeds[algo]]
+            for algo, seed in planned:
+                if args.only_finished and not (args.work / run_name(task, algo, seed) / "summary.json").exists():
+                    missing.append(run_name(task, algo, seed))
+                    continue
+                jobs.append(pool.submit(dsrl_job, task, algo, args.work, steps, args.eval_episodes, seed,
+                                        overrides[algo]))
         for j in as_completed(jobs):
             results.append(j.result())
         prep = {task: preps[task].result() for task in args.tasks}
@@ -223,7 +232,8 @@ def main() -> int:
                    "plot": png.name, "seeds": {a: list(range(args.seed, args.seed + n)) for a, n in n_seeds.items()},
                    "median_over_seeds": True,
                    "not_measured": [TASKS[t] for t in TASKS if t not in args.tasks],
-                   "dsrl_not_run": [TASKS[t] for t in args.tasks if t not in dsrl_tasks]})
+                   "dsrl_not_run": [TASKS[t] for t in args.tasks if t not in dsrl_tasks],
+                   "runs_missing": missing})
     print(f"{'figure':<32} value")
     for k, v in figures.items():
         print(f"{k:<32} {'—' if v is None else f'{v:.3g}'}")
