@@ -181,6 +181,11 @@ def main() -> int:
 
     from benchlib import write_results
 
+    unknown = [s for s in SETTINGS if s not in ("vector", "bev")]
+    if unknown or SEEDS < 1:
+        print(f"DRIVE_SETTINGS={','.join(SETTINGS)} DRIVE_SEEDS={SEEDS}: expected settings among vector and bev, "
+              "and at least 1 seed.")
+        return 2
     runs = os.environ.get("DRIVE_RUNS") or tempfile.mkdtemp(prefix="drive_learning_")
     jobs = [(s, seed) for seed in range(SEEDS) for s in SETTINGS if s != "bev" or seed < BEV_SEEDS]
     if PARALLEL > 1:
