@@ -349,6 +349,8 @@ class DSRLResult:
     eval: EvalSummary | None = None
     safe_set: SafeSetSummary | None = None
     conservative: GateSummary | None = None
+    selection: dict | None = None
+    """Which actor the run kept (``selected``: ``best`` or ``final``; its env steps and curve success)."""
 
     def summary(self) -> dict[str, Any]:
         return _summary(self)
@@ -359,7 +361,8 @@ class DSRLResult:
                    episodes=s["episodes"], curve=s["curve"], train_s=s["train_s"], report=s.get("report", ""),
                    eval=EvalSummary(**s["eval"]) if "eval" in s else None,
                    safe_set=SafeSetSummary(**s["safe_set"]) if "safe_set" in s else None,
-                   conservative=GateSummary(**s["conservative"]) if "conservative" in s else None)
+                   conservative=GateSummary(**s["conservative"]) if "conservative" in s else None,
+                   selection=s.get("selection"))
 
 
 def run_dsrl(cfg: DSRLRunConfig, progress: bool = True) -> DSRLResult:
@@ -406,7 +409,8 @@ def run_dsrl(cfg: DSRLRunConfig, progress: bool = True) -> DSRLResult:
             ev = EvalSummary.of(res)
             run.log(prog.env_steps, {"eval/final_success_rate": res.success_rate})
         result = DSRLResult(run.path, meta["task"], cfg.dsrl.seed, f"dsrl-{cfg.dsrl.algorithm}", prog.env_steps,
-                            prog.episodes, prog.curve, time.time() - t0, eval=ev, safe_set=safe, conservative=gate)
+                            prog.episodes, prog.curve, time.time() - t0, eval=ev, safe_set=safe, conservative=gate,
+                            selection=details.get("selection"))
         result = replace(result, report=str(_dsrl_plot(cfg.policy, result)))
         run.finish(result.summary())
     return result

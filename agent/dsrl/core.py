@@ -21,6 +21,7 @@ from tqdm import tqdm
 from steer.agent.bc import base_latents
 from steer.agent.conservative import ConservativeConfig, GatedEnvs
 from steer.agent.diffusion import DiffusionPolicy
+from steer.agent.dsrl.latent_actor import LatentActor
 from steer.agent.evaluate import EVAL_SEED_BASE, evaluate_chunked
 from steer.agent.runlog import RunLog
 
@@ -91,6 +92,11 @@ class DSRLConfig:
     """Env steps between evaluations of the deterministic latent actor (learning curve)."""
     eval_episodes: int = 50
     """Episodes per learning-curve evaluation."""
+    keep_best: bool = True
+    """Return (and save) the actor of the best learning-curve evaluation rather than the last one. The
+    final actor is evaluated on the curve's episodes too, and a later actor wins a tie. The curve's
+    episodes are disjoint from the held-out ones, so a held-out evaluation of the chosen actor stays
+    honest. Off: the last actor, as training left it."""
     checkpoint_every: int = field(default=2_000, metadata={"range": "[1, inf)"})
     """Env steps between resumable checkpoints."""
     seed: int = 0
@@ -121,7 +127,9 @@ class DSRLConfig:
 
 
 class LatentPolicyFn:
-    """Deterministic latent actor as a chunk policy: obs [B, obs_dim] → chunks [B, H, A]."""
+    """Deterministic latent actor as a chunk policy: obs [B, obs_dim] → chunks [B, H, A].
+
+    ``actor_mean`` maps normalized observations to latents (a :class:`LatentActor` is one)."""
 
     def __init__(self, policy: DiffusionPolicy, actor_mean: Callable[[torch.Tensor], torch.Tensor]):
         self.policy, self.actor_mean = policy, actor_mean
@@ -219,14 +227,17 @@ class Progress:
     """Shared bookkeeping of both algorithms: env-step budget, episodes, evaluation, metrics."""
 
     def __init__(self, cfg: DSRLConfig, run: RunLog, policy: DiffusionPolicy, env_id: str, progress: bool,
-                 meta: dict | None = None):
-        meta = meta or {}
+                 meta: dict | None = None, tensors: dict | None = None):
+        meta, tensors = meta or {}, tensors or {}
         self.cfg, self.run, self.policy, self.env_id = cfg, run, policy, env_id
         env_steps = int(meta.get("env_steps", 0))
         self.env_steps, self.episodes = env_steps, int(meta.get("episodes", 0))
         # Safe-set fallbacks among executed chunks.
         self.fallbacks, self.chunks = int(meta.get("fallbacks", 0)), int(meta.get("chunks", 0))
         self.curve: list[list[float]] = meta.get("curve") or []
+        # The best curve point so far ([env_steps, success, return]) and its actor's weights (keep_best).
+        self.best: list[float] | None = meta.get("best")
+        self.best_actor: dict[str, torch.Tensor] | None = tensors.get("best_actor")
         self.recent_success: deque[float] = deque(maxlen=20)
         self.recent_return: deque[float] = deque(maxlen=20)
         self.next_eval = (env_steps // cfg.eval_every + 1) * cfg.eval_every if self.curve else 0
@@ -258,19 +269,47 @@ class Progress:
             self.run.log(self.env_steps, m)
             self.bar.set_postfix(success=f"{m['charts/success_rate']:.2f}")
 
-    def maybe_eval(self, actor_mean: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    def maybe_eval(self, actor: Callable[[], LatentActor]) -> None:
+        """Evaluate the deterministic latent actor (``actor()`` builds it) on the curve's episodes when an
+        ``eval_every`` boundary has passed."""
         if self.env_steps < self.next_eval:
             return
-        res = evaluate_chunked(self.env_id, LatentPolicyFn(self.policy, actor_mean), self.cfg.eval_episodes,
-                               seed=CURVE_SEED_BASE)
-        self.curve.append([self.env_steps, res.success_rate, res.return_mean])
-        self.run.log(self.env_steps, {"eval/success_rate": res.success_rate, "eval/return_mean": res.return_mean})
+        self.curve.append(self._evaluate(actor()))
         # The next multiple of eval_every, skipping one that is under half an interval away (the first
         # evaluation lands wherever warm-up ended, and two of nearly the same actor would say nothing new).
         every = self.cfg.eval_every
         self.next_eval = (self.env_steps // every + 1) * every
         if self.next_eval - self.env_steps < every / 2:
             self.next_eval += every
+
+    def _evaluate(self, actor: LatentActor) -> list[float]:
+        """[env_steps, success, return] of ``actor`` on the curve's episodes; the best so far is kept."""
+        res = evaluate_chunked(self.env_id, LatentPolicyFn(self.policy, actor), self.cfg.eval_episodes,
+                               seed=CURVE_SEED_BASE)
+        point = [self.env_steps, res.success_rate, res.return_mean]
+        self.run.log(self.env_steps, {"eval/success_rate": res.success_rate, "eval/return_mean": res.return_mean})
+        if self.cfg.keep_best and (self.best is None or point[1:] >= self.best[1:]):
+            self.best = point
+            self.best_actor = {k: v.detach().clone() for k, v in actor.state_dict().items()}
+        return point
+
+    def select_actor(self, final: LatentActor) -> tuple[LatentActor, dict]:
+        """The actor a run returns, and how it was chosen: with ``keep_best``, the best curve point or the
+        final actor, evaluated on the same episodes (a tie goes to the final actor); otherwise ``final``."""
+        if not self.cfg.keep_best or not self.curve:
+            return final, {"selected": "final", "selected_env_steps": self.env_steps}
+        last = self.curve[-1] if self.curve[-1][0] == self.env_steps else self._evaluate(final)
+        how = {"selected_env_steps": int(self.best[0]), "selected_curve_success": self.best[1],
+               "final_curve_success": last[1]}
+        if self.best[0] == self.env_steps:
+            return final, {"selected": "final", **how}
+        chosen = LatentActor(final.cfg)
+        chosen.load_state_dict(self.best_actor)
+        return chosen.eval(), {"selected": "best", **how}
+
+    def tensors(self) -> dict:
+        """Tensors for checkpoints beside :meth:`state` (the best actor's weights, when kept)."""
+        return {"best_actor": self.best_actor} if self.best_actor is not None else {}
 
     def out_of_time(self) -> bool:
         """The wall-clock budget (``max_minutes``) is spent."""
@@ -288,7 +327,7 @@ class Progress:
 
     def state(self) -> dict:
         return {"env_steps": self.env_steps, "episodes": self.episodes, "curve": self.curve,
-                "fallbacks": self.fallbacks, "chunks": self.chunks}
+                "fallbacks": self.fallbacks, "chunks": self.chunks, "best": self.best}
 
 
 __all__ = ["CURVE_SEED_BASE", "TRAIN_SEED_BASE", "ChunkGate", "DSRLConfig", "DSRLConfigError", "EnvWrapper",

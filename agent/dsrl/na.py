@@ -239,6 +239,7 @@ def train_na(policy: DiffusionPolicy, env_id: str, cfg: DSRLConfig, run: RunLog,
     b = cfg.latent_noise_bound
     ckpt_dir = Path(run.checkpoint_dir)
     meta: dict[str, Any] = {}
+    state: dict[str, Any] = {}
     if resume and (ckpt_dir / "dsrl_trainer.safetensors").exists():
         state, meta = load_checkpoint(ckpt_dir, "dsrl_trainer")
         na.load(state, meta)
@@ -248,7 +249,7 @@ def train_na(policy: DiffusionPolicy, env_id: str, cfg: DSRLConfig, run: RunLog,
 
         n = prefill_from_demos(buf, policy, load_demos(Path(cfg.na_prefill_demos)), cfg.reward_offset)
         run.log(0, {"charts/prefilled_transitions": n})
-    prog = Progress(cfg, run, policy, env_id, progress, meta)
+    prog = Progress(cfg, run, policy, env_id, progress, meta, state)
     envs = [LatentNoiseEnv(make_task_env(env_id, env_wrapper), policy, b, cfg.reward_offset, safe_set,
                            fallback_seed=cfg.fallback_seed(i)) for i in range(cfg.num_envs)]
     seed0 = cfg.train_seed(prog.episodes)
@@ -295,10 +296,10 @@ def train_na(policy: DiffusionPolicy, env_id: str, cfg: DSRLConfig, run: RunLog,
                 updates += 1
                 if updates % 100 == 1:
                     run.log(prog.env_steps, losses)
-            prog.maybe_eval(actor_mean)
+            prog.maybe_eval(na.deterministic_actor)
         if prog.due_checkpoint():
             state, nmeta = na.state()
-            save_checkpoint(ckpt_dir, "dsrl_trainer", state,
+            save_checkpoint(ckpt_dir, "dsrl_trainer", {**state, **prog.tensors()},
                             {**prog.state(), "latent_steps": latent_steps, **nmeta, "config": asdict(cfg),
                              **({"conservative": gate.state()} if gate is not None else {})})
     prog.bar.close()

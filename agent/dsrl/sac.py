@@ -191,7 +191,7 @@ def train_sac(policy: DiffusionPolicy, env_id: str, cfg: DSRLConfig, run: RunLog
     meta = saved[1] if saved else {}
     if saved:
         run.rewind(int(meta["env_steps"]))
-    prog = Progress(cfg, run, policy, env_id, progress, meta)
+    prog = Progress(cfg, run, policy, env_id, progress, meta, saved[0] if saved else None)
     venv = make_latent_vec_env(env_id, policy, cfg, prog.episodes, env_wrapper, safe_set)
     warmup_latent = cfg.warmup_latent_steps(policy.cfg.chunk_len)
     model = build_sac(policy, venv, cfg)
@@ -200,10 +200,6 @@ def train_sac(policy: DiffusionPolicy, env_id: str, cfg: DSRLConfig, run: RunLog
         restore_sac(model, saved[0], meta)
     gate = make_chunk_gate(cfg, policy, meta)
     model.chunk_gate = gate
-
-    def actor_mean(obs_norm: torch.Tensor) -> torch.Tensor:
-        # SB3's deterministic action: tanh(mean) rescaled to the symmetric bound.
-        return model.actor(obs_norm, deterministic=True) * cfg.latent_noise_bound
 
     from stable_baselines3.common.callbacks import BaseCallback
 
@@ -222,9 +218,9 @@ def train_sac(policy: DiffusionPolicy, env_id: str, cfg: DSRLConfig, run: RunLog
             if gate is not None:
                 gate.record(rewards, dones, infos, prog.env_steps, warm, run)
             if not warm:
-                prog.maybe_eval(actor_mean)
+                prog.maybe_eval(lambda: latent_actor_from_sb3(self.model, cfg, policy))
             if prog.due_checkpoint():
-                save_checkpoint(ckpt_dir, "dsrl_trainer", _sac_state(self.model),
+                save_checkpoint(ckpt_dir, "dsrl_trainer", {**_sac_state(self.model), **prog.tensors()},
                                 {**prog.state(), **sac_meta(self.model), "config": asdict(cfg),
                                  **({"conservative": gate.state()} if gate is not None else {})})
             return not prog.done()

@@ -23,7 +23,8 @@ def train_dsrl(policy: DiffusionPolicy, env_id: str, cfg: DSRLConfig, run: RunLo
                env_wrapper: EnvWrapper | None = None, safe_set: SafeSet | None = None
                ) -> tuple[LatentPolicyFn, dict]:
     """Run DSRL on a frozen ``policy``; saves ``dsrl_policy`` in the run's checkpoints and returns the
-    deterministic latent policy and training details (``actor``; ``progress``; ``gate``: the conservative
+    deterministic latent policy and training details (``actor``; ``selection``: which actor was kept, see
+    :attr:`DSRLConfig.keep_best`; ``progress``; ``gate``: the conservative
     gate's :class:`~steer.agent.conservative.GatedEnvs`, with its per-episode records, or None when it is off).
 
     ``env_wrapper`` wraps every training task env (e.g. a safety shield, so training sees the limits the
@@ -38,8 +39,10 @@ def train_dsrl(policy: DiffusionPolicy, env_id: str, cfg: DSRLConfig, run: RunLo
     torch.manual_seed(cfg.seed)
     for p in policy.parameters():
         p.requires_grad_(False)
-    actor, details = trainers[cfg.algorithm](policy, env_id, cfg, run, resume, progress, env_wrapper, safe_set)
+    final, details = trainers[cfg.algorithm](policy, env_id, cfg, run, resume, progress, env_wrapper, safe_set)
+    actor, selection = details["progress"].select_actor(final)
     save_dsrl_policy(run.checkpoint_dir, actor, policy,
-                     {**(policy_meta or {}), "algorithm": cfg.algorithm, "env_steps": details["progress"].env_steps})
-    details["actor"] = actor
+                     {**(policy_meta or {}), "algorithm": cfg.algorithm, "env_steps": details["progress"].env_steps,
+                      **selection})
+    details["actor"], details["selection"] = actor, selection
     return LatentPolicyFn(policy, actor), details
