@@ -279,8 +279,9 @@ def warm_start(model: CarlActorCritic, envs, cfg: PPOConfig, seed: int, device: 
             obs, _, _, _, info = envs.step(act)
             steps += len(act)
         model.train()
-        if sum(len(v) for v in labels) > ws.max_samples // _world():  # forget the oldest rounds
-            while sum(len(v) for v in labels) - len(labels[0]) >= ws.max_samples // _world():
+        keep = labelled_sample_limit(data, ws, _world())
+        if sum(len(v) for v in labels) > keep:  # forget the oldest rounds
+            while len(labels) > 1 and sum(len(v) for v in labels) - len(labels[0]) >= keep:
                 labels.pop(0)
                 for v in data.values():
                     v.pop(0)
@@ -301,6 +302,14 @@ def warm_start(model: CarlActorCritic, envs, cfg: PPOConfig, seed: int, device: 
                  "warm_start/accel_error": mean_err[1].item(), "warm_start/samples": float(len(y_all))}
     obs, info = envs.reset(seed=seed + 1, options={"expert_labels": ws.ppo_coef > 0})
     return obs, info, steps, stats
+
+
+def labelled_sample_limit(data: dict[str, list[np.ndarray]], ws, world: int) -> int:
+    """Labelled samples one rank keeps in the warm start: ``max_samples`` and ``max_memory_mb`` (its
+    observations' bytes) shared among ``world`` ranks, whichever is smaller; at least one."""
+    per_sample = sum(v[0].nbytes / max(len(v[0]), 1) for v in data.values() if v)
+    by_memory = ws.max_memory_mb * 2**20 / world / per_sample if per_sample > 0 else float("inf")
+    return max(1, int(min(ws.max_samples // world, by_memory)))
 
 
 def minibatch_indices(n: int, minibatch: int, epochs: int, generator: torch.Generator) -> list[torch.Tensor]:

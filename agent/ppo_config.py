@@ -75,6 +75,10 @@ class WarmStartConfig:
     max_samples: int = field(default=524_288, metadata={"range": "[1, inf)"})
     """Labelled samples kept, all ranks together (the oldest rounds are dropped first): a bound on the
     cost of a round's passes, which otherwise grows with every round."""
+    max_memory_mb: float = field(default=2048.0, metadata={"range": "(0, inf)"})
+    """Memory the labelled observations may hold, all ranks together, MiB (the oldest rounds are dropped
+    first). A BEV sample is about a thousand times a vector one: at ``max_samples`` alone, 40 rounds of
+    BEV observations outgrew a 24 GiB machine."""
     minibatch_size: int = field(default=2048, metadata={"range": "[1, inf)"})
     """Samples per gradient step, all ranks together."""
     learning_rate: float = field(default=1e-3, metadata={"range": "(0, inf)"})

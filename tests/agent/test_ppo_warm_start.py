@@ -9,7 +9,8 @@ import torch
 from ppo_worlds import short_route_env, tiny_ppo_config
 
 from steer.agent.ppo import (
-    Batch, beta_targets, imitation_loss, make_env, make_model, minibatch_indices, obs_to_torch, ppo_update, train_ppo, warm_start,
+    Batch, beta_targets, imitation_loss, labelled_sample_limit, make_env, make_model, minibatch_indices, obs_to_torch,
+    ppo_update, train_ppo, warm_start,
 )
 from steer.agent.ppo_config import WarmStartConfig
 from steer.agent.runlog import MemoryLog
@@ -187,3 +188,17 @@ def test_action_weights_scale_each_dimension_of_the_imitation():
     assert weighted_nll(logp, (0.0, 1.0)).item() == pytest.approx((3.0 + 5.0) / 2)
     with pytest.raises(PPOConfigError, match="2 action dimensions"):
         weighted_nll(logp, (1.0, 1.0, 1.0))
+
+
+def test_the_labelled_set_is_bounded_by_memory_as_well_as_by_samples():
+    """One step of 256 envs: vector observations (about 1 kB a sample) stay bounded by max_samples, BEV
+    ones (8x64x64 bytes) by max_memory_mb, shared among the ranks."""
+    ws = WarmStartConfig(max_samples=524_288, max_memory_mb=2048)
+    vector = {"vector": [np.zeros((256, 253), np.float32)], "measurements": [np.zeros((256, 2), np.float32)]}
+    bev = {"bev": [np.zeros((256, 8, 64, 64), np.uint8)], "measurements": [np.zeros((256, 2), np.float32)]}
+    assert labelled_sample_limit(vector, ws, 1) == 524_288
+    assert labelled_sample_limit(vector, ws, 2) == 262_144
+    per_sample = 8 * 64 * 64 + 8
+    assert labelled_sample_limit(bev, ws, 1) == 2048 * 2**20 // per_sample
+    assert labelled_sample_limit(bev, ws, 2) == 1024 * 2**20 // per_sample
+    assert labelled_sample_limit(bev, dataclasses.replace(ws, max_memory_mb=1e-3), 1) == 1
