@@ -12,7 +12,8 @@ since each run is up to an hour of both cores):
 
 * ``success.<task>.demos``: share of successful demonstrations;
 * ``success.<task>.{bc,dsrl_na,dsrl_sac}``: success on ``--eval-episodes`` held-out episodes
-  (DSRL: the deterministic latent actor);
+  (DSRL: the deterministic latent actor the run kept, the best of its learning curve unless
+  ``--set ALGO.keep_best=false``; each run's record says which, ``kept`` and ``kept_env_steps``);
 * ``steps_to_0.9.<task>.{dsrl_na,dsrl_sac}``: first learning-curve evaluation (the preset's
   episodes per point) from which the curve and the final evaluation stay at or above 0.9, null
   when there is none;
@@ -83,7 +84,10 @@ def dsrl_job(task: str, algo: str, work: Path, env_steps: int, eval_episodes: in
     wall_s = (work / name / "summary.json").stat().st_mtime - (doc.get("resumed_from") or doc["started"])
     return {"task": task, "algo": algo, "seed": seed, "success": res.eval.success_rate, "episodes": res.eval.episodes,
             "env_steps": res.env_steps, "curve": res.curve, "train_s": wall_s, "resumed": "resumed_from" in doc,
-            "config": doc["config"]["dsrl"]}
+            "config": doc["config"]["dsrl"],
+            # Which actor the final evaluation measured (runs made before keep_best kept their last one).
+            "kept": (res.selection or {}).get("selected", "final"),
+            "kept_env_steps": (res.selection or {}).get("selected_env_steps", res.env_steps)}
 
 
 def run_name(task: str, algo: str, seed: int) -> str:
@@ -123,8 +127,9 @@ def plot(results: list[dict], prep: dict, out_png: Path) -> Path:
             n = r["config"]["eval_episodes"]
             name = f"DSRL-{r['algo'].upper()} seed {r.get('seed', 0)}"
             line, = ax.plot(xs, ys, marker="o", label=f"{name} (curve: {n} episodes a point)")
-            ax.plot([r["env_steps"]], [r["success"]], marker="*", ms=12, ls="", color=line.get_color(),
-                    label=f"{name} final, {r['episodes']} episodes: {r['success']:.2f}")
+            kept = r.get("kept_env_steps", r["env_steps"])
+            ax.plot([kept], [r["success"]], marker="*", ms=12, ls="", color=line.get_color(),
+                    label=f"{name} kept actor ({kept / 1000:.1f}k), {r['episodes']} episodes: {r['success']:.2f}")
         ax.axhline(prep[task]["bc_success"], color="gray", ls="--", label=f"BC {prep[task]['bc_success']:.2f}")
         ax.axhline(prep[task]["demo_success"], color="gray", ls=":",
                    label=f"demonstrations {prep[task]['demo_success']:.2f}")
