@@ -12,6 +12,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import DataTable, Header, Static, TabbedContent, TabPane
 from textual_plotext import PlotextPlot
@@ -77,12 +78,15 @@ class RunsScreen(Screen):
 
     def show_runs(self, infos: list[RunInfo]) -> None:
         """Put a scan into the table, keeping the operator's selection."""
+        try:
+            table = self.query_one("#runs", DataTable)
+        except NoMatches:  # a scan that finished while the console was closing: its screen has no widgets left
+            return
         for job in self.app.jobs.reap():
             if job.returncode and not job.stopped_by_operator:
                 self.notify(f"{' '.join(job.argv[len(self.app.jobs.steer):])[:40]} exited with {job.returncode}: "
                             f"{job.last_line()[:120]}", severity="error", timeout=15)
         self.runs = {r.name: r for r in infos}
-        table = self.query_one("#runs", DataTable)
         keep = self.selected
         # Rebuilding the table moves its cursor; those moves are not the operator's selection.
         with table.prevent(DataTable.RowHighlighted):

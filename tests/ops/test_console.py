@@ -311,6 +311,27 @@ async def test_config_and_checkpoint_tabs_show_the_selected_run(tmp_path):
 
 
 @headless
+async def test_a_scan_that_lands_while_the_console_closes_is_dropped(tmp_path):
+    """The runs folder is scanned on a thread; its result can arrive after the screen's widgets are gone."""
+    from textual.widgets import DataTable
+
+    from steer.ops.console.app import ConsoleApp
+    from steer.ops.run import scan_runs
+
+    runs = tmp_path / "runs"
+    make_run(runs, "a", n=5)
+    app = ConsoleApp(_settings(runs))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = app.screen
+        make_run(runs, "b", n=5)
+        infos = scan_runs(runs)
+        await screen.query_one("#runs", DataTable).remove()
+        screen.show_runs(infos)  # raised NoMatches before: the app failed as it closed
+        await pilot.pause()
+        assert set(screen.runs) == {"a"}, "a dropped scan must not half-apply"
+
+
+@headless
 async def test_help_lists_every_binding(tmp_path):
     from steer.ops.console.app import ConsoleApp, binding_table
 

@@ -35,7 +35,8 @@ def listener(dds_env):
         while time.monotonic() < end:
             transport.wait(0.005)
             for k, sub in subs.items():
-                log[k].extend((recv, msg) for msg, recv in sub.take())
+                # Stamped with the writer's clock: a listener slowed by other work does not delay them.
+                log[k].extend((sent, msg) for msg, sent in sub.take_timed())
 
     return {"pump": pump, "log": log, "pubs": pubs, "m": m, "transport": transport}
 
@@ -116,7 +117,7 @@ def test_estop_stops_within_one_period_latches_and_killing_the_robot_stops_comma
     _wait_for_commands(listener)
 
     # E-stop: the first zero command comes within one period, and no motion command after it.
-    t_press = time.monotonic_ns()
+    t_press = time.time_ns()
     listener["pubs"]["estop"].publish(m.Bool(True))
     pump(0.6)
     after = [(t, c.data) for t, c in log["cmd"] if t > t_press]
@@ -128,7 +129,7 @@ def test_estop_stops_within_one_period_latches_and_killing_the_robot_stops_comma
     stopped_at = after[last_moving + 1][0]
     assert (stopped_at - t_press) / 1e9 < PERIOD
     # Releasing the button does not restart anything: the e-stop is latched.
-    t_release = time.monotonic_ns()
+    t_release = time.time_ns()
     listener["pubs"]["estop"].publish(m.Bool(False))
     pump(0.6)
     assert all(not any(c.data) for t, c in log["cmd"] if t > t_release)
@@ -138,7 +139,7 @@ def test_estop_stops_within_one_period_latches_and_killing_the_robot_stops_comma
     from steer.robot.promotion import file_sha256
 
     sha = file_sha256(tmp_path / "drive.onnx")
-    t_reset = time.monotonic_ns()
+    t_reset = time.time_ns()
     listener["pubs"]["operator"].publish(signed("release", sha))
     pump(0.6)
     assert all(not any(c.data) for t, c in log["cmd"] if t > t_reset)
@@ -149,7 +150,7 @@ def test_estop_stops_within_one_period_latches_and_killing_the_robot_stops_comma
     # Kill the robot: the node's commands become the safe (zero) command within two periods.
     sim.send_signal(signal.SIGKILL)
     sim.wait()
-    t_kill = time.monotonic_ns()
+    t_kill = time.time_ns()
     pump(0.8)
     last_state = max(t for t, _ in log["js"])
     moving_after = [t for t, c in log["cmd"] if t > last_state and any(c.data)]
@@ -171,7 +172,7 @@ def test_killing_the_node_makes_the_robot_hold_within_its_timeout(robot_processe
     assert min(speeds) > 0.04, f"the pusher should move at 0.05 m/s before the kill, got {speeds}"
     node.send_signal(signal.SIGKILL)
     node.wait()
-    t_kill = time.monotonic_ns()
+    t_kill = time.time_ns()
     pump(0.8)
     last_cmd = max(t for t, _ in log["cmd"])
     states = [(t, abs(s.velocity[0])) for t, s in log["js"] if t > t_kill]
