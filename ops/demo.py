@@ -2,7 +2,7 @@
 
 Stages, each in its own folder under ``--out``: scripted demonstrations (``data/``),
 BC diffusion policy (``bc/``), DSRL over its latent noise (``dsrl/``; the task's preset,
-agent/presets.py: DSRL-SAC on PlanarPush, DSRL-NA on Lift and Can, whose Q_A also learns from the
+agent/presets.py: DSRL-SAC on PlanarPush and Lift, DSRL-NA on Can, whose Q_A also learns from the
 demonstrations), the DSRL policy exported to ``policy.onnx`` and
 checked against torch, closed-loop episodes of that file over DDS between a simulated robot
 and the policy node (two processes, ``bags/``; PlanarPush only: the simulated robot is its

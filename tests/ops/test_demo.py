@@ -43,7 +43,7 @@ def test_demo_refuses_a_task_without_an_expert_before_creating_anything(tmp_path
 
 @pytest.mark.slow
 def test_demo_on_lift_uses_its_preset_and_exports_without_the_dds_loop(tmp_path):
-    """`steer demo --task steer/Lift-v0` at toy sizes: robosuite demos, BC, DSRL with Lift's preset (DSRL-NA),
+    """`steer demo --task steer/Lift-v0` at toy sizes: robosuite demos, BC, DSRL with Lift's preset (DSRL-SAC),
     an ONNX file that matches torch, and no DDS loop (the simulated robot is PlanarPush's)."""
     cfg = DemoConfig(task="steer/Lift-v0", out=tmp_path / "demo", demos=2, eval_episodes=1,
                      bc=BCConfig(steps=20, checkpoint_every=20),
@@ -51,7 +51,7 @@ def test_demo_on_lift_uses_its_preset_and_exports_without_the_dds_loop(tmp_path)
                                      checkpoint_every=10**6))
     s = run_demo(cfg, progress=False)
     assert s["task"] == "steer/Lift-v0" and s["demos"]["episodes"] == 2
-    assert s["dsrl"]["algorithm"] == "dsrl-na" and s["dsrl"]["env_steps"] >= 8
+    assert s["dsrl"]["algorithm"] == "dsrl-sac" and s["dsrl"]["env_steps"] >= 8
     assert s["export"]["max_abs_diff"] <= 1e-5 and "robot_loop" not in s
     recorded = json.loads((tmp_path / "demo" / "dsrl" / "config.json").read_text())["config"]["dsrl"]
     assert recorded["latent_noise_bound"] == 1.5 and recorded["reward_offset"] == 1.0
