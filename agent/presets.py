@@ -15,7 +15,8 @@ steps in 36 minutes (100 held-out episodes; README, "The paper's settings"). Tha
 The second departure is Lift's algorithm: DSRL-SAC, not NA. With ``keep_best`` it reached 0.97, the
 median of 3 seeds (0.97, 1.00, 0.93; 35 minutes on one core each, 10.4-10.9k env steps, two of the
 three keeping their 3k-step actor), where its last actors alone gave a median of 0.48. Lift's
-``env_steps`` is what those runs made in 35 minutes. Can keeps the paper's NA.
+``env_steps`` is what those runs made in 35 minutes. Can keeps the paper's NA: DSRL-SAC with
+``keep_best`` reached 0.63 there (median of 3 seeds, 60 minutes each; BC 0.50), NA 0.76 on one seed.
 DSRL-NA's Q_A can also learn from the demonstrations (``na_prefill_demos``, which ``steer demo``
 and bench/manipulation.py set to the run's dataset).
 

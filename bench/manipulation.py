@@ -134,7 +134,7 @@ def plot(results: list[dict], prep: dict, out_png: Path) -> Path:
         ax.axhline(prep[task]["demo_success"], color="gray", ls=":",
                    label=f"demonstrations {prep[task]['demo_success']:.2f}")
         ax.set(title=f"{TASKS[task]}", xlabel="env steps", ylabel="success (deterministic actor)", ylim=(0, 1.02))
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=7)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1, fontsize=7)
         ax.grid(alpha=0.3)
     return _save(fig, out_png)
 
