@@ -255,11 +255,13 @@ def imitation_loss(model: CarlActorCritic, obs: dict[str, torch.Tensor], targets
     return weighted_nll(beta_log_prob(targets, alpha, beta), weights) + head_l2 * raw.pow(2).mean(), alpha, beta
 
 
-def warm_start(model: CarlActorCritic, envs, cfg: PPOConfig, seed: int, device: torch.device | str = "cpu"
-               ) -> tuple[dict[str, np.ndarray], dict[str, Any], int, dict[str, float]]:
+def warm_start(model: CarlActorCritic, envs, cfg: PPOConfig, seed: int, device: torch.device | str = "cpu",
+               deadline: float | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any], int, dict[str, float]]:
     """DAgger imitation of the env's scripted driver (see :class:`WarmStartConfig`); returns the first
     observation and info of fresh episodes for PPO (with the driver's labels when ``ppo_coef`` > 0),
-    the env steps taken by this rank and the last losses."""
+    the env steps taken by this rank and the last losses. With a ``deadline`` (``time.time()``) no round
+    starts after it (every rank stops after the same round): a run's time limit holds during the
+    warm start too, whose rounds take far longer on the BEV than on the vector observation."""
     ws = cfg.warm_start
     obs, info = envs.reset(seed=seed, options={"expert_labels": True})
     if "expert_action" not in info:
@@ -299,7 +301,10 @@ def warm_start(model: CarlActorCritic, envs, cfg: PPOConfig, seed: int, device: 
         with torch.no_grad():
             mean_err = (2.0 * alpha / (alpha + beta) - 1.0 - (2.0 * y_all[idx].to(device) - 1.0)).abs().mean(0)
         stats = {"warm_start/nll": loss.item(), "warm_start/steer_error": mean_err[0].item(),
-                 "warm_start/accel_error": mean_err[1].item(), "warm_start/samples": float(len(y_all))}
+                 "warm_start/accel_error": mean_err[1].item(), "warm_start/samples": float(len(y_all)),
+                 "warm_start/rounds": float(rnd + 1)}
+        if deadline is not None and _all_sum(torch.tensor(float(time.time() > deadline))).item() > 0:
+            break
     obs, info = envs.reset(seed=seed + 1, options={"expert_labels": ws.ppo_coef > 0})
     return obs, info, steps, stats
 
@@ -534,7 +539,9 @@ def train_ppo(cfg: PPOConfig, run: RunLog, resume: bool = False, progress: bool 
     episodes: dict[str, float] = {}
     value_only_until = start_update - 1
     if cfg.warm_start.rounds > 0 and not resume:
-        next_obs, next_info, ws_steps, ws_stats = warm_start(model, envs, cfg, cfg.seed + 1000 * rank + 17, device)
+        next_obs, next_info, ws_steps, ws_stats = warm_start(
+            model, envs, cfg, cfg.seed + 1000 * rank + 17, device,
+            deadline=None if time_limit_s is None else t_start + time_limit_s)
         global_step += ws_steps * world
         value_only_until = cfg.warm_start.value_updates
         if rank == 0:

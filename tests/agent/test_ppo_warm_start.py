@@ -55,6 +55,20 @@ def test_dagger_warm_start_drives_short_routes_before_any_ppo_update():
     assert "expert_action" not in env.step(np.zeros((cfg.num_envs, 2), np.float32))[4]  # labels off for PPO
 
 
+def test_no_warm_start_round_begins_after_the_deadline():
+    """A run's time limit holds in the warm start: with the deadline passed, the first round is the last."""
+    import time
+
+    torch.set_num_threads(1)
+    cfg = tiny_ppo_config(warm_start=WarmStartConfig(rounds=3, steps=8, epochs=1, minibatch_size=256))
+    env = make_env(cfg.num_envs, cfg)
+    model = make_model(env.single_observation_space, cfg.net)
+    _, _, steps, stats = warm_start(model, env, cfg, seed=0, deadline=time.time())
+    assert steps == 8 * cfg.num_envs and stats["warm_start/rounds"] == 1
+    _, _, steps, stats = warm_start(model, env, cfg, seed=0, deadline=time.time() + 3600)
+    assert steps == 3 * 8 * cfg.num_envs and stats["warm_start/rounds"] == 3
+
+
 def test_critic_only_update_leaves_the_policy_unchanged():
     cfg = tiny_ppo_config()
     env = make_env(8, cfg)
