@@ -25,6 +25,19 @@ The cumulative-budget variant runs whole explorer episodes while the accumulated
 margin over (1 − α)·V_b, counted pessimistically (every episode at the lower bound of
 the policy it ran, against (1 − α)·U_b; the next one at L_e), stays ≥ 0.
 
+Every window, not only the expectation (``guarantee_window`` W > 0, 0/1 values). A mixture whose mean
+sits just above (1 − α)·V_b keeps the expectation, yet a window of W episodes of it falls below the
+threshold far more often than a window of the baseline would: with V_b = 0.8, α = 0.2 and W = 20, the
+baseline's windows fall below 3 % of the time, the EpsMix mixture's with a worthless explorer 34 %.
+The window clause caps ρ further, so that a window of the mixture falls under (1 − α)·L_b at most δ more
+often than a window of the baseline: with the window's success count binomial,
+
+    P(Bin(W, m) < (1 − α)·L_b·W) ≤ P(Bin(W, L_b) < (1 − α)·L_b·W) + δ,   m = ρ·L_e + (1 − ρ)·L_b,
+
+which gives m ≥ m* in closed form (a beta quantile) and ρ ≤ (L_b − m*) / (L_b − L_e). Both sides are
+taken at the baseline's lower bound, where the difference of the two tails is largest for a baseline
+above the threshold; it holds given the bounds, which hold with 1 − δ themselves.
+
 The explorer's bound uses a window of its most recent episodes because the explorer
 keeps learning; that is an estimate of a moving target, not a bound on the next
 episode's policy, which is why the bench measures the realized violations.
@@ -71,6 +84,10 @@ class ConservativeConfig:
     """Explorer (or, for StepMix, mixed) episodes used for its lower bound, most recent first."""
     metrics_window: int = field(default=50, metadata={"range": "[1, inf)"})
     """Episodes per logged window of safety metrics."""
+    guarantee_window: int = field(default=0, metadata={"range": "[0, inf)"})
+    """Also keep windows of this many episodes (0/1 values; EpsMix and StepMix): ρ is capped so that a window of
+    the mixture falls under (1 − α)·L_b at most δ more often than one of the baseline. 0: the guarantee is on
+    the expected value only (Li et al.), and the mixture may sit just above the threshold."""
     explorer_deterministic: bool = True
     """Gated variants only: explorer chunks run the learner's deterministic action (its mean), so the
     episodes the gate bets on are the learner's best guess; exploration then comes from the baseline's own
@@ -93,6 +110,14 @@ class ConservativeConfig:
             raise ValueError("Clopper–Pearson bounds need 0/1 episode values; use bound='hoeffding' for returns.")
         if self.bound not in ("clopper_pearson", "hoeffding"):
             raise ValueError(f"unknown bound {self.bound!r}; choose clopper_pearson or hoeffding.")
+        if self.guarantee_window < 0:
+            raise ValueError(f"guarantee_window must be at least 0, got {self.guarantee_window}.")
+        if self.guarantee_window and self.bound != "clopper_pearson":
+            raise ValueError("guarantee_window needs 0/1 episode values (bound='clopper_pearson'): a window of "
+                             "returns has no binomial tail.")
+        if self.guarantee_window and self.variant == "budget":
+            raise ValueError("guarantee_window applies to epsmix and stepmix; the budget variant keeps a running "
+                             "margin instead.")
 
     @property
     def enabled(self) -> bool:
@@ -145,6 +170,35 @@ def epsmix_rho(alpha: float, baseline_lower: float, baseline_upper: float, explo
     if gap <= 0.0:
         return 1.0
     return float(min(1.0, max(0.0, alpha * baseline_lower) / gap))
+
+
+def window_below_prob(mean: float, threshold: float, window: int) -> float:
+    """Probability that ``window`` 0/1 episodes of a policy with success probability ``mean`` average under
+    ``threshold`` (the window's success count is Bin(window, mean))."""
+    from scipy.stats import binom  # here: scipy.stats takes a while to import and most commands never need it
+
+    k = math.ceil(threshold * window - 1e-12) - 1  # below: fewer than threshold·W successes, i.e. at most k
+    return 0.0 if k < 0 else float(binom.cdf(k, window, mean))
+
+
+def window_rho(alpha: float, delta: float, window: int, baseline_lower: float, explorer_lower: float) -> float:
+    """Largest ρ whose mixture's W-episode windows fall under (1 − α)·L_b at most δ more often than the
+    baseline's, the mixture's mean taken at ρ·L_e + (1 − ρ)·L_b (see the module's docstring)."""
+    from scipy.stats import beta
+
+    lb, le = baseline_lower, explorer_lower
+    if le >= lb:
+        return 1.0
+    threshold = (1.0 - alpha) * lb
+    k = math.ceil(threshold * window - 1e-12) - 1
+    if k < 0:
+        return 1.0  # no window can fall below a threshold of zero successes
+    allowed = window_below_prob(lb, threshold, window) + delta
+    if allowed >= 1.0 or window_below_prob(le, threshold, window) <= allowed:
+        return 1.0
+    # P(Bin(W, m) ≤ k) = P(Beta(W − k, k + 1) ≤ 1 − m): the tail equals `allowed` at m* = 1 − that quantile.
+    m_star = 1.0 - float(beta.ppf(allowed, window - k, k + 1))
+    return float(min(1.0, max(0.0, (lb - m_star) / (lb - le))))
 
 
 @dataclass
@@ -230,7 +284,11 @@ class ConservativeGate:
         if len(self.baseline_values) < self.cfg.min_baseline_episodes:
             return 0.0
         lb, ub = self.baseline_bounds()
-        return epsmix_rho(self.cfg.alpha, lb, ub, self.explorer_lower())
+        le = self.explorer_lower()
+        rho = epsmix_rho(self.cfg.alpha, lb, ub, le)
+        if self.cfg.guarantee_window and rho > 0.0:
+            rho = min(rho, window_rho(self.cfg.alpha, self.cfg.delta, self.cfg.guarantee_window, lb, le))
+        return rho
 
     def threshold(self) -> float:
         """(1 − α)·L_b: the value an episode should not fall below."""

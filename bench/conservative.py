@@ -40,6 +40,13 @@ the mean value of all training episodes against the threshold (what the gate's g
 in expectation) and the explorer's share. Writes ``conservative_<task>_harmful.json``.
 
     python bench/conservative.py --task lift --harmful 200 --window 20 --baseline-episodes 100
+
+``--gate-window W`` turns on the gate's window clause (``guarantee_window``): ρ is capped so that a window
+of W training episodes falls under the threshold at most δ more often than a window of the baseline would,
+not only the expected value. Its results go to a file of their own (``…_window.json``), beside the
+expectation-only ones.
+
+    python bench/conservative.py --task lift --harmful 400 --seeds 2 --window 20 --gate-window 20
 """
 
 from __future__ import annotations
@@ -186,19 +193,24 @@ def main() -> int:
                     help="the gate's explorer_window (default: the library's)")
     ap.add_argument("--explorer", choices=("deterministic", "stochastic"), default=None,
                     help="what the gated explorer episodes run (default: the library's explorer_deterministic)")
+    ap.add_argument("--gate-window", type=int, default=0, metavar="W",
+                    help="the gate's guarantee_window: also keep windows of W episodes (0: expectation only)")
     ap.add_argument("--harmful", type=int, default=0, metavar="N",
                     help="instead of DSRL: N training episodes of a deliberately harmful explorer (the constant "
                          "latent +b), gated and ungated, --seeds seeds each")
     ap.add_argument("--out", type=Path, default=None, help="default: results/conservative.json "
-                    "(conservative_lift.json with --task lift, conservative_<task>_harmful.json with --harmful)")
+                    "(conservative_lift.json with --task lift, conservative_<task>_harmful.json with --harmful; "
+                    "_window before .json with --gate-window)")
     args = ap.parse_args()
-    for name, value, least in (("--harmful", args.harmful, 0), ("--seeds", args.seeds, 1), ("--window", args.window, 1)):
+    for name, value, least in (("--harmful", args.harmful, 0), ("--seeds", args.seeds, 1), ("--window", args.window, 1),
+                               ("--gate-window", args.gate_window, 0)):
         if value < least:
             print(f"{name} {value}: expected at least {least}.")
             return 2
     if args.out is None:
         name = "conservative" if args.task == "push" else f"conservative_{args.task}"
-        args.out = ROOT / "results" / (name + ("_harmful" if args.harmful else "") + ".json")
+        args.out = ROOT / "results" / (name + ("_harmful" if args.harmful else "")
+                                       + ("_window" if args.gate_window else "") + ".json")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     task = TASKS[args.task]
     if args.task == "lift":
@@ -246,6 +258,8 @@ def gate_kwargs(args) -> dict:
         out["explorer_window"] = args.explorer_window
     if args.explorer is not None:
         out["explorer_deterministic"] = args.explorer == "deterministic"
+    if args.gate_window:
+        out["guarantee_window"] = args.gate_window
     return out
 
 
@@ -257,15 +271,11 @@ def budget(args, gated: bool) -> int:
 def _threshold(args, base: dict) -> tuple[float, float, float]:
     """(L_b, threshold, window noise floor): the baseline's lower bound, (1 − α)·L_b, and how often a window
     of the baseline alone falls under the threshold (sampling error)."""
-    from scipy import stats
-
-    from steer.agent.conservative import clopper_pearson_bounds
+    from steer.agent.conservative import clopper_pearson_bounds, window_below_prob
 
     lb, _ = clopper_pearson_bounds(base["successes"], base["episodes"], args.delta)
     threshold = (1 - args.alpha) * lb
-    k_below = int(np.ceil(threshold * args.window)) - 1
-    noise_floor = float(stats.binom.cdf(k_below, args.window, base["success_rate"])) if k_below >= 0 else 0.0
-    return lb, threshold, noise_floor
+    return lb, threshold, window_below_prob(base["success_rate"], threshold, args.window)
 
 
 def report_harmful(args, base: dict, results: list, t0: float) -> None:
@@ -287,13 +297,17 @@ def report_harmful(args, base: dict, results: list, t0: float) -> None:
     figures["threshold"] = threshold
     goal = {"mean_value_at_or_above_threshold": figures["mean_value.gated"] >= threshold,
             "ungated_windows_below": figures["below_threshold_frac.ungated"],
-            "window_noise_floor_of_the_baseline": noise_floor}
+            "window_noise_floor_of_the_baseline": noise_floor,
+            "below_threshold_limit": args.delta + noise_floor,
+            "below_threshold_met": figures["below_threshold_frac.gated"] <= args.delta + noise_floor}
     print(f"baseline success {base['success_rate']:.2f} (L_b {lb:.2f}), threshold {threshold:.2f}; "
           f"harmful explorer, {args.harmful} training episodes per run, windows of {args.window}")
     print(f"{'':<10} {'below-thr windows':>18} {'mean value':>11} {'explorer share':>15}")
     for name in ("ungated", "gated"):
         print(f"{name:<10} {figures[f'below_threshold_frac.{name}']:>18.3f} {figures[f'mean_value.{name}']:>11.3f} "
               f"{figures[f'explorer_share.{name}']:>15.3f}")
+    print(f"goal: gated below-threshold windows ≤ δ + noise = {goal['below_threshold_limit']:.3f} "
+          f"({'met' if goal['below_threshold_met'] else 'missed'})")
     write_results(args.out, figures, {
         "task": TASKS[args.task], "explorer": "constant latent +b in every coordinate (deliberately harmful)",
         "baseline": {**base, "lower_bound": lb, "threshold": threshold}, "window_episodes": args.window,

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from steer.agent.conservative import (ConservativeConfig, ConservativeGate, EpisodePlan, GatedEnvs,
-                                      clopper_pearson_bounds, epsmix_rho, hoeffding_bounds)
+                                      clopper_pearson_bounds, epsmix_rho, hoeffding_bounds, window_below_prob,
+                                      window_rho)
 
 
 # ------------------------------------------------------------------ bounds
@@ -57,6 +58,41 @@ def test_hoeffding_hand_computed():
 ])
 def test_epsmix_rho_hand_computed(alpha, lb, ub, le, expected):
     assert epsmix_rho(alpha, lb, ub, le) == pytest.approx(expected, abs=1e-12)
+
+
+def test_window_below_prob_is_the_binomial_tail():
+    # 20 episodes under 0.64 means at most 12 successes; at exactly 0.65·20 = 13 the window is not below.
+    assert window_below_prob(0.8, 0.64, 20) == pytest.approx(stats.binom.cdf(12, 20, 0.8), abs=1e-12)
+    assert window_below_prob(0.8, 0.65, 20) == pytest.approx(stats.binom.cdf(12, 20, 0.8), abs=1e-12)
+    assert window_below_prob(0.8, 0.66, 20) == pytest.approx(stats.binom.cdf(13, 20, 0.8), abs=1e-12)
+    assert window_below_prob(0.3, 0.0, 20) == 0.0
+
+
+@pytest.mark.parametrize("alpha,delta,window,lb,le", [
+    (0.2, 0.05, 20, 0.8, 0.0), (0.2, 0.05, 20, 0.7, 0.3), (0.1, 0.01, 50, 0.6, 0.2), (0.3, 0.1, 10, 0.9, 0.5),
+])
+def test_window_rho_holds_the_window_tail_to_delta_above_the_baseline(alpha, delta, window, lb, le):
+    thr = (1 - alpha) * lb
+    rho = window_rho(alpha, delta, window, lb, le)
+    assert 0.0 < rho < 1.0
+    excess = lambda r: window_below_prob(r * le + (1 - r) * lb, thr, window) - window_below_prob(lb, thr, window)
+    # At the cap the mixture's windows fall below δ more often than the baseline's, and no more; beyond it, more.
+    assert excess(rho) == pytest.approx(delta, abs=1e-6)
+    assert excess(min(1.0, rho + 0.02)) > delta
+    # The clause is stricter than EpsMix's expectation here (U_b = L_b: the most EpsMix could allow).
+    assert rho < epsmix_rho(alpha, lb, lb, le)
+    # A better explorer may run more; one as good as the baseline runs freely.
+    assert window_rho(alpha, delta, window, lb, (le + lb) / 2) > rho
+    assert window_rho(alpha, delta, window, lb, lb) == 1.0
+
+
+def test_guarantee_window_is_validated():
+    with pytest.raises(ValueError, match="guarantee_window"):
+        ConservativeConfig(variant="epsmix", guarantee_window=-1)
+    with pytest.raises(ValueError, match="0/1 episode values"):
+        ConservativeConfig(variant="epsmix", guarantee_window=20, bound="hoeffding", value_max=10.0)
+    with pytest.raises(ValueError, match="budget"):
+        ConservativeConfig(variant="budget", guarantee_window=20)
 
 
 def test_gate_rho_hand_computed_hoeffding():
@@ -233,9 +269,38 @@ def test_harmful_explorer_is_held_to_the_guarantee(variant):
     assert (exact[10:] < threshold).all()
 
 
-def test_a_good_explorer_takes_over():
-    exact, envs = _bernoulli_run(ConservativeConfig(variant="epsmix", alpha=0.2, baseline_refresh_every=20), 0.4,
-                                 0.95, 600, 1)
+def _windows_below(values, threshold, window):
+    values = np.asarray(values, dtype=float)
+    n = len(values) // window
+    return float((values[:n * window].reshape(n, window).mean(axis=1) < threshold).mean())
+
+
+def test_guarantee_window_keeps_windows_where_the_expectation_alone_does_not():
+    """A worthless explorer under EpsMix: in expectation both gates hold, but only the window clause keeps
+    20-episode windows near the baseline's own rate of falling below (1 − α)·V_b."""
+    alpha, delta, p_base, window = 0.2, 0.05, 0.8, 20
+    threshold = (1 - alpha) * p_base
+    baseline_rate = window_below_prob(p_base, threshold, window)  # 0.032
+    frac, share = {}, {}
+    for w in (0, window):
+        values, explored = [], 0
+        for seed in range(4):
+            cfg = ConservativeConfig(variant="epsmix", alpha=alpha, delta=delta, guarantee_window=w, seed=seed)
+            _, envs = _bernoulli_run(cfg, p_base, 0.0, 1500, seed)
+            values += [r.value for r in envs.records]
+            explored += sum(r.kind == "explorer" for r in envs.records)
+        frac[w], share[w] = _windows_below(values, threshold, window), explored / len(values)
+    n_windows = 4 * 1500 // window
+    noise = 3 * math.sqrt((baseline_rate + delta) * (1 - baseline_rate - delta) / n_windows)
+    assert frac[window] <= baseline_rate + delta + noise, frac
+    assert frac[0] >= baseline_rate + delta + 0.05, frac  # expectation only: far more windows below
+    assert 0.01 <= share[window] < share[0], share  # it still explores, less
+
+
+@pytest.mark.parametrize("guarantee_window", [0, 20])
+def test_a_good_explorer_takes_over(guarantee_window):
+    cfg = ConservativeConfig(variant="epsmix", alpha=0.2, baseline_refresh_every=20, guarantee_window=guarantee_window)
+    exact, envs = _bernoulli_run(cfg, 0.4, 0.95, 600, 1)
     late = envs.records[-100:]
     # Refresh episodes keep 1 in 20 with the baseline; the rest explore once the explorer proves itself.
     assert sum(r.kind == "explorer" for r in late) >= 90
