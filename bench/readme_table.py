@@ -38,12 +38,17 @@ SHOWN = {
     "conservative_lift": ("The gate on robosuite Lift, DSRL-SAC at the PlanarPush settings, 1 seed", None),
     "conservative_lift_harmful": ("The gate on robosuite Lift against a deliberately harmful explorer (constant latent +b)",
                                   None),
+    "conservative_lift_harmful_window": ("The same, the gate's window clause on (windows of 20), median of 2 seeds",
+                                         None),
+    "conservative_lift_window": ("The gate on robosuite Lift with its window clause, DSRL-SAC at the PlanarPush settings",
+                                 None),
     "manipulation": ("robosuite Lift and Can: demos, BC with w ~ N(0, I), DSRL-NA and DSRL-SAC (median of the DSRL "
                      "seeds in the details)", None),
     "adapt": ("DSRL over the wire: `steer adapt` steering a `--steered` node on the simulated robot, 3 processes over DDS",
               None),
 }
-SCRIPT = {"conservative_lift": "conservative", "conservative_lift_harmful": "conservative"}
+SCRIPT = {"conservative_lift": "conservative", "conservative_lift_harmful": "conservative",
+          "conservative_lift_harmful_window": "conservative", "conservative_lift_window": "conservative"}
 """Results files written by a benchmark of another name (``bench/<script>.py --task …``)."""
 
 
