@@ -537,7 +537,8 @@ class PolicyNode:
     def spin_once(self, timeout_s: float | None = None) -> None:
         """Wait for input (at most a quarter period), then do whatever is due."""
         quarter = self.period_ns / 4e9
-        wait = quarter if timeout_s is None else min(timeout_s, quarter)
+        # A caller's deadline may already have passed: never a negative wait (rclpy blocks forever on one).
+        wait = quarter if timeout_s is None else max(0.0, min(timeout_s, quarter))
         if self._pending_recv_ns is not None and self._next_observed_tick_ns is not None:
             # A joint state waits for its tick: wake up when it is due.
             wait = min(wait, max(0.0, (self._next_observed_tick_ns - self.clock.monotonic_ns()) / 1e9))

@@ -155,7 +155,7 @@ class RclpyTransport:
         spin_once runs one callback; draining the rest lets the node see a step's goal and
         joint state together, as the DDS transport does.
         """
-        self._executor.spin_once(timeout_sec=timeout_s)
+        self._executor.spin_once(timeout_sec=max(0.0, timeout_s))  # rclpy waits forever on a negative timeout
         for _ in range(16):
             before = self.received[0]
             self._executor.spin_once(timeout_sec=0.0)

@@ -231,3 +231,16 @@ def test_a_joint_state_right_after_a_watchdog_tick_still_gets_its_command(policy
     node.spin_once()
     # It ticks and queries; the command leaves the hold at the rate limit (12/s for 5 ms).
     assert np.allclose(transport.sent[CMD][-1].data, [0.06, 0.06]) and node.stats.queries == 2
+
+
+def test_a_deadline_already_passed_is_a_wait_of_zero_not_a_negative_one(policy_factory):
+    """A caller that computes ``period - elapsed`` can pass a negative timeout; a transport must never see it
+    (rclpy's spin_once blocks forever on a negative timeout, time.sleep raises)."""
+    node, transport, clock = _node(policy_factory)
+    seen = []
+    inner = transport.wait
+    transport.wait = lambda timeout_s: (seen.append(timeout_s), inner(timeout_s))[1]
+    node.spin_once(-3e-7)
+    node.spin_once(-1.0)
+    node.spin_once(0.001)
+    assert seen[:2] == [0.0, 0.0] and seen[2] == pytest.approx(0.001)
