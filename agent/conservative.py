@@ -177,8 +177,13 @@ def window_below_prob(mean: float, threshold: float, window: int) -> float:
     ``threshold`` (the window's success count is Bin(window, mean))."""
     from scipy.stats import binom  # here: scipy.stats takes a while to import and most commands never need it
 
-    k = math.ceil(threshold * window - 1e-12) - 1  # below: fewer than threshold·W successes, i.e. at most k
+    k = _most_successes_below(threshold, window)
     return 0.0 if k < 0 else float(binom.cdf(k, window, mean))
+
+
+def _most_successes_below(threshold: float, window: int) -> int:
+    """A window is below ``threshold`` with fewer than threshold·W successes, i.e. at most this many (−1: never)."""
+    return math.ceil(threshold * window - 1e-12) - 1
 
 
 def window_rho(alpha: float, delta: float, window: int, baseline_lower: float, explorer_lower: float) -> float:
@@ -187,16 +192,13 @@ def window_rho(alpha: float, delta: float, window: int, baseline_lower: float, e
     from scipy.stats import beta
 
     lb, le = baseline_lower, explorer_lower
-    if le >= lb:
-        return 1.0
     threshold = (1.0 - alpha) * lb
-    k = math.ceil(threshold * window - 1e-12) - 1
-    if k < 0:
-        return 1.0  # no window can fall below a threshold of zero successes
+    k = _most_successes_below(threshold, window)
     allowed = window_below_prob(lb, threshold, window) + delta
-    if allowed >= 1.0 or window_below_prob(le, threshold, window) <= allowed:
-        return 1.0
-    # P(Bin(W, m) ≤ k) = P(Beta(W − k, k + 1) ≤ 1 − m): the tail equals `allowed` at m* = 1 − that quantile.
+    if le >= lb or k < 0 or allowed >= 1.0:
+        return 1.0  # no worse than the baseline, no window can fall below, or any window may
+    # P(Bin(W, m) ≤ k) = P(Beta(W − k, k + 1) ≤ 1 − m): the tail equals `allowed` at m* = 1 − that quantile,
+    # and an explorer with L_e ≥ m* may run alone (the ratio below is then ≥ 1).
     m_star = 1.0 - float(beta.ppf(allowed, window - k, k + 1))
     return float(min(1.0, max(0.0, (lb - m_star) / (lb - le))))
 
