@@ -82,6 +82,9 @@ class Batch(NamedTuple):
     cost_values: torch.Tensor | None = None
     guide: torch.Tensor | None = None
     """The scripted driver's actions as Beta samples in (0, 1) (None without ``warm_start.ppo_coef``)."""
+    guide_weight: torch.Tensor | None = None
+    """Weight of each sample in the imitation term (1 + ``warm_start.focus_weight`` where the driver
+    reacts to something; None: all alike)."""
 
     def take(self, idx: torch.Tensor, device: torch.device | str = "cpu") -> "Batch":
         """Rows ``idx`` of every field, on ``device``."""
@@ -154,7 +157,7 @@ def ppo_update(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch,
         guided = guide_coef > 0 and mb.guide is not None
         out = model(mb.obs, mb.x, critic_head_only=not policy, **({"guide": mb.guide} if guided else {}))
         _, newlogprob, entropy, newvalue = out[:4]
-        guide_loss = weighted_nll(out[4], cfg.warm_start.action_weights) if guided else None
+        guide_loss = weighted_nll(out[4], cfg.warm_start.action_weights, mb.guide_weight) if guided else None
         cost_v_loss = None
         if lagrange is not None:
             newvalue, newcost = newvalue[:, 0], newvalue[:, 1]
@@ -234,25 +237,31 @@ def beta_targets(actions: np.ndarray) -> torch.Tensor:
     return torch.from_numpy((np.asarray(actions).clip(-1.0, 1.0) + 1.0) / 2.0).float().clamp(0.01, 0.99)
 
 
-def weighted_nll(logp: torch.Tensor, weights: tuple[float, ...]) -> torch.Tensor:
+def weighted_nll(logp: torch.Tensor, weights: tuple[float, ...], sample_weights: torch.Tensor | None = None) -> torch.Tensor:
     """Mean over samples of the negative log-likelihood per action dimension ``logp`` [B, action_dim],
-    the dimensions weighted by ``weights`` (``WarmStartConfig.action_weights``)."""
+    the dimensions weighted by ``weights`` (``WarmStartConfig.action_weights``) and the samples by
+    ``sample_weights`` [B] (a weighted mean; None: all alike)."""
     if len(weights) != logp.shape[-1]:
         raise PPOConfigError(f"warm_start.action_weights has {len(weights)} weights for {logp.shape[-1]} action "
                              "dimensions")
-    return -(logp * logp.new_tensor(weights)).sum(-1).mean()
+    nll = -(logp * logp.new_tensor(weights)).sum(-1)
+    if sample_weights is None:
+        return nll.mean()
+    return (nll * sample_weights).sum() / sample_weights.sum().clamp_min(1e-12)
 
 
 def imitation_loss(model: CarlActorCritic, obs: dict[str, torch.Tensor], targets: torch.Tensor, head_l2: float,
-                   weights: tuple[float, ...] = (1.0, 1.0)) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   weights: tuple[float, ...] = (1.0, 1.0), sample_weights: torch.Tensor | None = None,
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss, α, β): the Beta negative log-likelihood of ``targets`` (in (0, 1), :func:`beta_targets`),
-    its action dimensions weighted by ``weights``, plus ``head_l2`` times the mean squared raw output of
-    the policy head (see ``WarmStartConfig.head_l2``)."""
+    its action dimensions weighted by ``weights`` and its samples by ``sample_weights``, plus ``head_l2``
+    times the mean squared raw output of the policy head (see ``WarmStartConfig.head_l2``)."""
     from steer.agent.ppo_nets import beta_log_prob, beta_params
 
     raw = model.policy_head(model.features(obs))
     alpha, beta = beta_params(raw)
-    return weighted_nll(beta_log_prob(targets, alpha, beta), weights) + head_l2 * raw.pow(2).mean(), alpha, beta
+    nll = weighted_nll(beta_log_prob(targets, alpha, beta), weights, sample_weights)
+    return nll + head_l2 * raw.pow(2).mean(), alpha, beta
 
 
 def warm_start(model: CarlActorCritic, envs, cfg: PPOConfig, seed: int, device: torch.device | str = "cpu",
@@ -270,13 +279,17 @@ def warm_start(model: CarlActorCritic, envs, cfg: PPOConfig, seed: int, device: 
     gen = torch.Generator().manual_seed(seed)
     data: dict[str, list[np.ndarray]] = {k: [] for k in obs}
     labels: list[np.ndarray] = []
+    focus: list[np.ndarray] = []  # 1 where the driver reacts to something (see WarmStartConfig.focus_weight)
     steps, stats = 0, {}
     for rnd in range(ws.rounds):
+        decay = rnd / max(ws.rounds - 1, 1)
+        optimizer.param_groups[0]["lr"] = ws.learning_rate * (1.0 - (1.0 - ws.final_lr_fraction) * decay)
         model.eval()
         for _ in range(ws.steps):
             for k, v in obs.items():
                 data[k].append(v)
             labels.append(info["expert_action"])
+            focus.append(np.asarray(info.get("expert_focus", np.zeros(len(info["expert_action"]))), np.float32))
             act = info["expert_action"] if rnd == 0 else model.act(obs_to_torch(obs, device)).cpu().numpy()
             obs, _, _, _, info = envs.step(act)
             steps += len(act)
@@ -285,14 +298,18 @@ def warm_start(model: CarlActorCritic, envs, cfg: PPOConfig, seed: int, device: 
         if sum(len(v) for v in labels) > keep:  # forget the oldest rounds
             while len(labels) > 1 and sum(len(v) for v in labels) - len(labels[0]) >= keep:
                 labels.pop(0)
+                focus.pop(0)
                 for v in data.values():
                     v.pop(0)
         x_all = {k: torch.from_numpy(np.concatenate(v)) for k, v in data.items()}
         y_all = beta_targets(np.concatenate(labels))
+        focus_all = np.concatenate(focus)
+        w_all = torch.from_numpy(1.0 + ws.focus_weight * focus_all) if ws.focus_weight > 0 else None
         mb = max(1, ws.minibatch_size // _world())
         for idx in minibatch_indices(len(y_all), mb, ws.epochs, gen):
             o = {k: v[idx].to(device) for k, v in x_all.items()}
-            loss, alpha, beta = imitation_loss(model, o, y_all[idx].to(device), ws.head_l2, ws.action_weights)
+            loss, alpha, beta = imitation_loss(model, o, y_all[idx].to(device), ws.head_l2, ws.action_weights,
+                                               None if w_all is None else w_all[idx].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             _average_gradients(model)
@@ -302,7 +319,8 @@ def warm_start(model: CarlActorCritic, envs, cfg: PPOConfig, seed: int, device: 
             mean_err = (2.0 * alpha / (alpha + beta) - 1.0 - (2.0 * y_all[idx].to(device) - 1.0)).abs().mean(0)
         stats = {"warm_start/nll": loss.item(), "warm_start/steer_error": mean_err[0].item(),
                  "warm_start/accel_error": mean_err[1].item(), "warm_start/samples": float(len(y_all)),
-                 "warm_start/rounds": float(rnd + 1)}
+                 "warm_start/rounds": float(rnd + 1), "warm_start/focus_share": float(focus_all.mean()),
+                 "warm_start/learning_rate": optimizer.param_groups[0]["lr"]}
         if deadline is not None and _all_sum(torch.tensor(float(time.time() > deadline))).item() > 0:
             break
     obs, info = envs.reset(seed=seed + 1, options={"expert_labels": ws.ppo_coef > 0})
@@ -524,6 +542,7 @@ def train_ppo(cfg: PPOConfig, run: RunLog, resume: bool = False, progress: bool 
                for k, s in space.spaces.items()}
     x_buf = torch.zeros((T, N, 2))
     guide_buf = torch.zeros((T, N, 2)) if guided else None
+    focus_buf = torch.zeros((T, N)) if guided and cfg.warm_start.focus_weight > 0 else None
     logp_buf, rew_buf, done_buf, val_buf = (torch.zeros((T, N)) for _ in range(4))
     cost_buf, cval_buf = torch.zeros((T, N)), torch.zeros((T, N))
     ep_cost = np.zeros(N)
@@ -558,6 +577,8 @@ def train_ppo(cfg: PPOConfig, run: RunLog, resume: bool = False, progress: bool 
                 obs_buf[k][t] = v
             if guide_buf is not None:
                 guide_buf[t] = beta_targets(next_info["expert_action"])
+            if focus_buf is not None and "expert_focus" in next_info:
+                focus_buf[t] = torch.from_numpy(np.asarray(next_info["expert_focus"], np.float32))
             with torch.no_grad():
                 x, logp, _, value = model({k: v.to(device) for k, v in obs_t.items()})
             if lagrange is not None:
@@ -599,7 +620,8 @@ def train_ppo(cfg: PPOConfig, run: RunLog, resume: bool = False, progress: bool 
         batch = Batch({k: v.reshape((T * N,) + v.shape[2:]) for k, v in obs_buf.items()}, x_buf.reshape(T * N, -1), logp_buf.reshape(-1),
                       adv.reshape(-1), ret.reshape(-1), val_buf.reshape(-1),
                       cadv.reshape(-1), cret.reshape(-1), cval_buf.reshape(-1),
-                      guide_buf.reshape(T * N, -1) if guide_buf is not None else None)
+                      guide_buf.reshape(T * N, -1) if guide_buf is not None else None,
+                      1.0 + cfg.warm_start.focus_weight * focus_buf.reshape(-1) if focus_buf is not None else None)
         # ---- learn
         model.train()
         mbs = minibatch_indices(T * N, mb_local, cfg.update_epochs, shuffle)

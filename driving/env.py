@@ -17,7 +17,9 @@ flags of :data:`~steer.driving.simulator.INFRACTIONS`, ``driving_score`` (the ro
 see :mod:`steer.driving.score`: at an episode's last step, the episode's score), ``episode_return``
 and ``episode_length``. After ``reset(options={"expert_labels": True})`` (until a reset with False) the
 infos of reset and step also hold ``expert_action`` [N, 2]: the scripted driver's action for the
-returned observation (labels for imitation). ``env.metadata`` lists what a trainer needs to summarize episodes without
+returned observation (labels for imitation), and ``expert_focus`` [N] (float 0/1): 1 where that driver
+reacts to something on its route (passes a static obstacle, brakes for a vehicle or a pedestrian),
+the rare states an imitation may weigh up. ``env.metadata`` lists what a trainer needs to summarize episodes without
 knowing the simulator: ``infractions``, ``episode_metrics`` and ``distance_info``.
 """
 
@@ -197,15 +199,17 @@ class DriveVectorEnv(VectorEnv):
         self._reset_envs(idx, routes)
         self._return[idx] = 0.0
         self._done[idx] = False
-        return self.observe(), ({"expert_action": self._expert_action()} if self.expert_labels else {})
+        return self.observe(), (self._expert_labels() if self.expert_labels else {})
 
-    def _expert_action(self) -> np.ndarray:
-        """The scripted driver's actions [N, 2] in the current state (labels for imitation)."""
+    def _expert_labels(self) -> dict[str, np.ndarray]:
+        """The scripted driver's actions [N, 2] in the current state and where it reacts to something
+        (``expert_action``, ``expert_focus``: labels for imitation)."""
         if self._expert is None:
             from steer.driving.expert import ExpertDriver
 
             self._expert = ExpertDriver(self.sim)
-        return self._expert.act()
+        action = self._expert.act()
+        return {"expert_action": action, "expert_focus": self._expert.reacting.astype(np.float32)}
 
     def _reset_envs(self, idx: np.ndarray, routes: np.ndarray | None = None) -> None:
         """New episodes in envs ``idx``; without given routes a ``light_start`` share starts before a stop line."""
@@ -284,7 +288,7 @@ class DriveVectorEnv(VectorEnv):
                 self._return[idx] = 0.0
         obs = self.observe()
         if self.expert_labels:
-            infos["expert_action"] = self._expert_action()
+            infos.update(self._expert_labels())
         return obs, reward.astype(np.float32), terminated, truncated, infos
 
     def render(self):

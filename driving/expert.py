@@ -53,6 +53,9 @@ class ExpertDriver:
     def __init__(self, sim: DrivingSim, cfg: ExpertConfig = ExpertConfig()):
         self.sim = sim
         self.cfg = cfg
+        self.reacting = np.zeros(sim.num_envs, bool)
+        """After :meth:`act`: the envs whose driver reacts to something on its route (passes a static
+        obstacle, or brakes harder than 0.5 m/s² for a vehicle or a pedestrian in its way)."""
 
     def act(self) -> np.ndarray:
         """Actions [N, 2] = [steer, accel] in [-1, 1] for the sim's current state."""
@@ -108,6 +111,8 @@ class ExpertDriver:
         a_idm = idm_accel(sim.v, v_target, gap, lead_v, scfg)
         a_p = cfg.speed_gain * (v_target - sim.v)
         a = np.minimum(np.where(np.isfinite(gap), a_idm, a_p), a_p)
+        # Reacting to something on the route: passing a static obstacle, or braking for a road user.
+        self.reacting = passing | (np.isfinite(vgap) & (vgap <= lg) & (a < -0.5))
         # Hold still when stopped close behind an obstacle.
         a = np.where((gap < 1.0) & (sim.v < 0.5), -scfg.max_brake, a)
         accel = np.where(a >= 0, a / scfg.max_accel, a / scfg.max_brake)

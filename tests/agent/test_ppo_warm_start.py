@@ -69,6 +69,47 @@ def test_no_warm_start_round_begins_after_the_deadline():
     assert steps == 3 * 8 * cfg.num_envs and stats["warm_start/rounds"] == 3
 
 
+def test_the_imitation_step_size_falls_linearly_to_its_final_fraction_over_the_rounds():
+    torch.set_num_threads(1)
+    ws = WarmStartConfig(rounds=3, steps=8, epochs=1, minibatch_size=256, learning_rate=1e-3, final_lr_fraction=0.1)
+    cfg = tiny_ppo_config(warm_start=ws)
+    env = make_env(cfg.num_envs, cfg)
+    model = make_model(env.single_observation_space, cfg.net)
+    log = []
+    for rounds in (1, 2, 3):
+        c = dataclasses.replace(cfg, warm_start=dataclasses.replace(ws, rounds=rounds))
+        log.append(warm_start(model, env, c, seed=0)[3]["warm_start/learning_rate"])
+    # the last round of 1, 2 and 3 rounds: 1e-3 (a single round keeps the start), 1e-4, 1e-4
+    np.testing.assert_allclose(log, [1e-3, 1e-4, 1e-4], rtol=1e-9)
+    mid = dataclasses.replace(ws, rounds=5)
+    stats = warm_start(model, env, dataclasses.replace(cfg, warm_start=mid), seed=0,
+                       deadline=0.0)[3]  # stops after the first round
+    assert stats["warm_start/learning_rate"] == pytest.approx(1e-3)
+    constant = warm_start(model, env, dataclasses.replace(cfg, warm_start=dataclasses.replace(ws, final_lr_fraction=1.0)),
+                          seed=0)[3]
+    assert constant["warm_start/learning_rate"] == pytest.approx(1e-3)
+
+
+def test_sample_weights_make_the_imitation_loss_a_weighted_mean():
+    from steer.agent.ppo import weighted_nll
+
+    logp = torch.tensor([[-1.0, -2.0], [-3.0, -4.0], [-5.0, -6.0]])
+    plain = weighted_nll(logp, (4.0, 1.0))
+    assert plain.item() == pytest.approx((6.0 + 16.0 + 26.0) / 3)
+    assert weighted_nll(logp, (4.0, 1.0), torch.ones(3)).item() == pytest.approx(plain.item())
+    # a sample of weight 0 drops out; weight 3 counts three times
+    assert weighted_nll(logp, (4.0, 1.0), torch.tensor([1.0, 0.0, 3.0])).item() == pytest.approx((6.0 + 3 * 26.0) / 4)
+
+
+def test_the_warm_start_reports_the_share_of_samples_where_the_driver_reacts():
+    torch.set_num_threads(1)
+    cfg = tiny_ppo_config(warm_start=WarmStartConfig(rounds=1, steps=64, epochs=1, minibatch_size=256, focus_weight=4.0))
+    env = make_env(cfg.num_envs, cfg)
+    model = make_model(env.single_observation_space, cfg.net)
+    stats = warm_start(model, env, cfg, seed=0)[3]
+    assert 0.0 < stats["warm_start/focus_share"] < 0.5
+
+
 def test_critic_only_update_leaves_the_policy_unchanged():
     cfg = tiny_ppo_config()
     env = make_env(8, cfg)
@@ -141,6 +182,46 @@ def test_imitation_term_pulls_the_policy_toward_the_drivers_actions_during_ppo()
     b1, a1 = guide_logp_after(1.0)
     print(f"log-likelihood of the driver's actions: PPO alone {b0:.3f} -> {a0:.3f}, with imitation {b1:.3f} -> {a1:.3f}")
     assert a1 - b1 > 2.0 and a1 - b1 > 4.0 * abs(a0 - b0)
+
+
+def test_focus_weights_pull_the_policy_harder_toward_the_drivers_action_where_they_are_up():
+    cfg = tiny_ppo_config()
+    env = make_env(16, cfg)
+    obs, info = env.reset(seed=0, options={"expert_labels": True})
+    o = obs_to_torch(obs)
+    guide = beta_targets(info["expert_action"])
+    focus = torch.zeros(16)
+    focus[:4] = 1.0
+
+    def gain(weight: torch.Tensor | None) -> tuple[float, float]:
+        torch.manual_seed(0)
+        model = make_model(env.single_observation_space, cfg.net)
+        with torch.no_grad():
+            x, logp, _, value, before = model(o, guide=guide)
+        batch = Batch(o, x, logp, torch.zeros(16), value, value, guide=guide, guide_weight=weight)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        ppo_update(model, opt, batch, minibatch_indices(16, 16, 5, torch.Generator().manual_seed(0)), cfg,
+                   guide_coef=1.0)
+        with torch.no_grad():
+            d = (model(o, guide=guide)[4] - before).sum(-1)
+        return d[:4].mean().item(), d[4:].mean().item()
+
+    plain_in, plain_out = gain(None)
+    focus_in, focus_out = gain(1.0 + 30.0 * focus)
+    print(f"log-likelihood gain in / out of focus: plain {plain_in:.3f} / {plain_out:.3f}, "
+          f"weighted {focus_in:.3f} / {focus_out:.3f}")
+    assert focus_in > plain_in and focus_in - focus_out > plain_in - plain_out
+
+
+def test_trainer_weighs_its_imitation_term_by_the_drivers_focus(tmp_path):
+    torch.set_num_threads(1)
+    cfg = tiny_ppo_config(total_timesteps=2 * 32 * 32,
+                          warm_start=WarmStartConfig(rounds=1, steps=64, value_updates=0, ppo_coef=0.5, focus_weight=8.0))
+    log = MemoryLog(tmp_path)
+    train_ppo(cfg, log)
+    nll = [r["losses/imitation_nll"] for r in log.records if "losses/imitation_nll" in r]
+    assert len(nll) == 2 and all(np.isfinite(nll))
+    assert 0.0 < log.records[0]["warm_start/focus_share"] < 0.5
 
 
 def test_trainer_labels_its_rollouts_and_decays_the_imitation_weight(tmp_path):
