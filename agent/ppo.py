@@ -35,6 +35,9 @@ from steer.driving.score import per_km
 
 CHECKPOINT = "last"
 """Name of the checkpoint a run keeps (overwritten atomically)."""
+KEPT = "kept"
+"""Checkpoint name of the policy a run keeps when it is not the last one (``steer drive train``'s
+selection on a validation world); :func:`load_policy` prefers it."""
 
 
 class PPOConfigError(ValueError):
@@ -373,8 +376,11 @@ def config_from_dict(cls: type, data: dict[str, Any]):
     return cls(**kwargs)
 
 
-def load_policy(checkpoint_dir: Path, name: str = CHECKPOINT) -> tuple[CarlActorCritic, PPOConfig, dict[str, Any]]:
-    """(model in eval mode, the run's PPOConfig, checkpoint meta) from a trainer's checkpoint."""
+def load_policy(checkpoint_dir: Path, name: str | None = None) -> tuple[CarlActorCritic, PPOConfig, dict[str, Any]]:
+    """(model in eval mode, the run's PPOConfig, checkpoint meta) from a trainer's checkpoint: ``name``,
+    or by default the run's kept policy (:data:`KEPT`) where it has one, else its last."""
+    if name is None:
+        name = KEPT if (Path(checkpoint_dir) / f"{KEPT}.safetensors").exists() else CHECKPOINT
     state, meta = load_checkpoint(Path(checkpoint_dir), name)
     cfg = config_from_dict(PPOConfig, meta["ppo_config"])
     shapes = {k: tuple(v) for k, v in meta["obs_shapes"].items()}

@@ -44,13 +44,18 @@ def train(cfg: DriveTrainConfig) -> int:
     process drives its share of the envs), or under ``torchrun --nproc_per_node N $(which steer) drive
     train ...`` across machines. Writes metrics, TensorBoard events, checkpoints and ``report.png``
     (held-out route completion and driving score against minutes and env steps) to the run directory,
-    then evaluates on held-out routes.
+    keeps the policy copy that drove best on a validation world (``--no-keep-best``: the last one), then
+    evaluates it on held-out routes.
     """
     out = train_driving_local(cfg)
     if out is None:  # ranks other than 0
         return 0
     if out.table:
         print(out.table)
+    kept = out.summary.get("kept")
+    if kept and kept["policy"] == "best":
+        print(f"kept the policy of step {kept['step']} ({kept['minutes']:.1f} min), the best on the validation "
+              "world (checkpoints/kept)")
     print(f"trained {out.global_step} steps at {out.sps:.0f} steps/s; run in {out.path}")
     return 0
 

@@ -101,6 +101,7 @@ def read_metrics(path: Path) -> list[dict]:
 
 RESUME_MAY_CHANGE = frozenset({
     "resume", "progress", "max_minutes", "eval_episodes", "eval_routes", "runs", "name",
+    "keep_best", "validation_routes", "validation_world_seed",  # which copy a run keeps: chosen after training
     "ppo.total_timesteps", "dsrl.env_steps",  # a resumed run may train to a larger budget
     "ppo.checkpoint_every", "bc.checkpoint_every", "dsrl.checkpoint_every", "bc.log_every",
     "ppo.torch_threads", "ppo.device",

@@ -12,7 +12,8 @@ from steer.ops.drive_cmd import DriveEvalConfig, DriveTrainConfig, DriveTrainErr
 def test_train_then_eval_writes_the_run_and_a_driving_score_table(tmp_path, capsys):
     ppo = tiny_ppo_config(total_timesteps=2048, checkpoint_every=1)
     # Two local processes (DistributedDataParallel over gloo), as `steer drive train` runs by default.
-    assert train(DriveTrainConfig(name="t", runs=tmp_path, eval_routes=8, progress=False, ppo=ppo, processes=2)) == 0
+    assert train(DriveTrainConfig(name="t", runs=tmp_path, eval_routes=8, validation_routes=8, progress=False,
+                                  ppo=ppo, processes=2)) == 0
     run = tmp_path / "t"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["global_step"] == 2048 and summary["eval"]["episodes"] == 8 and summary["world_size"] == 2
@@ -21,8 +22,15 @@ def test_train_then_eval_writes_the_run_and_a_driving_score_table(tmp_path, caps
     assert [r["step"] for r in records if "charts/SPS" in r] == [1024, 2048]
     # The learning curve: the policy copies kept during training, driven on the held-out routes.
     curve = [r for r in records if "eval/route_completion" in r]
-    assert [r["step"] for r in curve] == [1024, 2048] and curve[-1]["eval/route_completion"] == pytest.approx(
-        summary["eval"]["route_completion"])
+    assert [r["step"] for r in curve] == [1024, 2048]
+    # The run keeps the copy that drove best on the validation world (a later copy wins a tie); the
+    # held-out figures are that copy's, and `kept` holds it when it is not the last.
+    val = [(v["route_completion"], v["driving_score"], i) for i, v in enumerate(summary["validation"])]
+    best = max(val)[2]
+    assert summary["kept"]["step"] == [1024, 2048][best]
+    assert summary["kept"]["policy"] == ("final" if best == 1 else "best")
+    assert (run / "checkpoints" / "kept.safetensors").exists() == (best == 0)
+    assert curve[best]["eval/route_completion"] == pytest.approx(summary["eval"]["route_completion"])
     assert (run / "report.png").stat().st_size > 10_000
     assert json.loads((run / "config.json").read_text())["config"]["ppo"]["num_envs"] == 32
 
@@ -55,6 +63,8 @@ def test_eval_of_the_expert_alone_with_town_size_and_traffic(capsys):
 def test_user_errors_are_one_sentence(tmp_path, capsys):
     with pytest.raises(DriveTrainError, match="no checkpoint"):
         train(DriveTrainConfig(name="none", runs=tmp_path, resume=True))
+    with pytest.raises(DriveTrainError, match="validation-world-seed 1000003 is the training or the held-out"):
+        train(DriveTrainConfig(name="v", runs=tmp_path, validation_world_seed=1_000_003))
     assert main(["drive", "eval", str(tmp_path / "missing")]) == 2
     assert "holds no driving policy" in capsys.readouterr().err
     assert main(["drive", "train", "--runs", str(tmp_path), "--ppo.minibatch-size", "1000", "--no-progress",
