@@ -5,7 +5,8 @@ Each run is `steer drive train` with its defaults (the vector observation and th
 ``DRIVE_STEPS`` env steps, whichever comes first. Copies of the policy kept every
 ``DRIVE_CURVE_MINUTES`` drive 100 held-out routes in 4 towns generated from a seed never trained on
 (traffic and lights as in training) with mean actions: route completion and driving score against
-wall-clock minutes and env steps. The scripted expert drives the same routes.
+wall-clock minutes and env steps. The figures are those of the copy each run keeps (``steer drive
+train --keep-best``: the best on a validation world of its own). The scripted expert drives the same routes.
 
 Figures (medians over seeds): ``rc.vector``, ``ds.vector`` (final policy), ``rc_fresh.vector``,
 ``ds_fresh.vector`` (the final policy on a second held-out world that no setting was chosen on),
