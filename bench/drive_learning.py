@@ -8,8 +8,8 @@ Each run is `steer drive train` with its defaults (the vector observation and th
 wall-clock minutes and env steps. The figures are those of the copy each run keeps (``steer drive
 train --keep-best``: the best on a validation world of its own). The scripted expert drives the same routes.
 
-Figures (medians over seeds): ``rc.vector``, ``ds.vector`` (final policy), ``rc_fresh.vector``,
-``ds_fresh.vector`` (the final policy on a second held-out world that no setting was chosen on),
+Figures (medians over seeds): ``rc.vector``, ``ds.vector`` (the kept policy), ``rc_fresh.vector``,
+``ds_fresh.vector`` (the kept policy on a second held-out world that no setting was chosen on),
 ``per_km.<infraction>.vector`` and ``per_km_fresh.…`` (infractions per km by type), ``minutes_to_0.9.vector``
 and ``steps_to_0.9.vector`` (first curve point with held-out route completion >= 0.9; null if none),
 ``sps.vector`` (the run's own env-steps/s, rollout and update), ``sps_per_cpu.vector`` (env steps

@@ -12,7 +12,14 @@ Figures per kind (``grid``, ``spider``, ``random``, ``opendrive``): ``rc.<kind>`
 completion), ``ds.<kind>`` (mean driving score), ``km.<kind>`` and ``per_km.<kind>.<infraction>``
 for every infraction type. Writes ``bench/results/drive_maps.json``.
 
-Knobs (environment): ``MAPS_ROUTES`` (100 per kind, split over the network seeds), ``MAPS_SEEDS`` (2).
+With ``MAPS_POLICY`` (a ``steer drive train`` run; its kept policy, as ``steer drive eval`` loads it),
+the trained policy drives the same routes with the same traffic: figures ``policy.rc.<kind>``,
+``policy.ds.<kind>``, ``policy.per_km.<kind>.<infraction>``. It was trained on generated towns only,
+so every one of these maps is unseen.
+
+Knobs (environment): ``MAPS_ROUTES`` (100 per kind, split over the network seeds), ``MAPS_SEEDS`` (2),
+``MAPS_POLICY`` (a run directory; unset: the expert only), ``MAPS_OUT`` (results file name,
+``drive_maps.json``).
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROUTES = int(os.environ.get("MAPS_ROUTES", "100"))
 SEEDS = int(os.environ.get("MAPS_SEEDS", "2"))
+POLICY = os.environ.get("MAPS_POLICY", "")
+OUT = os.environ.get("MAPS_OUT", "drive_maps.json")
 
 
 def opendrive_town(folder: str, seed: int) -> str:
@@ -38,7 +47,11 @@ def opendrive_town(folder: str, seed: int) -> str:
     return sumo_to_opendrive(net, os.path.join(folder, f"town_{seed}.xodr"))
 
 
-def drive(path: str, routes: int) -> dict:
+def drive(path: str, routes: int, policy=None) -> dict:
+    """Per-route results of the expert on ``routes`` routes of the map ``path`` (``policy``: (model,
+    PPOConfig) of a trained run, which then drives the same routes and traffic instead)."""
+    import dataclasses
+
     import numpy as np
 
     from steer.driving.env import DriveEnvConfig
@@ -47,12 +60,18 @@ def drive(path: str, routes: int) -> dict:
     from steer.driving.simulator import SimConfig
 
     cfg = DriveEnvConfig(sim=SimConfig(map_path=path, n_towns=1, routes_per_town=routes, seed=1_000_003), obs="none")
+    if policy is not None:
+        from steer.ops.drive_stages import policy_actor
 
-    def bind(env):
-        driver = ExpertDriver(env.sim)
-        return lambda obs: driver.act()
+        model, ppo = policy
+        cfg = dataclasses.replace(ppo.env, sim=cfg.sim, light_start=0.0)  # the policy's observation, same world
+        res = evaluate_routes(policy_actor(model), cfg, routes, seed=0, batch=50)
+    else:
+        def bind(env):
+            driver = ExpertDriver(env.sim)
+            return lambda obs: driver.act()
 
-    res = evaluate_routes(None, cfg, routes, seed=0, bind=bind, batch=50)
+        res = evaluate_routes(None, cfg, routes, seed=0, bind=bind, batch=50)
     return {k: np.asarray(v).tolist() for k, v in res.items()}
 
 
@@ -63,31 +82,43 @@ def main() -> int:
     from steer.driving.maps import stock_network
     from steer.driving.simulator import INFRACTIONS
 
+    policy = None
+    if POLICY:
+        from pathlib import Path
+
+        from steer.agent.ppo import load_policy
+
+        model, ppo, meta = load_policy(Path(POLICY) / "checkpoints")
+        policy = (model, ppo)
+    drivers = [("", None)] + ([("policy.", policy)] if policy else [])
     folder = tempfile.mkdtemp(prefix="drive_maps_")
     per_seed = -(-ROUTES // SEEDS)
     figures, details = {}, {}
     for kind in ("grid", "spider", "random", "opendrive"):
-        rows = []
-        for seed in range(SEEDS):
-            path = opendrive_town(folder, seed) if kind == "opendrive" else stock_network(kind, folder, seed, size=4)
-            rows.append(drive(path, per_seed))
-        res = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
-        km = res["distance_m"].sum() / 1000.0
-        figures[f"rc.{kind}"] = float(res["route_completion"].mean())
-        figures[f"ds.{kind}"] = float(res["driving_score"].mean())
-        figures[f"km.{kind}"] = float(km)
-        for k in INFRACTIONS:
-            figures[f"per_km.{kind}.{k}"] = float(res[k].sum() / km)
-        details[kind] = {"routes": int(len(res["route_completion"])),
-                         "counts": {k: int(res[k].sum()) for k in INFRACTIONS},
-                         "worst_routes": sorted(res["route_completion"].tolist())[:5]}
-        hit = {k: v for k, v in details[kind]["counts"].items() if v}
-        print(f"{kind:9s}: {len(res['route_completion'])} routes, {km:.1f} km, route completion "
-              f"{figures[f'rc.{kind}']:.3f}, driving score {figures[f'ds.{kind}']:.3f}, infractions {hit or 'none'}",
-              flush=True)
-    write_results(os.path.join(HERE, "results", "drive_maps.json"), figures,
-                  {"per_kind": details, "routes_per_kind": ROUTES, "network_seeds": SEEDS,
-                   "world_seed": 1_000_003, "traffic": "7 vehicles per route (SimConfig default)"})
+        paths = [opendrive_town(folder, seed) if kind == "opendrive" else stock_network(kind, folder, seed, size=4)
+                 for seed in range(SEEDS)]
+        for prefix, who in drivers:
+            rows = [drive(path, per_seed, who) for path in paths]
+            res = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+            km = res["distance_m"].sum() / 1000.0
+            figures[f"{prefix}rc.{kind}"] = float(res["route_completion"].mean())
+            figures[f"{prefix}ds.{kind}"] = float(res["driving_score"].mean())
+            figures[f"{prefix}km.{kind}"] = float(km)
+            for k in INFRACTIONS:
+                figures[f"{prefix}per_km.{kind}.{k}"] = float(res[k].sum() / km)
+            details.setdefault(prefix.rstrip(".") or "expert", {})[kind] = {
+                "routes": int(len(res["route_completion"])), "counts": {k: int(res[k].sum()) for k in INFRACTIONS},
+                "worst_routes": sorted(res["route_completion"].tolist())[:5]}
+            hit = {k: int(res[k].sum()) for k in INFRACTIONS if res[k].sum()}
+            print(f"{prefix.rstrip('.') or 'expert':6s} {kind:9s}: {len(res['route_completion'])} routes, {km:.1f} km, "
+                  f"route completion {figures[f'{prefix}rc.{kind}']:.3f}, driving score "
+                  f"{figures[f'{prefix}ds.{kind}']:.3f}, infractions {hit or 'none'}", flush=True)
+    extra = {"policy_run": POLICY, "policy_env_steps": int(meta.get("kept_step", meta["global_step"])),
+             "policy_seed": ppo.seed} if policy else {}
+    write_results(os.path.join(HERE, "results", OUT), figures,
+                  {"per_kind": details.pop("expert"), **({"policy_per_kind": details["policy"]} if policy else {}),
+                   "routes_per_kind": ROUTES, "network_seeds": SEEDS, "world_seed": 1_000_003,
+                   "traffic": "7 vehicles per route (SimConfig default)", **extra})
     return 0
 
 

@@ -29,10 +29,12 @@ SHOWN = {
                        ["rc.vector", "ds.vector", "rc_fresh.vector", "ds_fresh.vector", "minutes_to_0.9.vector", "steps_to_0.9.vector", "sps.vector",
                         "sps_per_cpu.vector", "red_light_per_km.vector", "collision_per_km.vector", "rc.bev",
                         "ds.bev", "rc.expert", "ds.expert", "rc_fresh.expert"]),
-    "drive_maps": ("Scripted expert on untuned maps: stock netgenerate grid, spider, random; OpenDRIVE town "
-                   "(100 routes each, traffic)",
+    "drive_maps": ("Scripted expert and a trained policy (generated towns only) on untuned maps: stock netgenerate "
+                   "grid, spider, random; OpenDRIVE town (100 routes each, traffic)",
                    ["rc.grid", "ds.grid", "rc.spider", "ds.spider", "rc.random", "ds.random", "rc.opendrive",
-                    "ds.opendrive"]),
+                    "ds.opendrive", "policy.rc.grid", "policy.ds.grid", "policy.per_km.grid.red_light",
+                    "policy.rc.spider", "policy.ds.spider", "policy.rc.random", "policy.ds.random",
+                    "policy.rc.opendrive", "policy.ds.opendrive", "policy.per_km.opendrive.red_light"]),
     "carl_reward_scaling": ("CaRL vs Roach reward at small and large minibatch", None),
     "conservative": ("DSRL with and without the conservative gate", None),
     "conservative_lift": ("The gate on robosuite Lift, DSRL-SAC at the PlanarPush settings, 1 seed", None),
