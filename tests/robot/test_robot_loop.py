@@ -202,7 +202,11 @@ def test_robot_loop_benchmark_runs_and_writes_its_figures(dds_env, tmp_path):
     # 2 s at 100 Hz. Start-up takes a few ticks, and this smoke test runs beside the rest of the
     # suite without real-time priority: a loop at full rate gives 183-190, one at half rate 100.
     assert 150 <= figures["steps"] <= 201
-    assert 0 < figures["latency_p50_ms"] <= figures["latency_p99_ms"] < 10.0
+    # The median is the loop's own cost (0.5 ms alone on the machine); the tail is the neighbours'.
+    # Beside a DSRL test on the other core, a fresh-clone CI run measured a p99 of 10.2 ms: a tick
+    # late now and then is load, three ticks late would be the loop.
+    assert 0 < figures["latency_p50_ms"] < 5.0
+    assert figures["latency_p50_ms"] <= figures["latency_p99_ms"] < 30.0
     assert set(result["machine"]) == {"cpu", "cores", "gpu"} and result["date"]
     assert "observation→command p99" in proc.stdout
 
