@@ -82,43 +82,46 @@ def main() -> int:
     from steer.driving.maps import stock_network
     from steer.driving.simulator import INFRACTIONS
 
-    policy = None
+    drivers = [("expert", "", None)]  # (name, figure prefix, (model, PPOConfig) or None for the expert)
     if POLICY:
         from pathlib import Path
 
+        from steer.agent.checkpoint import CheckpointError
         from steer.agent.ppo import load_policy
 
-        model, ppo, meta = load_policy(Path(POLICY) / "checkpoints")
-        policy = (model, ppo)
-    drivers = [("", None)] + ([("policy.", policy)] if policy else [])
+        try:
+            model, ppo, meta = load_policy(Path(POLICY) / "checkpoints")
+        except CheckpointError as err:
+            print(f"MAPS_POLICY {POLICY!r}: {err}", file=sys.stderr)
+            return 2
+        drivers.append(("policy", "policy.", (model, ppo)))
     folder = tempfile.mkdtemp(prefix="drive_maps_")
     per_seed = -(-ROUTES // SEEDS)
-    figures, details = {}, {}
+    figures, details = {}, {name: {} for name, _, _ in drivers}
     for kind in ("grid", "spider", "random", "opendrive"):
         paths = [opendrive_town(folder, seed) if kind == "opendrive" else stock_network(kind, folder, seed, size=4)
                  for seed in range(SEEDS)]
-        for prefix, who in drivers:
+        for name, prefix, who in drivers:
             rows = [drive(path, per_seed, who) for path in paths]
             res = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
             km = res["distance_m"].sum() / 1000.0
             figures[f"{prefix}rc.{kind}"] = float(res["route_completion"].mean())
             figures[f"{prefix}ds.{kind}"] = float(res["driving_score"].mean())
             figures[f"{prefix}km.{kind}"] = float(km)
+            counts = {k: int(res[k].sum()) for k in INFRACTIONS}
             for k in INFRACTIONS:
-                figures[f"{prefix}per_km.{kind}.{k}"] = float(res[k].sum() / km)
-            details.setdefault(prefix.rstrip(".") or "expert", {})[kind] = {
-                "routes": int(len(res["route_completion"])), "counts": {k: int(res[k].sum()) for k in INFRACTIONS},
-                "worst_routes": sorted(res["route_completion"].tolist())[:5]}
-            hit = {k: int(res[k].sum()) for k in INFRACTIONS if res[k].sum()}
-            print(f"{prefix.rstrip('.') or 'expert':6s} {kind:9s}: {len(res['route_completion'])} routes, {km:.1f} km, "
-                  f"route completion {figures[f'{prefix}rc.{kind}']:.3f}, driving score "
-                  f"{figures[f'{prefix}ds.{kind}']:.3f}, infractions {hit or 'none'}", flush=True)
-    extra = {"policy_run": POLICY, "policy_env_steps": int(meta.get("kept_step", meta["global_step"])),
-             "policy_seed": ppo.seed} if policy else {}
+                figures[f"{prefix}per_km.{kind}.{k}"] = counts[k] / km
+            details[name][kind] = {"routes": int(len(res["route_completion"])), "counts": counts,
+                                   "worst_routes": sorted(res["route_completion"].tolist())[:5]}
+            hit = {k: v for k, v in counts.items() if v}
+            print(f"{name:6s} {kind:9s}: {len(res['route_completion'])} routes, {km:.1f} km, route completion "
+                  f"{figures[f'{prefix}rc.{kind}']:.3f}, driving score {figures[f'{prefix}ds.{kind}']:.3f}, "
+                  f"infractions {hit or 'none'}", flush=True)
+    extra = {"policy_per_kind": details["policy"], "policy_run": POLICY,
+             "policy_env_steps": int(meta.get("kept_step", meta["global_step"])), "policy_seed": ppo.seed} if POLICY else {}
     write_results(os.path.join(HERE, "results", OUT), figures,
-                  {"per_kind": details.pop("expert"), **({"policy_per_kind": details["policy"]} if policy else {}),
-                   "routes_per_kind": ROUTES, "network_seeds": SEEDS, "world_seed": 1_000_003,
-                   "traffic": "7 vehicles per route (SimConfig default)", **extra})
+                  {"per_kind": details["expert"], "routes_per_kind": ROUTES, "network_seeds": SEEDS,
+                   "world_seed": 1_000_003, "traffic": "7 vehicles per route (SimConfig default)", **extra})
     return 0
 
 

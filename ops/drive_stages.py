@@ -400,22 +400,29 @@ def train_driving(cfg: DriveTrainConfig) -> DriveTrainResult | None:
     if not copies or copies[-1][0] != res.global_step:
         copies.append((res.global_step, res.seconds, res.model.state_dict()))
     model = copy.deepcopy(res.model).cpu().eval()
+    where = cfg.ppo.env.sim.map_path
+
+    def drive_copies(held: HeldOut, group: str) -> list[tuple[str, dict]]:
+        """(table, summary) of each kept copy on ``held``'s routes, logged as ``group/...`` at its step."""
+        out = []
+        for step, seconds, state in copies:
+            model.load_state_dict(state)
+            table, result = evaluate_drivers(cfg.ppo, held, model, expert=False)
+            s = result["policy"]
+            run.log(step, {f"{group}/route_completion": s["route_completion"],
+                           f"{group}/driving_score": s["driving_score"], f"{group}/minutes": seconds / 60.0})
+            out.append((table, s))
+        return out
+
     kept = len(copies) - 1
     if select and len(copies) > 1:
         # The copy with the best validation route completion (driving score breaks a tie; a later copy a
         # full tie): a world of its own, so the held-out figures below stay those of unseen towns.
-        scores = []
-        for step, seconds, state in copies:
-            model.load_state_dict(state)
-            _, result = evaluate_drivers(cfg.ppo, HeldOut(routes=cfg.validation_routes, world_seed=cfg.validation_world_seed,
-                                                          map=cfg.ppo.env.sim.map_path), model, expert=False)
-            v = result["policy"]
-            run.log(step, {"validation/route_completion": v["route_completion"],
-                           "validation/driving_score": v["driving_score"], "validation/minutes": seconds / 60.0})
-            scores.append((v["route_completion"], v["driving_score"]))
-        kept = max(range(len(copies)), key=lambda i: (scores[i], i))
-        summary["validation"] = [{"step": st, "minutes": sec / 60.0, "route_completion": sc[0], "driving_score": sc[1]}
-                                 for (st, sec, _), sc in zip(copies, scores)]
+        val = [s for _, s in drive_copies(HeldOut(routes=cfg.validation_routes, world_seed=cfg.validation_world_seed,
+                                                  map=where), "validation")]
+        kept = max(range(len(copies)), key=lambda i: (val[i]["route_completion"], val[i]["driving_score"], i))
+        summary["validation"] = [{"step": st, "minutes": sec / 60.0, "route_completion": v["route_completion"],
+                                  "driving_score": v["driving_score"]} for (st, sec, _), v in zip(copies, val)]
     summary["kept"] = {"policy": "final" if kept == len(copies) - 1 else "best", "step": copies[kept][0],
                        "minutes": copies[kept][1] / 60.0}
     from steer.agent.ppo import CHECKPOINT, KEPT
@@ -430,16 +437,7 @@ def train_driving(cfg: DriveTrainConfig) -> DriveTrainResult | None:
     elif kept_file.exists():  # a resumed run whose last policy is now the one kept
         kept_file.unlink()
     if cfg.eval_routes:
-        for i, (step, seconds, state) in enumerate(copies):
-            model.load_state_dict(state)
-            t, result = evaluate_drivers(cfg.ppo, HeldOut(routes=cfg.eval_routes, map=cfg.ppo.env.sim.map_path),
-                                         model, expert=False)
-            s = result["policy"]
-            run.log(step, {"eval/route_completion": s["route_completion"], "eval/driving_score": s["driving_score"],
-                           "eval/minutes": seconds / 60.0})
-            if i == kept:
-                table, kept_eval = t, s
-        summary["eval"] = kept_eval
+        table, summary["eval"] = drive_copies(HeldOut(routes=cfg.eval_routes, map=where), "eval")[kept]
         summary["curve"] = [{"step": st, "minutes": sec / 60.0} for st, sec, _ in copies]
         drive_report(path, path / "report.png", title=f"PPO driving ({cfg.ppo.env.obs} observation)")
     run.finish(summary)
