@@ -9,8 +9,11 @@ together with permissive left turns (SUMO's ``g``: turn after yielding to oncomi
 and priority junctions the straightest pair of roads is the priority road; the other approaches
 stop (stop sign) or yield (yield sign), and right of way inside the junction is derived by
 :func:`~steer.driving.roadmap.derive_right_of_way`. Marked crosswalks lie across junction arms just
-inside the junction, unmarked crossings in the middle of some roads, and some roads have a parked
-car or road works standing partly in their rightmost lane.
+inside the junction (where there is room between the stop line and the crossing road), unmarked
+crossings in the middle of some roads, and some roads have a parked car or road works standing
+partly in their rightmost lane. Junction sizes are drawn per junction, from compact (the crossing
+road 1 m past the stop line, as on SUMO's networks) to wide (5 m), so that a driver learns to stop
+at the line and not at a fixed distance before the crossing road.
 """
 
 from __future__ import annotations
@@ -25,6 +28,11 @@ from steer.driving.roadmap import (
     OBSTACLE_PARKED_CAR, OBSTACLE_ROAD_WORKS, ROAD_LANE, CrossingSpec, LaneSpec, LightSpec, ObstacleSpec, RoadMap,
     build_roadmap,
 )
+
+
+CROSSWALK_ROOM = 3.5
+"""Junction margin (m) a marked crosswalk needs: it lies 0.5-3.5 m past the stop line, clear of the
+crossing road; more compact junctions have none."""
 
 
 @dataclass(frozen=True)
@@ -48,9 +56,17 @@ class TownConfig:
     drop_road_prob: float = 0.15
     """Probability of removing a road (kept when it would disconnect the town or leave a dead end)."""
     junction_margin: float = 5.0
-    """Extra half-size of a junction beyond its widest road, metres; sets the turn radii."""
+    """Extra half-size of a junction beyond its widest road, metres; sets the turn radii and how far
+    the crossing roads lie past the stop line."""
+    junction_margin_min: float | None = 1.0
+    """With a value, each junction's margin is drawn uniformly between this and ``junction_margin``
+    (real maps range from compact junctions, as SUMO's, to wide ones); None: every junction has
+    ``junction_margin``."""
     green_s: float = 8.0
     """Green time per approach, seconds."""
+    green_s_max: float | None = None
+    """With a value, each signalled junction's green time is drawn uniformly between ``green_s`` and
+    this (SUMO's default programs give 31 s, with longer queues); None: every junction has ``green_s``."""
     yellow_s: float = 3.0
     """Yellow time per approach, seconds."""
     all_red_s: float = 2.0
@@ -84,7 +100,7 @@ def town_specs(seed: int, cfg: TownConfig = TownConfig()):
     rng = np.random.default_rng(seed)
     # Controls, crossings and obstacles draw from streams of their own: a seed's road layout stays the
     # same, and changing one of them leaves the others as they were.
-    crng, prng, orng = (np.random.default_rng([seed, k]) for k in (1, 2, 3))
+    crng, prng, orng, mrng, grng = (np.random.default_rng([seed, k]) for k in (1, 2, 3, 4, 5))
     xs = np.concatenate([[0.0], np.cumsum(rng.uniform(cfg.block_min, cfg.block_max, cfg.nx - 1))])
     ys = np.concatenate([[0.0], np.cumsum(rng.uniform(cfg.block_min, cfg.block_max, cfg.ny - 1))])
     row_lanes = rng.choice(cfg.lane_choices, cfg.ny)
@@ -112,10 +128,17 @@ def town_specs(seed: int, cfg: TownConfig = TownConfig()):
     roads = [roads[k] for k in np.flatnonzero(keep)]
     speed = rng.choice(cfg.speed_limits, len(roads))
 
+    if cfg.junction_margin_min is None:
+        margin = np.full(n_j, cfg.junction_margin)
+    else:
+        if not 0.0 <= cfg.junction_margin_min <= cfg.junction_margin:
+            raise ValueError(f"junction_margin_min {cfg.junction_margin_min} must lie in [0, junction_margin "
+                             f"{cfg.junction_margin}].")
+        margin = mrng.uniform(cfg.junction_margin_min, cfg.junction_margin, n_j)
     half = np.zeros(n_j)
     for a, b, n in roads:
-        half[a] = max(half[a], n * cfg.lane_width + cfg.junction_margin)
-        half[b] = max(half[b], n * cfg.lane_width + cfg.junction_margin)
+        half[a] = max(half[a], n * cfg.lane_width + margin[a])
+        half[b] = max(half[b], n * cfg.lane_width + margin[b])
 
     lanes: list[LaneSpec] = []
     crossings: list[CrossingSpec] = []
@@ -169,21 +192,22 @@ def town_specs(seed: int, cfg: TownConfig = TownConfig()):
             _, mx, my = min(pairs)
             if kind < cfg.light_prob:
                 paired = degree == 4 and crng.random() < cfg.paired_prob and pairs and min(pairs)[0] < np.radians(30)
-                slot = cfg.green_s + cfg.yellow_s + cfg.all_red_s
+                green_s = cfg.green_s if cfg.green_s_max is None else float(grng.uniform(cfg.green_s, cfg.green_s_max))
+                slot = green_s + cfg.yellow_s + cfg.all_red_s
                 if paired:
                     # Two phases: the priority road's approaches, then the others; left turns permissive.
                     others = [x for x in range(degree) if x not in (mx, my)]
                     for p_idx, members in enumerate(((mx, my), tuple(others))):
                         for i in members:
                             for store, green in ((light_of, LIGHT_GREEN), (left_light_of, LIGHT_GREEN_YIELD)):
-                                durs, states = _phase_plan(p_idx, 2, slot, cfg, green)
+                                durs, states = _phase_plan(p_idx, 2, slot, green_s, cfg, green)
                                 store[i] = len(lights)
                                 lights.append(LightSpec(group, durs, states, name=f"j{j}_a{i}{'sl'[store is left_light_of]}"))
                 else:
                     # Serve approaches in order of their heading so the cycle goes round the junction.
                     order = sorted(range(degree), key=lambda i: head_in[i])
                     for p_idx, i in enumerate(order):
-                        durs, states = _phase_plan(p_idx, degree, slot, cfg, LIGHT_GREEN)
+                        durs, states = _phase_plan(p_idx, degree, slot, green_s, cfg, LIGHT_GREEN)
                         light_of[i] = left_light_of[i] = len(lights)
                         lights.append(LightSpec(group, durs, states, name=f"j{j}_a{p_idx}"))
                 group += 1
@@ -195,7 +219,8 @@ def town_specs(seed: int, cfg: TownConfig = TownConfig()):
                     if not major:
                         control_of[i] = minor
             for cw_in, in_ids in ins:
-                if prng.random() < cfg.crosswalk_prob:
+                # A marked crosswalk needs room between the stop line and the crossing road.
+                if prng.random() < cfg.crosswalk_prob and margin[j] >= CROSSWALK_ROOM:
                     crossings.append(_junction_crosswalk(lanes[in_ids[0]].points, c, h, len(in_ids), cfg))
         for i, (cw_in, in_ids) in enumerate(ins):
             h_in = head_in[i]
@@ -245,11 +270,11 @@ def _clear_of_paths(c: CrossingSpec, conn_pts: np.ndarray, room: float = 3.5) ->
     return CrossingSpec(a, b, c.marked, c.width)
 
 
-def _phase_plan(p_idx: int, n_phases: int, slot: float, cfg: TownConfig, green: int):
+def _phase_plan(p_idx: int, n_phases: int, slot: float, green_s: float, cfg: TownConfig, green: int):
     """(durations, states) of a light served in phase ``p_idx`` of ``n_phases`` equal slots."""
     before = p_idx * slot
     durs, states = ([before], [LIGHT_RED]) if before > 0 else ([], [])
-    durs += [cfg.green_s, cfg.yellow_s, n_phases * slot - before - cfg.green_s - cfg.yellow_s]
+    durs += [green_s, cfg.yellow_s, n_phases * slot - before - green_s - cfg.yellow_s]
     states += [green, LIGHT_YELLOW, LIGHT_RED]
     return durs, states
 

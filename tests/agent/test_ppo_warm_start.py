@@ -210,12 +210,15 @@ def test_focus_weights_pull_the_policy_harder_toward_the_drivers_action_where_th
     focus_in, focus_out = gain(1.0 + 30.0 * focus)
     print(f"log-likelihood gain in / out of focus: plain {plain_in:.3f} / {plain_out:.3f}, "
           f"weighted {focus_in:.3f} / {focus_out:.3f}")
-    assert focus_in > plain_in and focus_in - focus_out > plain_in - plain_out
+    # Under Adam and the gradient clip the step's size hardly changes; where it goes does: the
+    # weighted update gains more on the focus samples relative to the others.
+    assert focus_in - focus_out > plain_in - plain_out + 0.005
 
 
 def test_trainer_weighs_its_imitation_term_by_the_drivers_focus(tmp_path):
     torch.set_num_threads(1)
-    cfg = tiny_ppo_config(total_timesteps=2 * 32 * 32,
+    # 4 traffic vehicles around each route: the driver brakes for some within the 64 labelled steps
+    cfg = tiny_ppo_config(total_timesteps=2 * 32 * 32, env=short_route_env(n_npcs=4),
                           warm_start=WarmStartConfig(rounds=1, steps=64, value_updates=0, ppo_coef=0.5, focus_weight=8.0))
     log = MemoryLog(tmp_path)
     train_ppo(cfg, log)

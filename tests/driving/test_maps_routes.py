@@ -1,13 +1,14 @@
 """Towns, lane graph, A* routes."""
 
 import numpy as np
+import pytest
 
 from steer.driving.roadmap import (
     CONNECTOR_LANE, CONTROL_LIGHT, CONTROL_NONE, CONTROL_STOP, CONTROL_YIELD, LIGHT_GREEN, LIGHT_GREEN_YIELD,
     ROAD_LANE,
 )
 from steer.driving.routes import astar_lanes
-from steer.driving.town import TownConfig, generate_town
+from steer.driving.town import CROSSWALK_ROOM, TownConfig, generate_town, town_specs
 
 
 def test_town_is_deterministic_and_connected():
@@ -85,3 +86,40 @@ def test_astar_route_is_connected(small_world):
         for s, light in zip(r.stop_s, r.stop_light):
             i = int(round(s / (r.s[1] - r.s[0])))
             assert m.lane_light[r.point_lane[min(i + 1, len(r.s) - 1)]] == light
+
+
+def _halves(seed: int, cfg: TownConfig):
+    """Each junction's half-size, with the town's crossings and junction polygons."""
+    _, _, polys, crossings, _ = town_specs(seed, cfg)
+    return np.array([np.abs(p - p.mean(0)).max() for p in polys]), crossings, polys
+
+
+def test_junction_sizes_are_drawn_per_junction_and_keep_the_layout():
+    fixed = TownConfig(nx=4, ny=4, junction_margin_min=None)
+    drawn = TownConfig(nx=4, ny=4, junction_margin=5.0, junction_margin_min=1.0)
+    h_fixed, _, p_fixed = _halves(7, fixed)
+    h_drawn, crossings, p_drawn = _halves(7, drawn)
+    # the same junction centres and roads: a junction's half-size is its widest road plus its margin
+    assert np.allclose([p.mean(0) for p in p_fixed], [p.mean(0) for p in p_drawn])
+    m_drawn = h_drawn - h_fixed + 5.0
+    assert (m_drawn >= 1.0 - 1e-6).all() and (m_drawn <= 5.0 + 1e-6).all() and np.ptp(m_drawn) > 2.0
+    # marked crosswalks only where there is room for one between the stop line and the crossing road
+    marked = [c for c in crossings if c.marked]
+    assert marked
+    for c in marked:
+        mid = (c.a + c.b) / 2
+        j = int(np.argmin([np.linalg.norm(mid - p.mean(0)) for p in p_drawn]))
+        assert m_drawn[j] >= CROSSWALK_ROOM
+    with pytest.raises(ValueError, match="junction_margin_min"):
+        town_specs(7, TownConfig(junction_margin=2.0, junction_margin_min=3.0))
+
+
+def test_green_times_are_drawn_per_junction():
+    def greens(cfg):
+        lights = town_specs(5, cfg)[1]
+        return np.array([d for lt in lights for d, s in zip(lt.durations, lt.states)
+                         if s in (LIGHT_GREEN, LIGHT_GREEN_YIELD)])
+
+    g = greens(TownConfig(nx=4, ny=4, green_s=8.0, green_s_max=30.0))
+    assert (g >= 8.0 - 1e-6).all() and (g <= 30.0 + 1e-6).all() and np.ptp(g) > 3.0
+    assert np.allclose(greens(TownConfig(nx=4, ny=4)), 8.0)
