@@ -14,11 +14,12 @@ from steer.driving.simulator import INFRACTIONS
 
 def heldout_env_config(train: DriveEnvConfig, n_routes: int = 100, seed: int = 1_000_003, n_towns: int = 4,
                        town_size: int | None = None, n_npcs: int | None = None,
-                       map_path: str | None = None) -> DriveEnvConfig:
+                       map_path: str | None = None, junction_margin: float | None = None) -> DriveEnvConfig:
     """The training env's settings over other generated towns and routes (a world seed never used in
     training), every route driven from its start; ``town_size`` (junctions per side) and ``n_npcs``
-    (traffic) override the training's, and ``map_path`` (a ``.net.xml`` or ``.xodr`` file; "" for
-    generated towns) the training's map, on which other routes are drawn."""
+    (traffic) override the training's, ``junction_margin`` gives every junction that margin beyond its
+    widest road instead of the training's (drawn per junction), and ``map_path`` (a ``.net.xml`` or
+    ``.xodr`` file; "" for generated towns) replaces the training's map, on which other routes are drawn."""
     per_town = -(-n_routes // n_towns)
     sim = dataclasses.replace(train.sim, seed=seed, n_towns=n_towns, routes_per_town=per_town, start_anywhere=0.0)
     if map_path is not None:
@@ -27,6 +28,9 @@ def heldout_env_config(train: DriveEnvConfig, n_routes: int = 100, seed: int = 1
         sim = dataclasses.replace(sim, town=dataclasses.replace(sim.town, nx=town_size, ny=town_size))
     if n_npcs is not None:
         sim = dataclasses.replace(sim, n_npcs=n_npcs)
+    if junction_margin is not None:
+        sim = dataclasses.replace(sim, town=dataclasses.replace(sim.town, junction_margin=junction_margin,
+                                                                junction_margin_min=None))
     return dataclasses.replace(train, sim=sim, light_start=0.0)
 
 

@@ -80,6 +80,9 @@ class DriveEvalConfig:
     """Junctions per side of the held-out towns (default: the training towns' size)."""
     traffic: int | None = None
     """Traffic vehicles around each route (default: the training's)."""
+    junction_margin: float | None = None
+    """Every held-out junction reaches this far (m) beyond its widest road (default: the training's, drawn
+    per junction): 1 gives compact junctions like SUMO's, 5 wide ones."""
     expert: bool = True
     """Also drive the routes with the scripted expert, as a reference column."""
     map: str = ""
@@ -106,7 +109,7 @@ def evaluate(cfg: DriveEvalConfig) -> int:
     if cfg.driver not in ("policy", EXPERT):
         raise DriveTrainError(f"--driver must be 'policy' or 'expert', not {cfg.driver!r}.")
     held = HeldOut(cfg.routes, cfg.towns, cfg.world_seed, cfg.seed, cfg.town_size, cfg.traffic, cfg.map, cfg.backend,
-                   cfg.host, cfg.port)
+                   cfg.host, cfg.port, cfg.junction_margin)
     where = (f"on the CARLA server at {cfg.host}:{cfg.port}" if cfg.backend == "carla" else
              f"on {cfg.map}" if cfg.map else f"in {cfg.towns} towns")
     if cfg.out is not None and (cfg.out.is_dir() or not cfg.out.parent.is_dir()):

@@ -200,6 +200,9 @@ class HeldOut:
     """CARLA server host (``--backend carla``)."""
     port: int = 2000
     """CARLA server RPC port."""
+    junction_margin: float | None = None
+    """Every held-out junction reaches this far (m) beyond its widest road (default: as in training,
+    drawn per junction); 1 gives compact junctions like SUMO's, 5 wide ones."""
 
 
 BACKENDS = ("embedded", "carla")
@@ -221,11 +224,16 @@ def evaluate_drivers(ppo: PPOConfig, held: HeldOut, model=None, expert: bool = T
         raise DriveStageError(f"--backend must be one of {', '.join(BACKENDS)}, not {held.backend!r}.")
     if held.town_size is not None and held.town_size < 2 or held.traffic is not None and held.traffic < 0:
         raise DriveStageError("town-size must be at least 2 and traffic must not be negative.")
+    if held.junction_margin is not None and held.junction_margin < 0:
+        raise DriveStageError(f"junction-margin must not be negative, not {held.junction_margin}.")
+    if held.junction_margin is not None and (held.map or held.backend != "embedded"):
+        raise DriveStageError("junction-margin sizes the generated towns' junctions; a map file or a server has its own.")
     if model is not None and held.world_seed == ppo.env.sim.seed:
         raise DriveStageError(f"world-seed {held.world_seed} is the training world; choose another for held-out routes.")
     check_map(held.map)
     env_cfg = heldout_env_config(ppo.env, n_routes=held.routes, seed=held.world_seed, n_towns=held.towns,
-                                 town_size=held.town_size, n_npcs=held.traffic, map_path=held.map or None)
+                                 town_size=held.town_size, n_npcs=held.traffic, map_path=held.map or None,
+                                 junction_margin=held.junction_margin)
     results = {}
     sim, make_env, batch = None, None, 100
     if held.backend == "carla":

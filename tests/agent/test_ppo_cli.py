@@ -1,10 +1,13 @@
 """``steer drive train`` and ``steer drive eval`` over a run directory."""
 
+import dataclasses
 import json
 
+import numpy as np
 import pytest
 from ppo_worlds import tiny_ppo_config
 
+from steer.agent.ppo import PPOConfig
 from steer.ops.cli import main
 from steer.ops.drive_cmd import DriveEvalConfig, DriveTrainConfig, DriveTrainError, evaluate, train
 
@@ -58,6 +61,31 @@ def test_eval_of_the_expert_alone_with_town_size_and_traffic(capsys):
     assert rc > 90.0
     with pytest.raises(DriveTrainError, match="town-size"):
         evaluate(DriveEvalConfig(driver="expert", town_size=1))
+
+
+def test_eval_on_towns_with_compact_junctions(tmp_path, capsys):
+    from steer.driving.evaluation import heldout_env_config
+    from steer.driving.simulator import build_world
+    from steer.driving.town import town_specs
+
+    # Every held-out junction reaches exactly 1 m beyond its widest road (training draws 1-5 m).
+    env = heldout_env_config(PPOConfig().env, n_routes=4, n_towns=1, junction_margin=1.0)
+    train_town = PPOConfig().env.sim.town
+    assert train_town.junction_margin_min is not None and env.sim.town.junction_margin_min is None
+    seed = 3
+    compact = town_specs(seed, env.sim.town)[2]
+    wide = town_specs(seed, dataclasses.replace(env.sim.town, junction_margin=5.0))[2]
+    halves = [np.abs(p - p.mean(0)).max() for p in compact]
+    assert np.allclose(np.subtract([np.abs(p - p.mean(0)).max() for p in wide], halves), 4.0)
+    build_world(env.sim)  # routes exist on compact junctions
+    out = tmp_path / "compact.json"
+    assert evaluate(DriveEvalConfig(driver="expert", routes=6, towns=2, junction_margin=1.0, out=out)) == 0
+    ev = json.loads(out.read_text())
+    assert ev["junction_margin"] == 1.0 and ev["expert"]["route_completion"] > 0.9
+    with pytest.raises(DriveTrainError, match="junction-margin must not be negative"):
+        evaluate(DriveEvalConfig(driver="expert", junction_margin=-1.0))
+    with pytest.raises(DriveTrainError, match="a map file or a server has its own"):
+        evaluate(DriveEvalConfig(driver="expert", junction_margin=1.0, backend="carla"))
 
 
 def test_user_errors_are_one_sentence(tmp_path, capsys):
