@@ -10,6 +10,8 @@ train --keep-best``: the best on a validation world of its own). The scripted ex
 
 Figures (medians over seeds): ``rc.vector``, ``ds.vector`` (the kept policy), ``rc_fresh.vector``,
 ``ds_fresh.vector`` (the kept policy on a second held-out world that no setting was chosen on),
+``rc_compact.vector``, ``ds_compact.vector``, ``rc_wide.vector``, ``ds_wide.vector`` (the usual held-out routes
+with every junction 1 m or 5 m beyond its widest road: the ends of the range training draws from),
 ``per_km.<infraction>.vector`` and ``per_km_fresh.…`` (infractions per km by type), ``minutes_to_0.9.vector``
 and ``steps_to_0.9.vector`` (first curve point with held-out route completion >= 0.9; null if none),
 ``sps.vector`` (the run's own env-steps/s, rollout and update), ``sps_per_cpu.vector`` (env steps
@@ -72,7 +74,7 @@ def one_run(setting: str, seed: int, runs: str) -> dict:
     """Train one seed of one setting; its held-out curve and final figures."""
     import torch
 
-    from steer.ops.drive_stages import train_driving_local
+    from steer.ops.drive_stages import HeldOut, train_driving_local
     from steer.ops.run import read_metrics
 
     cfg = train_config(setting, seed, Path(runs))
@@ -86,9 +88,13 @@ def one_run(setting: str, seed: int, runs: str) -> dict:
     hit = next((c for c in curve if c["rc"] >= 0.9), None)
     ev = out.summary["eval"]
     fresh = fresh_eval(out.path)
+    sized = {size: fresh_eval(out.path, HeldOut(junction_margin=margin)) for size, margin in JUNCTION_SIZES.items()}
     rates = _per_km(ev)
     return {"setting": setting, "seed": seed, "rc": ev["route_completion"], "ds": ev["driving_score"],
             "rc_fresh": fresh["route_completion"], "ds_fresh": fresh["driving_score"],
+            **{f"{k}_{size}": res[name] for size, res in sized.items()
+               for k, name in (("rc", "route_completion"), ("ds", "driving_score"))},
+            "per_km_junctions": {size: _per_km(res) for size, res in sized.items()},
             "per_km": rates, "per_km_fresh": _per_km(fresh),
             "red_light_per_km": rates["red_light"], "collision_per_km": rates["collision_vehicle"],
             "infractions_per_km": ev["infractions/total_per_km"], "sps": out.sps,
@@ -102,12 +108,17 @@ FRESH_WORLD_SEED = 2_000_003
 routes (world seed 1000003), so the final policies also drive 100 routes in 4 towns nobody looked at."""
 
 
-def fresh_eval(run: Path) -> dict:
-    """The final policy of ``run`` on 100 routes of :data:`FRESH_WORLD_SEED`'s towns."""
+JUNCTION_SIZES = {"compact": 1.0, "wide": 5.0}
+"""The usual held-out routes with every junction 1 m (compact, like SUMO's) or 5 m (wide, like every
+training town before the margins were drawn) beyond its widest road: the ends of the training range."""
+
+
+def fresh_eval(run: Path, held=None) -> dict:
+    """The kept policy of ``run`` on 100 routes of :data:`FRESH_WORLD_SEED`'s towns (or of ``held``)."""
     from steer.ops.drive_stages import HeldOut, evaluate_drivers, load_ppo_run
 
     model, cfg, _ = load_ppo_run(run)
-    _, res = evaluate_drivers(cfg, HeldOut(world_seed=FRESH_WORLD_SEED), model, expert=False)
+    _, res = evaluate_drivers(cfg, held or HeldOut(world_seed=FRESH_WORLD_SEED), model, expert=False)
     return res["policy"]
 
 
@@ -209,14 +220,19 @@ def main() -> int:
     figures: dict[str, float | None] = {}
     for s in settings:
         rs = [r for r in records if r["setting"] == s]
-        for k in ("rc", "ds", "rc_fresh", "ds_fresh", "minutes_to_0.9", "steps_to_0.9", "sps", "sps_per_cpu",
+        for k in ("rc", "ds", "rc_fresh", "ds_fresh", *(f"{k}_{size}" for size in JUNCTION_SIZES for k in ("rc", "ds")),
+                  "minutes_to_0.9", "steps_to_0.9", "sps", "sps_per_cpu",
                   "red_light_per_km",
                   "collision_per_km", "infractions_per_km", "steps", "minutes"):
-            figures[f"{k}.{s}"] = _median([r[k] for r in rs])
+            figures[f"{k}.{s}"] = _median([r.get(k) for r in rs])
         figures[f"reached_0.9.{s}"] = sum(r["minutes_to_0.9"] is not None for r in rs)
         for kind in ("per_km", "per_km_fresh"):
             for k in rs[0][kind] if rs else ():
                 figures[f"{kind}.{k}.{s}"] = _median([r[kind][k] for r in rs])
+        for size in JUNCTION_SIZES:
+            sized = [r["per_km_junctions"][size] for r in rs if "per_km_junctions" in r]
+            for k in sized[0] if sized else ():
+                figures[f"per_km_{size}.{k}.{s}"] = _median([x[k] for x in sized])
     for k, v in expert.items():
         figures[f"{k}.expert"] = v
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
@@ -225,7 +241,7 @@ def main() -> int:
                   {"records": records, "settings": settings,
                    "seeds": {s: sorted(r["seed"] for r in records if r["setting"] == s) for s in settings},
                    "run_now": SETTINGS, "max_steps": STEPS, "curve_every_minutes": CURVE_MINUTES,
-                   "heldout": "100 routes, 4 towns from world seed 1000003, traffic and lights as in training",
+                   "heldout": "100 routes, 4 towns from world seed 1000003, traffic, lights and junction sizes as in training",
                    "load_average_at_end": os.getloadavg()})
     print(json.dumps(figures, indent=1))
     return 0

@@ -26,7 +26,7 @@ SHOWN = {
                        ["sps.vector.ours", "sps.vector.sb3", "speedup.vector", "cpu_sps.vector.ours",
                         "cpu_sps.vector.sb3", "sps.ours.1024", "sps.sb3.1024", "speedup.1024"]),
     "drive_learning": ("steer drive train defaults: 100 held-out routes in unseen towns (median of seeds)",
-                       ["rc.vector", "ds.vector", "rc_fresh.vector", "ds_fresh.vector", "minutes_to_0.9.vector", "steps_to_0.9.vector", "sps.vector",
+                       ["rc.vector", "ds.vector", "rc_fresh.vector", "ds_fresh.vector", "rc_compact.vector", "rc_wide.vector", "minutes_to_0.9.vector", "steps_to_0.9.vector", "sps.vector",
                         "sps_per_cpu.vector", "red_light_per_km.vector", "collision_per_km.vector", "rc.bev",
                         "ds.bev", "rc.expert", "ds.expert", "rc_fresh.expert"]),
     "drive_maps": ("Scripted expert and a trained policy (generated towns only) on untuned maps: stock netgenerate "
