@@ -87,8 +87,10 @@ def one_run(setting: str, seed: int, runs: str) -> dict:
     curve.sort(key=lambda c: c["step"])
     hit = next((c for c in curve if c["rc"] >= 0.9), None)
     ev = out.summary["eval"]
-    fresh = fresh_eval(out.path)
-    sized = {size: fresh_eval(out.path, HeldOut(junction_margin=margin)) for size, margin in JUNCTION_SIZES.items()}
+    worlds = {"fresh": HeldOut(world_seed=FRESH_WORLD_SEED),
+              **{size: HeldOut(junction_margin=margin) for size, margin in JUNCTION_SIZES.items()}}
+    sized = kept_evals(out.path, worlds)
+    fresh = sized.pop("fresh")
     rates = _per_km(ev)
     return {"setting": setting, "seed": seed, "rc": ev["route_completion"], "ds": ev["driving_score"],
             "rc_fresh": fresh["route_completion"], "ds_fresh": fresh["driving_score"],
@@ -113,13 +115,12 @@ JUNCTION_SIZES = {"compact": 1.0, "wide": 5.0}
 training town before the margins were drawn) beyond its widest road: the ends of the training range."""
 
 
-def fresh_eval(run: Path, held=None) -> dict:
-    """The kept policy of ``run`` on 100 routes of :data:`FRESH_WORLD_SEED`'s towns (or of ``held``)."""
-    from steer.ops.drive_stages import HeldOut, evaluate_drivers, load_ppo_run
+def kept_evals(run: Path, worlds: dict) -> dict:
+    """The kept policy of ``run`` (loaded once) on each named held-out world."""
+    from steer.ops.drive_stages import evaluate_drivers, load_ppo_run
 
     model, cfg, _ = load_ppo_run(run)
-    _, res = evaluate_drivers(cfg, held or HeldOut(world_seed=FRESH_WORLD_SEED), model, expert=False)
-    return res["policy"]
+    return {name: evaluate_drivers(cfg, held, model, expert=False)[1]["policy"] for name, held in worlds.items()}
 
 
 def _per_km(ev: dict) -> dict:
