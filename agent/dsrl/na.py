@@ -148,24 +148,40 @@ class NaLearner:
                     "alpha": torch.optim.Adam([self.log_alpha], lr=cfg.lr)}
         self.buf = ChunkReplay(cfg.buffer_size, pc.obs_dim, pc.noise_dim)
 
+    def q_a_step(self, batch: dict[str, torch.Tensor], w_next: torch.Tensor, entropy_cost: torch.Tensor | float
+                 ) -> float:
+        """One TD regression of Q_A on ``batch``, the next chunk decoded from the latents ``w_next``
+        [B, noise_dim] and ``entropy_cost`` (α · log π of ``w_next``; 0 evaluates a fixed latent policy, e.g.
+        the BC baseline's noise) subtracted from the target's next value. Returns the mean critic loss; the
+        target network moves in :meth:`sync_target`."""
+        pc, cfg = self.policy.cfg, self.cfg
+        with torch.no_grad():
+            a_next = self.policy.sample_normalized(batch["next_obs"], w_next.view(-1, pc.chunk_len, pc.action_dim))
+            q_next = self.q_a_targ.min(batch["next_obs"], a_next.flatten(1)) - entropy_cost
+            target = batch["rew"] + cfg.gamma * (1 - batch["done"]) * q_next
+        q1, q2 = self.q_a(batch["obs"], batch["act"])
+        loss_q = F.mse_loss(q1, target) + F.mse_loss(q2, target)
+        self.opt["q_a"].zero_grad()
+        loss_q.backward()
+        self.opt["q_a"].step()
+        return loss_q.item() / 2
+
+    def sync_target(self) -> None:
+        """Move Q_A's target network a step ``tau`` toward Q_A (Polyak averaging)."""
+        with torch.no_grad():
+            for pt, p in zip(self.q_a_targ.parameters(), self.q_a.parameters()):
+                pt.lerp_(p, self.cfg.tau)
+
     def update(self) -> dict[str, float]:
         """One update of Q_A, Q_W (``na_distill_steps`` regressions), the actor and the entropy coefficient."""
         policy, cfg, rng, pc = self.policy, self.cfg, self.rng, self.policy.cfg
-        actor, q_a, q_w, q_a_targ, log_alpha, opt = (self.actor, self.q_a, self.q_w, self.q_a_targ, self.log_alpha,
-                                                     self.opt)
+        actor, q_a, q_w, log_alpha, opt = self.actor, self.q_a, self.q_w, self.log_alpha, self.opt
         b = cfg.latent_noise_bound
         batch = self.buf.sample(rng, cfg.batch_size)
         alpha = log_alpha.exp().detach()
         with torch.no_grad():
             w_next, logp_next = actor.sample(batch["next_obs"])
-            a_next = policy.sample_normalized(batch["next_obs"], w_next.view(-1, pc.chunk_len, pc.action_dim))
-            q_next = q_a_targ.min(batch["next_obs"], a_next.flatten(1)) - alpha * logp_next
-            target = batch["rew"] + cfg.gamma * (1 - batch["done"]) * q_next
-        q1, q2 = q_a(batch["obs"], batch["act"])
-        loss_q = F.mse_loss(q1, target) + F.mse_loss(q2, target)
-        opt["q_a"].zero_grad()
-        loss_q.backward()
-        opt["q_a"].step()
+        loss_q = self.q_a_step(batch, w_next, alpha * logp_next)
         # Distill Q_W from Q_A on noises from the actor and from the BC baseline.
         k = cfg.na_distill_steps
         with torch.no_grad():
@@ -192,10 +208,8 @@ class NaLearner:
         opt["alpha"].zero_grad()
         loss_alpha.backward()
         opt["alpha"].step()
-        with torch.no_grad():
-            for pt, p in zip(q_a_targ.parameters(), q_a.parameters()):
-                pt.lerp_(p, cfg.tau)
-        return {"losses/q": loss_q.item() / 2, "losses/q_w": loss_w.item() / 2, "losses/actor": loss_pi.item(),
+        self.sync_target()
+        return {"losses/q": loss_q, "losses/q_w": loss_w.item() / 2, "losses/actor": loss_pi.item(),
                 "losses/alpha": float(alpha)}
 
     def actor_mean(self, o: torch.Tensor) -> torch.Tensor:

@@ -117,3 +117,41 @@ def test_learning_curve_points_are_at_least_half_an_interval_apart(tiny_bc, tmp_
         steps = [c[0] for c in details["progress"].curve]
         assert len(steps) >= 2 and steps[0] < 200, (algo, steps)
         assert min(np.diff(steps)) >= 50, (algo, steps)
+
+
+def _chain_value_after(tau: float, updates: int = 1500) -> tuple[float, float]:
+    """Q_A at the start of a 9-chunk chain (-4 per chunk, terminal at the end) after ``updates`` TD steps of the
+    learner's own ``q_a_step`` with target step ``tau``; and the chain's true discounted value."""
+    from steer.agent.bc import base_latents
+    from steer.agent.diffusion import DiffusionConfig, DiffusionPolicy
+    from steer.agent.dsrl.na import NaLearner
+
+    torch.manual_seed(0)
+    policy = DiffusionPolicy(DiffusionConfig(obs_dim=10, action_dim=2, chunk_len=4, hidden_dim=32, num_blocks=1),
+                             -torch.ones(10), torch.ones(10), -torch.ones(2), torch.ones(2)).eval()
+    cfg = DSRLConfig(algorithm="na", hidden_dim=64, batch_size=64, tau=tau, gamma=0.99)
+    rng = np.random.default_rng(0)
+    na = NaLearner(policy, cfg, rng)
+    n = 9
+    states = np.eye(10, dtype=np.float32)[:n + 1]
+    for k in range(n):
+        na.buf.add(obs=states[k], next_obs=states[k + 1], act=np.zeros(8, np.float32),
+                   rew=-4.0 if k < n - 1 else 0.0, done=float(k == n - 1))
+    for _ in range(updates):
+        na.q_a_step(na.buf.sample(rng, 64), torch.from_numpy(base_latents(policy, rng, 64)), 0.0)
+        na.sync_target()
+    with torch.no_grad():
+        q0 = float(na.q_a.min(torch.from_numpy(states[:1]), torch.zeros(1, 8)))
+    return q0, -4.0 * (1 - 0.99 ** (n - 1)) / 0.01
+
+
+def test_a_faster_target_carries_the_value_back_further_in_the_same_updates():
+    """Why Can's preset moves the target faster: the value of a chunk many steps before the end arrives
+    one target lag (~1/tau updates) per chunk. Measured: tau 0.1 gives -31.6 of the true -30.9 after 1,500
+    updates, tau 0.005 only -20.1."""
+    torch.set_num_threads(1)
+    fast, true = _chain_value_after(0.1)
+    slow, _ = _chain_value_after(0.005)
+    assert abs(fast - true) < 0.15 * abs(true), (fast, true)
+    assert abs(slow) < 0.75 * abs(true), (slow, true)
+    assert fast < slow - 5.0
