@@ -46,6 +46,8 @@ SHOWN = {
                                  None),
     "manipulation": ("robosuite Lift and Can: demos, BC with w ~ N(0, I), DSRL-NA and DSRL-SAC (median of the DSRL "
                      "seeds in the details)", None),
+    "value_propagation": ("DSRL-NA's action critic on Can's demonstrations: Q(successful) - Q(failed) at steps 0, "
+                          "40 and 100 after 4,000 updates, by target step tau", None),
     "adapt": ("DSRL over the wire: `steer adapt` steering a `--steered` node on the simulated robot, 3 processes over DDS",
               None),
 }
