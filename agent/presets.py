@@ -16,7 +16,12 @@ The second departure is Lift's algorithm: DSRL-SAC, not NA. With ``keep_best`` i
 median of 3 seeds (0.97, 1.00, 0.93; 35 minutes on one core each, 10.4-10.9k env steps, two of the
 three keeping their 3k-step actor), where its last actors alone gave a median of 0.48. Lift's
 ``env_steps`` is what those runs made in 35 minutes. Can keeps the paper's NA: DSRL-SAC with
-``keep_best`` reached 0.63 there (median of 3 seeds, 60 minutes each; BC 0.50), NA 0.76 on one seed.
+``keep_best`` reached 0.63 there (median of 3 seeds, 60 minutes each; BC 0.50). Can's NA moves its
+target critic ten times faster (tau 0.05): its grasp is decided about 40 chunks before the success,
+and at 0.005 the critic had not carried the success back to those chunks within the updates a 2-core
+hour allows (bench/value_propagation.py). With it NA reached 0.80, the median of 3 seeds (0.39, 0.85,
+0.80; 52 minutes each, three side by side, about 5k env steps), against BC's 0.50. Can's runs stop
+at 52 minutes (``max_minutes``), so that with the final evaluation they take about an hour.
 DSRL-NA's Q_A can also learn from the demonstrations (``na_prefill_demos``, which ``steer demo``
 and bench/manipulation.py set to the run's dataset).
 
@@ -69,10 +74,15 @@ DSRL_PRESETS: dict[str, dict[str, Any]] = {
         "na_utd": 6,  # paper: 20
         "na_distill_steps": 4,  # paper: 10
         "utd": 12,  # DSRL-SAC, if chosen instead
+        # The grasp is decided ~40 chunks before the success. After 4,000 updates on the demonstrations the
+        # critic ranks successful above failed ones by 0.2 at chunk 10 (step 40) with tau 0.005, by 154 with
+        # 0.05 (bench/value_propagation.py).
+        "tau": 0.05,
         "env_steps": 60_000,
-        "eval_every": 6_000,
+        "max_minutes": 52.0,  # with the final 100-episode evaluation, about an hour
+        "eval_every": 3_000,
         "eval_episodes": 20,
-        "checkpoint_every": 6_000,
+        "checkpoint_every": 3_000,
     },
 }
 """Task id → DSRL config fields that differ from the config's defaults for that task."""

@@ -33,6 +33,13 @@ def test_robosuite_tasks_start_from_the_papers_choices(task, algorithm):
     assert cfg != DSRLConfig()
 
 
+def test_can_moves_its_target_critic_faster_and_stops_within_the_hour():
+    cfg = apply_dsrl_preset(DSRLConfig(), "steer/Can-v0")
+    assert cfg.tau == 0.05 and DSRLConfig().tau == 0.005  # see test_dsrl_na: the value reaches early chunks sooner
+    assert cfg.max_minutes == 52.0 and cfg.eval_every == 3_000
+    assert apply_dsrl_preset(DSRLConfig(), "steer/Lift-v0").tau == 0.005
+
+
 def test_settings_the_caller_changed_or_kept_stay():
     cfg = apply_dsrl_preset(DSRLConfig(env_steps=500, seed=3), "steer/Lift-v0")
     assert cfg.env_steps == 500 and cfg.seed == 3 and cfg.algorithm == "sac"
